@@ -1,0 +1,100 @@
+"""The one exception hierarchy of hpc-tf.
+
+Library code raises these; only the CLI turns them into messages and exit codes
+(``HpcTfError.exit_code``). Every message says what is wrong and, where there is
+one, what to do about it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+class HpcTfError(Exception):
+    """Base of every error hpc-tf reports to a user."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message}\nhint: {self.hint}"
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One problem in a user file: where (``resources.gpus_per_node``, line 7) and what."""
+
+    path: str
+    message: str
+    line: int | None = None
+    source: str | None = None
+
+    def __str__(self) -> str:
+        where = self.source or ""
+        if self.line is not None:
+            where = f"{where}:{self.line}" if where else f"line {self.line}"
+        prefix = f"{where}: " if where else ""
+        return f"{prefix}{self.path}: {self.message}" if self.path else f"{prefix}{self.message}"
+
+
+class SpecError(HpcTfError):
+    """A job spec, campaign or site file is invalid. Nothing was written or submitted."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[FieldProblem], *, hint: str | None = None) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems), hint=hint)
+
+
+class ConfigError(HpcTfError):
+    """A site configuration value is missing or invalid."""
+
+    exit_code = 2
+
+
+class QuotaRefused(HpcTfError):
+    """The job can never run under the account's GPU limits (or --no-queue refused a wait)."""
+
+    exit_code = 3
+
+
+@dataclass
+class SchedulerCommandFailed(HpcTfError):
+    """A Slurm command failed. Carries everything needed to understand and retry it."""
+
+    argv: Sequence[str]
+    returncode: int | None
+    stdout: str = ""
+    stderr: str = ""
+    transient: bool = False
+    summary: str = field(default="")
+
+    def __post_init__(self) -> None:
+        tool = self.argv[0] if self.argv else "?"
+        status = "timed out" if self.returncode is None else f"exited {self.returncode}"
+        detail = self.stderr.strip() or self.stdout.strip() or "(no output)"
+        head = self.summary or f"{tool} {status}"
+        HpcTfError.__init__(
+            self,
+            f"{head}\n  command: {' '.join(self.argv)}\n  {detail}",
+            hint="the controller may be busy; try again" if self.transient else None,
+        )
+
+    def __str__(self) -> str:
+        return HpcTfError.__str__(self)
+
+
+class SchedulerUnavailable(SchedulerCommandFailed):
+    """The Slurm controller or accounting daemon did not answer."""
+
+
+class RuntimeSetupError(HpcTfError):
+    """The node-side bootstrap cannot build the environment for a task."""
+
+    exit_code = 4

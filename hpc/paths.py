@@ -1,0 +1,63 @@
+"""The one owner of file names inside a run directory.
+
+A run directory holds everything about one launched job, so a user (or ``hpc-tf
+status RUN_DIR``) can find the script, the resolved job, the job id and the logs
+without knowing any naming convention::
+
+    <run_dir>/
+      job.sbatch          the rendered batch script, exactly as submitted
+      resolved.json       the resolved job (spec + site config), read by the bootstrap
+      submission.json     job id, cluster, submit time (written after sbatch succeeds)
+      runtime/            stdlib-only bootstrap the tasks start through
+      logs/batch-<jobid>.out        the batch shell's stdout/stderr
+      logs/task-<jobid>-<rank>.out  each task's output (srun --output)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def script(self) -> Path:
+        return self.root / "job.sbatch"
+
+    @property
+    def resolved(self) -> Path:
+        return self.root / "resolved.json"
+
+    @property
+    def submission(self) -> Path:
+        return self.root / "submission.json"
+
+    @property
+    def runtime_dir(self) -> Path:
+        return self.root / "runtime"
+
+    @property
+    def bootstrap(self) -> Path:
+        return self.runtime_dir / "bootstrap.py"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    # Slurm expands %j (job id) and %t (task rank) in --output patterns.
+    @property
+    def batch_log_pattern(self) -> Path:
+        return self.logs_dir / "batch-%j.out"
+
+    @property
+    def task_log_pattern(self) -> Path:
+        return self.logs_dir / "task-%j-%t.out"
+
+    def batch_log(self, job_id: str) -> Path:
+        return self.logs_dir / f"batch-{job_id}.out"
+
+    def task_log(self, job_id: str, rank: int) -> Path:
+        return self.logs_dir / f"task-{job_id}-{rank}.out"
