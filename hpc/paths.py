@@ -23,6 +23,10 @@ from pathlib import Path
 class RunPaths:
     root: Path
 
+    @classmethod
+    def at(cls, root: str | Path) -> RunPaths:
+        return cls(Path(root))
+
     @property
     def script(self) -> Path:
         return self.root / "job.sbatch"
@@ -47,14 +51,9 @@ class RunPaths:
     def logs_dir(self) -> Path:
         return self.root / "logs"
 
-    # Slurm expands %j (job id) and %t (task rank) in --output patterns.
-    @property
-    def batch_log_pattern(self) -> Path:
-        return self.logs_dir / "batch-%j.out"
-
-    @property
-    def task_log_pattern(self) -> Path:
-        return self.logs_dir / "task-%j-%t.out"
+    # File name patterns for --output: Slurm expands %j (job id) and %t (task rank).
+    BATCH_LOG_PATTERN = "batch-%j.out"
+    TASK_LOG_PATTERN = "task-%j-%t.out"
 
     def batch_log(self, job_id: str) -> Path:
         return self.logs_dir / f"batch-{job_id}.out"

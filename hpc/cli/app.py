@@ -31,6 +31,15 @@ def _root(
     """hpc-tf: TensorFlow on Slurm without sbatch boilerplate."""
 
 
+# Commands: each module holds one command group and is one call into the library.
+from hpc.cli import config as _config  # noqa: E402
+from hpc.cli import launch as _launch  # noqa: E402
+
+app.command("launch")(_launch.launch)
+app.command("render")(_launch.render)
+app.add_typer(_config.config_app, name="config")
+
+
 def main() -> None:
     try:
         app()

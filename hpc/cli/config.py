@@ -1,0 +1,27 @@
+"""``hpc-tf config show``: every resolved site value and where it came from."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.site.load import describe, load_site
+
+config_app = typer.Typer(help="Inspect the layered site configuration.", no_args_is_help=True)
+
+
+@config_app.command("show")
+def show(site: SiteOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
+    """Print each site value with its source (default < site file < user file < HPC_TF_* < --set)."""
+    rows = describe(load_site(site, set_ or ()))
+    if as_json:
+        typer.echo(json.dumps({key: {"value": value, "source": source} for key, value, source in rows}, indent=2))
+        return
+    table = Table("key", "value", "from", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)

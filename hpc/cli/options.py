@@ -1,0 +1,20 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SpecArg = Annotated[Path, typer.Argument(help="The job spec (job.yaml).", show_default=False)]
+SiteOpt = Annotated[
+    str | None,
+    typer.Option("--site", "-s", help="Site config: a built-in name (sandbox, local, …) or a YAML path. "
+                 "Default: $HPC_TF_SITE, then 'site' in ~/.config/hpc-tf/config.yaml, then local."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a site value, e.g. --set account=lab (repeatable).", show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

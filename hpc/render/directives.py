@@ -1,0 +1,56 @@
+"""The ``#SBATCH`` lines of a job, in a stable order: managed options, site defaults, the spec's extras."""
+
+from __future__ import annotations
+
+from hpc.render.quoting import sbatch_value
+from hpc.resolve import ResolvedJob
+
+
+def gpu_request(gres_name: str, gpu_type: str | None, count: int) -> str:
+    """``gpu:2`` or ``gpu:a100:2``: Slurm's GRES notation."""
+    return f"{gres_name}:{gpu_type}:{count}" if gpu_type else f"{gres_name}:{count}"
+
+
+def sbatch_options(job: ResolvedJob, batch_log: str) -> list[tuple[str, str | None]]:
+    """The managed options in a stable order, as (long option, value or None for a bare flag)."""
+    opts: list[tuple[str, str | None]] = [
+        ("job-name", job.name),
+        ("output", batch_log),
+        ("nodes", str(job.nodes)),
+        ("ntasks-per-node", str(job.tasks_per_node)),
+        ("time", job.time_limit),
+    ]
+    for key, value in (("partition", job.partition), ("account", job.account), ("qos", job.qos)):
+        if value:
+            opts.append((key, value))
+    if job.gpus_per_task:
+        opts.append(("gpus-per-task", gpu_request(job.gres_name, job.gpu_type, job.gpus_per_task)
+                     .removeprefix(f"{job.gres_name}:")))
+    elif job.gpus_per_node:
+        opts.append(("gres", gpu_request(job.gres_name, job.gpu_type, job.gpus_per_node)))
+    if job.cpus_per_task:
+        opts.append(("cpus-per-task", str(job.cpus_per_task)))
+    if job.mem:
+        opts.append(("mem", job.mem))
+    if job.constraint:
+        opts.append(("constraint", job.constraint))
+    if job.exclusive:
+        opts.append(("exclusive", None))
+    if job.warning_seconds is not None:
+        # B: signal only the batch shell; its trap forwards the warning to the tasks
+        opts += [("signal", f"B:USR1@{job.warning_seconds}"), ("requeue", None), ("open-mode", "append")]
+    return opts
+
+
+def directive_lines(job: ResolvedJob, batch_log: str) -> list[str]:
+    """Every ``#SBATCH`` line: managed options first, then site defaults and the spec's extras.
+
+    ``batch_log`` is already a Slurm filename pattern (literal parts escaped by the caller).
+    """
+    lines = []
+    for key, value in sbatch_options(job, batch_log):
+        lines.append(f"#SBATCH --{key}" if value is None else f"#SBATCH --{key}={sbatch_value(value, key)}")
+    for flag in job.sbatch_extra:
+        name, sep, value = flag.partition("=")
+        lines.append(f"#SBATCH {name}={sbatch_value(value, name)}" if sep else f"#SBATCH {name}")
+    return lines

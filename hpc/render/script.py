@@ -1,0 +1,54 @@
+"""ResolvedJob -> the batch script text (Jinja2, StrictUndefined; values enter only through quoting filters)."""
+
+from __future__ import annotations
+
+import jinja2
+
+from hpc import __version__
+from hpc.paths import RunPaths
+from hpc.render.directives import directive_lines
+from hpc.render.quoting import sh, sh_words, slurm_filename
+from hpc.resolve import ResolvedJob
+from hpc.resources import data_dir
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,  # shell, not HTML: quoting is explicit, through the filters below
+        keep_trailing_newline=True,
+    )
+    env.filters["sh"] = sh
+    env.filters["sh_words"] = sh_words
+    return env
+
+
+def container_prefix(job: ResolvedJob) -> str:
+    """``apptainer exec --nv --bind … IMAGE `` so the bootstrap and the command run inside the image."""
+    if job.container is None:
+        return ""
+    c = job.container
+    # the run directory and workdir must be visible inside the container
+    binds = ",".join(dict.fromkeys((*c.binds, job.run_dir, job.workdir)))
+    words = [c.runtime, "exec", *(["--nv"] if c.nv else []), "--bind", binds, c.image]
+    return sh_words(words) + " "
+
+
+def log_pattern(paths: RunPaths, name_pattern: str) -> str:
+    """The logs directory taken literally (``%`` escaped), then Slurm's ``%j``/``%t`` pattern."""
+    return f"{slurm_filename(str(paths.logs_dir))}/{name_pattern}"
+
+
+def render_script(job: ResolvedJob) -> str:
+    paths = RunPaths.at(job.run_dir)
+    template = _environment().get_template("job.sbatch.j2")
+    return template.render(
+        job=job,
+        version=__version__,
+        directives=directive_lines(job, log_pattern(paths, RunPaths.BATCH_LOG_PATTERN)),
+        task_log=log_pattern(paths, RunPaths.TASK_LOG_PATTERN),
+        task_prefix=container_prefix(job),
+        bootstrap=str(paths.bootstrap),
+        resolved=str(paths.resolved),
+    )

@@ -1,0 +1,226 @@
+"""(JobSpec, SiteConfig) -> ResolvedJob: every decision about the job made once, purely.
+
+After this step nothing looks at the spec or the site again: rendering, quota checks and
+the node-side bootstrap all read the frozen ResolvedJob (saved as resolved.json).
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from hpc.errors import FieldProblem, SpecError
+from hpc.site.load import LoadedSite
+from hpc.spec.load import LoadedSpec
+from hpc.spec.model import Strategy
+from hpc.units import format_duration, parse_duration, parse_memory_mb
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ContainerPlan(Frozen):
+    runtime: str
+    image: str
+    binds: tuple[str, ...]
+    nv: bool
+
+
+class RuntimePlan(Frozen):
+    """What the node-side bootstrap reads (the ``runtime`` key of resolved.json)."""
+
+    strategy: Strategy
+    gpus_per_task: int
+    gpus_per_node: int
+    port_range: tuple[int, int]
+    coordination_timeout_s: int
+    memory_growth: bool
+    gpu_allocator: str | None
+    keras_mwms_fix: bool
+    checkpoint_dir: str
+    checkpoint_every_steps: int | None
+    preemption: bool
+    max_restarts: int
+
+
+class ResolvedJob(Frozen):
+    name: str
+    spec_source: str
+    site: str
+    launcher: Literal["slurm", "local"]
+    run_dir: str
+    partition: str | None
+    account: str | None
+    qos: str | None
+    nodes: int
+    tasks_per_node: int
+    gpus_per_node: int  # on each node, for the whole job
+    gpus_per_task: int | None  # set when the spec binds GPUs per task (--gpus-per-task)
+    gpu_type: str | None
+    gres_name: str
+    cpus_per_task: int | None
+    mem: str | None
+    time_seconds: int
+    constraint: str | None
+    exclusive: bool
+    workdir: str
+    output_dir: str
+    command: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    python: str
+    module_init: str | None
+    modules: tuple[str, ...]
+    conda: str | None
+    venv: str | None
+    container: ContainerPlan | None
+    sbatch_extra: tuple[str, ...]
+    warning_seconds: int | None  # preemption warning before the time limit
+    runtime: RuntimePlan
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+    @property
+    def total_gpus(self) -> int:
+        return self.gpus_per_node * self.nodes
+
+    @property
+    def time_limit(self) -> str:
+        return format_duration(self.time_seconds)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"
+
+
+def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
+    """``~`` and ``$VAR`` expanded with ``environ``; relative paths anchored at ``base_dir``."""
+    if text.startswith("~"):
+        text = environ.get("HOME", "~") + text[1:]
+    text = string.Template(text).safe_substitute(environ)
+    path = Path(text)
+    return str(path if path.is_absolute() else base_dir / path)
+
+
+def resolve(
+    loaded: LoadedSpec,
+    site: LoadedSite,
+    run_id: str,
+    environ: Mapping[str, str] | None = None,
+) -> ResolvedJob:
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("USER", env.get("LOGNAME", "user"))
+    spec, cfg, doc = loaded.spec, site.config, loaded.document
+    res = spec.resources
+    problems: list[FieldProblem] = []
+
+    partition_name = res.partition or cfg.default_partition
+    partition = cfg.partitions.get(partition_name) if partition_name else None
+    if partition_name and cfg.partitions and partition is None:
+        problems.append(doc.problem(("resources", "partition"),
+                                    f"site '{cfg.name}' has no partition '{partition_name}'; "
+                                    f"choose one of: {', '.join(cfg.partitions)}"))
+    if partition is not None:
+        gpu_loc = ("resources", "gpus_per_task" if res.gpus_per_task is not None else "gpus_per_node")
+        if res.gpus_on_each_node and not partition.has_gpus:
+            gpu_parts = [n for n, p in cfg.partitions.items() if p.has_gpus]
+            problems.append(doc.problem(gpu_loc, f"partition '{partition_name}' has no GPUs"
+                                        + (f"; GPU partitions: {', '.join(gpu_parts)}" if gpu_parts else "")))
+        elif res.gpus_on_each_node > partition.gpus_per_node:
+            problems.append(doc.problem(gpu_loc, f"{res.gpus_on_each_node} GPUs per node "
+                                        f"({res.tasks_per_node} tasks x {res.gpus_per_worker}) do not fit: "
+                                        f"partition '{partition_name}' nodes have {partition.gpus_per_node}"))
+        if res.gpu_type and partition.gpu_types and res.gpu_type not in partition.gpu_types:
+            problems.append(doc.problem(("resources", "gpu_type"), f"partition '{partition_name}' has GPU types "
+                                        f"{', '.join(partition.gpu_types)}, not '{res.gpu_type}'"))
+        if partition.max_nodes is not None and res.nodes > partition.max_nodes:
+            problems.append(doc.problem(("resources", "nodes"), f"partition '{partition_name}' allows at most "
+                                        f"{partition.max_nodes} nodes per job"))
+        if partition.max_time and res.time_seconds and res.time_seconds > parse_duration(partition.max_time):
+            problems.append(doc.problem(("resources", "time"), f"{res.time} exceeds the time limit of partition "
+                                        f"'{partition_name}' ({partition.max_time})"))
+        if partition.cpus_per_node and res.cpus_per_task and res.cpus_per_task * res.tasks_per_node > partition.cpus_per_node:
+            problems.append(doc.problem(("resources", "cpus_per_task"), f"{res.tasks_per_node} tasks x "
+                                        f"{res.cpus_per_task} CPUs exceed the {partition.cpus_per_node} CPUs of a "
+                                        f"'{partition_name}' node"))
+        if partition.mem_per_node and res.mem and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node):
+            problems.append(doc.problem(("resources", "mem"), f"{res.mem} exceeds the memory of a "
+                                        f"'{partition_name}' node ({partition.mem_per_node})"))
+    if spec.preemption.enabled and (res.time_seconds or parse_duration(cfg.default_time)) <= spec.preemption.warning_seconds:
+        problems.append(doc.problem(("preemption", "warning_seconds"),
+                                    "the warning must come before the time limit; lower it or raise resources.time"))
+    if problems:
+        raise SpecError(problems)
+
+    base = loaded.base_dir
+    runs_root = expand_path(cfg.runs_dir, base, env)
+    run_dir = str(Path(runs_root) / run_id)
+    output_dir = expand_path(spec.output_dir, base, env) if spec.output_dir else str(Path(run_dir) / "output")
+    checkpoint_dir = (expand_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
+                      else str(Path(output_dir) / "checkpoints"))
+    container = None
+    if spec.environment.container is not None:
+        c = spec.environment.container
+        container = ContainerPlan(runtime=c.runtime, image=expand_path(c.image, base, env),
+                                  binds=(*cfg.container_binds, *c.binds), nv=c.nv)
+    per_task = res.gpus_per_task is not None and res.gpus_per_task > 0
+
+    return ResolvedJob(
+        name=spec.name,
+        spec_source=doc.source,
+        site=cfg.name,
+        launcher=cfg.launcher,
+        run_dir=run_dir,
+        partition=partition_name,
+        account=res.account or cfg.account,
+        qos=res.qos or cfg.qos,
+        nodes=res.nodes,
+        tasks_per_node=res.tasks_per_node,
+        gpus_per_node=res.gpus_on_each_node,
+        gpus_per_task=res.gpus_per_task if per_task else None,
+        gpu_type=res.gpu_type,
+        gres_name=cfg.gres_name,
+        cpus_per_task=res.cpus_per_task,
+        mem=res.mem,
+        time_seconds=res.time_seconds or parse_duration(cfg.default_time),
+        constraint=res.constraint,
+        exclusive=res.exclusive,
+        workdir=expand_path(spec.workdir, base, env) if spec.workdir else str(base),
+        output_dir=output_dir,
+        command=spec.command,
+        env=tuple(sorted(spec.env.items())),
+        python=spec.environment.python or cfg.python,
+        module_init=cfg.module_init,
+        modules=(*cfg.modules, *spec.environment.modules),
+        conda=spec.environment.conda,
+        venv=expand_path(spec.environment.venv, base, env) if spec.environment.venv else None,
+        container=container,
+        sbatch_extra=(*cfg.sbatch_defaults, *spec.sbatch_extra),
+        warning_seconds=spec.preemption.warning_seconds if spec.preemption.enabled else None,
+        runtime=RuntimePlan(
+            strategy=spec.strategy,
+            gpus_per_task=res.gpus_per_worker,
+            gpus_per_node=res.gpus_on_each_node,
+            port_range=spec.tf.port_range,
+            coordination_timeout_s=spec.tf.coordination_timeout,
+            memory_growth=spec.tf.memory_growth,
+            gpu_allocator=spec.tf.gpu_allocator,
+            keras_mwms_fix=spec.tf.keras_mwms_fix,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every_steps=spec.checkpoint.every_steps,
+            preemption=spec.preemption.enabled,
+            max_restarts=spec.preemption.max_restarts,
+        ),
+    )
+
+
+def load_resolved(path: Path) -> ResolvedJob:
+    return ResolvedJob.model_validate_json(path.read_text(encoding="utf-8"))
+
+

@@ -1,0 +1,76 @@
+"""Creating run directories: complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hpc.atomic import write_text_atomic
+from hpc.errors import HpcTfError
+from hpc.paths import RunPaths
+from hpc.resolve import ResolvedJob
+from hpc.runtime import install_into
+
+
+def new_run_id(name: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def write_run_dir(job: ResolvedJob, script: str) -> RunPaths:
+    """Write script, resolved job, bootstrap and an empty logs dir under a temporary name, then rename."""
+    paths = RunPaths.at(job.run_dir)
+    if paths.root.exists():
+        raise HpcTfError(f"run directory already exists: {paths.root}")
+    try:
+        paths.root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HpcTfError(f"cannot create the runs directory {paths.root.parent}: {err.strerror}",
+                         hint="set runs_dir in your site config (or --set runs_dir=PATH) to a writable shared path") from None
+    staging = RunPaths.at(paths.root.parent / f".{paths.root.name}.partial")
+    try:
+        staging.logs_dir.mkdir(parents=True)
+        write_text_atomic(staging.script, script, mode=0o755)
+        write_text_atomic(staging.resolved, job.to_json())
+        install_into(staging.runtime_dir)
+        os.rename(staging.root, paths.root)
+    except BaseException:
+        shutil.rmtree(staging.root, ignore_errors=True)
+        raise
+    return paths
+
+
+def discard_run_dir(paths: RunPaths) -> None:
+    """Remove a run directory whose submission failed, so no run looks submitted that never was."""
+    shutil.rmtree(paths.root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    cluster: str | None
+    submitted_at: str
+
+    def to_json(self) -> str:
+        return json.dumps({"job_id": self.job_id, "cluster": self.cluster, "submitted_at": self.submitted_at},
+                          indent=2) + "\n"
+
+
+def record_submission(paths: RunPaths, job_id: str, cluster: str | None) -> Submission:
+    submission = Submission(job_id=job_id, cluster=cluster,
+                            submitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_text_atomic(paths.submission, submission.to_json())
+    return submission
+
+
+def read_submission(paths: RunPaths) -> Submission:
+    try:
+        data = json.loads(paths.submission.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HpcTfError(f"{paths.root} is not a submitted run (no {paths.submission.name})") from None
+    return Submission(job_id=str(data["job_id"]), cluster=data.get("cluster"), submitted_at=data["submitted_at"])

@@ -1,0 +1,47 @@
+"""Durations and memory sizes as users write them in job specs and site configs (Slurm's notation)."""
+
+from __future__ import annotations
+
+import re
+
+_TIME = re.compile(
+    r"^(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"  # D-H, D-H:M, D-H:M:S
+    r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$"  # M, M:S, H:M:S
+)
+_MEM = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)B?$", re.IGNORECASE)
+_MEM_FACTOR_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in a Slurm time limit: ``90`` (minutes), ``1:30:00``, ``2-00:00:00``, ``1-12``.
+
+    Raises ValueError with the accepted forms.
+    """
+    match = _TIME.match(text.strip())
+    if match is None:
+        raise ValueError(
+            f"'{text}' is not a Slurm time; use minutes ('90'), 'H:MM:SS' ('1:30:00') or 'D-HH:MM:SS' ('2-00:00:00')"
+        )
+    g = match.groupdict()
+    if g["days"] is not None:
+        return (int(g["days"]) * 24 + int(g["dh"])) * 3600 + int(g["dm"] or 0) * 60 + int(g["ds"] or 0)
+    if g["c"] is not None:  # H:M:S
+        return int(g["a"]) * 3600 + int(g["b"]) * 60 + int(g["c"])
+    return int(g["a"]) * 60 + int(g["b"] or 0)  # M or M:S
+
+
+def format_duration(seconds: int) -> str:
+    """``D-HH:MM:SS`` (or ``HH:MM:SS`` under a day): the form Slurm prints and accepts."""
+    days, rest = divmod(max(seconds, 0), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock
+
+
+def parse_memory_mb(text: str) -> int:
+    """Megabytes in a Slurm memory size: ``16G``, ``500M``, ``16000`` (MB, Slurm's default unit)."""
+    match = _MEM.match(text.strip())
+    if match is None:
+        raise ValueError(f"'{text}' is not a memory size; use e.g. '16G', '500M' or '16000' (megabytes)")
+    return max(1, round(int(match["n"]) * _MEM_FACTOR_MB[match["unit"].upper()]))

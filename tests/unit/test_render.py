@@ -1,0 +1,188 @@
+"""Rendering: golden scripts per (site, job), and hostile values that must reach the job unchanged.
+
+Regenerate the golden files after an intended change with:
+    HPC_TF_REGEN_GOLDEN=1 pytest tests/unit/test_render.py
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hpc.errors import SpecError
+from hpc.render.quoting import UnsafeValue, sbatch_value, sh
+from hpc.render.script import render_script
+from hpc.resolve import ResolvedJob, resolve
+from hpc.site.load import load_site
+from hpc.spec import load_spec, load_spec_text
+
+TESTS = Path(__file__).resolve().parents[1]
+SPECS = TESTS / "fixtures" / "specs"
+GOLDEN = TESTS / "golden"
+ALICE = {"HOME": "/home/alice", "USER": "alice"}
+CASES = [
+    ("sandbox", "minimal"),
+    ("sandbox", "multinode"),
+    ("sandbox", "per-task"),
+    ("example-apptainer", "apptainer"),
+    ("example-plain", "minimal"),
+]
+
+
+def resolved(site: str, spec: str, overrides: tuple[str, ...] = ()) -> ResolvedJob:
+    loaded = load_spec(SPECS / f"{spec}.yaml")
+    return resolve(loaded, load_site(site, overrides, environ=ALICE), f"{spec}-run", environ=ALICE)
+
+
+@pytest.mark.parametrize(("site", "spec"), CASES)
+def test_golden_script(site: str, spec: str) -> None:
+    script = render_script(resolved(site, spec))
+    golden = GOLDEN / f"{site}--{spec}.sbatch"
+    if os.environ.get("HPC_TF_REGEN_GOLDEN"):
+        golden.write_text(script)
+    assert golden.is_file(), f"missing {golden}; create it with HPC_TF_REGEN_GOLDEN=1 pytest {__file__}"
+    assert script == golden.read_text(), (
+        f"rendered script differs from {golden.name}; if the change is intended, regenerate with "
+        f"HPC_TF_REGEN_GOLDEN=1 pytest tests/unit/test_render.py"
+    )
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+# ---- sbatch's reading of "#SBATCH" lines, as its option parser does it --------------------------
+
+def sbatch_arguments(line: str) -> list[str]:
+    """Split the text after ``#SBATCH`` like sbatch: backslash escapes, quotes group, unquoted # ends."""
+    args: list[str] = []
+    i, n = 0, len(line)
+    while i < n:
+        while i < n and line[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        arg, quote = "", ""
+        while i < n and (quote or not line[i].isspace()):
+            ch = line[i]
+            if ch == "\\" and i + 1 < n:
+                arg += line[i + 1]
+                i += 2
+                continue
+            if quote:
+                if ch == quote:
+                    quote = ""
+                else:
+                    arg += ch
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                return [*args, arg] if arg else args
+            else:
+                arg += ch
+            i += 1
+        args.append(arg)
+    return args
+
+
+def directives(script: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in script.splitlines():
+        if line.startswith("#SBATCH "):
+            (arg,) = sbatch_arguments(line[len("#SBATCH "):])
+            key, _, value = arg.partition("=")
+            out[key] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "value", ["plain", "two words", 'say "hi"', "it's", "a # b", "back\\slash", "$(x) `y` ;z", "100%", ""]
+)
+def test_sbatch_value_round_trips(value: str) -> None:
+    assert sbatch_arguments(f"--comment={sbatch_value(value)}") == [f"--comment={value}"]
+
+
+@pytest.mark.parametrize("bad", ["a\nb", "a\rb", "a\0b"])
+def test_newline_and_nul_refused_by_every_quoting(bad: str) -> None:
+    with pytest.raises(UnsafeValue):
+        sbatch_value(bad)
+    with pytest.raises(UnsafeValue):
+        sh(bad)
+
+
+# ---- hostile values: run the rendered script with a shimmed srun and prove nothing got executed ---
+
+SHIM_SRUN = """#!/bin/bash
+# records the argv and the environment the script hands to srun, one NUL-terminated item each
+printf '%s\\0' "$@" > "$SHIM_OUT/srun.argv"
+printf '%s' "$MSG" > "$SHIM_OUT/msg"
+pwd > "$SHIM_OUT/pwd"
+"""
+SHIM_RECORD = """#!/bin/bash
+printf '%s\\0' "$(basename "$0")" "$@" >> "$SHIM_OUT/calls"
+"""
+
+
+def hostile_job(tmp_path: Path) -> ResolvedJob:
+    text = (SPECS / "hostile.yaml").read_text()
+    workdir = tmp_path / "dir with spaces" / "it's $(x)"
+    workdir.mkdir(parents=True)
+    text = text.replace('"/tmp/dir with spaces/it\'s $(x)"', f'"{workdir}"')
+    loaded = load_spec_text(text, "hostile.yaml", tmp_path)
+    site = load_site("sandbox", (f"runs_dir={tmp_path / 'runs %j'}",), environ=ALICE)
+    return resolve(loaded, site, "hostile-run", environ=ALICE)
+
+
+def test_hostile_values_reach_the_job_unchanged_and_run_nothing(tmp_path: Path) -> None:
+    job = hostile_job(tmp_path)
+    script = render_script(job)
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+    found = directives(script)
+    assert found["--comment"] == 'say "hi" # there \\ $(touch PWNED) \'q\''
+    assert found["--constraint"] == "a&b|c # d"
+    assert found["--job-name"] == "hostile-job"
+    # the literal '%' of the runs dir is escaped for Slurm's filename patterns, %j is kept
+    assert found["--output"] == f"{tmp_path}/runs %%j/hostile-run/logs/batch-%j.out"
+
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    for name, body in (("srun", SHIM_SRUN), ("conda", SHIM_RECORD), ("module", SHIM_RECORD)):
+        (shims / name).write_text(body)
+        (shims / name).chmod(stat.S_IRWXU)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"PATH": f"{shims}:/usr/bin:/bin", "SHIM_OUT": str(out), "HOME": str(tmp_path)}
+    script_path = tmp_path / "job.sbatch"
+    script_path.write_text(script)
+    subprocess.run(["bash", str(script_path)], env=env, cwd=tmp_path, check=True, timeout=30)
+
+    argv = (out / "srun.argv").read_bytes().decode().split("\0")[:-1]
+    assert argv[argv.index("--") + 1:] == list(job.command)
+    assert (out / "msg").read_text() == dict(job.env)["MSG"]
+    assert (out / "pwd").read_text().strip() == job.workdir
+    calls = (out / "calls").read_bytes().decode().split("\0")
+    assert ["conda", "activate", "my env $(touch PWNED)"] == calls[calls.index("activate") - 1:][:3]
+    assert not list(tmp_path.rglob("PWNED")), "a hostile value was executed"
+
+
+def test_impossible_resources_for_the_site_are_refused_with_the_line() -> None:
+    text = "name: a\ncommand: x\nresources:\n  nodes: 3\n  gpus_per_node: 8\n  partition: gpu\n"
+    with pytest.raises(SpecError) as info:
+        resolve(load_spec_text(text, "job.yaml", Path("/x")), load_site("sandbox", environ=ALICE), "r", ALICE)
+    found = [str(p) for p in info.value.problems]
+    assert any(p.startswith("job.yaml:5: resources.gpus_per_node: 8 GPUs per node") for p in found)
+    assert any(p.startswith("job.yaml:4: resources.nodes:") and "at most 2" in p for p in found)
+
+
+def test_unknown_partition_lists_the_choices() -> None:
+    text = "name: a\ncommand: x\nresources: {partition: gpgpu}\n"
+    with pytest.raises(SpecError, match="choose one of: gpu, cpu"):
+        resolve(load_spec_text(text, "job.yaml", Path("/x")), load_site("sandbox", environ=ALICE), "r", ALICE)
+
+
+def test_gpus_on_a_cpu_partition_point_to_the_gpu_partitions() -> None:
+    text = "name: a\ncommand: x\nresources: {partition: cpu, gpus_per_node: 1}\n"
+    with pytest.raises(SpecError, match="partition 'cpu' has no GPUs; GPU partitions: gpu"):
+        resolve(load_spec_text(text, "job.yaml", Path("/x")), load_site("sandbox", environ=ALICE), "r", ALICE)
