@@ -26,7 +26,7 @@ from hpc.errors import ConfigError, FieldProblem, SpecError
 from hpc.modelbase import validate_document
 from hpc.resources import data_dir
 from hpc.site.model import SiteConfig
-from hpc.yamlsource import load_yaml_file
+from hpc.yamlsource import load_scalar, load_yaml_file
 
 DEFAULT_SITE = "local"
 ENV_PREFIX = "HPC_TF_"
@@ -89,7 +89,7 @@ def _merge(flat: Flat, provenance: dict[str, str], layer: Flat, source: str) -> 
 def _scalar(text: str) -> Any:
     """``4`` -> 4, ``true`` -> True, ``[a, b]`` -> list; anything else stays a string."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return load_scalar(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
 

@@ -121,3 +121,8 @@ def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
 def test_example_specs_load() -> None:
     for path in sorted((Path(__file__).parents[1] / "fixtures" / "specs").glob("*.yaml")):
         assert load_spec(path).spec.name
+
+
+def test_clock_times_are_not_yaml_base60_numbers() -> None:
+    spec = load_spec_text("name: a\ncommand: x\nresources: {time: 1:30:00}\n", "job.yaml", BASE).spec
+    assert spec.resources.time == "1:30:00" and spec.resources.time_seconds == 5400

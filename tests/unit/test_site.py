@@ -1,0 +1,91 @@
+"""Layered site configuration: later layers win, and every value says where it came from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpc.errors import ConfigError, SpecError
+from hpc.site.load import builtin_sites, describe, load_site
+
+
+@pytest.fixture()
+def home(tmp_path: Path) -> dict[str, str]:
+    return {"HOME": str(tmp_path), "USER": "alice"}
+
+
+def write_user_config(home: dict[str, str], text: str) -> Path:
+    path = Path(home["HOME"]) / ".config" / "hpc-tf" / "config.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    return path
+
+
+def test_shipped_sites_all_load() -> None:
+    assert {"sandbox", "local", "example-apptainer", "example-plain"} <= set(builtin_sites())
+    for name in builtin_sites():
+        assert load_site(name, environ={"HOME": "/h"}).config.name == name
+
+
+def test_layers_in_order_with_provenance(home: dict[str, str]) -> None:
+    user = write_user_config(home, "account: from-user\nqos: user-qos\ndefault_time: '2:00:00'\n")
+    env = {**home, "HPC_TF_QOS": "env-qos", "HPC_TF_SERVING__FORMAT": "onnx", "HPC_TF_RESOLVED": "ignored"}
+    site = load_site("sandbox", ["default_time=45:00"], environ=env)
+    cfg = site.config
+    assert (cfg.account, cfg.qos, cfg.default_time, cfg.serving.format) == ("from-user", "env-qos", "45:00", "onnx")
+    assert site.source_of("account") == f"user file {user}"
+    assert site.source_of("qos") == "environment HPC_TF_QOS"
+    assert site.source_of("serving.format") == "environment HPC_TF_SERVING__FORMAT"
+    assert site.source_of("default_time") == "--set default_time"
+    assert site.source_of("cpu_partition").startswith("site file ")
+    assert site.source_of("gres_name") == "built-in default"
+    rows = {key: (value, source) for key, value, source in describe(site)}
+    assert rows["partitions.gpu.gpus_per_node"][0] == "4"
+
+
+def test_user_file_picks_the_default_site(home: dict[str, str]) -> None:
+    write_user_config(home, "site: example-plain\n")
+    assert load_site(None, environ=home).config.name == "example-plain"
+    assert load_site(None, environ={**home, "HPC_TF_SITE": "sandbox"}).config.name == "sandbox"
+
+
+def test_set_values_are_typed(home: dict[str, str]) -> None:
+    cfg = load_site("sandbox", ["partitions.gpu.gpus_per_node=8", "modules=[a, b]"], environ=home).config
+    assert cfg.partitions["gpu"].gpus_per_node == 8
+    assert cfg.modules == ["a", "b"]
+
+
+def test_bad_override_names_its_source(home: dict[str, str]) -> None:
+    with pytest.raises(SpecError) as info:
+        load_site("sandbox", ["partitions.gpu.gpus_per_node=many"], environ=home)
+    (problem,) = info.value.problems
+    assert problem.source == "--set partitions.gpu.gpus_per_node"
+    with pytest.raises(SpecError, match="Extra inputs"):
+        load_site("sandbox", ["acount=lab"], environ=home)
+
+
+def test_set_without_equals(home: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_site("sandbox", ["account"], environ=home)
+
+
+def test_unknown_site_lists_builtin_ones(home: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_site("nowhere", environ=home)
+    assert "sandbox" in str(info.value)
+
+
+def test_site_file_errors_have_lines(tmp_path: Path, home: dict[str, str]) -> None:
+    path = tmp_path / "mysite.yaml"
+    path.write_text("partitions:\n  gpu:\n    gpus_per_nod: 4\ndefault_partition: gpu\n")
+    with pytest.raises(SpecError) as info:
+        load_site(str(path), environ=home)
+    assert str(info.value).startswith(f"{path}:3: partitions.gpu.gpus_per_nod: unknown key")
+
+
+def test_default_partition_must_exist(tmp_path: Path, home: dict[str, str]) -> None:
+    path = tmp_path / "mysite.yaml"
+    path.write_text("partitions: {gpu: {gpus_per_node: 4}}\ndefault_partition: gpus\n")
+    with pytest.raises(SpecError, match="default_partition 'gpus' is not among partitions: gpu"):
+        load_site(str(path), environ=home)
