@@ -7,7 +7,8 @@ from rich.console import Console
 
 from hpc.cli.options import SetOpt, SiteOpt, SpecArg
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
-from hpc.scheduler import default_scheduler
+from hpc.cli.jobs import wait_for
+from hpc.scheduler import SlurmScheduler
 
 err = Console(stderr=True, highlight=False)
 
@@ -26,6 +27,7 @@ def launch(
     site: SiteOpt = None,
     set_: SetOpt = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the script and the plan; submit nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Follow the job until it ends; exit with its exit code."),
 ) -> None:
     """Validate a job spec, render its batch script into a new run directory and submit it."""
     plan = plan_launch(spec, site, set_ or ())
@@ -33,11 +35,13 @@ def launch(
         typer.echo(plan.script, nl=False)
         err.print(f"[bold]dry run[/]: {_summary(plan)}\nwould create {plan.job.run_dir}; nothing submitted")
         return
-    launched = submit_plan(plan, default_scheduler())
+    launched = submit_plan(plan, SlurmScheduler())
     typer.echo(launched.job_id)
     err.print(f"submitted job [bold]{launched.job_id}[/]: {_summary(plan)}\n"
               f"run directory: {launched.paths.root}\n"
               f"follow it:     hpc-tf status {launched.job_id}   |   hpc-tf logs {launched.paths.root} --follow")
+    if wait:
+        raise typer.Exit(wait_for(launched.job_id))
 
 
 def render(spec: SpecArg, site: SiteOpt = None, set_: SetOpt = None) -> None:

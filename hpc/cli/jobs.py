@@ -1,0 +1,150 @@
+"""``hpc-tf status``, ``logs`` and ``cancel``: the user's view of launched jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.errors import HpcTfError
+from hpc.runs import Run, find_run, list_runs, runs_root
+from hpc.scheduler import Follower, JobState, JobStatus, SlurmScheduler
+from hpc.site.load import load_site
+from hpc.units import format_duration
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+Targets = Annotated[list[str] | None, typer.Argument(help="Job ids or run directories.", show_default=False)]
+
+
+def _root(site: str | None, set_: list[str] | None) -> Path:
+    return runs_root(load_site(site, set_ or ()), dict(os.environ))
+
+
+def _runs(targets: list[str] | None, all_: bool, root: Path) -> list[Run]:
+    if all_:
+        return list_runs(root)
+    if not targets:
+        raise HpcTfError("name a job id or run directory, or pass --all")
+    return [find_run(t, root) for t in targets]
+
+
+def _time(status: JobStatus) -> str:
+    elapsed = format_duration(status.elapsed_s) if status.elapsed_s is not None else "-"
+    limit = format_duration(status.time_limit_s) if status.time_limit_s is not None else "-"
+    return f"{elapsed} / {limit}"
+
+
+def _info(status: JobStatus) -> str:
+    if status.reason is not None:
+        return status.reason_sentence or ""
+    if status.state.is_terminal and status.exit_code is not None and not status.state.is_success:
+        return f"exit code {status.exit_code.shell_code}"
+    if status.state is JobState.UNKNOWN:
+        return "not known to sacct or squeue (too old, or another cluster)"
+    return ""
+
+
+def status_rows(runs: list[Run], statuses: Mapping[str, JobStatus]) -> list[dict[str, object]]:
+    rows = []
+    for run in runs:
+        st = statuses[run.job_id]
+        rows.append({
+            "job_id": run.job_id, "run": run.name, "state": st.state.value, "info": _info(st),
+            "elapsed_s": st.elapsed_s, "time_limit_s": st.time_limit_s, "nodes": st.node_list or st.nodes,
+            "gpus": st.gpus, "restarts": st.restarts,
+            "run_dir": str(run.paths.root) if run.paths else None,
+            "reason": st.reason.code if st.reason else None,
+            "exit_code": st.exit_code.shell_code if st.exit_code else None,
+        })
+    return rows
+
+
+def status(
+    targets: Targets = None,
+    all_: bool = typer.Option(False, "--all", help="Every run under the site's runs directory."),
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """One table of jobs: state, why they wait (in words), elapsed/limit, nodes, GPUs — one scheduler query."""
+    runs = _runs(targets, all_, _root(site, set_))
+    statuses = SlurmScheduler().query([r.job_id for r in runs]) if runs else {}
+    rows = status_rows(runs, statuses)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        err.print("no runs found")
+        return
+    table = Table("job", "run", "state", "elapsed / limit", "nodes", "gpus", "restarts", "info", box=None)
+    for run, row in zip(runs, rows):
+        st = statuses[run.job_id]
+        table.add_row(str(row["job_id"]), str(row["run"]), st.state.value, _time(st), str(row["nodes"]),
+                      str(st.gpus), str(st.restarts), str(row["info"]))
+    out.print(table)
+
+
+def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
+    """Cancel jobs by id or run directory (already finished jobs are fine)."""
+    runs = _runs(targets, False, _root(site, set_))
+    SlurmScheduler().cancel([r.job_id for r in runs])
+    err.print(f"cancelled {', '.join(r.job_id for r in runs)}")
+
+
+def logs(
+    target: Annotated[str, typer.Argument(help="Job id or run directory.", show_default=False)],
+    task: int | None = typer.Option(None, "--task", "-t", help="A task's (worker's) output instead of the batch log."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Print a job's batch log (or one worker's log with --task N)."""
+    run = find_run(target, _root(site, set_))
+    if run.paths is None:
+        raise HpcTfError(f"job {run.job_id} has no hpc-tf run directory under the runs directory",
+                         hint="pass the run directory printed by hpc-tf launch")
+    path = run.paths.batch_log(run.job_id) if task is None else run.paths.task_log(run.job_id, task)
+    follower = Follower(SlurmScheduler().query, [run.job_id]) if follow else None
+    offset = 0
+    while True:
+        if path.exists():
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+            offset += len(chunk)
+            typer.echo(chunk.decode(errors="replace"), nl=False)
+        elif follower is None:
+            raise HpcTfError(f"no log yet at {path}", hint="the job may still be pending: hpc-tf status " + run.job_id)
+        if follower is None:
+            return
+        if follower.seconds_until_due() == 0:
+            follower.poll()
+            if follower.done:
+                follower = None
+                continue  # one last read for what was written before the end
+        time.sleep(0.5)
+
+
+def wait_for(job_id: str) -> int:
+    """Follow one job with a live status line until it ends; return an exit code mirroring the job's."""
+    follower = Follower(SlurmScheduler().query, [job_id])
+    with err.status(f"job {job_id}: submitted") as line:
+        def show(statuses: Mapping[str, JobStatus]) -> None:
+            st = statuses.get(job_id)
+            if st is not None:
+                line.update(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}")
+        final = follower.wait(on_update=show)[job_id]
+    err.print(f"job {job_id} ended: {final.state.value} {_info(final)}".rstrip())
+    if final.state.is_success:
+        return 0
+    return final.exit_code.shell_code if final.exit_code and final.exit_code.shell_code else 1
