@@ -94,6 +94,10 @@ class SchedulerUnavailable(SchedulerCommandFailed):
     """The Slurm controller or accounting daemon did not answer."""
 
 
+class SchedulerOutputError(HpcTfError):
+    """A Slurm tool answered with text hpc-tf cannot read (a format or version it does not know)."""
+
+
 class RuntimeSetupError(HpcTfError):
     """The node-side bootstrap cannot build the environment for a task."""
 

@@ -145,14 +145,16 @@ def resolve(
         if partition.max_time and res.time_seconds and res.time_seconds > parse_duration(partition.max_time):
             problems.append(doc.problem(("resources", "time"), f"{res.time} exceeds the time limit of partition "
                                         f"'{partition_name}' ({partition.max_time})"))
-        if partition.cpus_per_node and res.cpus_per_task and res.cpus_per_task * res.tasks_per_node > partition.cpus_per_node:
+        cpus_per_node = (res.cpus_per_task or 0) * res.tasks_per_node
+        if partition.cpus_per_node and cpus_per_node > partition.cpus_per_node:
             problems.append(doc.problem(("resources", "cpus_per_task"), f"{res.tasks_per_node} tasks x "
                                         f"{res.cpus_per_task} CPUs exceed the {partition.cpus_per_node} CPUs of a "
                                         f"'{partition_name}' node"))
         if partition.mem_per_node and res.mem and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node):
             problems.append(doc.problem(("resources", "mem"), f"{res.mem} exceeds the memory of a "
                                         f"'{partition_name}' node ({partition.mem_per_node})"))
-    if spec.preemption.enabled and (res.time_seconds or parse_duration(cfg.default_time)) <= spec.preemption.warning_seconds:
+    time_seconds = res.time_seconds or parse_duration(cfg.default_time)
+    if spec.preemption.enabled and time_seconds <= spec.preemption.warning_seconds:
         problems.append(doc.problem(("preemption", "warning_seconds"),
                                     "the warning must come before the time limit; lower it or raise resources.time"))
     if problems:
@@ -188,7 +190,7 @@ def resolve(
         gres_name=cfg.gres_name,
         cpus_per_task=res.cpus_per_task,
         mem=res.mem,
-        time_seconds=res.time_seconds or parse_duration(cfg.default_time),
+        time_seconds=time_seconds,
         constraint=res.constraint,
         exclusive=res.exclusive,
         workdir=expand_path(spec.workdir, base, env) if spec.workdir else str(base),

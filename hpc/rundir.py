@@ -8,7 +8,6 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError
@@ -30,8 +29,10 @@ def write_run_dir(job: ResolvedJob, script: str) -> RunPaths:
     try:
         paths.root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise HpcTfError(f"cannot create the runs directory {paths.root.parent}: {err.strerror}",
-                         hint="set runs_dir in your site config (or --set runs_dir=PATH) to a writable shared path") from None
+        raise HpcTfError(
+            f"cannot create the runs directory {paths.root.parent}: {err.strerror}",
+            hint="set runs_dir in your site config (or --set runs_dir=PATH) to a writable shared path",
+        ) from None
     staging = RunPaths.at(paths.root.parent / f".{paths.root.name}.partial")
     try:
         staging.logs_dir.mkdir(parents=True)

@@ -5,12 +5,11 @@ Used for job specs, campaign files and site configs alike.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import re
 
 import yaml
 
@@ -63,7 +62,7 @@ _Loader.add_implicit_resolver(
 
 def load_scalar(text: str) -> object:
     """One value as YAML reads it (``4`` -> 4, ``true`` -> True, ``[a, b]`` -> list), same rules as files."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    return yaml.load(text, Loader=_Loader)
 
 
 def dotted(loc: Sequence[str | int]) -> str:

@@ -55,7 +55,7 @@ def _info(status: JobStatus) -> str:
 
 
 def status_rows(runs: list[Run], statuses: Mapping[str, JobStatus]) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for run in runs:
         st = statuses[run.job_id]
         rows.append({
@@ -87,7 +87,7 @@ def status(
         err.print("no runs found")
         return
     table = Table("job", "run", "state", "elapsed / limit", "nodes", "gpus", "restarts", "info", box=None)
-    for run, row in zip(runs, rows):
+    for run, row in zip(runs, rows, strict=True):
         st = statuses[run.job_id]
         table.add_row(str(row["job_id"]), str(row["run"]), st.state.value, _time(st), str(row["nodes"]),
                       str(st.gpus), str(st.restarts), str(row["info"]))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from hpc.cli.jobs import wait_for
 from hpc.cli.options import SetOpt, SiteOpt, SpecArg
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
-from hpc.cli.jobs import wait_for
 from hpc.scheduler import SlurmScheduler
 
 err = Console(stderr=True, highlight=False)

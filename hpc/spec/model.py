@@ -205,7 +205,7 @@ class Handoff(StrictModel):
 
 class JobSpec(StrictModel):
     name: str
-    command: tuple[str, ...] = Field(description="the unmodified training command: a list, or a string split like a shell")
+    command: tuple[str, ...] = Field(description="the unmodified training command: a list, or a shell-like string")
     workdir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     output_dir: str | None = None
@@ -222,7 +222,8 @@ class JobSpec(StrictModel):
     def _name(cls, value: str) -> str:
         if not NAME_RE.match(value):
             raise ValueError(
-                f"'{value}' is not a job name: use up to 64 letters, digits, '_', '.', '-', starting with a letter or digit"
+                f"'{value}' is not a job name: use up to 64 letters, digits, '_', '.', '-', "
+                "starting with a letter or digit"
             )
         return value
 

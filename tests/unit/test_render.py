@@ -163,7 +163,7 @@ def test_hostile_values_reach_the_job_unchanged_and_run_nothing(tmp_path: Path) 
     assert (out / "msg").read_text() == dict(job.env)["MSG"]
     assert (out / "pwd").read_text().strip() == job.workdir
     calls = (out / "calls").read_bytes().decode().split("\0")
-    assert ["conda", "activate", "my env $(touch PWNED)"] == calls[calls.index("activate") - 1:][:3]
+    assert calls[calls.index("activate") - 1:][:3] == ["conda", "activate", "my env $(touch PWNED)"]
     assert not list(tmp_path.rglob("PWNED")), "a hostile value was executed"
 
 

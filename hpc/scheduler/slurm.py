@@ -1,0 +1,71 @@
+"""The Slurm command-line backend of :class:`hpc.scheduler.Scheduler`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from hpc.errors import SchedulerUnavailable
+from hpc.scheduler import commands
+from hpc.scheduler.parse import (
+    Diagnostics,
+    parse_sbatch_parsable,
+    parse_scontrol_config,
+    parse_scontrol_show_job,
+    parse_sdiag,
+)
+from hpc.scheduler.run import CommandResult, SlurmCli, classify
+from hpc.scheduler.status import SQUEUE_NO_SUCH_JOB, JobStatus, query
+
+# scancel's complaints about jobs that have already ended: cancelling them is already done.
+_ALREADY_OVER = ("already completing or completed", SQUEUE_NO_SUCH_JOB)
+
+
+class SlurmScheduler:
+    """Talks to Slurm through sbatch, sacct, squeue, scancel and scontrol. Construction runs nothing."""
+
+    name = "slurm"
+
+    def __init__(self, cli: SlurmCli | None = None) -> None:
+        self.cli = cli or SlurmCli()
+
+    def submit(self, script_path: Path | str, extra_args: Sequence[str] = ()) -> str:
+        """``sbatch --parsable [extra_args] script`` → the job id. Retried only if sbatch never
+        reached the controller, so a job is never submitted twice."""
+        argv = commands.sbatch(script_path, extra_args)
+        try:
+            result = self.cli.run(argv, repeatable=False)
+        except SchedulerUnavailable as err:
+            failure = classify(CommandResult(tuple(err.argv), err.returncode, err.stdout, err.stderr))
+            if failure is not None and failure.request_sent:
+                err = SchedulerUnavailable(
+                    argv=err.argv,
+                    returncode=err.returncode,
+                    stdout=err.stdout,
+                    stderr=err.stderr,
+                    transient=True,
+                    summary=f"{failure.summary}; the job may have been submitted anyway: "
+                    "check hpc-tf status --all before submitting again",
+                )
+            raise err from None
+        return parse_sbatch_parsable(result.stdout).job_id
+
+    def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return query(self.cli, job_ids)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel jobs (or array tasks); jobs that already ended are not an error."""
+        if job_ids:
+            self.cli.run(commands.scancel(job_ids), tolerate=_ALREADY_OVER)
+
+    def show_config(self) -> dict[str, str]:
+        """``scontrol show config`` as a dict (``MaxArraySize``, ``MinJobAge``, ``MessageTimeout`` …)."""
+        return parse_scontrol_config(self.cli.run(commands.scontrol_show_config()).stdout)
+
+    def show_job(self, job_id: str) -> list[dict[str, str]]:
+        """``scontrol show job -o``: the controller's full record (one per array record)."""
+        return parse_scontrol_show_job(self.cli.run(commands.scontrol_show_job(job_id)).stdout)
+
+    def diagnostics(self) -> Diagnostics:
+        """``sdiag``: controller RPC counters, e.g. to prove a status call costs one query."""
+        return parse_sdiag(self.cli.run(commands.sdiag()).stdout)

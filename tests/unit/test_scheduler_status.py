@@ -1,0 +1,221 @@
+"""Batched status: the final query of the integration scenario, replayed from its recording.
+
+tests/fixtures/scheduler/slurm-22.05/scenario/ holds what sacct and squeue printed for one query
+over jobs in known roles (scenario.json), recorded by tests/integration/test_scheduler_slurm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from hpc.errors import HpcTfError, SchedulerOutputError, SchedulerUnavailable
+from hpc.scheduler import JobState, ReasonCategory, SlurmCli, SlurmScheduler, commands
+from hpc.scheduler.replay import ReplayRunner, load_recording
+from hpc.scheduler.run import CommandResult, RetryPolicy
+
+SCENARIO = Path(__file__).parents[1] / "fixtures" / "scheduler" / "slurm-22.05" / "scenario"
+ROLES: dict[str, str] = json.loads((SCENARIO / "scenario.json").read_text())
+SACCT = load_recording(SCENARIO / "query-sacct.rec").result
+SQUEUE = load_recording(SCENARIO / "query-squeue.rec").result
+
+
+def scheduler_with(*results: CommandResult) -> tuple[SlurmScheduler, ReplayRunner]:
+    runner = ReplayRunner(results)
+    return SlurmScheduler(SlurmCli(runner, retry=RetryPolicy(attempts=1))), runner
+
+
+def test_the_recorded_query_is_what_query_asks_for() -> None:
+    ids = list(ROLES.values())
+    assert list(SACCT.argv) == commands.sacct(ids)
+    live = [ROLES[k] for k in ("running", "quota", "held", "array", "never", "unknown")]
+    assert list(SQUEUE.argv) == commands.squeue(live)
+
+
+def test_one_query_maps_every_role() -> None:
+    scheduler, runner = scheduler_with(SACCT, SQUEUE)
+    statuses = scheduler.query(list(ROLES.values()))
+    assert [argv[0] for argv in runner.calls] == ["sacct", "squeue"]
+
+    completed = statuses[ROLES["completed"]]
+    assert completed.state.is_success and str(completed.exit_code) == "0:0" and completed.source == "sacct"
+    failed = statuses[ROLES["failed"]]
+    assert (
+        failed.state is JobState.FAILED and failed.exit_code is not None and failed.exit_code.shell_code == 3
+    )
+    cancelled = statuses[ROLES["cancelled"]]
+    assert cancelled.state is JobState.CANCELLED and cancelled.state_text == "CANCELLED by 1001"
+    running = statuses[ROLES["running"]]
+    assert (running.state, running.node_list, running.source) == (JobState.RUNNING, "cpu1", "squeue")
+    assert running.time_limit_s == 300 and running.exit_code is None and running.reason is None
+
+    quota = statuses[ROLES["quota"]]
+    assert quota.state is JobState.PENDING and quota.gpus == 6 and quota.nodes == 2
+    assert quota.reason is not None and quota.reason.code == "AssocGrpGRES"
+    assert quota.reason.category is ReasonCategory.QUOTA
+    held = statuses[ROLES["held"]]
+    assert held.reason is not None and held.reason.code == "JobHeldUser" and held.reason.stuck
+    never = statuses[ROLES["never"]]
+    assert never.reason_sentence == (
+        f"a job it depends on failed; it will never start: cancel it with hpc-tf cancel {ROLES['never']}"
+    )
+    assert statuses[ROLES["unknown"]].state is JobState.UNKNOWN
+    assert statuses[ROLES["unknown"]].source == "none"
+
+
+def test_array_summary_and_its_tasks() -> None:
+    scheduler, _ = scheduler_with(SACCT, SQUEUE)
+    array_id = ROLES["array"]
+    statuses = scheduler.query(list(ROLES.values()))
+    array = statuses[array_id]
+    assert array.source == "summary" and array.state is JobState.RUNNING
+    assert array.tasks == (f"{array_id}_0", f"{array_id}_[1-3%1]")
+    assert statuses[f"{array_id}_0"].state is JobState.RUNNING
+    assert statuses[f"{array_id}_0"].raw_id != array_id  # a task has its own raw id
+    pending = statuses[f"{array_id}_[1-3%1]"]
+    assert pending.reason is not None and pending.reason.code == "JobArrayTaskLimit"
+    assert array.nodes == 1  # what the running task holds
+
+
+def test_het_job_summary() -> None:
+    scheduler, _ = scheduler_with(SACCT, SQUEUE)
+    het = ROLES["het"]
+    statuses = scheduler.query(list(ROLES.values()))
+    assert statuses[het].state is JobState.COMPLETED
+    assert statuses[het].tasks == (f"{het}+0", f"{het}+1")
+    assert {statuses[f"{het}+{i}"].partition for i in (0, 1)} == {"cpu", "gpu"}
+
+
+def test_a_task_inside_a_pending_range_and_a_raw_task_id() -> None:
+    array_id = ROLES["array"]
+    task_raw_id = scheduler_with(SACCT, SQUEUE)[0].query(list(ROLES.values()))[f"{array_id}_0"].raw_id
+    ids = [f"{array_id}_2", task_raw_id]
+    sacct = CommandResult(tuple(commands.sacct(ids)), 0, SACCT.stdout, "")
+    squeue = CommandResult(tuple(commands.squeue(ids)), 0, SQUEUE.stdout, "")
+    scheduler, _ = scheduler_with(sacct, squeue)
+    statuses = scheduler.query(ids)
+    inside = statuses[f"{array_id}_2"]
+    assert inside.state is JobState.PENDING and inside.array_task == "2" and inside.job_id == f"{array_id}_2"
+    assert inside.reason is not None and inside.reason.code == "JobArrayTaskLimit"
+    by_raw = statuses[task_raw_id]
+    assert by_raw.job_id == f"{array_id}_0" and by_raw.state is JobState.RUNNING
+
+
+def test_squeue_view_replaces_a_lagging_sacct_view() -> None:
+    # recorded: sacct still had all array tasks pending as one record, and "None" as every pending
+    # reason, while squeue showed task 0 running and the real reasons
+    lag = SCENARIO.parent / "sacct-lag"
+    roles = json.loads((lag / "scenario.json").read_text())
+    sacct, squeue = (load_recording(lag / f"query-{tool}.rec").result for tool in ("sacct", "squeue"))
+    array_id = roles["array"]
+    assert f"{array_id}_[0-3%1]|" in sacct.stdout and f"{array_id}_0|" in squeue.stdout
+    statuses = scheduler_with(sacct, squeue)[0].query(list(roles.values()))
+    assert f"{array_id}_[0-3%1]" not in statuses
+    assert statuses[array_id].tasks == (f"{array_id}_0", f"{array_id}_[1-3%1]")
+    assert statuses[f"{array_id}_0"].source == "squeue"
+    never = statuses[roles["never"]]
+    assert never.reason is not None and never.reason.code == "DependencyNeverSatisfied"
+
+
+def test_job_known_only_to_squeue_is_not_unknown() -> None:
+    # slurmdbd lags behind the controller: a new job may be in squeue only
+    quota_line = next(line for line in SQUEUE.stdout.splitlines() if "AssocGrpGRES" in line)
+    job_id = quota_line.split("|")[0]
+    scheduler, _ = scheduler_with(
+        CommandResult(tuple(commands.sacct([job_id])), 0, "", ""),
+        CommandResult(tuple(commands.squeue([job_id])), 0, quota_line + "\n", ""),
+    )
+    status = scheduler.query([job_id])[job_id]
+    assert status.state is JobState.PENDING and status.gpus == 6 and status.source == "squeue"
+
+
+def test_finished_jobs_cost_one_call() -> None:
+    done = [ROLES[k] for k in ("completed", "failed", "cancelled")]
+    lines = [line for line in SACCT.stdout.splitlines() if line.split("|")[0] in done]
+    scheduler, runner = scheduler_with(
+        CommandResult(tuple(commands.sacct(done)), 0, "\n".join(lines) + "\n", "")
+    )
+    statuses = scheduler.query(done)
+    assert runner.calls == [tuple(commands.sacct(done))]
+    assert all(statuses[j].state.is_terminal for j in done)
+
+
+def test_nobody_knows_the_job() -> None:
+    unknown = load_recording(SCENARIO / "squeue-unknown.rec").result
+    scheduler, _ = scheduler_with(CommandResult(tuple(commands.sacct(["99999999"])), 0, "", ""), unknown)
+    status = scheduler.query(["99999999"])["99999999"]
+    assert status.state is JobState.UNKNOWN and not status.state.is_terminal
+
+
+def test_no_ids_no_calls() -> None:
+    scheduler, runner = scheduler_with()
+    assert scheduler.query([]) == {}
+    assert runner.calls == []
+
+
+def test_unknown_state_is_reported_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    job_id = ROLES["completed"]
+    line = next(line for line in SACCT.stdout.splitlines() if line.startswith(f"{job_id}|"))
+    weird = line.replace("|COMPLETED|", "|TELEPORTED|")
+    scheduler, _ = scheduler_with(
+        CommandResult(tuple(commands.sacct([job_id])), 0, weird + "\n", ""),
+        CommandResult(tuple(commands.squeue([job_id])), 0, "", ""),
+    )
+    with caplog.at_level(logging.WARNING):
+        status = scheduler.query([job_id])[job_id]
+    assert status.state is JobState.UNKNOWN and status.state_text == "TELEPORTED"
+    assert "TELEPORTED" in caplog.text
+
+
+def test_unreadable_output_names_the_command() -> None:
+    scheduler, _ = scheduler_with(CommandResult(tuple(commands.sacct(["1"])), 0, "1|2|3\n", ""))
+    with pytest.raises(SchedulerOutputError, match="command: sacct --allocations"):
+        scheduler.query(["1"])
+
+
+def test_accounting_down_is_reported_as_unavailable() -> None:
+    dbd = load_recording(SCENARIO.parent / "errors" / "slurmdbd-down" / "sacct.rec").result
+    scheduler, _ = scheduler_with(CommandResult(tuple(commands.sacct(["1"])), dbd.returncode, "", dbd.stderr))
+    with pytest.raises(SchedulerUnavailable, match="slurmdbd"):
+        scheduler.query(["1"])
+
+
+def test_bad_ids_never_reach_a_command() -> None:
+    scheduler, runner = scheduler_with()
+    with pytest.raises(HpcTfError, match="not a Slurm job id"):
+        scheduler.query(["12", "12; scancel -u researcher"])
+    assert runner.calls == []
+
+
+def test_a_thousand_jobs_one_call_each_tool_and_fast() -> None:
+    completed_line = next(
+        line for line in SACCT.stdout.splitlines() if line.startswith(f"{ROLES['completed']}|")
+    )
+    ids = [str(100000 + i) for i in range(1000)]
+    lines = [completed_line.replace(ROLES["completed"], job_id) for job_id in ids]
+    scheduler, runner = scheduler_with(
+        CommandResult(tuple(commands.sacct(ids)), 0, "\n".join(lines) + "\n", "")
+    )
+    started = time.perf_counter()
+    statuses = scheduler.query(ids)
+    assert time.perf_counter() - started < 1.0
+    assert len(runner.calls) == 1
+    assert len(statuses) == 1000 and all(s.state is JobState.COMPLETED for s in statuses.values())
+
+
+def test_a_thousand_array_tasks_summarized() -> None:
+    array_id = ROLES["array"]
+    task_line = next(line for line in SQUEUE.stdout.splitlines() if line.startswith(f"{array_id}_0|"))
+    lines = [task_line.replace(f"{array_id}_0|", f"{array_id}_{i}|") for i in range(1000)]
+    scheduler, runner = scheduler_with(
+        CommandResult(tuple(commands.sacct([array_id])), 0, "", ""),
+        CommandResult(tuple(commands.squeue([array_id])), 0, "\n".join(lines) + "\n", ""),
+    )
+    statuses = scheduler.query([array_id])
+    assert len(runner.calls) == 2
+    assert statuses[array_id].state is JobState.RUNNING and len(statuses[array_id].tasks) == 1000
+    assert statuses[array_id].tasks[:3] == (f"{array_id}_0", f"{array_id}_1", f"{array_id}_2")
