@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,8 @@ from hpc.scheduler import Follower, JobState, JobStatus, SlurmScheduler
 from hpc.site.load import load_site
 from hpc.units import format_duration
 
-out = Console(highlight=False)
+# piped output (scripts, logs) is not cut to 80 columns
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False)
 
 Targets = Annotated[list[str] | None, typer.Argument(help="Job ids or run directories.", show_default=False)]
@@ -41,7 +43,7 @@ def _runs(targets: list[str] | None, all_: bool, root: Path) -> list[Run]:
 def _time(status: JobStatus) -> str:
     elapsed = format_duration(status.elapsed_s) if status.elapsed_s is not None else "-"
     limit = format_duration(status.time_limit_s) if status.time_limit_s is not None else "-"
-    return f"{elapsed} / {limit}"
+    return f"{elapsed}/{limit}"
 
 
 def _info(status: JobStatus) -> str:
@@ -86,7 +88,7 @@ def status(
     if not rows:
         err.print("no runs found")
         return
-    table = Table("job", "run", "state", "elapsed / limit", "nodes", "gpus", "restarts", "info", box=None)
+    table = Table("job", "run", "state", "elapsed/limit", "nodes", "gpus", "restarts", "info", box=None)
     for run, row in zip(runs, rows, strict=True):
         st = statuses[run.job_id]
         table.add_row(str(row["job_id"]), str(row["run"]), st.state.value, _time(st), str(row["nodes"]),
