@@ -1,0 +1,138 @@
+"""Fixes that must run inside the user's own Python process, installed lazily.
+
+The bootstrap execs the user's unmodified command, so anything that has to patch
+TensorFlow or Keras happens in that process: sitecustomize.py (put first on PYTHONPATH
+by the bootstrap) calls ``install_from_environ`` at interpreter start-up. That imports
+nothing heavy; it registers post-import hooks, and each fix runs right after the user's
+code imports the module it concerns:
+
+* ``keras.src.backend.tensorflow.trainer`` → keras_fix.apply (Keras 3 + MWMS fit)
+* ``tensorflow.python.distribute.collective_all_reduce_strategy`` → formation.apply
+  (bounded cluster formation, a message naming a worker that never joined)
+
+Both only matter with two or more workers. The hook settings travel in HPC_TF_HOOKS.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.machinery
+import json
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from . import formation, keras_fix
+
+HOOKS_VARIABLE = "HPC_TF_HOOKS"
+
+Callback = Callable[[ModuleType], None]
+
+
+@dataclass(frozen=True)
+class HookConfig:
+    coordination_timeout_s: int
+    keras_mwms_fix: bool
+    worker_nodes: tuple[str, ...]  # the Slurm node of each worker, index = rank
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "coordination_timeout_s": self.coordination_timeout_s,
+                "keras_mwms_fix": self.keras_mwms_fix,
+                "worker_nodes": list(self.worker_nodes),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> HookConfig:
+        data = json.loads(text)
+        return cls(
+            coordination_timeout_s=int(data["coordination_timeout_s"]),
+            keras_mwms_fix=bool(data["keras_mwms_fix"]),
+            worker_nodes=tuple(str(node) for node in data["worker_nodes"]),
+        )
+
+
+def install_from_environ(environ: Mapping[str, str]) -> None:
+    text = environ.get(HOOKS_VARIABLE)
+    if not text:
+        return
+    config = HookConfig.from_json(text)
+    if len(config.worker_nodes) < 2:
+        return
+    if config.keras_mwms_fix:
+        when_imported(keras_fix.TRAINER_MODULE, keras_fix.apply)
+    when_imported(formation.STRATEGY_MODULE, functools.partial(formation.apply, config=config))
+
+
+def when_imported(name: str, callback: Callback) -> None:
+    """Call ``callback(module)`` once ``name`` has been imported (now, if it already is)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        callback(module)
+        return
+    _finder().add(name, callback)
+
+
+def _finder() -> _PostImportFinder:
+    for finder in sys.meta_path:
+        if isinstance(finder, _PostImportFinder):
+            return finder
+    finder = _PostImportFinder()
+    sys.meta_path.insert(0, finder)
+    return finder
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Finds watched modules through the other finders and wraps their loader."""
+
+    def __init__(self) -> None:
+        self._callbacks: dict[str, list[Callback]] = {}
+
+    def add(self, name: str, callback: Callback) -> None:
+        self._callbacks.setdefault(name, []).append(callback)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        callbacks = self._callbacks.pop(fullname, None)
+        if callbacks is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec: importlib.machinery.ModuleSpec | None = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _CallbackLoader(spec.loader, callbacks)
+                return spec
+        self._callbacks[fullname] = callbacks  # not found: keep waiting
+        return None
+
+
+class _CallbackLoader(importlib.abc.Loader):
+    """Runs the real loader, puts it back on the module, then runs the callbacks."""
+
+    def __init__(self, inner: importlib.abc.Loader, callbacks: list[Callback]) -> None:
+        self._inner = inner
+        self._callbacks = callbacks
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._inner.exec_module(module)
+        module.__loader__ = self._inner
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._inner
+        for callback in self._callbacks:
+            callback(module)
+
+    def __getattr__(self, name: str) -> Any:
+        # get_resource_reader, is_package, get_source ...: whatever the real loader offers
+        return getattr(self._inner, name)

@@ -1,0 +1,126 @@
+"""The runtime part of a resolved job (``resolved.json`` → ``"runtime"``), as a frozen object.
+
+The file may come from a newer hpc-tf than this copy of the runtime: unknown keys are
+ignored, missing keys take the defaults below, wrong types are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ._errors import RuntimeSetupError
+
+Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
+STRATEGIES: tuple[Strategy, ...] = ("multi_worker_mirrored", "mirrored", "none")
+
+# Below Linux's ephemeral range (32768-60999), so outgoing connections never hold our ports.
+DEFAULT_PORT_RANGE = (20000, 29999)
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    gpus_per_task: int | None = None
+    gpus_per_node: int | None = None
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    # TF's own default is one hour; a job whose peer never starts should fail long before.
+    coordination_timeout_s: int = 300
+    memory_growth: bool = False
+    gpu_allocator: str | None = None
+    strategy: Strategy = "multi_worker_mirrored"
+    keras_mwms_fix: bool = True
+
+
+def load_settings(path: Path) -> RuntimeSettings:
+    """Read ``path`` (a resolved job) and return its runtime settings."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise RuntimeSetupError(f"cannot read the resolved job {path}: {err.strerror}") from err
+    except ValueError as err:
+        raise RuntimeSetupError(f"the resolved job {path} is not valid JSON: {err}") from err
+    if not isinstance(document, dict):
+        raise RuntimeSetupError(f"the resolved job {path} is not a JSON object")
+    runtime = document.get("runtime", {})
+    if not isinstance(runtime, dict):
+        raise RuntimeSetupError(f"{path}: runtime: expected an object")
+    return settings_from_mapping(runtime, source=str(path))
+
+
+def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runtime") -> RuntimeSettings:
+    reader = _Reader(runtime, source)
+    defaults = RuntimeSettings()
+    low, high = reader.port_range("port_range", defaults.port_range)
+    return RuntimeSettings(
+        gpus_per_task=reader.optional_count("gpus_per_task"),
+        gpus_per_node=reader.optional_count("gpus_per_node"),
+        port_range=(low, high),
+        coordination_timeout_s=reader.positive_int("coordination_timeout_s", defaults.coordination_timeout_s),
+        memory_growth=reader.boolean("memory_growth", defaults.memory_growth),
+        gpu_allocator=reader.optional_text("gpu_allocator"),
+        strategy=reader.strategy("strategy", defaults.strategy),
+        keras_mwms_fix=reader.boolean("keras_mwms_fix", defaults.keras_mwms_fix),
+    )
+
+
+class _Reader:
+    """Typed access to the runtime object; every error names ``source: runtime.<key>``."""
+
+    def __init__(self, runtime: Mapping[str, object], source: str) -> None:
+        self._runtime = runtime
+        self._source = source
+
+    def _fail(self, key: str, expected: str) -> RuntimeSetupError:
+        value = json.dumps(self._runtime.get(key))
+        return RuntimeSetupError(f"{self._source}: runtime.{key}: expected {expected}, got {value}")
+
+    def optional_count(self, key: str) -> int | None:
+        value = self._runtime.get(key)
+        if value is None:
+            return None
+        # bool is an int in Python; true/false here is a mistake, not 1/0
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self._fail(key, "a whole number >= 0 or null")
+        return value
+
+    def positive_int(self, key: str, default: int) -> int:
+        value = self._runtime.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self._fail(key, "a whole number > 0")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._runtime.get(key, default)
+        if not isinstance(value, bool):
+            raise self._fail(key, "true or false")
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        value = self._runtime.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value or "\0" in value or "\n" in value:
+            raise self._fail(key, "a non-empty single-line string or null")
+        return value
+
+    def strategy(self, key: str, default: Strategy) -> Strategy:
+        value = self._runtime.get(key, default)
+        for strategy in STRATEGIES:
+            if value == strategy:
+                return strategy
+        raise self._fail(key, "one of " + ", ".join(STRATEGIES))
+
+    def port_range(self, key: str, default: tuple[int, int]) -> tuple[int, int]:
+        value = self._runtime.get(key, list(default))
+        if (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(port, int) and not isinstance(port, bool) for port in value)
+        ):
+            low, high = value
+            if 1024 <= low <= high <= 65535:
+                return low, high
+        raise self._fail(key, "[low, high] with 1024 <= low <= high <= 65535")

@@ -1,0 +1,79 @@
+"""Everything the bootstrap exports for one task, computed from a mapping (pure).
+
+``plan_task(environ, settings, site_dir=...)`` is the single definition of "what the
+bootstrap sets": the bootstrap applies ``plan.env`` and execs the user's command, and
+``hpc-tf node-env`` prints the same ``plan.env``.
+
+Variables, in this order:
+
+* CUDA_VISIBLE_DEVICES – the task's own GPUs (gpus.py); ``""`` for CPU-only tasks
+* CUDA_DEVICE_ORDER=PCI_BUS_ID – CUDA ordinals in the order nvidia-smi and Slurm use
+* TF_FORCE_GPU_ALLOW_GROWTH=true / TF_GPU_ALLOCATOR – the spec's memory options (GPU tasks only)
+* TF_CONFIG – multi_worker_mirrored only (tf_config.py)
+* HPC_TF_HOOKS, PYTHONPATH – multi_worker_mirrored only: the in-process hooks
+  (hooks.py) and the directory holding the sitecustomize.py that installs them
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ._errors import RuntimeSetupError
+from .gpus import GpuAssignment, assign_gpus
+from .hooks import HOOKS_VARIABLE, HookConfig
+from .layout import step_layout
+from .settings import RuntimeSettings
+from .slurm_env import SlurmStep, read_slurm_step
+from .tf_config import ADDRESS_MAP_VARIABLE, parse_address_map, tf_config, worker_addresses
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    step: SlurmStep
+    gpus: GpuAssignment
+    workers: tuple[str, ...]  # every worker's host:port, index = rank; () without TF_CONFIG
+    env: dict[str, str]
+
+    @property
+    def address(self) -> str | None:
+        """This task's own host:port, which TensorFlow will listen on."""
+        return self.workers[self.step.rank] if self.workers else None
+
+
+def plan_task(environ: Mapping[str, str], settings: RuntimeSettings, *, site_dir: str) -> TaskPlan:
+    step = read_slurm_step(environ)
+    gpus = assign_gpus(step, settings)
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus.devices), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    if gpus.devices and settings.memory_growth:
+        env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    if gpus.devices and settings.gpu_allocator:
+        env["TF_GPU_ALLOCATOR"] = settings.gpu_allocator
+
+    workers: tuple[str, ...] = ()
+    if settings.strategy == "multi_worker_mirrored":
+        layout = step_layout(step)
+        try:
+            address_map = parse_address_map(environ.get(ADDRESS_MAP_VARIABLE, ""))
+            workers = tuple(
+                worker_addresses(step, layout, port_range=settings.port_range, address_map=address_map)
+            )
+        except ValueError as err:
+            raise RuntimeSetupError(str(err)) from err
+        env["TF_CONFIG"] = tf_config(workers, step.rank)
+        hooks = HookConfig(
+            coordination_timeout_s=settings.coordination_timeout_s,
+            keras_mwms_fix=settings.keras_mwms_fix,
+            worker_nodes=tuple(step.nodes[placement.node_index] for placement in layout),
+        )
+        env[HOOKS_VARIABLE] = hooks.to_json()
+        env["PYTHONPATH"] = _prepend_path(site_dir, environ.get("PYTHONPATH", ""))
+    return TaskPlan(step=step, gpus=gpus, workers=workers, env=env)
+
+
+def _prepend_path(directory: str, current: str) -> str:
+    if not current:
+        return directory
+    entries = [entry for entry in current.split(os.pathsep) if entry != directory]
+    return os.pathsep.join([directory, *entries])

@@ -1,0 +1,88 @@
+"""The runtime settings read from resolved.json (hpc.runtime.node.settings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpc.errors import RuntimeSetupError
+from hpc.runtime.node.settings import RuntimeSettings, load_settings, settings_from_mapping
+
+
+def write(tmp_path: Path, document: object) -> Path:
+    path = tmp_path / "resolved.json"
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+def test_full_runtime_object_is_read(tmp_path: Path) -> None:
+    runtime = {
+        "gpus_per_task": 1,
+        "gpus_per_node": 2,
+        "port_range": [31000, 31999],
+        "coordination_timeout_s": 45,
+        "memory_growth": True,
+        "gpu_allocator": "cuda_malloc_async",
+        "strategy": "mirrored",
+        "keras_mwms_fix": False,
+    }
+    settings = load_settings(write(tmp_path, {"name": "job", "runtime": runtime}))
+    assert settings == RuntimeSettings(
+        gpus_per_task=1,
+        gpus_per_node=2,
+        port_range=(31000, 31999),
+        coordination_timeout_s=45,
+        memory_growth=True,
+        gpu_allocator="cuda_malloc_async",
+        strategy="mirrored",
+        keras_mwms_fix=False,
+    )
+
+
+def test_missing_keys_take_defaults_and_unknown_keys_are_ignored(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, {"runtime": {"gpus_per_node": 4, "added_in_a_later_version": [1]}})
+    )
+    assert settings == RuntimeSettings(gpus_per_node=4)
+    assert load_settings(write(tmp_path, {"spec": {}})) == RuntimeSettings()
+    assert RuntimeSettings().keras_mwms_fix is True
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("gpus_per_task", True),
+        ("gpus_per_task", -1),
+        ("gpus_per_task", "2"),
+        ("gpus_per_node", 1.5),
+        ("port_range", [30000]),
+        ("port_range", [30001, 30000]),
+        ("port_range", [80, 90]),
+        ("port_range", [30000, 70000]),
+        ("port_range", [True, 30000]),
+        ("coordination_timeout_s", 0),
+        ("memory_growth", "yes"),
+        ("gpu_allocator", ""),
+        ("gpu_allocator", "a\nb"),
+        ("strategy", "parameter_server"),
+        ("keras_mwms_fix", 1),
+    ],
+)
+def test_wrong_values_are_errors_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(RuntimeSetupError, match=rf"runtime\.{key}: expected"):
+        settings_from_mapping({key: value})
+
+
+def test_unreadable_files_are_setup_errors(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeSetupError, match="cannot read"):
+        load_settings(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{", encoding="utf-8")
+    with pytest.raises(RuntimeSetupError, match="not valid JSON"):
+        load_settings(broken)
+    with pytest.raises(RuntimeSetupError, match="not a JSON object"):
+        load_settings(write(tmp_path, [1, 2]))
+    with pytest.raises(RuntimeSetupError, match="runtime: expected an object"):
+        load_settings(write(tmp_path, {"runtime": []}))
