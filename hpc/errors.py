@@ -102,3 +102,15 @@ class RuntimeSetupError(HpcTfError):
     """The node-side bootstrap cannot build the environment for a task."""
 
     exit_code = 4
+
+
+class ServingError(HpcTfError):
+    """A hand-off or serving-node operation failed; the message names the stage and the cause."""
+
+    exit_code = 5
+
+
+class ModelNameError(ServingError):
+    """A model name Triton or the model repository cannot use."""
+
+    exit_code = 2

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
+from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError
 from hpc.paths import RunPaths
+from hpc.render.cpu_jobs import render_handoff_script
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import discard_run_dir, new_run_id, record_submission, write_run_dir
 from hpc.scheduler import Scheduler
+from hpc.scheduler.commands import after_success_args
 from hpc.site.load import LoadedSite, load_site
 from hpc.spec import load_spec
 
@@ -23,6 +28,7 @@ class LaunchPlan:
     job: ResolvedJob
     script: str
     site: LoadedSite
+    handoff_script: str | None = None  # the dependent hand-off job (job.yaml ``handoff:``)
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Launched:
     job_id: str
     paths: RunPaths
     job: ResolvedJob
+    handoff_job_id: str | None = None
 
 
 def plan_launch(
@@ -41,7 +48,8 @@ def plan_launch(
     loaded = load_spec(spec_path)
     site = load_site(site_name, overrides, environ)
     job = resolve(loaded, site, new_run_id(loaded.spec.name), environ)
-    return LaunchPlan(job=job, script=render_script(job), site=site)
+    handoff = render_handoff_script(job) if job.handoff is not None else None
+    return LaunchPlan(job=job, script=render_script(job), site=site, handoff_script=handoff)
 
 
 def submit_plan(plan: LaunchPlan, scheduler: Scheduler) -> Launched:
@@ -53,9 +61,30 @@ def submit_plan(plan: LaunchPlan, scheduler: Scheduler) -> Launched:
         )
     paths = write_run_dir(plan.job, plan.script)
     try:
+        if plan.handoff_script is not None:
+            write_text_atomic(paths.handoff_script, plan.handoff_script, mode=0o755)
         job_id = scheduler.submit(paths.script)
     except BaseException:
         discard_run_dir(paths)
         raise
     record_submission(paths, job_id, cluster=None)
-    return Launched(job_id=job_id, paths=paths, job=plan.job)
+    handoff_id = _submit_handoff(paths, job_id, scheduler) if plan.handoff_script is not None else None
+    return Launched(job_id=job_id, paths=paths, job=plan.job, handoff_job_id=handoff_id)
+
+
+def _submit_handoff(paths: RunPaths, training_id: str, scheduler: Scheduler) -> str:
+    """Submit the hand-off job to start once the training job completed successfully; record its id.
+
+    A run is launched whole or not at all: when the hand-off cannot be submitted, the training job
+    is cancelled and the run directory removed before the error is raised.
+    """
+    try:
+        handoff_id = scheduler.submit(paths.handoff_script, after_success_args([training_id]))
+    except BaseException:
+        scheduler.cancel([training_id])
+        discard_run_dir(paths)
+        raise
+    record = {"job_id": handoff_id, "after_ok": training_id,
+              "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    write_text_atomic(paths.handoff_submission, json.dumps(record, indent=2) + "\n")
+    return handoff_id

@@ -8,9 +8,13 @@ without knowing any naming convention::
       job.sbatch          the rendered batch script, exactly as submitted
       resolved.json       the resolved job (spec + site config), read by the bootstrap
       submission.json     job id, cluster, submit time (written after sbatch succeeds)
+      handoff.sbatch      the dependent hand-off job's script (only with a ``handoff:`` section)
+      handoff.json        the hand-off job's id and the training job it waits for (afterok)
       runtime/            stdlib-only bootstrap the tasks start through
       logs/batch-<jobid>.out        the batch shell's stdout/stderr
       logs/task-<jobid>-<rank>.out  each task's output (srun --output)
+      logs/handoff-<jobid>.out      the hand-off job's output
+      logs/restart-<jobid>.out      a requeued job's helper that lets it start again at once
 """
 
 from __future__ import annotations
@@ -40,6 +44,14 @@ class RunPaths:
         return self.root / "submission.json"
 
     @property
+    def handoff_script(self) -> Path:
+        return self.root / "handoff.sbatch"
+
+    @property
+    def handoff_submission(self) -> Path:
+        return self.root / "handoff.json"
+
+    @property
     def runtime_dir(self) -> Path:
         return self.root / "runtime"
 
@@ -54,9 +66,14 @@ class RunPaths:
     # File name patterns for --output: Slurm expands %j (job id) and %t (task rank).
     BATCH_LOG_PATTERN = "batch-%j.out"
     TASK_LOG_PATTERN = "task-%j-%t.out"
+    HANDOFF_LOG_PATTERN = "handoff-%j.out"
+    RESTART_LOG_PATTERN = "restart-%j.out"
 
     def batch_log(self, job_id: str) -> Path:
         return self.logs_dir / f"batch-{job_id}.out"
 
     def task_log(self, job_id: str, rank: int) -> Path:
         return self.logs_dir / f"task-{job_id}-{rank}.out"
+
+    def handoff_log(self, job_id: str) -> Path:
+        return self.logs_dir / f"handoff-{job_id}.out"

@@ -45,8 +45,28 @@ class RuntimePlan(Frozen):
     keras_mwms_fix: bool
     checkpoint_dir: str
     checkpoint_every_steps: int | None
+    checkpoint_keep: int = 3
     preemption: bool
     max_restarts: int
+
+
+class HandoffPlan(Frozen):
+    """The dependent CPU job that hands the trained SavedModel to the serving node (job.yaml ``handoff:``)."""
+
+    model: str
+    format: Literal["onnx", "savedmodel", "python"]
+    savedmodel: str  # the SavedModel directory, relative to output_dir
+    repository: str  # the Triton model repository (site serving.model_repository, expanded)
+    partition: str | None  # site serving.partition, else cpu_partition
+    time_seconds: int
+    mem: str | None
+    cpus: int
+
+
+# a hand-off imports TensorFlow once (reference outputs) and talks gRPC: one core, and room for TF
+HANDOFF_MEM = "2000M"
+HANDOFF_CPUS = 1
+HANDOFF_TIME_S = 30 * 60
 
 
 class ResolvedJob(Frozen):
@@ -82,6 +102,7 @@ class ResolvedJob(Frozen):
     sbatch_extra: tuple[str, ...]
     warning_seconds: int | None  # preemption warning before the time limit
     runtime: RuntimePlan
+    handoff: HandoffPlan | None = None
 
     @property
     def world_size(self) -> int:
@@ -157,10 +178,11 @@ def resolve(
     if spec.preemption.enabled and time_seconds <= spec.preemption.warning_seconds:
         problems.append(doc.problem(("preemption", "warning_seconds"),
                                     "the warning must come before the time limit; lower it or raise resources.time"))
+    base = loaded.base_dir
+    handoff = _handoff_plan(loaded, site, base, env, problems)
     if problems:
         raise SpecError(problems)
 
-    base = loaded.base_dir
     runs_root = expand_path(cfg.runs_dir, base, env)
     run_dir = str(Path(runs_root) / run_id)
     output_dir = expand_path(spec.output_dir, base, env) if spec.output_dir else str(Path(run_dir) / "output")
@@ -216,9 +238,39 @@ def resolve(
             keras_mwms_fix=spec.tf.keras_mwms_fix,
             checkpoint_dir=checkpoint_dir,
             checkpoint_every_steps=spec.checkpoint.every_steps,
+            checkpoint_keep=spec.checkpoint.keep,
             preemption=spec.preemption.enabled,
             max_restarts=spec.preemption.max_restarts,
         ),
+        handoff=handoff,
+    )
+
+
+def _handoff_plan(
+    loaded: LoadedSpec, site: LoadedSite, base: Path, env: Mapping[str, str], problems: list[FieldProblem]
+) -> HandoffPlan | None:
+    spec, cfg, doc = loaded.spec, site.config, loaded.document
+    if spec.handoff is None:
+        return None
+    if not cfg.serving.model_repository:
+        problems.append(doc.problem(("handoff",), f"site '{cfg.name}' sets no serving.model_repository to hand "
+                                    "the model to; set it in the site config or --set serving.model_repository=PATH"))
+        return None
+    partition = cfg.serving.partition or cfg.cpu_partition
+    if partition and cfg.partitions and partition not in cfg.partitions:
+        problems.append(doc.problem(("handoff",), f"site '{cfg.name}' has no partition '{partition}' "
+                                    f"(serving.partition); choose one of: {', '.join(cfg.partitions)}"))
+    limit = cfg.partitions[partition].max_time if partition and partition in cfg.partitions else None
+    time_seconds = min(HANDOFF_TIME_S, parse_duration(limit)) if limit else HANDOFF_TIME_S
+    return HandoffPlan(
+        model=spec.handoff.model,
+        format=spec.handoff.format or cfg.serving.format,
+        savedmodel=spec.handoff.savedmodel,
+        repository=expand_path(cfg.serving.model_repository, base, env),
+        partition=partition,
+        time_seconds=time_seconds,
+        mem=HANDOFF_MEM,
+        cpus=HANDOFF_CPUS,
     )
 
 

@@ -32,18 +32,26 @@ def _root(
 
 
 # Commands: each module holds one command group and is one call into the library.
+from hpc.cli import campaign as _campaign  # noqa: E402
 from hpc.cli import config as _config  # noqa: E402
+from hpc.cli import handoff as _handoff  # noqa: E402
 from hpc.cli import jobs as _jobs  # noqa: E402
 from hpc.cli import launch as _launch  # noqa: E402
 from hpc.cli import node_env as _node_env  # noqa: E402
+from hpc.cli import quota as _quota  # noqa: E402
+from hpc.cli import serve as _serve  # noqa: E402
 
 app.command("launch")(_launch.launch)
 app.command("render")(_launch.render)
 app.command("status")(_jobs.status)
 app.command("logs")(_jobs.logs)
 app.command("cancel")(_jobs.cancel)
+app.command("quota")(_quota.quota)
 app.add_typer(_config.config_app, name="config")
+app.add_typer(_campaign.campaign_app, name="campaign")
 app.command("node-env")(_node_env.node_env)
+app.add_typer(_serve.serve_app, name="serve")
+app.command("handoff")(_handoff.handoff)
 
 
 def main() -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hpc.cli.jobs import wait_for
 from hpc.cli.options import SetOpt, SiteOpt, SpecArg
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
+from hpc.paths import RunPaths
+from hpc.quota import QuotaVerdict, VerdictKind, check_launch
 from hpc.scheduler import SlurmScheduler
 
 err = Console(stderr=True, highlight=False)
@@ -28,20 +31,42 @@ def launch(
     set_: SetOpt = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the script and the plan; submit nothing."),
     wait: bool = typer.Option(False, "--wait", help="Follow the job until it ends; exit with its exit code."),
+    force: bool = typer.Option(False, "--force", help="Submit even when the GPU quota check says it can never run."),
+    no_queue: bool = typer.Option(False, "--no-queue", help="Refuse (exit 3) a job that would wait for GPU quota."),
 ) -> None:
-    """Validate a job spec, render its batch script into a new run directory and submit it."""
+    """Validate a job spec, check it against the GPU quota, render its batch script into a new run
+    directory and submit it."""
     plan = plan_launch(spec, site, set_ or ())
     if dry_run:
         typer.echo(plan.script, nl=False)
         err.print(f"[bold]dry run[/]: {_summary(plan)}\nwould create {plan.job.run_dir}; nothing submitted")
+        if plan.handoff_script is not None:
+            err.print(f"then a hand-off job ({RunPaths.at(plan.job.run_dir).handoff_script}):\n{plan.handoff_script}")
         return
+    if plan.job.launcher == "slurm":
+        _show_quota(check_launch(plan.job, force=force, no_queue=no_queue), force)
     launched = submit_plan(plan, SlurmScheduler())
     typer.echo(launched.job_id)
     err.print(f"submitted job [bold]{launched.job_id}[/]: {_summary(plan)}\n"
               f"run directory: {launched.paths.root}\n"
               f"follow it:     hpc-tf status {launched.job_id}   |   hpc-tf logs {launched.paths.root} --follow")
+    if launched.handoff_job_id is not None and launched.job.handoff is not None:
+        err.print(f"hand-off job [bold]{launched.handoff_job_id}[/] runs after job {launched.job_id} succeeds: "
+                  f"model '{launched.job.handoff.model}' into {launched.job.handoff.repository} "
+                  f"(log {launched.paths.handoff_log(launched.handoff_job_id)})")
     if wait:
         raise typer.Exit(wait_for(launched.job_id))
+
+
+def _show_quota(verdict: QuotaVerdict, force: bool) -> None:
+    message = escape(verdict.message)
+    if verdict.kind is VerdictKind.OK:
+        text = message
+    elif verdict.kind is VerdictKind.NEVER_FITS:
+        text = f"[yellow]warning:[/] {message}; submitting anyway (--force)" if force else message
+    else:
+        text = f"[yellow]warning:[/] {message}"
+    err.print(text, soft_wrap=True)
 
 
 def render(spec: SpecArg, site: SiteOpt = None, set_: SetOpt = None) -> None:

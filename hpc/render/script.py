@@ -10,6 +10,7 @@ from hpc.render.directives import directive_lines
 from hpc.render.quoting import sh, sh_words, slurm_filename
 from hpc.resolve import ResolvedJob
 from hpc.resources import data_dir
+from hpc.runtime.node.preemption import REQUEUE_EXIT_CODE
 
 
 def _environment() -> jinja2.Environment:
@@ -48,6 +49,8 @@ def render_script(job: ResolvedJob) -> str:
         version=__version__,
         directives=directive_lines(job, log_pattern(paths, RunPaths.BATCH_LOG_PATTERN)),
         task_log=log_pattern(paths, RunPaths.TASK_LOG_PATTERN),
+        restart_log=log_pattern(paths, RunPaths.RESTART_LOG_PATTERN),
+        requeue_exit_code=REQUEUE_EXIT_CODE,
         task_prefix=container_prefix(job),
         bootstrap=str(paths.bootstrap),
         resolved=str(paths.resolved),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from hpc.errors import HpcTfError, SchedulerOutputError
 from hpc.scheduler.fields import parse_job_id
@@ -77,6 +78,53 @@ def _check_args(args: Sequence[str]) -> list[str]:
     return list(args)
 
 
+# --- options for job arrays and dependencies (campaigns) ------------------------------------------
+
+DependencyType = Literal["afterok", "afterany", "afternotok", "aftercorr"]
+
+
+def array_option(indices: Sequence[int], throttle: int | None = None) -> str:
+    """``--array=0-11%4`` / ``--array=1,3,5-7``: array indices as sbatch reads them, runs compressed.
+
+    Indices must be below the cluster's ``MaxArraySize``; ``throttle`` caps the tasks running at once.
+    """
+    ordered = sorted(set(indices))
+    if not ordered or ordered[0] < 0:
+        raise HpcTfError(f"an array needs indices >= 0, got {list(indices)[:5]}")
+    if throttle is not None and throttle < 1:
+        raise HpcTfError(f"an array throttle must be at least 1, got {throttle}")
+    runs: list[str] = []
+    start = prev = ordered[0]
+    for index in [*ordered[1:], None]:
+        if index is not None and index == prev + 1:
+            prev = index
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if index is not None:
+            start = prev = index
+    return f"--array={','.join(runs)}" + (f"%{throttle}" if throttle else "")
+
+
+def dependency_option(dependencies: Sequence[tuple[DependencyType, Sequence[str]]]) -> str | None:
+    """``--dependency=aftercorr:12,afterany:13:14`` (all must hold); None when there is nothing to wait for.
+
+    ``aftercorr``: task N of this array waits for task N of the named arrays (a missing task N
+    counts as done); ``afterok``/``afterany``: the whole job or array must end (successfully / at all).
+    """
+    parts = [f"{kind}:{':'.join(checked_job_ids(ids))}" for kind, ids in dependencies if ids]
+    return f"--dependency={','.join(parts)}" if parts else None
+
+
+def after_success_args(job_ids: Sequence[str]) -> list[str]:
+    """Options for a job that runs only once ``job_ids`` all completed successfully (``afterok``);
+    it is cancelled at once (``--kill-on-invalid-dep=yes``) instead of pending forever with
+    ``DependencyNeverSatisfied`` when one of them fails."""
+    option = dependency_option([("afterok", job_ids)])
+    if option is None:
+        raise HpcTfError("a dependent job needs at least one job id to wait for")
+    return [option, "--kill-on-invalid-dep=yes"]
+
+
 def sbatch(script: Path | str, extra_args: Sequence[str] = ()) -> list[str]:
     """Submit a script; prints ``35`` (or ``36;cluster``). ``extra_args`` e.g. ``--array=0-9%2``,
     ``--dependency=afterok:35``; they go before the script so sbatch reads them as options."""
@@ -133,3 +181,98 @@ def scontrol_show_config() -> list[str]:
 
 def sdiag() -> list[str]:
     return ["sdiag"]
+
+
+# --- accounting limits and their use (GPU quota) -------------------------------------------------
+
+# Slurm names: users, accounts, QOS. Checked like job ids, so no user text reaches an argv as an option.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@+-")
+
+
+def checked_names(names: Sequence[str], what: str) -> list[str]:
+    """Names as the tools accept them in a ``users=a,b`` list, de-duplicated in order; else refused
+    (letters, digits, ``_.@+-``, not starting with ``-``, ``.``, ``@`` or ``+``)."""
+    seen: dict[str, None] = {}
+    for name in names:
+        if not name or not set(name) <= _NAME_CHARS or name[0] in "-.@+":
+            raise HpcTfError(f"'{name}' is not a Slurm {what} name")
+        seen.setdefault(name, None)
+    return list(seen)
+
+
+def scontrol_show_assoc_mgr(
+    users: Sequence[str] = (), accounts: Sequence[str] = (), qos: Sequence[str] = ()
+) -> list[str]:
+    """The controller's associations and QOS with their limits and current use (slurmdbd not needed).
+
+    With ``users`` the controller adds every account association (the account tree) to the user's own.
+    """
+    argv = ["scontrol", "show", "assoc_mgr", "flags=assoc,qos"]
+    for key, names, what in (("users", users, "user"), ("accounts", accounts, "account"), ("qos", qos, "QOS")):
+        if names:
+            argv.append(f"{key}={','.join(checked_names(names, what))}")
+    return argv
+
+
+SACCTMGR_ASSOC_FIELDS: tuple[str, ...] = ("Cluster", "Account", "User", "Partition", "QOS", "DefaultQOS")
+SACCTMGR_QOS_FIELDS: tuple[str, ...] = (
+    "Name",
+    "Flags",
+    "GrpTRES",
+    "GrpTRESMins",
+    "GrpTRESRunMins",
+    "MaxTRES",
+    "MaxTRESPerNode",
+    "MaxTRESMins",
+    "MaxTRESPerUser",
+    "MaxTRESPerAccount",
+    "MinTRES",
+)
+
+
+def sacctmgr_show_assoc(
+    users: Sequence[str], cluster: str | None = None, fields: Sequence[str] = SACCTMGR_ASSOC_FIELDS
+) -> list[str]:
+    """A user's associations as slurmdbd stores them (QOS lists inherited from parents filled in)."""
+    where = [f"users={','.join(checked_names(users, 'user'))}"]
+    if cluster:
+        where.append(f"cluster={checked_names([cluster], 'cluster')[0]}")
+    return ["sacctmgr", "--noheader", "--parsable2", "show", "assoc", "where", *where, f"format={','.join(fields)}"]
+
+
+def sacctmgr_show_qos(names: Sequence[str] = (), fields: Sequence[str] = SACCTMGR_QOS_FIELDS) -> list[str]:
+    """QOS limits as slurmdbd stores them (all QOS when ``names`` is empty)."""
+    where = ["where", f"names={','.join(checked_names(names, 'QOS'))}"] if names else []
+    return ["sacctmgr", "--noheader", "--parsable2", "show", "qos", *where, f"format={','.join(fields)}"]
+
+
+# The reason goes last: it may hold free text.
+QUOTA_SQUEUE_FIELDS: tuple[str, ...] = (
+    "JobArrayID",
+    "JobID",
+    "UserName",
+    "Account",
+    "QOS",
+    "State",
+    "tres-alloc",
+    "TimeLimit",
+    "Partition",
+    "Reason",
+)
+
+
+def squeue_quota_jobs(accounts: Sequence[str] = (), users: Sequence[str] = (), qos: Sequence[str] = ()) -> list[str]:
+    """Running and pending jobs of some accounts / users / QOS (all three filters must hold), in
+    every partition (``--all``: hidden ones too), with the TRES each holds or asks for."""
+    fields = ",".join(f"{name}:0{SQUEUE_SEPARATOR}" for name in QUOTA_SQUEUE_FIELDS[:-1])
+    argv = [
+        "squeue",
+        "--all",
+        "--noheader",
+        "--states=PENDING,CONFIGURING,RUNNING",
+        f"--Format={fields},{QUOTA_SQUEUE_FIELDS[-1]}:0",
+    ]
+    for key, names, what in (("accounts", accounts, "account"), ("users", users, "user"), ("qos", qos, "QOS")):
+        if names:
+            argv.append(f"--{key}={','.join(checked_names(names, what))}")
+    return argv

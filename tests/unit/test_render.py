@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hpc.errors import SpecError
+from hpc.render.cpu_jobs import ServeJob, render_handoff_script, render_serve_script
 from hpc.render.quoting import UnsafeValue, sbatch_value, sh
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
@@ -28,6 +29,7 @@ CASES = [
     ("sandbox", "minimal"),
     ("sandbox", "multinode"),
     ("sandbox", "per-task"),
+    ("sandbox", "handoff"),
     ("example-apptainer", "apptainer"),
     ("example-plain", "minimal"),
 ]
@@ -38,10 +40,7 @@ def resolved(site: str, spec: str, overrides: tuple[str, ...] = ()) -> ResolvedJ
     return resolve(loaded, load_site(site, overrides, environ=ALICE), f"{spec}-run", environ=ALICE)
 
 
-@pytest.mark.parametrize(("site", "spec"), CASES)
-def test_golden_script(site: str, spec: str) -> None:
-    script = render_script(resolved(site, spec))
-    golden = GOLDEN / f"{site}--{spec}.sbatch"
+def check_golden(script: str, golden: Path) -> None:
     if os.environ.get("HPC_TF_REGEN_GOLDEN"):
         golden.write_text(script)
     assert golden.is_file(), f"missing {golden}; create it with HPC_TF_REGEN_GOLDEN=1 pytest {__file__}"
@@ -50,6 +49,14 @@ def test_golden_script(site: str, spec: str) -> None:
         f"HPC_TF_REGEN_GOLDEN=1 pytest tests/unit/test_render.py"
     )
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+@pytest.mark.parametrize(("site", "spec"), CASES)
+def test_golden_script(site: str, spec: str) -> None:
+    job = resolved(site, spec)
+    if job.handoff is not None:  # the dependent hand-off job's script beside the training script
+        check_golden(render_handoff_script(job), GOLDEN / f"{site}--{spec}.handoff.sbatch")
+    check_golden(render_script(job), GOLDEN / f"{site}--{spec}.sbatch")
 
 
 # ---- sbatch's reading of "#SBATCH" lines, as its option parser does it --------------------------
@@ -186,3 +193,34 @@ def test_gpus_on_a_cpu_partition_point_to_the_gpu_partitions() -> None:
     text = "name: a\ncommand: x\nresources: {partition: cpu, gpus_per_node: 1}\n"
     with pytest.raises(SpecError, match="partition 'cpu' has no GPUs; GPU partitions: gpu"):
         resolve(load_spec_text(text, "job.yaml", Path("/x")), load_site("sandbox", environ=ALICE), "r", ALICE)
+
+
+def test_golden_serve_script() -> None:
+    job = ServeJob(site="sandbox", repository="/srv/models/it's 100%", log="/srv/models/it's 100%/.hpc-tf/server/slurm",
+                   command=("/venv/bin/python", "-m", "hpc.cli", "serve", "node", "--repository",
+                            "/srv/models/it's 100%"),
+                   partition="cpu", account="lab", qos=None, time_seconds=3600, cpus=2, mem="3000M",
+                   module_init=None, modules=("tf/2.21",))
+    script = render_serve_script(job)
+    check_golden(script, GOLDEN / "serving-node.sbatch")
+    found = directives(script)
+    assert found["--output"] == "/srv/models/it's 100%%/.hpc-tf/server/slurm-%j.out"
+    assert found["--partition"] == "cpu" and found["--nodes"] == "1" and "--gres" not in found
+
+
+def test_handoff_job_has_the_resolved_plan_and_runs_on_the_cpu_partition() -> None:
+    job = resolved("sandbox", "handoff")
+    assert job.handoff is not None
+    assert (job.handoff.partition, job.handoff.format, job.handoff.repository) == (
+        "cpu", "python", "/srv/hpc-tf/scratch/alice/model-repository")
+    found = directives(render_handoff_script(job))
+    assert found["--partition"] == "cpu" and found["--job-name"] == "mlp-handoff-handoff"
+    assert "--gres" not in found and "--dependency" not in found  # the dependency is given at submit time
+    assert found["--output"] == f"{job.run_dir}/logs/handoff-%j.out"
+
+
+def test_handoff_without_a_model_repository_is_refused_with_the_line() -> None:
+    text = "name: a\ncommand: x\nhandoff:\n  model: m\n"
+    site = load_site("sandbox", ("serving.model_repository=",), environ=ALICE)
+    with pytest.raises(SpecError, match=r"job\.yaml:3: handoff: site .sandbox. sets no serving\.model_repository"):
+        resolve(load_spec_text(text, "job.yaml", Path("/x")), site, "r", ALICE)

@@ -10,7 +10,10 @@ code imports the module it concerns:
 * ``tensorflow.python.distribute.collective_all_reduce_strategy`` → formation.apply
   (bounded cluster formation, a message naming a worker that never joined)
 
-Both only matter with two or more workers. The hook settings travel in HPC_TF_HOOKS.
+Both only matter with two or more workers. With checkpointing or preemption on (any
+number of workers), preemption.install catches Slurm's warning signal from start-up and
+``keras.src.backend.tensorflow.trainer`` → keras_resume.apply (checkpoints and exact
+resume for ``model.fit``). The hook settings travel in HPC_TF_HOOKS.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from . import formation, keras_fix
+from . import formation, keras_fix, keras_resume, preemption
+from .preemption import PreemptionConfig
 
 HOOKS_VARIABLE = "HPC_TF_HOOKS"
 
@@ -37,6 +41,7 @@ class HookConfig:
     coordination_timeout_s: int
     keras_mwms_fix: bool
     worker_nodes: tuple[str, ...]  # the Slurm node of each worker, index = rank
+    preemption: PreemptionConfig | None = None  # checkpoints, resume, Slurm's warning
 
     def to_json(self) -> str:
         return json.dumps(
@@ -44,6 +49,7 @@ class HookConfig:
                 "coordination_timeout_s": self.coordination_timeout_s,
                 "keras_mwms_fix": self.keras_mwms_fix,
                 "worker_nodes": list(self.worker_nodes),
+                "preemption": None if self.preemption is None else self.preemption.to_dict(),
             },
             separators=(",", ":"),
         )
@@ -55,6 +61,7 @@ class HookConfig:
             coordination_timeout_s=int(data["coordination_timeout_s"]),
             keras_mwms_fix=bool(data["keras_mwms_fix"]),
             worker_nodes=tuple(str(node) for node in data["worker_nodes"]),
+            preemption=None if data.get("preemption") is None else PreemptionConfig.from_dict(data["preemption"]),
         )
 
 
@@ -63,6 +70,9 @@ def install_from_environ(environ: Mapping[str, str]) -> None:
     if not text:
         return
     config = HookConfig.from_json(text)
+    if config.preemption is not None:
+        preemption.install(config.preemption)
+        when_imported(keras_resume.TRAINER_MODULE, functools.partial(keras_resume.apply, config=config.preemption))
     if len(config.worker_nodes) < 2:
         return
     if config.keras_mwms_fix:

@@ -32,6 +32,11 @@ class RuntimeSettings:
     gpu_allocator: str | None = None
     strategy: Strategy = "multi_worker_mirrored"
     keras_mwms_fix: bool = True
+    # checkpoints and preemption (preemption.py); no checkpoint_dir: neither
+    checkpoint_dir: str | None = None
+    checkpoint_every_steps: int | None = None
+    checkpoint_keep: int = 3
+    preemption: bool = False
 
 
 def load_settings(path: Path) -> RuntimeSettings:
@@ -63,6 +68,10 @@ def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runti
         gpu_allocator=reader.optional_text("gpu_allocator"),
         strategy=reader.strategy("strategy", defaults.strategy),
         keras_mwms_fix=reader.boolean("keras_mwms_fix", defaults.keras_mwms_fix),
+        checkpoint_dir=reader.optional_text("checkpoint_dir"),
+        checkpoint_every_steps=reader.optional_count("checkpoint_every_steps") or None,
+        checkpoint_keep=reader.positive_int("checkpoint_keep", defaults.checkpoint_keep),
+        preemption=reader.boolean("preemption", defaults.preemption),
     )
 
 

@@ -10,8 +10,8 @@ Variables, in this order:
 * CUDA_DEVICE_ORDER=PCI_BUS_ID – CUDA ordinals in the order nvidia-smi and Slurm use
 * TF_FORCE_GPU_ALLOW_GROWTH=true / TF_GPU_ALLOCATOR – the spec's memory options (GPU tasks only)
 * TF_CONFIG – multi_worker_mirrored only (tf_config.py)
-* HPC_TF_HOOKS, PYTHONPATH – multi_worker_mirrored only: the in-process hooks
-  (hooks.py) and the directory holding the sitecustomize.py that installs them
+* HPC_TF_HOOKS, PYTHONPATH – multi_worker_mirrored, or checkpoints/preemption on: the
+  in-process hooks (hooks.py) and the directory holding the sitecustomize.py that installs them
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ._errors import RuntimeSetupError
 from .gpus import GpuAssignment, assign_gpus
 from .hooks import HOOKS_VARIABLE, HookConfig
 from .layout import step_layout
+from .preemption import PreemptionConfig
 from .settings import RuntimeSettings
 from .slurm_env import SlurmStep, read_slurm_step
 from .tf_config import ADDRESS_MAP_VARIABLE, parse_address_map, tf_config, worker_addresses
@@ -52,6 +53,7 @@ def plan_task(environ: Mapping[str, str], settings: RuntimeSettings, *, site_dir
         env["TF_GPU_ALLOCATOR"] = settings.gpu_allocator
 
     workers: tuple[str, ...] = ()
+    worker_nodes: tuple[str, ...] = ()
     if settings.strategy == "multi_worker_mirrored":
         layout = step_layout(step)
         try:
@@ -62,14 +64,30 @@ def plan_task(environ: Mapping[str, str], settings: RuntimeSettings, *, site_dir
         except ValueError as err:
             raise RuntimeSetupError(str(err)) from err
         env["TF_CONFIG"] = tf_config(workers, step.rank)
+        worker_nodes = tuple(step.nodes[placement.node_index] for placement in layout)
+    checkpoints = preemption_config(settings)
+    if worker_nodes or checkpoints is not None:
         hooks = HookConfig(
             coordination_timeout_s=settings.coordination_timeout_s,
             keras_mwms_fix=settings.keras_mwms_fix,
-            worker_nodes=tuple(step.nodes[placement.node_index] for placement in layout),
+            worker_nodes=worker_nodes,
+            preemption=checkpoints,
         )
         env[HOOKS_VARIABLE] = hooks.to_json()
         env["PYTHONPATH"] = _prepend_path(site_dir, environ.get("PYTHONPATH", ""))
     return TaskPlan(step=step, gpus=gpus, workers=workers, env=env)
+
+
+def preemption_config(settings: RuntimeSettings) -> PreemptionConfig | None:
+    """Checkpoints are on with preemption or periodic checkpoints, and need a directory."""
+    if settings.checkpoint_dir is None or not (settings.preemption or settings.checkpoint_every_steps):
+        return None
+    return PreemptionConfig(
+        checkpoint_dir=settings.checkpoint_dir,
+        every_steps=settings.checkpoint_every_steps,
+        keep=settings.checkpoint_keep,
+        handle_signals=settings.preemption,
+    )
 
 
 def _prepend_path(directory: str, current: str) -> str:

@@ -1,0 +1,111 @@
+"""The calls ``hpc-tf campaign run|status|resubmit|cancel`` make: one each."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from hpc.campaign.load import load_campaign
+from hpc.campaign.manifest import locked, read_manifest, write_manifest
+from hpc.campaign.paths import CampaignPaths
+from hpc.campaign.plan import CampaignPlan, plan_campaign
+from hpc.campaign.status import CampaignView, poll, view
+from hpc.campaign.submit import Submitted, submit_campaign
+from hpc.campaign.throttle import GpuLimit
+from hpc.errors import HpcTfError
+from hpc.resolve import expand_path
+from hpc.rundir import new_run_id
+from hpc.scheduler import Scheduler
+from hpc.scheduler.parse import config_number
+from hpc.site.load import LoadedSite, load_site
+
+MAX_ARRAY_SIZE_KEY = "MaxArraySize"  # in Scheduler.show_config()
+
+
+def max_array_size(scheduler: Scheduler) -> int | None:
+    """The cluster's MaxArraySize (array indices go up to one less), or None if it does not say."""
+    value = scheduler.show_config().get(MAX_ARRAY_SIZE_KEY)
+    return None if value is None else config_number(value)
+
+
+def plan_from_file(
+    path: Path,
+    site_name: str | None = None,
+    overrides: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    *,
+    scheduler: Scheduler | None = None,
+    gpu_limit: int | GpuLimit | None = None,
+    chunk_size: int | None = None,
+    throttle: int | None = None,
+) -> CampaignPlan:
+    """Load, resolve and plan. ``gpu_limit``: a number, or how to read it (e.g. :func:`quota_gpu_limit`).
+
+    With ``scheduler`` None (a dry run) nothing is asked of the cluster: Slurm's default MaxArraySize
+    is assumed and only a numeric ``gpu_limit`` sets throttles.
+    """
+    env = dict(_environ(environ))
+    loaded = load_campaign(path)
+    site = load_site(site_name, overrides, env)
+    array_size = max_array_size(scheduler) if scheduler is not None else None
+    campaign_id = new_run_id(loaded.spec.name)
+
+    def plan(limit: int | None, note: str = "GPU quota unknown") -> CampaignPlan:
+        return plan_campaign(loaded, site, campaign_id, environ=env, gpu_limit=limit, max_array_size=array_size,
+                             chunk_size=chunk_size, throttle=throttle, quota_note=note)
+
+    if gpu_limit is None or isinstance(gpu_limit, int):
+        return plan(gpu_limit)
+    first = plan(None)  # resolves every stage: the quota depends on their accounts and partitions
+    gpu_jobs = [s.job for s in first.stages if s.job.total_gpus > 0]
+    if not gpu_jobs:
+        return first
+    try:
+        limits = [limit for limit in (gpu_limit(job) for job in gpu_jobs) if limit is not None]
+    except HpcTfError as err:
+        return plan(None, f"GPU quota not read: {err.message.splitlines()[0]}")
+    return plan(min(limits)) if limits else plan(None, "no GPU quota")
+
+
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    env = dict(os.environ if environ is None else environ)
+    env.setdefault("USER", env.get("LOGNAME", "user"))
+    return env
+
+
+def run(plan: CampaignPlan, scheduler: Scheduler) -> Submitted:
+    return submit_campaign(plan, scheduler)
+
+
+def status(
+    paths: CampaignPaths, scheduler: Scheduler, *, refresh: bool = False, clock: Callable[[], float] = time.time
+) -> CampaignView:
+    """The campaign's state: one batched scheduler query, or none while the backoff interval runs."""
+    with locked(paths):
+        manifest = read_manifest(paths)
+        queried = poll(manifest, scheduler, force=refresh, clock=clock)
+        if queried:
+            write_manifest(paths, manifest)
+    return view(manifest, queried=queried, now=clock())
+
+
+def runs_root(site: LoadedSite, environ: Mapping[str, str] | None = None) -> Path:
+    return Path(expand_path(site.config.runs_dir, Path.cwd(), _environ(environ)))
+
+
+def find_campaign(target: str, root: Path) -> CampaignPaths:
+    """A campaign directory, or a campaign id or name under the runs directory (the newest of that name)."""
+    candidate = Path(target).expanduser()
+    if (candidate / CampaignPaths.at(".").manifest.name).is_file():
+        return CampaignPaths.at(candidate.resolve())
+    if "/" not in target and root.is_dir():
+        exact = root / target
+        if (exact / "manifest.json").is_file():
+            return CampaignPaths.at(exact)
+        named = sorted((p.parent for p in root.glob(f"{target}-*/manifest.json")), key=lambda p: p.stat().st_mtime)
+        if named:
+            return CampaignPaths.at(named[-1])
+    raise HpcTfError(f"'{target}' is not a campaign directory, id or name",
+                     hint=f"pass the directory hpc-tf campaign run printed (campaigns live under {root})")

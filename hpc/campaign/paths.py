@@ -1,0 +1,68 @@
+"""The one owner of file names inside a campaign directory::
+
+    <campaign_dir>/
+      campaign.yaml             the campaign file as submitted
+      manifest.json             every task: parameters, job ids, states, exit codes, output dirs
+      tasks/<id>/task.json      what an array task passes to its command (arguments, environment)
+      tasks/<id>/<stage>/       that task's output in that stage ($HPC_TF_OUTPUT_DIR)
+      stages/<stage>/           a run directory (hpc.paths.RunPaths): resolved.json, runtime/, logs/
+      stages/<stage>/submit-001.sbatch   each script exactly as submitted (one per array chunk or resubmission)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpc.paths import RunPaths
+
+TASK_FILE = "task.json"
+TASK_SHIM = "campaign_task.py"
+
+
+@dataclass(frozen=True)
+class CampaignPaths:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> CampaignPaths:
+        return cls(Path(root))
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".manifest.lock"
+
+    @property
+    def source_copy(self) -> Path:
+        return self.root / "campaign.yaml"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.root / "tasks"
+
+    def task_dir(self, task_id: int) -> Path:
+        return self.tasks_dir / str(task_id)
+
+    def task_file(self, task_id: int) -> Path:
+        return self.task_dir(task_id) / TASK_FILE
+
+    def task_output(self, task_id: int, stage: str) -> Path:
+        return self.task_dir(task_id) / stage
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.root / "stages"
+
+    def stage(self, name: str) -> RunPaths:
+        return RunPaths.at(self.stages_dir / name)
+
+    def task_shim(self, stage: str) -> Path:
+        """The stdlib-only program an array task starts through (hpc/campaign/node_task.py)."""
+        return self.stage(stage).runtime_dir / TASK_SHIM
+
+    def submission_script(self, stage: str, number: int) -> Path:
+        return self.stage(stage).root / f"submit-{number:03d}.sbatch"

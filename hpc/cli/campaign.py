@@ -1,0 +1,172 @@
+"""``hpc-tf campaign run|status|resubmit|cancel``: sweeps as job arrays, pipelines with dependencies."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hpc.campaign import api
+from hpc.campaign.paths import CampaignPaths
+from hpc.campaign.plan import CampaignPlan
+from hpc.campaign.status import CampaignView
+from hpc.campaign.submit import cancel_campaign, resubmit_failed
+from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.errors import HpcTfError
+from hpc.scheduler import SlurmScheduler
+from hpc.site.load import load_site
+
+campaign_app = typer.Typer(help="Sweeps as job arrays and pipelines with dependencies.", no_args_is_help=True)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+CampaignArg = Annotated[Path, typer.Argument(help="The campaign file (campaign.yaml).", show_default=False)]
+TargetArg = Annotated[str, typer.Argument(help="Campaign directory (printed by run), id or name.",
+                                          show_default=False)]
+
+
+def _target(target: str, site: str | None, set_: list[str] | None) -> CampaignPaths:
+    return api.find_campaign(target, api.runs_root(load_site(site, set_ or ())))
+
+
+def _plan_text(plan: CampaignPlan) -> str:
+    lines = [f"campaign {plan.loaded.spec.name}: {len(plan.tasks)} task(s), arrays of at most {plan.chunk_size} "
+             f"(MaxArraySize {plan.max_array_size if plan.max_array_size is not None else 'not read'})"]
+    for stage in plan.stages:
+        job = stage.job
+        kind = "array" if stage.per_task else "job"
+        after = ", ".join(f"{kind_} {up}" for up, kind_ in stage.after) or "nothing"
+        throttle = f"{stage.throttle.limit} at once" if stage.throttle.limit else "no throttle"
+        lines.append(f"  {stage.name}: {kind} on partition {job.partition or '(default)'}, {job.nodes} node(s), "
+                     f"{job.total_gpus} GPU(s) each; {throttle} ({stage.throttle.why}); after {after}")
+    lines.append(f"  {len(plan.submissions)} submission(s); directory {plan.paths.root}")
+    return "\n".join(lines)
+
+
+@campaign_app.command("run")
+def run(
+    campaign: CampaignArg,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Print the plan and the first tasks' commands; submit nothing."),
+    throttle: int | None = typer.Option(None, "--throttle", min=1, help="Array tasks running at once, every stage."),
+    gpu_limit: int | None = typer.Option(None, "--gpu-limit", min=0,
+                                         help="GPUs the campaign may hold at once (default: the account's quota)."),
+    chunk_size: int | None = typer.Option(None, "--chunk-size", min=1,
+                                          help="Tasks per array (default and maximum: the cluster's MaxArraySize)."),
+) -> None:
+    """Expand the parameters, write the campaign directory and submit one array per stage and chunk."""
+    scheduler = None if dry_run else SlurmScheduler()
+    limit: int | GpuLimit | None = gpu_limit if gpu_limit is not None or dry_run else quota_gpu_limit
+    plan = api.plan_from_file(campaign, site, set_ or (), scheduler=scheduler, gpu_limit=limit,
+                              chunk_size=chunk_size, throttle=throttle)
+    if dry_run:
+        for task in plan.tasks[:3]:
+            for stage in plan.stages:
+                if stage.per_task:
+                    typer.echo(f"task {task.id} {stage.name}: {json.dumps(plan.task_command(stage.name, task))}")
+        err.print(f"[bold]dry run[/]: {_plan_text(plan)}\nnothing written or submitted")
+        return
+    submitted = api.run(plan, scheduler or SlurmScheduler())
+    typer.echo(str(submitted.paths.root))
+    err.print(f"{_plan_text(plan)}\nsubmitted job(s) {', '.join(submitted.job_ids)}\n"
+              f"follow it: hpc-tf campaign status {submitted.paths.root}")
+
+
+def _print_view(view: CampaignView) -> None:
+    out.print(f"campaign [bold]{view.id}[/] ({view.tasks} task(s))  {view.root}")
+    if view.error:
+        out.print(f"[red]{view.error}[/]")
+    states = sorted({label for counts in view.counts.values() for label in counts})
+    table = Table("stage", "partition", "GPUs/task", "throttle", "jobs", *states, box=None)
+    for stage in view.stages:
+        name = str(stage["name"])
+        counts = view.counts.get(name, {})
+        jobs = stage["jobs"]
+        table.add_row(name, str(stage["partition"] or "-"), str(stage["gpus"]), str(stage["throttle"] or "-"),
+                      ",".join(jobs) if isinstance(jobs, list) else "", *(str(counts.get(s, "")) for s in states))
+    out.print(table)
+    if view.failures:
+        out.print("[bold]failed[/]")
+        failed = Table("stage", "task", "job", "state", "exit", "why", "log", box=None)
+        for f in view.failures:
+            failed.add_row(f.stage, "-" if f.task_id is None else str(f.task_id), f.job_id or "-", f.state,
+                           "-" if f.exit_code is None else str(f.exit_code), f.explanation, f.log or "-")
+        out.print(failed)
+    if view.blocked:
+        out.print("[bold]blocked[/] (Slurm leaves these pending forever)")
+        blocked = Table("stage", "task", "job", "why", box=None)
+        for b in view.blocked:
+            blocked.add_row(b.stage, "-" if b.task_id is None else str(b.task_id), b.job_id or "-", b.explanation)
+        out.print(blocked)
+        out.print("clear them with:  " + "\n             or:  ".join(view.clear_blocked))
+    age = "" if view.age_s is None else f"states as of {view.age_s:.0f} s ago"
+    if not view.queried and view.age_s is not None:
+        age += f"; next query in {view.next_query_s:.0f} s (--refresh asks now)"
+    if age:
+        err.print(age)
+
+
+@campaign_app.command("status")
+def status(
+    target: TargetArg,
+    as_json: JsonOpt = False,
+    refresh: bool = typer.Option(False, "--refresh", help="Ask the scheduler now, even within the backoff interval."),
+    watch: bool = typer.Option(False, "--watch", help="Keep showing the state (backing off) until every task ended."),
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Counts per stage and state, failures with reasons and logs, blocked tasks: one scheduler query."""
+    paths = _target(target, site, set_)
+    scheduler = SlurmScheduler()
+    while True:
+        view = api.status(paths, scheduler, refresh=refresh)
+        if as_json:
+            typer.echo(json.dumps(view.as_dict(), indent=2))
+        else:
+            _print_view(view)
+        if not watch or view.finished or view.blocked:
+            return
+        refresh = False
+        time.sleep(max(view.next_query_s, 1.0))
+
+
+@campaign_app.command("resubmit")
+def resubmit(
+    target: TargetArg,
+    failed: bool = typer.Option(False, "--failed", help="Rerun failed tasks (and the tasks blocked behind them)."),
+    cancelled: bool = typer.Option(False, "--cancelled", help="Count cancelled tasks as failed."),
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Resubmit only the failed tasks, as new arrays of exactly those ids."""
+    if not failed:
+        raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
+    result = resubmit_failed(_target(target, site, set_), SlurmScheduler(), include_cancelled=cancelled)
+    if not result.rerun:
+        err.print("nothing failed: nothing resubmitted")
+        return
+    for stage, ids in result.rerun.items():
+        err.print(f"{stage}: rerunning " + ("the job" if ids == (None,) else f"task(s) {', '.join(map(str, ids))}"))
+    if result.cancelled:
+        err.print(f"cancelled blocked {', '.join(result.cancelled)}")
+    typer.echo(" ".join(result.job_ids))
+
+
+@campaign_app.command("cancel")
+def cancel(
+    target: TargetArg,
+    blocked: bool = typer.Option(False, "--blocked", help="Only the tasks blocked by a failed dependency."),
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Cancel every job of the campaign (one scancel), or only its blocked tasks."""
+    ids = cancel_campaign(_target(target, site, set_), SlurmScheduler(), blocked_only=blocked)
+    err.print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")

@@ -1,0 +1,91 @@
+"""``hpc-tf quota``: GPU limits and their use, from Slurm's gres/gpu accounting."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hpc.cli.options import JsonOpt
+from hpc.quota import QuotaReport, quota_report
+from hpc.quota.report import LimitRow
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def quota(
+    account: str | None = typer.Option(None, "--account", "-A", help="Only this account's associations."),
+    as_json: JsonOpt = False,
+) -> None:
+    """Your GPU limits (association path and QOS) next to the GPUs and GPU-minutes in use now."""
+    report = quota_report(account)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    render(report)
+
+
+def _in_use(row: LimitRow) -> str:
+    limit = row.limit
+    if limit.kind.per_job or limit.used is None:
+        return "-"
+    if limit.kind.in_minutes:
+        text = f"{limit.used} used, {limit.remaining} left" if limit.kind.value == "GrpTRESMins" else f"{limit.used}"
+    else:
+        text = str(limit.used)
+    if row.running:
+        text += " (" + ", ".join(str(j.job_id) for j in row.running) + ")"
+    return escape(text)
+
+
+def _pending(row: LimitRow) -> str:
+    if row.limit.kind.per_job or not row.pending:
+        return "-"
+    return escape(f"{row.pending_gpus} ({', '.join(str(j.job_id) for j in row.pending)})")
+
+
+def _table(rows: tuple[LimitRow, ...]) -> Table:
+    table = Table("limit", "set on", "allows", "in use", "pending", "reason when reached", box=None)
+    for row in rows:
+        limit = row.limit
+        unit = "GPU-min" if limit.kind.in_minutes else "GPUs"
+        table.add_row(
+            f"{limit.kind.value} {limit.tres}", str(limit.owner), f"{limit.value} {unit}", _in_use(row),
+            _pending(row), limit.reason,
+        )  # fmt: skip
+    return table
+
+
+def render(report: QuotaReport) -> None:
+    out.print(f"[bold]GPU quota of {report.user} on cluster {report.cluster}[/]")
+    for assoc in report.associations:
+        qos = ", ".join(assoc.qos) if assoc.qos is not None else "not known"
+        head = f"\naccount [bold]{assoc.account}[/]" + (" (default)" if assoc.is_default else "")
+        head += f"{f', partition {assoc.partition}' if assoc.partition else ''} · QOS {qos}"
+        head += f" (default {assoc.job_qos})" if assoc.job_qos else ""
+        out.print(head)
+        out.print("  path: " + " → ".join(
+            f"{p.owner} ({p.gpus_in_use} GPUs in use, {p.gpu_minutes_used} GPU-min used)" for p in assoc.path
+        ))  # fmt: skip
+        if assoc.limits:
+            out.print(_table(assoc.limits))
+        else:
+            out.print("  no GPU limits on this path")
+    for qos_quota in report.qos:
+        flags = f" (flags {', '.join(qos_quota.flags)})" if qos_quota.flags else ""
+        out.print(f"\nQOS [bold]{qos_quota.name}[/]{flags}")
+        out.print(_table(qos_quota.limits) if qos_quota.limits else "  no GPU limits")
+    if report.jobs:
+        out.print("\nGPU jobs in your accounts")
+        jobs = Table("job", "user", "account", "qos", "state", "gpus", "reason", box=None)
+        for job in report.jobs:
+            reason = job.reason if job.state.is_waiting else ""
+            cells = (str(job.job_id), job.user, job.account, job.qos, job.state.value, str(job.gpus), reason)
+            jobs.add_row(*(escape(c) for c in cells))
+        out.print(jobs)

@@ -1,0 +1,101 @@
+"""``hpc-tf serve up|down|status``: the Triton serving node of the site's model repository."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+
+err = Console(stderr=True, highlight=False)
+serve_app = typer.Typer(help="Start, stop and inspect the Triton serving node.", no_args_is_help=True)
+
+RepoOpt = Annotated[
+    Path | None,
+    typer.Option("--repository", "-r", help="Model repository (default: the site's serving.model_repository)."),
+]
+
+
+@serve_app.command("up")
+def up(
+    repository: RepoOpt = None,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address a local server listens on."),
+    slurm: bool | None = typer.Option(
+        None, "--slurm/--local", show_default=False,
+        help="Run the node as a Slurm job on the site's serving partition, or as a local process "
+             "(default: Slurm on a Slurm site that sets serving.partition, else local)."),
+    time_limit: str | None = typer.Option(None, "--time", help="Time limit of the serving-node job (default: site's)."),
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Start a Triton serving node (the tritonserver bundled in nvidia-pytriton); print its endpoint."""
+    from hpc.serving import slurm_node
+
+    overrides = set_ or ()
+    if slurm if slurm is not None else slurm_node.uses_slurm(site, overrides):
+        from hpc.scheduler import SlurmScheduler
+
+        def submitted(job_id: str, script: Path) -> None:
+            err.print(f"submitted serving-node job [bold]{job_id}[/] ({script}); waiting until it is ready")
+
+        endpoint = slurm_node.start_slurm_node(site, overrides, SlurmScheduler(), repository, time_limit, submitted)
+        where = f"job {endpoint.job_id} on {endpoint.hostname}"
+    else:
+        from hpc.serving.server import start_server
+        from hpc.serving.service import serving_target
+
+        endpoint, _ = start_server(serving_target(site, overrides, repository).repository, host=host)
+        where = f"pid {endpoint.pid}"
+    typer.echo(endpoint.to_json(), nl=False)
+    err.print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {where}")
+
+
+@serve_app.command("node", hidden=True)
+def node(
+    repository: Annotated[Path, typer.Option("--repository", "-r", help="Model repository to serve.")],
+    host: str | None = typer.Option(None, "--host", help="Listen address (default: this node's address)."),
+) -> None:
+    """Inside a serving-node job: run tritonserver on this node until the job is cancelled."""
+    from hpc.serving.slurm_node import run_node
+
+    raise typer.Exit(run_node(repository, host))
+
+
+@serve_app.command("down")
+def down(repository: RepoOpt = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
+    """Stop the serving node of the repository: cancel its Slurm job, or stop the local process by its pid."""
+    from hpc.serving.server import read_endpoint, stop_server
+    from hpc.serving.service import serving_target
+
+    repo = serving_target(site, set_ or (), repository).repository
+    endpoint = read_endpoint(repo)
+    if endpoint.job_id is not None:
+        from hpc.scheduler import SlurmScheduler
+        from hpc.serving.slurm_node import stop_slurm_node
+
+        stop_slurm_node(repo, endpoint, SlurmScheduler())
+        err.print(f"serving node stopped (Slurm job {endpoint.job_id} cancelled)")
+        return
+    endpoint = stop_server(repo)
+    err.print(f"serving node stopped (pid {endpoint.pid})")
+
+
+@serve_app.command("status")
+def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt = None, set_: SetOpt = None) -> None:
+    """Health of the serving node and the state of every model version."""
+    from hpc.serving.service import node_status, serving_target
+
+    info = node_status(serving_target(site, set_ or (), repository).repository)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    endpoint = info["endpoint"]
+    typer.echo(f"serving node {endpoint['grpc_url']} (pid {endpoint['pid']} on {endpoint['hostname']}): "
+               f"{'ready' if info['ready'] else 'NOT READY'}")
+    for model in info["models"]:
+        reason = f"  {model['reason']}" if model["reason"] else ""
+        typer.echo(f"  {model['name']}  v{model['version'] or '-'}  {model['state']}{reason}")

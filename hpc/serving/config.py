@@ -1,0 +1,114 @@
+"""config.pbtxt through Triton's own protobuf schema (``inference.ModelConfig``), never a text template.
+
+The compiled schema comes from the ``tritonclient`` wheel (``tritonclient.grpc.model_config_pb2``),
+so this works offline from PyPI packages. Text is produced by ``text_format`` from a message and read
+back with the same schema (:func:`parse_config`): what Triton parses is what was built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hpc.errors import ServingError
+from hpc.serving.signature import Signature, TensorSpec
+
+Format = Literal["onnx", "savedmodel", "python"]
+FORMATS: tuple[Format, ...] = ("onnx", "savedmodel", "python")
+
+# what sits in <repository>/<model>/<version>/ for each format (Triton's default_model_filename)
+MODEL_FILE: dict[str, str] = {"onnx": "model.onnx", "savedmodel": "model.savedmodel", "python": "model.py"}
+# the SavedModel the python backend's model.py runs, beside it in the version directory
+PYTHON_SAVEDMODEL = "model.savedmodel"
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """The knobs of a generated config; defaults measured in the lab (dynamic batching with a 500 µs
+    queue delay doubles bs1 throughput under concurrency at ~0.6 ms cost at concurrency 1)."""
+
+    max_batch_size: int = 64
+    dynamic_batching: bool = True
+    queue_delay_us: int = 500
+    instances: int = 1
+    # python format: threads of the TF runtime inside each stub (0 = TF's default)
+    tf_threads: int = 1
+    parameters: dict[str, str] = field(default_factory=dict)
+
+
+def model_config_module() -> Any:
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as err:
+        raise ServingError(f"Triton's model config schema is not importable ({err})",
+                           hint="install the serving extra: pip install 'hpc-tf[serving]'") from None
+    return model_config_pb2
+
+
+def _io(entries: Any, specs: tuple[TensorSpec, ...], batched: bool, mc: Any) -> None:
+    for spec in specs:
+        dims = spec.shape[1:] if batched else spec.shape
+        entries.add(name=spec.name, data_type=mc.DataType.Value(spec.triton_dtype), dims=list(dims))
+
+
+def build_config(name: str, signature: Signature, fmt: Format, options: ServingOptions | None = None) -> Any:
+    """The ``inference.ModelConfig`` message for serving ``signature`` in format ``fmt``."""
+    opts = options or ServingOptions()
+    mc = model_config_module()
+    cfg = mc.ModelConfig(name=name)
+    if fmt == "python":
+        cfg.backend = "python"
+    elif fmt == "onnx":
+        cfg.platform = "onnxruntime_onnx"
+    elif fmt == "savedmodel":
+        cfg.platform = "tensorflow_savedmodel"
+    else:
+        raise ServingError(f"unknown serving format '{fmt}' (use one of: {', '.join(FORMATS)})")
+    if fmt != "python":
+        cfg.default_model_filename = MODEL_FILE[fmt]
+    batched = signature.batched and opts.max_batch_size > 0
+    cfg.max_batch_size = opts.max_batch_size if batched else 0
+    _io(cfg.input, signature.inputs, batched, mc)
+    _io(cfg.output, signature.outputs, batched, mc)
+    cfg.instance_group.add(kind=mc.ModelInstanceGroup.Kind.KIND_CPU, count=opts.instances)
+    cfg.version_policy.latest.num_versions = 1
+    if batched and opts.dynamic_batching:
+        cfg.dynamic_batching.max_queue_delay_microseconds = opts.queue_delay_us
+    params = dict(opts.parameters)
+    if fmt == "python":
+        params.setdefault("SIGNATURE", signature.key)
+        if opts.tf_threads:
+            params.setdefault("TF_INTRA_OP_THREADS", str(opts.tf_threads))
+            params.setdefault("TF_INTER_OP_THREADS", str(opts.tf_threads))
+    for key, value in sorted(params.items()):
+        cfg.parameters[key].string_value = value
+    return cfg
+
+
+def render_config(cfg: Any) -> str:
+    """config.pbtxt text of a ModelConfig message (Triton's text format parser reads it)."""
+    from google.protobuf import text_format
+
+    return str(text_format.MessageToString(cfg))
+
+
+def parse_config(text: str) -> Any:
+    """Parse config.pbtxt text with Triton's schema; unknown fields or bad values raise ServingError."""
+    from google.protobuf import text_format
+
+    mc = model_config_module()
+    cfg = mc.ModelConfig()
+    try:
+        text_format.Parse(text, cfg)
+    except text_format.ParseError as err:
+        raise ServingError(f"config.pbtxt does not parse as Triton's ModelConfig: {err}") from None
+    return cfg
+
+
+def config_pbtxt(name: str, signature: Signature, fmt: Format, options: ServingOptions | None = None) -> str:
+    """Build, render and read back: the returned text parses to exactly the message that was built."""
+    cfg = build_config(name, signature, fmt, options)
+    text = render_config(cfg)
+    if parse_config(text) != cfg:  # pragma: no cover - a protobuf bug, not a user error
+        raise ServingError(f"config.pbtxt for {name} does not round-trip through Triton's schema")
+    return text

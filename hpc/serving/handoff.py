@@ -1,0 +1,257 @@
+"""A hand-off: SavedModel → signature → samples → new version published → loaded → verified, or rolled back.
+
+Stages (each reported through ``on_stage`` and timed in the record):
+
+1. ``source``     a run directory (its output_dir/export) or a SavedModel directory
+2. ``signature``  read from saved_model.pb without TensorFlow
+3. ``samples``    stored samples (assets.extra/hpc-tf-samples.npz) or computed in a TF child process
+4. ``publish``    version N+1 built under a temp name, renamed into <repository>/<model>/<N+1>
+5. ``load``       gRPC load against one deadline, then version N+1 ready
+6. ``verify``     samples sent to version N+1 explicitly; exact for python/savedmodel, ONNX_TOLERANCE for onnx
+                  (onnx is also checked with onnxruntime in this process before publishing)
+7. ``rollback``   only on failure: version N+1 removed, previous config restored, model reloaded —
+                  the previous version keeps serving throughout (Triton loads N+1 fully before it
+                  unloads N, and a failed load leaves N serving)
+
+Every hand-off, successful or not, leaves a JSON record under the repository's .hpc-tf/handoffs/<model>/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hpc.atomic import write_text_atomic
+from hpc.errors import HpcTfError, ServingError
+from hpc.paths import RunPaths
+from hpc.serving.config import FORMATS, MODEL_FILE, Format, ServingOptions, config_pbtxt
+from hpc.serving.control import LOAD_TIMEOUT_S, ModelControl
+from hpc.serving.formats import build_version
+from hpc.serving.names import check_model_name
+from hpc.serving.repository import Repository
+from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, Samples, compare, compute_samples, load_samples
+from hpc.serving.server import read_endpoint
+from hpc.serving.signature import DEFAULT_SIGNATURE, SAVED_MODEL_PB, read_signature
+
+ONNX_TOLERANCE = 1e-5  # max abs difference accepted for onnx (tf2onnx+ORT was bit-identical in the lab)
+DEFAULT_EXPORT_SUBDIR = "export"  # spec.handoff.savedmodel default, relative to output_dir
+
+StageCallback = Callable[[str, str], None]
+
+
+@dataclass
+class HandoffRecord:
+    model: str
+    format: str
+    source: str
+    savedmodel: str
+    repository: str
+    started_at: str
+    version: int | None = None
+    previous_versions: list[int] = field(default_factory=list)
+    server: str | None = None
+    ok: bool = False
+    failed_stage: str | None = None
+    error: str | None = None
+    parity: dict[str, Any] = field(default_factory=dict)
+    rolled_back: bool = False
+    timings_s: dict[str, float] = field(default_factory=dict)
+    record_path: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+class HandoffFailed(ServingError):
+    """The hand-off did not put the new version into service; the record says why and what was undone."""
+
+    def __init__(self, record: HandoffRecord, cause: HpcTfError) -> None:
+        undone = "; the new version was removed and the previous version keeps serving" if record.rolled_back else ""
+        hints = [h for h in (cause.hint, f"record: {record.record_path}" if record.record_path else None) if h]
+        super().__init__(
+            f"hand-off of '{record.model}' failed at stage '{record.failed_stage}': {record.error}{undone}",
+            hint="\n".join(hints) or None)
+        self.record = record
+        self.exit_code = cause.exit_code  # a bad input (2) stays a usage error, a failed load is 5
+
+
+def find_savedmodel(source: Path, subdir: str = DEFAULT_EXPORT_SUBDIR) -> Path:
+    """``source`` itself when it holds saved_model.pb, else the SavedModel a run directory exported."""
+    source = source.expanduser().resolve()
+    if (source / SAVED_MODEL_PB).is_file():
+        return source
+    run = RunPaths.at(source)
+    if run.resolved.is_file():
+        output_dir = json.loads(run.resolved.read_text(encoding="utf-8")).get("output_dir")
+        candidate = Path(output_dir or source / "output") / subdir
+        if (candidate / SAVED_MODEL_PB).is_file():
+            return candidate
+        raise ServingError(f"run {source} has no SavedModel at {candidate}",
+                           hint="the training script must export there (model.export(...)), or pass the SavedModel")
+    raise ServingError(f"{source} is neither a SavedModel (no {SAVED_MODEL_PB}) nor a run directory (no resolved.json)")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def handoff(
+    source: Path,
+    model: str,
+    repository: Repository,
+    fmt: Format = "python",
+    *,
+    grpc_url: str | None = None,
+    signature_key: str = DEFAULT_SIGNATURE,
+    savedmodel_subdir: str = DEFAULT_EXPORT_SUBDIR,
+    options: ServingOptions | None = None,
+    load_timeout: float = LOAD_TIMEOUT_S,
+    on_stage: StageCallback | None = None,
+) -> HandoffRecord:
+    """Run every stage; return the record of a version now serving, or raise :class:`HandoffFailed`."""
+    check_model_name(model)
+    if fmt not in FORMATS:
+        raise ServingError(f"unknown serving format '{fmt}' (use one of: {', '.join(FORMATS)})")
+    say = on_stage or (lambda stage, detail: None)
+    record = HandoffRecord(model=model, format=fmt, source=str(source), savedmodel="",
+                           repository=str(repository.root), started_at=_now())
+    stage = "source"
+    t_stage = time.monotonic()
+
+    def done(name: str, detail: str) -> None:
+        nonlocal t_stage
+        record.timings_s[name] = round(time.monotonic() - t_stage, 3)
+        say(name, detail)
+        t_stage = time.monotonic()
+
+    published = False
+    failure: HpcTfError | None = None
+    previous_config: str | None = None
+    control: ModelControl | None = None
+    with repository.lock(model):
+        try:
+            savedmodel = find_savedmodel(source, savedmodel_subdir)
+            record.savedmodel = str(savedmodel)
+            done("source", str(savedmodel))
+
+            stage = "signature"
+            signature = read_signature(savedmodel, signature_key)
+            io = ", ".join(f"{t.name}{list(t.shape)}" for t in signature.inputs)
+            done("signature", f"{signature.key}: {io} -> {', '.join(t.name for t in signature.outputs)}")
+
+            stage = "samples"
+            samples = _samples(savedmodel, signature.key, repository, model)
+            done("samples", f"{len(samples.inputs)} input(s), {len(samples.outputs)} output(s)")
+
+            stage = "connect"
+            url = grpc_url or read_endpoint(repository).grpc_url
+            record.server = url
+            control = ModelControl(url)
+            if not control.server_ready():
+                raise ServingError(f"the serving node at {url} is not ready", hint="hpc-tf serve status")
+            done("connect", url)
+
+            stage = "publish"
+            record.previous_versions = repository.versions(model)
+            version = repository.next_version(model)
+            record.version = version
+            text = config_pbtxt(model, signature, fmt, options)
+            previous_config = repository.read_config(model)
+            repository.publish(model, version, lambda stage_dir: build_version(stage_dir, savedmodel, signature, fmt))
+            published = True
+            if fmt == "onnx":
+                record.parity["onnxruntime"] = _onnx_parity(repository.version_dir(model, version), samples)
+            if previous_config != text:
+                repository.write_config(model, text)
+            done("publish", str(repository.version_dir(model, version)))
+
+            stage = "load"
+            deadline = time.monotonic() + load_timeout
+            control.load(model, deadline)
+            control.wait_ready(model, version, deadline)
+            done("load", f"version {version} ready")
+
+            stage = "verify"
+            tolerance = ONNX_TOLERANCE if fmt == "onnx" else 0.0
+            outputs, answered = control.infer(model, samples.inputs, version=version)
+            ok, worst, detail = compare(samples.outputs, outputs, tolerance)
+            record.parity["triton"] = {"ok": ok, "max_abs_diff": worst, "tolerance": tolerance,
+                                       "answered_version": answered}
+            if answered != str(version):
+                raise ServingError(f"version {answered} answered a request addressed to version {version}")
+            if not ok:
+                raise ServingError(f"outputs of version {version} differ from the trained model's: {detail}")
+            done("verify", detail)
+            record.ok = True
+        except HpcTfError as err:
+            failure = err
+            record.failed_stage = stage
+            record.error = err.message
+            if published and record.version is not None:
+                _rollback(repository, model, record, previous_config, control, load_timeout, say)
+        finally:
+            _write_record(repository, record)
+            if control is not None:
+                control.close()
+    if failure is not None:
+        raise HandoffFailed(record, failure)
+    return record
+
+
+def _samples(savedmodel: Path, key: str, repository: Repository, model: str) -> Samples:
+    stored = savedmodel / SAMPLES_IN_SAVEDMODEL
+    if stored.is_file():
+        return load_samples(stored)
+    out = repository.records_dir(model) / f"samples-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.npz"
+    return compute_samples(savedmodel, key, out)
+
+
+def _onnx_parity(version_dir: Path, samples: Samples) -> dict[str, Any]:
+    """Run the converted model with onnxruntime in this process; raise when it misses the tolerance."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ServingError(f"onnxruntime is not importable ({err})", hint="install the serving extra") from None
+    session = ort.InferenceSession(str(version_dir / MODEL_FILE["onnx"]), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    got = dict(zip(names, session.run(names, samples.inputs), strict=True))
+    ok, worst, detail = compare(samples.outputs, got, ONNX_TOLERANCE)
+    if not ok:
+        raise ServingError(f"the ONNX conversion does not match the SavedModel (onnxruntime): {detail}")
+    return {"ok": ok, "max_abs_diff": worst, "tolerance": ONNX_TOLERANCE}
+
+
+def _rollback(repository: Repository, model: str, record: HandoffRecord, previous_config: str | None,
+              control: ModelControl | None, load_timeout: float, say: StageCallback) -> None:
+    assert record.version is not None
+    t0 = time.monotonic()
+    repository.remove_version(model, record.version)
+    if previous_config is not None:
+        repository.write_config(model, previous_config)
+    detail = f"version {record.version} removed"
+    if control is not None and record.previous_versions:
+        try:
+            control.load(model, time.monotonic() + load_timeout)
+            detail += f"; version {record.previous_versions[-1]} reloaded"
+        except HpcTfError as err:
+            detail += f"; reload failed: {err.message}"
+            record.error = f"{record.error}; rollback reload failed: {err.message}"
+    elif control is not None:
+        with contextlib.suppress(HpcTfError):
+            control.unload(model)
+    record.rolled_back = True
+    record.timings_s["rollback"] = round(time.monotonic() - t0, 3)
+    say("rollback", detail)
+
+
+def _write_record(repository: Repository, record: HandoffRecord) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    path = repository.records_dir(record.model) / f"{stamp}-v{record.version or 0}.json"
+    record.record_path = str(path)
+    write_text_atomic(path, record.to_json())

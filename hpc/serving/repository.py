@@ -1,0 +1,140 @@
+"""The one owner of paths in a Triton model repository, and the only code that changes it.
+
+::
+
+    <repository>/
+      <model>/config.pbtxt          one config for the model (version_policy latest{1})
+      <model>/<N>/                   integer versions assigned by hpc-tf, highest = served
+      .hpc-tf/server.json            the serving node's endpoint (written by ``hpc-tf serve up``)
+      .hpc-tf/staging/               versions being built (same filesystem: renamed into place)
+      .hpc-tf/handoffs/<model>/      one JSON record per hand-off
+      .hpc-tf/locks/<model>.lock     one hand-off per model at a time
+      .hpc-tf/versions/<model>       highest version ever published (numbers of rolled-back versions
+                                     are never reused, so a record's version names one model only)
+
+Triton never sees a half-written version: it is built under ``.hpc-tf/staging`` and renamed into
+``<model>/<N>``; removal renames it out first. ``.hpc-tf`` is not a valid model name, so Triton never
+treats it as a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpc.atomic import write_text_atomic
+from hpc.errors import ServingError
+from hpc.serving.names import check_model_name
+
+STATE_DIR = ".hpc-tf"
+
+
+@dataclass(frozen=True)
+class Repository:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> Repository:
+        return cls(Path(root).expanduser())
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def endpoint_file(self) -> Path:
+        return self.state_dir / "server.json"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.state_dir / "staging"
+
+    def model_dir(self, model: str) -> Path:
+        return self.root / check_model_name(model)
+
+    def config_file(self, model: str) -> Path:
+        return self.model_dir(model) / "config.pbtxt"
+
+    def version_dir(self, model: str, version: int) -> Path:
+        return self.model_dir(model) / str(version)
+
+    def records_dir(self, model: str) -> Path:
+        return self.state_dir / "handoffs" / check_model_name(model)
+
+    # ---------------------------------------------------------------- reading
+    def versions(self, model: str) -> list[int]:
+        """Published versions, ascending (directories named by a positive integer)."""
+        mdir = self.model_dir(model)
+        if not mdir.is_dir():
+            return []
+        return sorted(int(p.name) for p in mdir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+    def last_assigned(self, model: str) -> int:
+        path = self.state_dir / "versions" / check_model_name(model)
+        try:
+            return int(path.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return 0
+
+    def next_version(self, model: str) -> int:
+        versions = self.versions(model)
+        return max(versions[-1] if versions else 0, self.last_assigned(model)) + 1
+
+    def read_config(self, model: str) -> str | None:
+        path = self.config_file(model)
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    # ---------------------------------------------------------------- changing
+    @contextlib.contextmanager
+    def lock(self, model: str) -> Iterator[None]:
+        """Exclusive per-model lock (flock) for the whole hand-off: versions are assigned one at a time."""
+        path = self.state_dir / "locks" / f"{check_model_name(model)}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ServingError(f"another hand-off of model '{model}' is running (lock {path})") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def write_config(self, model: str, text: str) -> None:
+        write_text_atomic(self.config_file(model), text)
+
+    def publish(self, model: str, version: int, build: Callable[[Path], None]) -> Path:
+        """Build version ``version`` with ``build(staging_dir)`` and rename it into ``<model>/<version>``."""
+        final = self.version_dir(model, version)
+        if final.exists():
+            raise ServingError(f"version {version} of '{model}' already exists at {final}")
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(dir=self.staging_dir, prefix=f"{model}-{version}-"))
+        try:
+            build(stage)
+            stage.chmod(0o755)
+            if version > self.last_assigned(model):
+                write_text_atomic(self.state_dir / "versions" / model, f"{version}\n")
+            os.rename(stage, final)
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        return final
+
+    def remove_version(self, model: str, version: int) -> None:
+        """Take ``<model>/<version>`` out of the repository (renamed away first, then deleted)."""
+        final = self.version_dir(model, version)
+        if not final.exists():
+            return
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        trash = Path(tempfile.mkdtemp(dir=self.staging_dir, prefix=f"removed-{model}-{version}-"))
+        os.rename(final, trash / "v")
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,276 @@
+"""The serving node: the ``tritonserver`` binary bundled in the nvidia-pytriton wheel, started directly.
+
+Facts it relies on (lab NOTES §2, §4): the wheel's backend directory has no python stub, so a
+backend directory is assembled (a copy of ``backends/python`` plus a *symlink* to the stub for this
+interpreter, which keeps the stub's RPATH valid); the stub ignores PYTHONPATH and takes its
+``sys.prefix`` from the first ``python3`` on PATH, so the venv's bin goes first; it loads the
+libpython found on LD_LIBRARY_PATH, so this interpreter's LIBDIR goes first. A stub that cannot
+start makes every load hang, so it is run once before the server starts (rc 1 = fine).
+
+The endpoint (addresses, ports, pid, host) is written to the repository's ``.hpc-tf/server.json``,
+where ``hpc-tf handoff`` finds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from hpc.atomic import write_text_atomic
+from hpc.errors import ServingError
+from hpc.serving.repository import Repository
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    pid: int
+    hostname: str
+    repository: str
+    log: str
+    started: float
+    job_id: str | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+
+def read_endpoint(repo: Repository) -> Endpoint:
+    path = repo.endpoint_file
+    if not path.is_file():
+        raise ServingError(f"no serving node is registered for {repo.root} ({path} missing)",
+                           hint="start one with: hpc-tf serve up")
+    try:
+        return Endpoint(**json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError) as err:
+        raise ServingError(f"cannot read the serving node endpoint {path}: {err}") from None
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Paths inside the installed nvidia-pytriton wheel."""
+
+    server_dir: Path  # .../site-packages/pytriton/tritonserver
+    libs_dir: Path  # .../site-packages/nvidia_pytriton.libs
+
+    @classmethod
+    def find(cls) -> Bundle:
+        spec = importlib.util.find_spec("pytriton")  # locates the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise ServingError("the tritonserver bundled in nvidia-pytriton is not installed",
+                               hint="install the serving extra: pip install 'hpc-tf[serving]'")
+        pkg = Path(next(iter(spec.submodule_search_locations)))
+        bundle = cls(pkg / "tritonserver", pkg.parent / "nvidia_pytriton.libs")
+        if not bundle.binary.is_file():
+            raise ServingError(f"no tritonserver binary at {bundle.binary}")
+        return bundle
+
+    @property
+    def binary(self) -> Path:
+        return self.server_dir / "bin" / "tritonserver"
+
+    def stub(self, version: str) -> Path:
+        return self.server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+
+
+def server_env(bundle: Bundle) -> dict[str, str]:
+    """Environment for tritonserver and its python stubs: this venv first on PATH, this
+    interpreter's libpython first on LD_LIBRARY_PATH (lab NOTES §4)."""
+    libdir = str(sysconfig.get_config_var("LIBDIR") or "")
+    return {
+        "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "VIRTUAL_ENV": sys.prefix,
+        "LD_LIBRARY_PATH": ":".join(p for p in (libdir, str(bundle.libs_dir)) if p),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+
+
+def backend_dir(bundle: Bundle, workdir: Path) -> Path:
+    """A backend directory with the python backend and a symlink to this interpreter's stub."""
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    stub = bundle.stub(version)
+    if not stub.is_file():
+        raise ServingError(f"the bundled Triton has no python backend stub for Python {version} ({stub})")
+    dst = workdir / "backends"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(bundle.server_dir / "backends", dst, symlinks=True)
+    (dst / "python" / "triton_python_backend_stub").symlink_to(stub)
+    return dst
+
+
+def preflight_stub(stub: Path, env: dict[str, str]) -> None:
+    """Run the stub bare: it must get as far as complaining about its arguments (rc 1)."""
+    try:
+        done = subprocess.run([str(stub)], env=env, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ServingError(f"the python backend stub {stub} cannot run: {err}") from None
+    if done.returncode != 1:
+        detail = (done.stderr or done.stdout).strip()
+        raise ServingError(f"the python backend stub cannot start (exit {done.returncode}): {detail}",
+                           hint="a stub that cannot start makes every model load hang; fix its libraries first")
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _http_ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def server_argv(bundle: Bundle, repo: Repository, backends: Path, host: str,
+                ports: tuple[int, int, int]) -> list[str]:
+    http, grpc, metrics = ports
+    return [
+        str(bundle.binary), f"--model-repository={repo.root}", "--model-control-mode=explicit",
+        f"--http-address={host}", f"--grpc-address={host}", f"--metrics-address={host}",
+        f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}",
+        f"--backend-directory={backends}", f"--cache-directory={bundle.server_dir / 'caches'}",
+        "--disable-auto-complete-config", "--exit-timeout-secs=20", "--log-verbose=0",
+        # ready = able to serve; with strict readiness one failed (rolled back) version would make the
+        # whole node report not-ready although the previous version serves
+        "--strict-readiness=false",
+    ]
+
+
+def start_server(
+    repo: Repository,
+    host: str = "127.0.0.1",
+    ports: tuple[int, int, int] | None = None,
+    job_id: str | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> tuple[Endpoint, subprocess.Popen[bytes]]:
+    """Start tritonserver in the background on ``repo``, wait until ready, register its endpoint."""
+    if repo.endpoint_file.is_file():
+        old = read_endpoint(repo)
+        if old.hostname == socket.gethostname() and _alive(old.pid):
+            raise ServingError(f"a serving node for {repo.root} is already running (pid {old.pid}, {old.http_url})",
+                               hint="hpc-tf serve down first, or use it")
+    bundle = Bundle.find()
+    repo.root.mkdir(parents=True, exist_ok=True)
+    work = repo.state_dir / "server"
+    work.mkdir(parents=True, exist_ok=True)
+    env = server_env(bundle)
+    backends = backend_dir(bundle, work)
+    preflight_stub(backends / "python" / "triton_python_backend_stub", env)
+    ports = ports or (free_port(host), free_port(host), free_port(host))
+    log = work / "tritonserver.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(server_argv(bundle, repo, backends, host, ports), env=env, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    endpoint = Endpoint(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid,
+                        hostname=socket.gethostname(), repository=str(repo.root), log=str(log),
+                        started=time.time(), job_id=job_id)
+    deadline = time.monotonic() + ready_timeout
+    while not _http_ready(endpoint.http_url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                _stop_pid(proc.pid)
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            raise ServingError(f"tritonserver did not become ready (exit {proc.poll()}); log {log}:\n{tail}")
+        time.sleep(0.05)
+    write_text_atomic(repo.endpoint_file, endpoint.to_json())
+    return endpoint, proc
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_tritonserver(pid: int) -> bool:
+    try:
+        return b"tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _stop_pid(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status so it does not linger as a zombie (others' are not ours)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_server(repo: Repository) -> Endpoint:
+    """Stop the serving node registered for ``repo`` (local process only; by its recorded pid)."""
+    endpoint = read_endpoint(repo)
+    if endpoint.job_id is not None:
+        raise ServingError(f"the serving node runs as Slurm job {endpoint.job_id}",
+                           hint=f"hpc-tf cancel {endpoint.job_id}")
+    if endpoint.hostname != socket.gethostname():
+        raise ServingError(f"the serving node runs on {endpoint.hostname}, not on this host")
+    if _alive(endpoint.pid) and _is_tritonserver(endpoint.pid):
+        _stop_pid(endpoint.pid)
+    repo.endpoint_file.unlink(missing_ok=True)
+    return endpoint
+
+
+def run_foreground(repo: Repository, host: str, job_id: str | None) -> int:
+    """Serving node inside a Slurm job: start, register, wait for the server; unregister at the end."""
+    endpoint, proc = start_server(repo, host=host, job_id=job_id)
+    print(f"serving node ready: http {endpoint.http_url} grpc {endpoint.grpc_url} pid {endpoint.pid}", flush=True)
+
+    def forward(signum: int, _frame: object) -> None:
+        proc.send_signal(signal.SIGINT)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, forward)
+    try:
+        return proc.wait()
+    finally:
+        with contextlib.suppress(ServingError):  # already gone or replaced: nothing of ours to remove
+            if read_endpoint(repo).pid == endpoint.pid:
+                repo.endpoint_file.unlink(missing_ok=True)

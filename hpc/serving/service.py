@@ -1,0 +1,54 @@
+"""Serving as the CLI sees it: the site's repository and format, and the node's status."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hpc.errors import ConfigError, HpcTfError
+from hpc.resolve import expand_path
+from hpc.serving.config import Format
+from hpc.serving.repository import Repository
+from hpc.serving.server import read_endpoint
+from hpc.site.load import load_site
+
+
+@dataclass(frozen=True)
+class ServingTarget:
+    repository: Repository
+    format: Format
+    partition: str | None
+
+
+def serving_target(site: str | None, overrides: Sequence[str], repository: Path | None = None) -> ServingTarget:
+    """Repository, format and partition from the site config (``repository`` overrides the site's)."""
+    config = load_site(site, overrides).config
+    root = repository
+    if root is None:
+        if config.serving.model_repository is None:
+            raise ConfigError(f"site '{config.name}' sets no serving.model_repository",
+                              hint="pass --repository or --set serving.model_repository=PATH")
+        root = Path(expand_path(config.serving.model_repository, Path.cwd(), dict(os.environ)))
+    return ServingTarget(Repository.at(root), config.serving.format, config.serving.partition or config.cpu_partition)
+
+
+def node_status(repo: Repository) -> dict[str, Any]:
+    """Endpoint, readiness and every model version's state, as one JSON-able dict."""
+    from hpc.serving.control import ModelControl
+
+    endpoint = read_endpoint(repo)
+    status: dict[str, Any] = {"repository": str(repo.root), "endpoint": endpoint.__dict__ | {
+        "grpc_url": endpoint.grpc_url, "http_url": endpoint.http_url}, "ready": False, "models": []}
+    control = ModelControl(endpoint.grpc_url)
+    try:
+        status["ready"] = control.server_ready()
+        if status["ready"]:
+            status["models"] = [m.__dict__ for m in control.index()]
+    except HpcTfError as err:
+        status["error"] = err.message
+    finally:
+        control.close()
+    return status

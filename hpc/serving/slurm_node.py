@@ -1,0 +1,171 @@
+"""The Triton serving node as a long-running Slurm job on the site's serving partition.
+
+``hpc-tf serve up`` (on a Slurm site with ``serving.partition``, or with ``--slurm``) renders
+``<repository>/.hpc-tf/server/serve.sbatch`` and submits it. The job runs ``hpc-tf serve node``
+(:func:`run_node`): tritonserver on the allocated node, listening on that node's address, its
+endpoint (with the job id) registered in the repository — where ``hpc-tf handoff``, ``serve status``
+and ``serve up`` (which waits for it) find it. ``serve down`` cancels the job; the node unregisters
+itself on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpc.atomic import write_text_atomic
+from hpc.errors import ServingError
+from hpc.render.cpu_jobs import ServeJob, render_serve_script
+from hpc.resolve import expand_path
+from hpc.scheduler import JobState, Scheduler
+from hpc.serving.repository import Repository
+from hpc.serving.server import Endpoint, read_endpoint, run_foreground
+from hpc.site.load import load_site
+from hpc.units import parse_duration
+
+SERVE_CPUS = 2
+SERVE_MEM = "3000M"  # tritonserver + one python stub with TensorFlow per loaded version (~0.5 GB each)
+UP_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class SlurmNodePlan:
+    repository: Repository
+    job: ServeJob
+    script: str
+
+    @property
+    def script_path(self) -> Path:
+        return self.repository.state_dir / "server" / "serve.sbatch"
+
+
+def uses_slurm(site: str | None, overrides: Sequence[str]) -> bool:
+    """Site-driven default of ``serve up``: a Slurm site that names a serving partition."""
+    config = load_site(site, overrides).config
+    return config.launcher == "slurm" and config.serving.partition is not None
+
+
+def plan_slurm_node(
+    site: str | None,
+    overrides: Sequence[str],
+    repository: Path | None = None,
+    time_limit: str | None = None,
+) -> SlurmNodePlan:
+    """The serving-node job for the site's repository (or ``repository``), rendered, not submitted."""
+    config = load_site(site, overrides).config
+    root = repository
+    if root is None:
+        if config.serving.model_repository is None:
+            raise ServingError(f"site '{config.name}' sets no serving.model_repository",
+                               hint="pass --repository or --set serving.model_repository=PATH")
+        root = Path(expand_path(config.serving.model_repository, Path.cwd(), dict(os.environ)))
+    repo = Repository.at(Path(root).resolve())
+    job = ServeJob(
+        site=config.name,
+        repository=str(repo.root),
+        command=(config.python, "-m", "hpc.cli", "serve", "node", "--repository", str(repo.root)),
+        log=str(repo.state_dir / "server" / "slurm"),
+        partition=config.serving.partition or config.cpu_partition,
+        account=config.account,
+        qos=config.qos,
+        time_seconds=parse_duration(time_limit or config.default_time),
+        cpus=SERVE_CPUS,
+        mem=SERVE_MEM,
+        module_init=config.module_init,
+        modules=tuple(config.modules),
+    )
+    return SlurmNodePlan(repo, job, render_serve_script(job))
+
+
+def _registered(repo: Repository) -> Endpoint | None:
+    try:
+        return read_endpoint(repo)
+    except ServingError:
+        return None
+
+
+def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
+    """Refuse when a node registered for the repository still runs; else write the script and submit it."""
+    old = _registered(plan.repository)
+    if old is not None and old.job_id is not None:
+        state = scheduler.query([old.job_id]).get(old.job_id)
+        if state is not None and not state.state.is_terminal:
+            raise ServingError(f"a serving node for {plan.repository.root} already runs as Slurm job {old.job_id} "
+                               f"({old.http_url})", hint="use it, or stop it first: hpc-tf serve down")
+    write_text_atomic(plan.script_path, plan.script, mode=0o755)
+    return scheduler.submit(plan.script_path)
+
+
+def start_slurm_node(
+    site: str | None,
+    overrides: Sequence[str],
+    scheduler: Scheduler,
+    repository: Path | None = None,
+    time_limit: str | None = None,
+    on_submitted: Callable[[str, Path], None] | None = None,
+) -> Endpoint:
+    """``hpc-tf serve up`` on Slurm: plan, submit, then wait until the node registered its endpoint."""
+    plan = plan_slurm_node(site, overrides, repository, time_limit)
+    job_id = submit_slurm_node(plan, scheduler)
+    if on_submitted is not None:
+        on_submitted(job_id, plan.script_path)
+    return wait_for_endpoint(plan.repository, job_id, scheduler)
+
+
+def wait_for_endpoint(repo: Repository, job_id: str, scheduler: Scheduler, timeout: float = UP_TIMEOUT_S) -> Endpoint:
+    """Wait until job ``job_id`` registered its (ready) endpoint; fail early when the job ends first."""
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    while True:
+        endpoint = _registered(repo)
+        if endpoint is not None and endpoint.job_id == job_id:
+            return endpoint
+        status = scheduler.query([job_id]).get(job_id)
+        if status is not None and status.state.is_terminal:
+            raise ServingError(f"serving-node job {job_id} ended ({status.state.value}) before it was ready",
+                               hint=f"its log: {repo.state_dir / 'server'}/slurm-{job_id}.out")
+        if time.monotonic() > deadline:
+            where = f"still {status.state.value}" if status is not None else "not known to Slurm yet"
+            raise ServingError(f"serving-node job {job_id} is not ready after {timeout:.0f} s ({where})",
+                               hint=f"hpc-tf status {job_id}; cancel it with hpc-tf cancel {job_id}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 3.0)
+
+
+def stop_slurm_node(repo: Repository, endpoint: Endpoint, scheduler: Scheduler, timeout: float = 60.0) -> None:
+    """Cancel the serving-node job and wait for it to end; drop its registration if it could not."""
+    assert endpoint.job_id is not None
+    scheduler.cancel([endpoint.job_id])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = scheduler.query([endpoint.job_id]).get(endpoint.job_id)
+        if status is not None and (status.state.is_terminal or status.state is JobState.UNKNOWN):
+            break
+        time.sleep(1.0)
+    else:
+        raise ServingError(f"serving-node job {endpoint.job_id} did not end within {timeout:.0f} s after scancel")
+    current = _registered(repo)
+    if current is not None and current.job_id == endpoint.job_id:
+        repo.endpoint_file.unlink(missing_ok=True)  # killed before it could unregister itself
+
+
+def node_address(hostname: str | None = None) -> str:
+    """This node's address as the other nodes reach it (its hostname resolved; loopback refused)."""
+    name = hostname or socket.gethostname()
+    try:
+        address = socket.gethostbyname(name)
+    except OSError as err:
+        raise ServingError(f"cannot resolve this node's name '{name}': {err}", hint="pass --host ADDRESS") from None
+    if address.startswith("127."):
+        raise ServingError(f"'{name}' resolves to the loopback address {address}; other nodes could not reach it",
+                           hint="pass --host with the node's cluster address")
+    return address
+
+
+def run_node(repository: Path, host: str | None = None) -> int:
+    """Inside the job: serve ``repository`` on this node until signalled; the job id comes from Slurm."""
+    return run_foreground(Repository.at(repository), host or node_address(), os.environ.get("SLURM_JOB_ID"))

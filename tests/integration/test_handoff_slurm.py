@@ -1,0 +1,161 @@
+"""Issue 8 end to end on the test cluster, as the cluster user, through the ``hpc-tf`` command:
+
+2-node training (examples/quickstart) → a dependent hand-off job (afterok, CPU partition) → a Triton
+serving node running as a Slurm job on the CPU node answers gRPC and HTTP requests for the new
+version with the trained model's outputs. Slurm's own tools (conftest helpers) are the witness of
+where and in which order the jobs ran.
+
+Run from the serving venv (numpy<2, tritonserver, TensorFlow): every job uses that venv's python.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import yaml
+
+if TYPE_CHECKING:
+    from tests.conftest import JobStatus, SlurmCluster
+
+pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf]
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = str(Path(sys.prefix) / "bin" / "python")  # the venv running pytest: on the shared filesystem
+Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def project(scratch_dir: Path, slurm_cluster: SlurmCluster) -> Path:
+    """The quickstart with a ``handoff:`` section, on the shared filesystem, owned by the user."""
+    work = scratch_dir / "quickstart"
+    shutil.copytree(REPO / "examples" / "quickstart", work)
+    spec = yaml.safe_load((work / "job.yaml").read_text())
+    spec["command"] = "python3 train.py --epochs 2"
+    spec["handoff"] = {"model": "quickstart", "format": "python"}
+    (work / "job.yaml").write_text(yaml.safe_dump(spec))
+    subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
+    return work
+
+
+def hpc_tf(researcher_run: Run, project: Path, *args: str, check: bool = True,
+           timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    site = ["--site", "sandbox", "--set", f"python={PYTHON}", "--set", f"runs_dir={project / 'runs'}",
+            "--set", f"serving.model_repository={project.parent / 'models'}"]
+    return researcher_run(["hpc-tf", *args, *site], cwd=project, check=check, timeout=timeout)
+
+
+@pytest.fixture
+def serving_node(researcher_run: Run, project: Path, slurm_cluster: SlurmCluster) -> Iterator[dict[str, Any]]:
+    """``hpc-tf serve up`` on the sandbox site: a Slurm job on the CPU partition (site-driven)."""
+    up = hpc_tf(researcher_run, project, "serve", "up", "--time", "20:00", check=False, timeout=400)
+    endpoint = json.loads(up.stdout) if up.returncode == 0 else {}
+    try:
+        assert up.returncode == 0, up.stderr
+        yield endpoint
+    finally:
+        down = hpc_tf(researcher_run, project, "serve", "down", check=False, timeout=120)
+        if endpoint.get("job_id"):
+            subprocess.run(["scancel", endpoint["job_id"]], check=False, timeout=30)
+        assert down.returncode == 0, down.stderr
+
+
+def infer_both(endpoint: dict[str, Any], model: str, version: str, inputs: dict[str, np.ndarray],
+               output: str) -> tuple[np.ndarray, np.ndarray]:
+    """The same request over gRPC and over HTTP, addressed to ``version``; both answers."""
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    answers = []
+    for mod, url, kwargs in ((grpcclient, f"{endpoint['host']}:{endpoint['grpc_port']}", {"client_timeout": 60}),
+                             (httpclient, f"{endpoint['host']}:{endpoint['http_port']}", {"timeout": 60})):
+        client = mod.InferenceServerClient(url)
+        request = []
+        for name, value in inputs.items():
+            item = mod.InferInput(name, list(value.shape), "FP32")
+            item.set_data_from_numpy(value)
+            request.append(item)
+        result = client.infer(model, request, model_version=version, **kwargs)
+        answers.append(result.as_numpy(output))
+        client.close()
+    return answers[0], answers[1]
+
+
+def test_training_then_dependent_handoff_to_a_serving_node_job_on_the_cpu_node(
+    researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, serving_node: dict[str, Any],
+    wait_for_job: Callable[..., JobStatus],
+) -> None:
+    # the serving node is a running Slurm job on the CPU node, reachable at that node's address
+    node_job = serving_node["job_id"]
+    assert serving_node["hostname"] in slurm_cluster.cpu_nodes
+    assert wait_for_job(node_job, until=lambda s: s.state == "RUNNING" or s.finished).state == "RUNNING"
+    node_list = subprocess.run(["squeue", "-h", "-j", node_job, "-o", "%P %N"], capture_output=True, text=True,
+                               timeout=30, check=True).stdout.split()
+    assert node_list == [slurm_cluster.cpu_partition, serving_node["hostname"]]
+
+    launched = hpc_tf(researcher_run, project, "launch", "job.yaml")
+    train_job = launched.stdout.strip()
+    (run_dir,) = sorted((project / "runs").iterdir())
+    handoff = json.loads((run_dir / "handoff.json").read_text())
+    assert handoff["after_ok"] == train_job and f"hand-off job {handoff['job_id']}" in launched.stderr
+    handoff_job = handoff["job_id"]
+
+    assert wait_for_job(train_job, timeout=900).state == "COMPLETED"
+    final = wait_for_job(handoff_job, timeout=600)
+    log = (run_dir / "logs" / f"handoff-{handoff_job}.out")
+    assert final.state == "COMPLETED", log.read_text() if log.is_file() else final
+    # Slurm's record: the hand-off waited for training (afterok) and ran on the CPU partition
+    acct = subprocess.run(["sacct", "-X", "-n", "-P", "-j", f"{train_job},{handoff_job}", "-o",
+                           "JobID,Partition,Start,End"], capture_output=True, text=True, timeout=30, check=True)
+    rows = {r.split("|")[0]: r.split("|") for r in acct.stdout.splitlines()}
+    assert rows[handoff_job][1] == slurm_cluster.cpu_partition
+    assert rows[handoff_job][2] >= rows[train_job][3]
+    text = log.read_text()
+    for stage in ("source", "signature", "samples", "connect", "publish", "load", "verify"):
+        assert f"{stage}:" in text, text
+    assert "quickstart version 1 serving" in text
+
+    # the served version answers gRPC and HTTP with exactly the trained model's outputs
+    from hpc.serving.signature import read_signature
+
+    savedmodel = run_dir / "output" / "export"
+    sig = read_signature(savedmodel)
+    x = {t.name: np.random.default_rng(3).normal(size=(5, *t.shape[1:])).astype("float32") for t in sig.inputs}
+    expected = predict_signature(savedmodel, x)
+    output = sig.outputs[0].name
+    over_grpc, over_http = infer_both(serving_node, "quickstart", "1", x, output)
+    assert np.array_equal(over_grpc, expected[output]) and np.array_equal(over_http, expected[output])
+
+    status = json.loads(hpc_tf(researcher_run, project, "serve", "status", "--json").stdout)
+    assert status["ready"] and status["endpoint"]["job_id"] == node_job
+    assert {(m["name"], m["version"], m["state"]) for m in status["models"]} >= {("quickstart", "1", "READY")}
+
+
+def predict_signature(savedmodel: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The trained model's own answer: its serving signature run with TensorFlow in this process."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
+    return {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+def test_serving_node_job_stops_and_unregisters_on_serve_down(
+    researcher_run: Run, project: Path, wait_for_job: Callable[..., JobStatus]
+) -> None:
+    up = hpc_tf(researcher_run, project, "serve", "up", "--slurm", "--time", "10:00", timeout=400)
+    endpoint = json.loads(up.stdout)
+    try:
+        again = hpc_tf(researcher_run, project, "serve", "up", check=False)
+        assert again.returncode == 5 and f"already runs as Slurm job {endpoint['job_id']}" in again.stderr
+        hpc_tf(researcher_run, project, "serve", "down", timeout=120)
+        assert wait_for_job(endpoint["job_id"]).state == "CANCELLED"
+        assert not (project.parent / "models" / ".hpc-tf" / "server.json").exists()
+    finally:
+        subprocess.run(["scancel", endpoint["job_id"]], check=False, timeout=30)

@@ -1,0 +1,211 @@
+"""Hand-off against a real Triton (the tritonserver bundled in nvidia-pytriton) through the hpc-tf CLI.
+
+v1 is served with the model's own outputs; v2 is handed off while gRPC and HTTP clients send requests
+continuously (0 failures, v2 serving); a v3 that cannot load and a v4 whose outputs differ are rolled
+back (0 failures, v2 keeps serving); bad names and missing signatures give clear errors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hpc.serving.config import parse_config
+from hpc.serving.handoff import ONNX_TOLERANCE, _onnx_parity
+from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, compute_samples, load_samples, save_samples
+from hpc.serving.signature import read_signature
+from tests.unit._serving_models import export_mlp, predict
+
+pytestmark = [pytest.mark.triton, pytest.mark.tf]
+HPC_TF = str(Path(sys.prefix) / "bin" / "hpc-tf")
+
+
+def hpc_tf(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HPC_TF, *args, "--site", "local"], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("models")
+    return {"v1": export_mlp(base / "v1", seed=1), "v2": export_mlp(base / "v2", seed=2)}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    repo = tmp_path_factory.mktemp("repo")
+    up = hpc_tf("serve", "up", "--repository", str(repo), timeout=120)
+    assert up.returncode == 0, up.stderr
+    endpoint = json.loads(up.stdout)
+    try:
+        yield {"repo": repo, **endpoint}
+    finally:
+        down = hpc_tf("serve", "down", "--repository", str(repo), timeout=60)
+        assert down.returncode == 0, down.stderr
+        assert not (repo / ".hpc-tf" / "server.json").exists()
+
+
+class Traffic:
+    """gRPC and HTTP clients sending 8-row requests continuously; counts failures and answering versions."""
+
+    def __init__(self, endpoint: dict[str, Any], x: np.ndarray) -> None:
+        self.endpoint, self.x = endpoint, x
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+        self.versions: Counter[str] = Counter()
+        self.threads = [threading.Thread(target=self._grpc), threading.Thread(target=self._http)]
+
+    def __enter__(self) -> Traffic:
+        for t in self.threads:
+            t.start()
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def _loop(self, client: Any, make_input: Any) -> None:
+        deadline = time.monotonic() + 180
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            inp = make_input("features", list(self.x.shape), "FP32")
+            inp.set_data_from_numpy(self.x)
+            try:
+                result = client.infer("mlp", [inp], timeout=30) if hasattr(client, "_pool") else \
+                    client.infer("mlp", [inp], client_timeout=30)
+                self.versions[str(result.get_response()["model_version"] if isinstance(result.get_response(), dict)
+                                  else result.get_response().model_version)] += 1
+            except Exception as err:
+                self.failures.append(repr(err))
+            time.sleep(0.002)
+
+    def _grpc(self) -> None:
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(f"{self.endpoint['host']}:{self.endpoint['grpc_port']}")
+        self._loop(client, grpcclient.InferInput)
+        client.close()
+
+    def _http(self) -> None:
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(f"{self.endpoint['host']}:{self.endpoint['http_port']}",
+                                                  network_timeout=30)
+        self._loop(client, httpclient.InferInput)
+        client.close()
+
+
+def infer(endpoint: dict[str, Any], x: np.ndarray, version: str = "") -> tuple[np.ndarray, str]:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"{endpoint['host']}:{endpoint['grpc_port']}")
+    inp = grpcclient.InferInput("features", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    result = client.infer("mlp", [inp], model_version=version, client_timeout=30)
+    client.close()
+    return result.as_numpy("output_0"), str(result.get_response().model_version)
+
+
+def test_handoff_rollover_and_rollback(server: dict[str, Any], models: dict[str, Path], tmp_path: Path) -> None:
+    repo = str(server["repo"])
+    x = np.random.default_rng(7).normal(size=(8, 16)).astype("float32")
+
+    first = hpc_tf("handoff", str(models["v1"]), "--model", "mlp", "--format", "python", "--repository", repo,
+                   "--json")
+    assert first.returncode == 0, first.stderr
+    for stage in ("source", "signature", "samples", "connect", "publish", "load", "verify"):
+        assert f"{stage}:" in first.stderr
+    record = json.loads(first.stdout)
+    assert record["ok"] and record["version"] == 1 and record["parity"]["triton"]["max_abs_diff"] == 0.0
+    assert Path(record["record_path"]).is_file()
+    out, version = infer(server, x)
+    assert version == "1" and np.array_equal(out, predict(models["v1"], x))
+
+    with Traffic(server, x) as traffic:
+        second = hpc_tf("handoff", str(models["v2"]), "--model", "mlp", "--repository", repo, "--json")
+        time.sleep(0.5)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["version"] == 2
+    assert traffic.failures == [] and traffic.versions["2"] > 0, (traffic.failures[:3], traffic.versions)
+    out, version = infer(server, x)
+    assert version == "2" and np.array_equal(out, predict(models["v2"], x))
+
+    # v3 cannot load (its weights are garbage); samples stored at export time, so it gets as far as the load
+    broken = tmp_path / "v3"
+    shutil.copytree(models["v2"], broken)
+    compute_samples(models["v2"], "serving_default", broken / SAMPLES_IN_SAVEDMODEL)
+    for data in (broken / "variables").glob("variables.data-*"):
+        data.write_bytes(b"\0garbage" * 64)
+    # v4 loads but answers differently from its stored samples: caught by the parity check
+    wrong = tmp_path / "v4"
+    shutil.copytree(models["v1"], wrong)
+    samples = load_samples(broken / SAMPLES_IN_SAVEDMODEL)
+    save_samples(wrong / SAMPLES_IN_SAVEDMODEL, samples.inputs, samples.outputs)
+
+    with Traffic(server, x) as traffic:
+        third = hpc_tf("handoff", str(broken), "--model", "mlp", "--repository", repo)
+        fourth = hpc_tf("handoff", str(wrong), "--model", "mlp", "--repository", repo)
+        time.sleep(0.5)
+    assert third.returncode == 5 and "failed at stage 'load'" in third.stderr, third.stderr
+    assert "previous version keeps serving" in third.stderr
+    assert fourth.returncode == 5 and "failed at stage 'verify'" in fourth.stderr, fourth.stderr
+    assert "differ from the trained model's" in fourth.stderr
+    assert traffic.failures == [], traffic.failures[:3]
+    # v4 served between its load and the failed parity check (latest{1}); nothing failed meanwhile
+    assert set(traffic.versions) <= {"2", "4"} and traffic.versions["2"] > 0, traffic.versions
+    assert sorted(p.name for p in (server["repo"] / "mlp").iterdir()) == ["1", "2", "config.pbtxt"]
+    out, version = infer(server, x)
+    assert version == "2" and np.array_equal(out, predict(models["v2"], x))
+    records = sorted((server["repo"] / ".hpc-tf" / "handoffs" / "mlp").glob("*.json"))
+    failed = [json.loads(p.read_text()) for p in records if not json.loads(p.read_text())["ok"]]
+    assert [(r["version"], r["failed_stage"], r["rolled_back"]) for r in failed] == [(3, "load", True),
+                                                                                      (4, "verify", True)]
+
+    status = hpc_tf("serve", "status", "--repository", repo, "--json")
+    assert status.returncode == 0, status.stderr
+    states = {(m["name"], m["version"]): m["state"] for m in json.loads(status.stdout)["models"]}
+    assert states[("mlp", "2")] == "READY"
+
+
+def test_clear_errors(server: dict[str, Any], models: dict[str, Path], tmp_path: Path) -> None:
+    repo = str(server["repo"])
+    bad = hpc_tf("handoff", str(models["v1"]), "--model", "../escape", "--repository", repo)
+    assert bad.returncode == 2 and "not a model name" in bad.stderr
+    nosig = hpc_tf("handoff", str(models["v1"]), "--model", "m2", "--repository", repo, "--signature", "predict")
+    assert nosig.returncode == 2 and "no signature 'predict'" in nosig.stderr
+    empty = hpc_tf("handoff", str(tmp_path), "--model", "m2", "--repository", repo)
+    assert empty.returncode != 0 and "neither a SavedModel" in empty.stderr
+    assert not (server["repo"] / "m2").exists()
+
+
+def test_onnx_and_savedmodel_formats_without_their_backends(models: dict[str, Path], tmp_path: Path) -> None:
+    """The bundled Triton has only the python backend: onnx is checked with onnxruntime in process and
+    both configs with Triton's schema; the version directories hold what those backends expect."""
+    from hpc.serving.config import config_pbtxt
+    from hpc.serving.formats import build_version
+    from hpc.serving.repository import Repository
+
+    repo = Repository.at(tmp_path / "repo")
+    sig = read_signature(models["v1"])
+    samples = compute_samples(models["v1"], sig.key, tmp_path / "samples.npz")
+    onnx_dir = repo.publish("mlp_onnx", 1, lambda stage: build_version(stage, models["v1"], sig, "onnx"))
+    parity = _onnx_parity(onnx_dir, samples)
+    assert parity["ok"] and parity["max_abs_diff"] <= ONNX_TOLERANCE
+    onnx_cfg = parse_config(config_pbtxt("mlp_onnx", sig, "onnx"))
+    assert onnx_cfg.platform == "onnxruntime_onnx" and (onnx_dir / onnx_cfg.default_model_filename).is_file()
+    sm_dir = repo.publish("mlp_sm", 1, lambda stage: build_version(stage, models["v1"], sig, "savedmodel"))
+    sm_cfg = parse_config(config_pbtxt("mlp_sm", sig, "savedmodel"))
+    assert sm_cfg.platform == "tensorflow_savedmodel"
+    assert (sm_dir / sm_cfg.default_model_filename / "saved_model.pb").is_file()

@@ -1,0 +1,83 @@
+"""A job.yaml with ``handoff:``: the training job, then the hand-off job submitted with afterok on it.
+
+The real sbatch/afterok path runs in tests/integration/test_handoff_slurm.py; here a recording
+scheduler checks what is submitted, in which order, and that a run is launched whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from hpc.errors import SchedulerCommandFailed
+from hpc.launch import plan_launch, submit_plan
+from hpc.scheduler.commands import after_success_args
+
+SPEC = ("name: hand\ncommand: python train.py\nresources: {nodes: 2, gpus_per_node: 2}\n"
+        "handoff: {model: mlp, savedmodel: export}\n")
+
+
+class RecordingScheduler:
+    name = "recording"
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.fail_on = fail_on
+        self.submitted: list[tuple[Path, tuple[str, ...]]] = []
+        self.cancelled: list[str] = []
+
+    def submit(self, script_path: Path | str, extra_args: Sequence[str] = ()) -> str:
+        self.submitted.append((Path(script_path), tuple(extra_args)))
+        if self.fail_on == len(self.submitted):
+            raise SchedulerCommandFailed(argv=["sbatch", str(script_path)], returncode=1,
+                                         stderr="sbatch: error: invalid partition specified: cpu")
+        return str(100 + len(self.submitted))
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        self.cancelled += job_ids
+
+
+@pytest.fixture
+def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.setenv("HPC_TF_RUNS_DIR", str(tmp_path / "runs"))
+    path = tmp_path / "job.yaml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_after_success_args_name_the_dependency_and_never_wait_forever() -> None:
+    assert after_success_args(["42"]) == ["--dependency=afterok:42", "--kill-on-invalid-dep=yes"]
+
+
+def test_handoff_job_is_submitted_after_training_with_afterok_and_recorded(spec: Path) -> None:
+    scheduler = RecordingScheduler()
+    launched = submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
+    paths = launched.paths
+    assert scheduler.submitted == [(paths.script, ()),
+                                   (paths.handoff_script, ("--dependency=afterok:101", "--kill-on-invalid-dep=yes"))]
+    assert (launched.job_id, launched.handoff_job_id) == ("101", "102")
+    record = json.loads(paths.handoff_submission.read_text())
+    assert (record["job_id"], record["after_ok"]) == ("102", "101")
+    script = paths.handoff_script.read_text()
+    assert "#SBATCH --partition=cpu" in script and f"handoff {paths.root} --model mlp" in script
+    assert json.loads(paths.resolved.read_text())["handoff"]["model"] == "mlp"
+
+
+def test_a_failed_handoff_submit_cancels_training_and_leaves_no_run_dir(spec: Path, tmp_path: Path) -> None:
+    scheduler = RecordingScheduler(fail_on=2)
+    with pytest.raises(SchedulerCommandFailed, match="invalid partition"):
+        submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
+    assert scheduler.cancelled == ["101"]
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
+def test_a_job_without_handoff_submits_one_job(spec: Path) -> None:
+    spec.write_text(SPEC.split("handoff")[0])
+    scheduler = RecordingScheduler()
+    launched = submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
+    assert len(scheduler.submitted) == 1 and launched.handoff_job_id is None
+    assert not launched.paths.handoff_script.exists()
