@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,12 @@ CLUSTER_SCRIPTS = Path(__file__).parent / "cluster"
 _CHECKOUT = str(Path(__file__).resolve().parent.parent)
 if _CHECKOUT not in sys.path:
     sys.path.append(_CHECKOUT)
+# ...and "tests" must be this directory even though some packages (tf2onnx) install a top-level
+# "tests" package into site-packages, which would otherwise win.
+if getattr(sys.modules.get("tests"), "__path__", None) != [str(Path(__file__).resolve().parent)]:
+    _tests = types.ModuleType("tests")
+    _tests.__path__ = [str(Path(__file__).resolve().parent)]
+    sys.modules["tests"] = _tests
 STATE_ENV = Path("/run/hpc-tf-cluster/state.env")  # written by tests/cluster/up, removed by down
 START_HINT = "start it with: sudo tests/cluster/up"
 # the venv pytest runs from is the Python environment of every job (it lives on the "shared" filesystem)

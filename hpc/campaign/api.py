@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hpc.campaign.load import load_campaign
 from hpc.campaign.manifest import locked, read_manifest, write_manifest
-from hpc.campaign.paths import CampaignPaths
+from hpc.campaign.paths import MANIFEST, CampaignPaths
 from hpc.campaign.plan import CampaignPlan, plan_campaign
 from hpc.campaign.status import CampaignView, poll, view
 from hpc.campaign.submit import Submitted, submit_campaign
@@ -98,13 +98,13 @@ def runs_root(site: LoadedSite, environ: Mapping[str, str] | None = None) -> Pat
 def find_campaign(target: str, root: Path) -> CampaignPaths:
     """A campaign directory, or a campaign id or name under the runs directory (the newest of that name)."""
     candidate = Path(target).expanduser()
-    if (candidate / CampaignPaths.at(".").manifest.name).is_file():
+    if (candidate / MANIFEST).is_file():
         return CampaignPaths.at(candidate.resolve())
     if "/" not in target and root.is_dir():
         exact = root / target
-        if (exact / "manifest.json").is_file():
+        if (exact / MANIFEST).is_file():
             return CampaignPaths.at(exact)
-        named = sorted((p.parent for p in root.glob(f"{target}-*/manifest.json")), key=lambda p: p.stat().st_mtime)
+        named = sorted((p.parent for p in root.glob(f"{target}-*/{MANIFEST}")), key=lambda p: p.stat().st_mtime)
         if named:
             return CampaignPaths.at(named[-1])
     raise HpcTfError(f"'{target}' is not a campaign directory, id or name",

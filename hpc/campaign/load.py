@@ -124,7 +124,7 @@ def _base(
 def stage_spec(
     spec: CampaignSpec, stage: Stage, index: int | None, document: YamlDocument, base_dir: Path
 ) -> LoadedSpec:
-    """The stage's job spec: base job, then the stage's command, resources and env on top."""
+    """The stage's job spec: base job, then the stage's command and resources on top."""
     stage_loc: Location = ("stages", index) if index is not None else ()
     try:
         base, base_origin, data = _base(spec, stage, stage_loc, document, base_dir)
@@ -146,9 +146,7 @@ def stage_spec(
         data["resources"] = {**data.get("resources", {}), **override}
         origins += [(("resources", key), here) for key in override]
         exact.append((("resources",), here))
-    if stage.env:
-        data["env"] = {**data.get("env", {}), **stage.env}
-        origins += [(("env", key), here) for key in stage.env]
+    # the stage's env is a set of templates: filled in per task (task.json) or per job (hpc.campaign.plan)
     composed = ComposedDocument(data=data, source=base.document.source, lines={}, origins=tuple(origins),
                                 exact=tuple(exact))
     try:

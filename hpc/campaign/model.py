@@ -8,16 +8,21 @@ in words the scheduler module turns into flags.
     parameters:
       grid: {lr: [0.1, 0.01, 0.001], seed: [1, 2, 3, 4]}
     args: ["--lr={lr}", "--seed={seed}"]   # appended to each task's command (default: --name value)
+    env: {RUN_NAME: "lr{lr}-s{seed}"}   # per task; $HPC_TF_PARAM_LR, $HPC_TF_TASK_ID … are always set
     stages:                             # optional; default: one array stage 'main' running the job
       - name: preprocess
-        job: preprocess.yaml
-        resources: {partition: cpu}
+        job: preprocess.yaml            # its own job (else the base job; command/resources override it)
       - name: train
         after: {preprocess: aftercorr}  # task N waits for its own preprocessing task N
       - name: evaluate
         per_task: false                 # one job, not an array
         command: python3 evaluate.py
+        resources: {partition: cpu, gpus_per_node: 0}
+        env: {RESULTS: "{campaign_dir}/tasks"}
         after: {train: afterany}
+
+Templates use ``{name}`` for a parameter and ``{task_id}``, ``{task_dir}``, ``{output_dir}`` (this
+task's directory for this stage) and ``{campaign_dir}``; a single-job stage's env only the last two.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 STAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 # placeholders every argument/env template may use besides the parameters
 BUILTIN_FIELDS = ("task_id", "task_dir", "output_dir", "campaign_dir")
+SINGLE_JOB_FIELDS = ("campaign_dir", "output_dir")  # what a per_task: false stage's env may use
 DEFAULT_STAGE = "main"
 
 
@@ -213,7 +219,7 @@ class Stage(StrictModel):
     job: str | dict[str, Any] | None = Field(None, description="this stage's job: a job.yaml path or inline spec")
     command: tuple[str, ...] | None = Field(None, description="replaces the job's command")
     resources: Resources | None = Field(None, description="keys given here replace the job's")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="environment templates (per task)")
     per_task: bool = Field(True, description="an array with one task per parameter combination, or one job")
     after: dict[str, DependencyType | None] = Field(
         default_factory=dict, description="stages this one waits for; type defaults to aftercorr between arrays"
@@ -306,8 +312,18 @@ class CampaignSpec(StrictModel):
         if value is None:
             return None
         for stage in value:
-            _known_fields(f"stage '{stage.name}' args", stage.args or [], info)
-            _known_fields(f"stage '{stage.name}' env", builtins.list(stage.env.values()), info)
+            if stage.per_task:
+                _known_fields(f"stage '{stage.name}' args", stage.args or [], info)
+                _known_fields(f"stage '{stage.name}' env", builtins.list(stage.env.values()), info)
+                continue
+            if stage.args is not None:
+                raise ValueError(f"stage '{stage.name}' runs one job (per_task: false): it has no task arguments; "
+                                 "put them in its command")
+            for template in stage.env.values():
+                unknown = [f for f in template_fields(template) if f not in SINGLE_JOB_FIELDS]
+                if unknown:
+                    raise ValueError(f"stage '{stage.name}' runs one job: its env may use "
+                                     f"{{{'}, {'.join(SINGLE_JOB_FIELDS)}}}, not '{{{unknown[0]}}}'")
         if not value:
             raise ValueError("give at least one stage, or leave 'stages' out")
         seen: dict[str, Stage] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hpc.paths import RunPaths
 
+MANIFEST = "manifest.json"
 TASK_FILE = "task.json"
 TASK_SHIM = "campaign_task.py"
 
@@ -30,7 +31,7 @@ class CampaignPaths:
 
     @property
     def manifest(self) -> Path:
-        return self.root / "manifest.json"
+        return self.root / MANIFEST
 
     @property
     def lock(self) -> Path:

@@ -200,9 +200,13 @@ def _stage_job(
     if container is not None:  # the tasks directory must be visible inside the image
         container = ContainerPlan(runtime=container.runtime, image=container.image, nv=container.nv,
                                   binds=(*container.binds, str(paths.root)))
+    env = [*job.env, ("HPC_TF_CAMPAIGN_DIR", str(paths.root))]
+    if not stage.per_task:  # one job: its env templates know only the campaign's and its own directory
+        fields = {"campaign_dir": str(paths.root), "output_dir": output_dir}
+        env += [(key, render_template(t, fields)) for key, t in stage.env.items()]
     return job.model_copy(update={
         "run_dir": str(run_dir), "output_dir": output_dir, "runtime": runtime, "command": command,
-        "container": container, "env": (*job.env, ("HPC_TF_CAMPAIGN_DIR", str(paths.root))),
+        "container": container, "env": tuple(env),
     })
 
 

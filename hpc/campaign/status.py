@@ -14,16 +14,15 @@ blocked, or failed under ``afterok``/``aftercorr``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hpc.campaign.manifest import Attempt, Manifest, UnitRef
 from hpc.paths import RunPaths
 from hpc.render.quoting import sh
-from hpc.scheduler import JobState, JobStatus, PollBackoff, Scheduler, parse_reason
+from hpc.scheduler import JobState, JobStatus, PollBackoff, ReasonCategory, Scheduler, parse_reason
 from hpc.scheduler.fields import parse_array_tasks, parse_job_id
 
-NEVER_SATISFIED = "DependencyNeverSatisfied"
 BLOCKED = "BLOCKED"  # a label in the view, not a Slurm state
 DEFAULT_BACKOFF = PollBackoff(first_s=2.0, factor=1.5, max_s=60.0)
 
@@ -101,6 +100,12 @@ def refresh(manifest: Manifest, scheduler: Scheduler) -> bool:
     return changed
 
 
+def never_satisfied(reason_code: str | None) -> bool:
+    """Slurm says a dependency failed: the job stays pending until someone cancels it."""
+    reason = parse_reason(reason_code) if reason_code else None
+    return reason is not None and reason.category is ReasonCategory.DEPENDENCY and reason.stuck
+
+
 def due(manifest: Manifest, now: float) -> bool:
     last = manifest.poll.last_at
     return last is None or now - last >= manifest.poll.interval_s
@@ -143,7 +148,7 @@ def blocked_units(manifest: Manifest) -> set[tuple[str, int | None]]:
             current = ref.unit.current
             if current is None or not current.job_state.is_waiting:
                 continue
-            if current.reason == NEVER_SATISFIED:
+            if never_satisfied(current.reason):
                 blocked.add((ref.stage, ref.task_id))
                 continue
             for kind, up in upstream_units(manifest, ref):
@@ -203,7 +208,7 @@ class CampaignView:
 def _explain(attempt: Attempt | None, blocked: bool) -> str:
     if attempt is None:
         return "not submitted"
-    if blocked and attempt.reason != NEVER_SATISFIED:
+    if blocked and not never_satisfied(attempt.reason):
         return "waits for a task that failed or is blocked; it will never start"
     if attempt.reason:
         reason = parse_reason(attempt.reason)
@@ -261,7 +266,3 @@ def view(manifest: Manifest, *, queried: bool, now: float | None = None) -> Camp
                  "jobs": [sub.job_id for sub in manifest.submissions if sub.stage == s.name]}
                 for s in manifest.stages],
     )
-
-
-def units_matching(refs: Iterable[UnitRef], keys: set[tuple[str, int | None]]) -> list[UnitRef]:
-    return [r for r in refs if (r.stage, r.task_id) in keys]

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from hpc.atomic import write_text_atomic
 from hpc.campaign.manifest import (
@@ -55,7 +56,8 @@ def write_campaign_dir(plan: CampaignPlan) -> CampaignPaths:
     staging = CampaignPaths.at(paths.root.parent / f".{paths.root.name}.partial")
     try:
         staging.tasks_dir.mkdir(parents=True)
-        shutil.copyfile(plan.loaded.path, staging.source_copy)
+        if plan.loaded.path.is_file():
+            shutil.copyfile(plan.loaded.path, staging.source_copy)
         for task in plan.tasks:
             # plain writes: the whole directory appears at once by the rename below
             staging.task_dir(task.id).mkdir()
@@ -85,7 +87,7 @@ class Submitted:
 
 def _record(
     paths: CampaignPaths, manifest: Manifest, job: ResolvedJob, stage: str, offset: int, task_ids: Sequence[int],
-    throttle: int | None, after: Dependencies, scheduler: Scheduler, purpose: str,
+    throttle: int | None, after: Dependencies, scheduler: Scheduler, purpose: Literal["run", "resubmit"],
 ) -> SubmissionRecord:
     """Render, write and submit one array (or the single job); record it and its attempts in the manifest."""
     record = manifest.stage(stage)
@@ -100,7 +102,7 @@ def _record(
     submission = SubmissionRecord(job_id=job_id, stage=stage, offset=offset, task_ids=list(task_ids),
                                   throttle=throttle if record.per_task else None,
                                   after=[(kind, list(ids)) for kind, ids in after], script=str(script_path),
-                                  submitted_at=now_iso(), purpose="resubmit" if purpose == "resubmit" else "run")
+                                  submitted_at=now_iso(), purpose=purpose)
     manifest.submissions.append(submission)
     if record.per_task:
         by_id = {t.id: t for t in manifest.tasks}
@@ -241,7 +243,12 @@ def _arrays_fully_current(manifest: Manifest) -> set[str]:
 def resubmit_failed(
     paths: CampaignPaths, scheduler: Scheduler, *, include_cancelled: bool = False
 ) -> Resubmitted:
-    """Rerun failed tasks as new arrays of exactly those ids; replace tasks blocked behind them."""
+    """Rerun failed tasks as new arrays of exactly those ids; replace tasks blocked behind them.
+
+    Blocked attempts are cancelled first (Slurm would keep them pending forever), then stages are
+    resubmitted in order, each waiting for what it reruns upstream. A rerun array keeps its stage's
+    throttle but is not chained behind the stage's other arrays (they may be waiting for it).
+    """
     with locked(paths):
         manifest = read_manifest(paths)
         poll(manifest, scheduler, force=True)
@@ -306,7 +313,3 @@ def _unfinished_submissions(manifest: Manifest) -> list[str]:
             if not attempt.job_state.is_terminal:
                 ids.setdefault(attempt.submission, None)
     return list(ids)
-
-
-def all_job_ids(manifest: Manifest) -> Iterable[str]:
-    return (s.job_id for s in manifest.submissions)

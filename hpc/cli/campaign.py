@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -80,6 +81,18 @@ def run(
               f"follow it: hpc-tf campaign status {submitted.paths.root}")
 
 
+MAX_ROWS = 20
+
+
+def _params(params: Mapping[str, object]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "-"
+
+
+def _more(count: int) -> None:
+    if count > MAX_ROWS:
+        out.print(f"… and {count - MAX_ROWS} more (all of them: --json)")
+
+
 def _print_view(view: CampaignView) -> None:
     out.print(f"campaign [bold]{view.id}[/] ({view.tasks} task(s))  {view.root}")
     if view.error:
@@ -95,17 +108,20 @@ def _print_view(view: CampaignView) -> None:
     out.print(table)
     if view.failures:
         out.print("[bold]failed[/]")
-        failed = Table("stage", "task", "job", "state", "exit", "why", "log", box=None)
-        for f in view.failures:
-            failed.add_row(f.stage, "-" if f.task_id is None else str(f.task_id), f.job_id or "-", f.state,
-                           "-" if f.exit_code is None else str(f.exit_code), f.explanation, f.log or "-")
+        failed = Table("stage", "task", "params", "job", "state", "exit", "why", "log", box=None)
+        for f in view.failures[:MAX_ROWS]:
+            failed.add_row(f.stage, "-" if f.task_id is None else str(f.task_id), _params(f.params), f.job_id or "-",
+                           f.state, "-" if f.exit_code is None else str(f.exit_code), f.explanation, f.log or "-")
         out.print(failed)
+        _more(len(view.failures))
     if view.blocked:
         out.print("[bold]blocked[/] (Slurm leaves these pending forever)")
-        blocked = Table("stage", "task", "job", "why", box=None)
-        for b in view.blocked:
-            blocked.add_row(b.stage, "-" if b.task_id is None else str(b.task_id), b.job_id or "-", b.explanation)
+        blocked = Table("stage", "task", "params", "job", "why", box=None)
+        for b in view.blocked[:MAX_ROWS]:
+            blocked.add_row(b.stage, "-" if b.task_id is None else str(b.task_id), _params(b.params), b.job_id or "-",
+                            b.explanation)
         out.print(blocked)
+        _more(len(view.blocked))
         out.print("clear them with:  " + "\n             or:  ".join(view.clear_blocked))
     age = "" if view.age_s is None else f"states as of {view.age_s:.0f} s ago"
     if not view.queried and view.age_s is not None:
@@ -132,7 +148,7 @@ def status(
             typer.echo(json.dumps(view.as_dict(), indent=2))
         else:
             _print_view(view)
-        if not watch or view.finished or view.blocked:
+        if not watch or view.finished or view.blocked or view.error:
             return
         refresh = False
         time.sleep(max(view.next_query_s, 1.0))

@@ -70,9 +70,10 @@ def render(report: QuotaReport) -> None:
         head += f"{f', partition {assoc.partition}' if assoc.partition else ''} · QOS {qos}"
         head += f" (default {assoc.job_qos})" if assoc.job_qos else ""
         out.print(head)
-        out.print("  path: " + " → ".join(
-            f"{p.owner} ({p.gpus_in_use} GPUs in use, {p.gpu_minutes_used} GPU-min used)" for p in assoc.path
-        ))  # fmt: skip
+        path = Table("  association (up to the root)", "GPUs in use", "GPU-min used", box=None)
+        for node in assoc.path:
+            path.add_row(f"  {escape(str(node.owner))}", str(node.gpus_in_use), str(node.gpu_minutes_used))
+        out.print(path)
         if assoc.limits:
             out.print(_table(assoc.limits))
         else:

@@ -225,7 +225,8 @@ def gather(calls: Calls, user: str, *, qos: str | None = None, every_qos: bool =
         qos_fields = commands.SACCTMGR_QOS_FIELDS
         rows = calls.run(commands.sacctmgr_show_qos(sorted(names)), lambda out: parse_sacctmgr_qos(out, qos_fields))
     except (SchedulerCommandFailed, SchedulerOutputError) as err:
-        reason = f"{ACCOUNTING_DOWN}: {failure_summary(err)}"
+        summary = failure_summary(err)
+        reason = summary if "slurmdbd" in summary else f"{ACCOUNTING_DOWN}: {summary}"
         return QuotaFacts(user, state, assocs, None, accounting_error=reason, warnings=(reason,))
     return QuotaFacts(user, state, assocs, {r.name: r for r in rows})
 

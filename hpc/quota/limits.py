@@ -56,17 +56,30 @@ def association_limits(
 ) -> tuple[list[GpuLimit], list[GpuLimit]]:
     """(per-job caps of ``assoc``, group limits of ``assoc`` and every ancestor, nearest first)."""
     caps: list[GpuLimit] = []
-    own = _owner(assoc)
+    path = facts.path(assoc)
     for kind in _ASSOC_CAPS:
         for name, use in _gpu_entries(_assoc_field(assoc, kind), wanted):
-            caps.append(GpuLimit(own, kind, name, use.limit or 0))
+            caps.append(GpuLimit(_owner(_setter(path, kind, name)), kind, name, use.limit or 0))
     groups: list[GpuLimit] = []
-    for node in facts.path(assoc):
+    for node in path:
         owner = _owner(node)
         for kind in _ASSOC_USAGE:
             for name, use in _gpu_entries(_assoc_field(node, kind), wanted):
                 groups.append(GpuLimit(owner, kind, name, use.limit or 0, use.used or 0))
     return caps, groups
+
+
+def _setter(path: Sequence[AssocRecord], kind: LimitKind, tres: str) -> AssocRecord:
+    """Where an inherited per-job cap is set: the highest association up the path that still has the
+    user's value (the controller copies a parent's cap into every association below it)."""
+    value = _assoc_field(path[0], kind)[tres].limit
+    setter = path[0]
+    for node in path[1:]:
+        use = _assoc_field(node, kind).get(tres)
+        if use is None or use.limit != value:
+            break
+        setter = node
+    return setter
 
 
 def _owner(assoc: AssocRecord) -> Owner:

@@ -171,7 +171,7 @@ def _no_association(
         text = f"user {facts.user} has no default account: GPU quota not checked"
         return QuotaVerdict(VerdictKind.UNKNOWN, text, request, warnings=(*warnings, text))
     allowed = sorted({a.account for a in mine})
-    where = f" for partition {partition}" if partition else ""
+    where = f" for partition {partition}" if partition and account in allowed else ""
     text = (
         f"user {facts.user} may not use account {account}{where} on cluster {facts.cluster}: "
         f"sbatch would refuse the job (accounts: {', '.join(allowed)})"
@@ -206,9 +206,9 @@ def _sentence(finding: Finding, request: GpuRequest, held: str = "") -> str:
                 "administrator raises it"
             )
         return (
-            f"can never run to its time limit: it may use {amount(asked, 'GPU-minute')} "
-            f"({request.gpus} × {request.minutes} min), but {limit.owner} has {limit.value - used} left of its "
-            f"budget of {limit.value} {setting}, {used} used. Slurm would stop it when the budget runs out"
+            f"can never run to its time limit: it may use {amount(asked, 'GPU-minute')} ({amount(request.gpus, 'GPU')}"
+            f" × {request.minutes} min), but {limit.owner} has {amount(limit.value - used, 'GPU-minute')} left of "
+            f"its budget {setting}, {used} used. Slurm would stop it when the budget runs out"
         )
     unit = "GPU-minute" if limit.kind.in_minutes else "GPU"
     if finding.kind is VerdictKind.NEVER_FITS:
@@ -218,10 +218,11 @@ def _sentence(finding: Finding, request: GpuRequest, held: str = "") -> str:
             f"Slurm would keep it pending forever ({limit.reason})"
         )
     used = limit.used or 0
+    short = used + asked - limit.value
     return (
         f"must wait: {limit.allows()} {setting}; {used} in use{held}, and this job asks for "
-        f"{amount(asked, unit)}. It will pend ({limit.reason}) until {amount(used + asked - limit.value, unit)} "
-        "are free"
+        f"{amount(asked, unit)}. It will pend ({limit.reason}) until {amount(short, unit)} "
+        f"{'is' if short == 1 else 'are'} free"
     )
 
 

@@ -104,7 +104,7 @@ class QuotaReport:
     user: str
     associations: tuple[AssociationQuota, ...]
     qos: tuple[QosQuota, ...]
-    jobs: tuple[QueuedJob, ...]  # running/pending GPU jobs in the user's accounts (all users)
+    jobs: tuple[QueuedJob, ...]  # running/pending GPU jobs in the accounts shown (all users)
     warnings: tuple[str, ...] = ()
     accounting_error: str | None = None
 
@@ -154,12 +154,12 @@ def quota_report(account: str | None = None, cli: SlurmCli | None = None, *, use
     warnings = list(facts.warnings)
     jobs: list[QueuedJob] = []
     try:
-        jobs = read_jobs(calls, accounts=sorted({a.account for a in mine}))
+        jobs = read_jobs(calls, accounts=sorted({a.account for a in chosen}))
     except (SchedulerCommandFailed, SchedulerOutputError) as err:
         warnings.append(f"jobs not listed: {failure_summary(err)}")
     assocs = tuple(_association(facts, a, jobs) for a in sorted(chosen, key=lambda a: (not a.is_default, a.account)))
     qos = tuple(_qos(facts, q, [a.account for a in chosen], jobs) for q in _qos_names(facts, chosen))
-    gpu_jobs = tuple(j for j in jobs if j.gpus > 0)
+    gpu_jobs = tuple(sorted((j for j in jobs if j.gpus > 0), key=lambda j: (j.state.is_waiting, j.raw_id)))
     return QuotaReport(facts.cluster, name, assocs, qos, gpu_jobs, tuple(warnings), facts.accounting_error)
 
 
@@ -170,9 +170,9 @@ def _rows(facts: QuotaFacts, limits: Sequence[GpuLimit], jobs: Sequence[QueuedJo
             rows.append(LimitRow(limit))
             continue
         scope = scope_of(limit, facts)
-        counts_jobs = limit.kind in (LimitKind.GRP_TRES, LimitKind.GRP_TRES_RUN_MINS) or limit.kind.bounds_concurrency
-        running = tuple(holders(limit, scope, jobs)) if counts_jobs else ()
-        rows.append(LimitRow(limit, running, tuple(waiting(limit, scope, jobs))))
+        counts_gpus = limit.kind.bounds_concurrency  # GPUs held at once; the others count GPU-minutes
+        running = tuple(holders(limit, scope, jobs)) if counts_gpus or limit.kind is LimitKind.GRP_TRES_RUN_MINS else ()
+        rows.append(LimitRow(limit, running, tuple(waiting(limit, scope, jobs)) if counts_gpus else ()))
     return tuple(rows)
 
 

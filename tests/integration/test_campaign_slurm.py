@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slurm
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
+REPO = Path(__file__).resolve().parents[2]
 RECORD_DIR = os.environ.get("HPC_TF_RECORD_CAMPAIGN_FIXTURES")
 
 # A task: writes what it was given into its output dir, fails on request, sleeps a little.
@@ -183,6 +184,26 @@ args: ["--lr={{lr}}", "--seed", "{{seed}}"]
         params = task["params"]
         assert out["argv"] == [f"--lr={params['lr']}", "--seed", str(params["seed"])]
         assert json.loads(out["params"]) == params and out["task"] == str(task["id"])
+
+
+@pytest.mark.tf
+def test_the_quickstart_campaign_trains_every_grid_point(
+    researcher_run: Run, scratch_dir: Path, slurm_cluster: SlurmCluster
+) -> None:
+    """examples/quickstart/campaign.yaml as shipped: 12 TensorFlow trainings of train.py, one array."""
+    shutil.copytree(REPO / "examples" / "quickstart", scratch_dir / "quickstart")
+    subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
+    project = scratch_dir / "quickstart"
+    campaign = hpc_tf(researcher_run, project, "campaign", "run", "campaign.yaml").stdout.strip()
+    view = wait_status(researcher_run, project, campaign, lambda v: v["finished"], timeout=600)
+    assert view["counts"] == {"main": {"COMPLETED": 12}}
+    rows = sacct_rows(job_ids(campaign, "main"))
+    assert max_concurrent(rows, gpus) <= slurm_cluster.gpu_quota
+    for task in manifest(campaign)["tasks"]:
+        out = Path(task["stages"]["main"]["output_dir"])
+        history = json.loads((out / "history.json").read_text())
+        assert len(history["loss"]) == task["params"]["epochs"]  # its own --epochs reached train.py
+        assert (out / "export" / "saved_model.pb").is_file()
 
 
 def test_pipeline_runs_in_order_on_the_right_partitions(

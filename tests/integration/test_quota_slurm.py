@@ -303,7 +303,7 @@ def test_quota_shows_every_limit_and_the_live_use(
     assert (grp["pending_jobs"], grp["pending_gpus"]) == ([waiting], 1)
     assert grp["reason"] == "AssocGrpGRES"
     # set on the parent account, inherited by the user's association (the controller fills it in)
-    assert limits["MaxTRESPerNode", f"user {user} in account {ACCOUNT}"]["value"] == PER_NODE
+    assert limits["MaxTRESPerNode", f"account {PARENT}"]["value"] == PER_NODE
     budget = limits["GrpTRESMins", f"account {PARENT}"]
     assert budget["value"] == BUDGET and budget["reason"] == "AssocGrpGRESMinutes"
     assert abs(budget["used"] - sshare_gpu_minutes(PARENT)) <= 1
@@ -525,13 +525,13 @@ def test_with_slurmdbd_stopped_quota_reports_accounting_unavailable(
     report = json.loads(done.stdout)
     assert report["accounting_available"] is False and not report["complete"]
     assert any("slurmdbd" in w for w in report["warnings"]), report["warnings"]
-    assert "warning: Slurm's accounting daemon (slurmdbd) did not answer" in flat(done.stderr)
+    assert "warning: Slurm's accounting daemon (slurmdbd) is not answering" in flat(done.stderr)
     # the controller still enforces, and shows, the association limits
     (assoc,) = report["associations"]
     assert assoc["qos"] is None
     grp = next(lim for lim in assoc["limits"] if lim["limit"] == "GrpTRES")
     assert (grp["value"], grp["used"]) == (GRP_GPUS, 0)
-    assert "accounting daemon (slurmdbd) did not answer" in flat(hpc_tf(researcher_run, scratch_dir, "quota").stderr)
+    assert "accounting daemon (slurmdbd) is not answering" in flat(hpc_tf(researcher_run, scratch_dir, "quota").stderr)
 
     cli = runner.cli()
     started = time.monotonic()
@@ -540,6 +540,8 @@ def test_with_slurmdbd_stopped_quota_reports_accounting_unavailable(
     assert time.monotonic() - started < 2 * PREFLIGHT_BUDGET_S
     assert unknown.kind is VerdictKind.UNKNOWN and "slurmdbd" in unknown.message
     assert (never.kind, never.reason) == (VerdictKind.NEVER_FITS, "AssocGrpGRES")  # association limits still checked
+    in_process = quota_report(ACCOUNT, runner.cli(), user=user)
+    assert in_process.accounting_error is not None and in_process.associations[0].limits
     runner.record("slurmdbd-down", "slurmdbd stopped (SIGTERM by its pid file)")
 
 

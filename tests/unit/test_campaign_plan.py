@@ -50,6 +50,7 @@ stages:
     per_task: false
     resources: {partition: cpu, gpus_per_node: 0, nodes: 1}
     after: {train: afterany}
+    env: {RESULTS: "{campaign_dir}/tasks", REPORT: "{output_dir}/report.txt"}
 """.replace("TAGS", json.dumps(HOSTILE[:3]))
 
 
@@ -184,6 +185,8 @@ def test_each_stage_script_is_the_job_template_with_the_wrapper(tmp_path: Path) 
     evaluate = plan.script("evaluate", 0)
     assert "HPC_TF_TASK_OFFSET" not in evaluate and "campaign_task.py" not in evaluate
     assert f"export HPC_TF_OUTPUT_DIR={plan.paths.stage('evaluate').root}/output" in evaluate
+    assert f"export RESULTS={plan.paths.root}/tasks\n" in evaluate
+    assert f"export REPORT={plan.paths.stage('evaluate').root}/output/report.txt\n" in evaluate
 
 
 def test_a_campaign_refuses_a_non_slurm_site(tmp_path: Path) -> None:

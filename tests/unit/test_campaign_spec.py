@@ -65,7 +65,7 @@ stages:
     pre, train = loaded.stages["pre"].spec, loaded.stages["train"].spec
     assert (pre.name, pre.resources.partition, pre.resources.gpus_per_node, pre.resources.time) == (
         "pipe-pre", "cpu", 0, "10:00")
-    assert pre.env == {"A": "1", "B": "2"} and train.env == {"A": "1"}
+    assert pre.env == {"A": "1"} and train.env == {"A": "1"}  # a stage's env is per task: see the plan tests
     assert train.resources.gpus_per_node == 2
     assert loaded.spec.dependencies(loaded.spec.stage_list[1]) == [("pre", "aftercorr")]
 
@@ -102,6 +102,11 @@ def test_an_inline_job_needs_no_name_and_reports_its_own_lines(tmp_path: Path) -
         ("name: c\nstages:\n  - {name: a}\n", "set 'job' (the base job), or a 'job' in every stage"),
         ("name: c\njob: job.yaml\nenv: {SLURM_X: '1'}\n", "campaign.yaml:3: env: SLURM_X is set by hpc-tf/Slurm"),
         ("name: c\njob: job.yaml\nthrottle: 0\n", "campaign.yaml:3: throttle: Input should be greater than or equal"),
+        ("name: c\njob: job.yaml\nparameters:\n  grid: {a: [\"x\\ny\"]}\n", "must not contain newlines"),
+        ("name: c\njob: job.yaml\nstages:\n  - {name: e, per_task: false, args: [x]}\n", "it has no task arguments"),
+        ("name: c\njob: job.yaml\nparameters: {grid: {a: [1]}}\n"
+         "stages:\n  - {name: e, per_task: false, env: {X: '{a}'}}\n",
+         "stage 'e' runs one job: its env may use {campaign_dir}, {output_dir}, not '{a}'"),
         ("name: c\njob: job.yaml\nparameters:\n  random: {samples: 2, space: {lr: {uniform: [1, 0]}}}\n",
          "uniform: [low, high] needs low <= high"),
     ],

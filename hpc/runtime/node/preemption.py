@@ -310,7 +310,12 @@ class Coordinator:
                 _context().wait_at_barrier("hpc_tf_preemption_exit", EXIT_BARRIER_TIMEOUT_MS)
             except Exception as err:
                 log(f"not every worker reached the exit barrier ({type(err).__name__}); exiting anyway")
-        where = f"checkpoint {self.saved}" if self.saved else "the newest checkpoint (nothing new written here)"
+        if self.saved:
+            where = f"checkpoint {self.saved}"
+        elif self.cluster.is_chief:
+            where = "the newest checkpoint (nothing was saved: this fit call is being replayed)"
+        else:
+            where = "the checkpoint worker 0 wrote"
         log(f"stopping for a requeue; training resumes from {where} (exit code {REQUEUE_EXIT_CODE})")
         sys.stdout.flush()
         sys.stderr.flush()
