@@ -16,6 +16,7 @@ from rich.table import Table
 
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 from hpc.errors import HpcTfError
+from hpc.quota import explain_waits
 from hpc.runs import Run, find_run, list_runs, runs_root
 from hpc.scheduler import Follower, JobState, JobStatus, SlurmScheduler
 from hpc.site.load import load_site
@@ -56,12 +57,15 @@ def _info(status: JobStatus) -> str:
     return ""
 
 
-def status_rows(runs: list[Run], statuses: Mapping[str, JobStatus]) -> list[dict[str, object]]:
+def status_rows(
+    runs: list[Run], statuses: Mapping[str, JobStatus], quota_notes: Mapping[str, str]
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for run in runs:
         st = statuses[run.job_id]
         rows.append({
-            "job_id": run.job_id, "run": run.name, "state": st.state.value, "info": _info(st),
+            "job_id": run.job_id, "run": run.name, "state": st.state.value,
+            "info": quota_notes.get(run.job_id) or _info(st),
             "elapsed_s": st.elapsed_s, "time_limit_s": st.time_limit_s, "nodes": st.node_list or st.nodes,
             "gpus": st.gpus, "restarts": st.restarts,
             "run_dir": str(run.paths.root) if run.paths else None,
@@ -81,7 +85,8 @@ def status(
     """One table of jobs: state, why they wait (in words), elapsed/limit, nodes, GPUs — one scheduler query."""
     runs = _runs(targets, all_, _root(site, set_))
     statuses = SlurmScheduler().query([r.job_id for r in runs]) if runs else {}
-    rows = status_rows(runs, statuses)
+    # jobs waiting on a GPU limit get the limit and who holds the GPUs (no scheduler call otherwise)
+    rows = status_rows(runs, statuses, explain_waits(statuses))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

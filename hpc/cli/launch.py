@@ -34,8 +34,7 @@ def launch(
     force: bool = typer.Option(False, "--force", help="Submit even when the GPU quota check says it can never run."),
     no_queue: bool = typer.Option(False, "--no-queue", help="Refuse (exit 3) a job that would wait for GPU quota."),
 ) -> None:
-    """Validate a job spec, check it against the GPU quota, render its batch script into a new run
-    directory and submit it."""
+    """Validate a job spec, check the GPU quota, render its batch script into a new run directory, submit it."""
     plan = plan_launch(spec, site, set_ or ())
     if dry_run:
         typer.echo(plan.script, nl=False)
@@ -67,6 +66,9 @@ def _show_quota(verdict: QuotaVerdict, force: bool) -> None:
     else:
         text = f"[yellow]warning:[/] {message}"
     err.print(text, soft_wrap=True)
+    if verdict.kind is not VerdictKind.UNKNOWN:  # an unknown verdict's message already lists them
+        for warning in verdict.warnings:
+            err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
 
 
 def render(spec: SpecArg, site: SiteOpt = None, set_: SetOpt = None) -> None:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from hpc.errors import SchedulerCommandFailed, SchedulerOutputError
+from hpc.errors import HpcTfError
 from hpc.quota.facts import PREFLIGHT_BUDGET_S, Calls, QuotaFacts, current_user, quick_cli, read_controller, read_jobs
 from hpc.quota.limits import holders, is_gpu_tres, job_limits, scope_of
 from hpc.quota.model import GpuLimit, GpuRequest, LimitKind, amount, limit_for_reason
@@ -67,7 +67,7 @@ def explain_waits(
         return {}
     try:
         snapshot = quota_snapshot(cli, user=user)
-    except (SchedulerCommandFailed, SchedulerOutputError) as err:
+    except HpcTfError as err:  # Slurm failed or answered oddly; a name it cannot take
         log.warning("GPU quota details not available: %s", err.message.splitlines()[0])
         return {}
     result: dict[str, str] = {}

@@ -32,7 +32,7 @@ from hpc.scheduler.run import RetryPolicy, SlurmCli
 
 T = TypeVar("T")
 
-# A launch waits at most this long for one quota query, and about twice that for the whole check.
+# A launch waits at most this long for one quota query, and at most the budget for the whole check.
 PREFLIGHT_TIMEOUT_S = 5.0
 PREFLIGHT_BUDGET_S = 10.0
 ACCOUNTING_DOWN = "Slurm's accounting daemon (slurmdbd) did not answer"
@@ -55,7 +55,8 @@ def current_user() -> str:
 
 
 class Calls:
-    """The scheduler calls made for one answer: counted, and refused once the time budget is spent."""
+    """The scheduler calls made for one answer: counted, each cut off where the time budget ends, and
+    refused once it is spent."""
 
     def __init__(
         self, cli: SlurmCli, budget_s: float | None = None, clock: Callable[[], float] = time.monotonic
@@ -82,7 +83,11 @@ class Calls:
                 summary=f"the quota check used up its {self.budget_s:g} s; {argv[0]} was not asked",
             )
         self.argvs.append(tuple(argv))
-        result = self.cli.run(argv)
+        cli = self.cli
+        if self.budget_s is not None and self.budget_s - elapsed < cli.timeout_s:  # the last call gets what is left
+            cli = SlurmCli(cli.runner, timeout_s=self.budget_s - elapsed, retry=cli.retry, sleep=cli.sleep,
+                           clock=cli.clock)  # fmt: skip
+        result = cli.run(argv)
         try:
             return parse(result.stdout)
         except SchedulerOutputError as err:

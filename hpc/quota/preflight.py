@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
-from hpc.errors import QuotaRefused, SchedulerCommandFailed, SchedulerOutputError
+from hpc.errors import HpcTfError, QuotaRefused
 from hpc.quota.facts import (
     PREFLIGHT_BUDGET_S,
     Calls,
@@ -108,7 +108,7 @@ def preflight(
     calls = Calls(cli or quick_cli(), budget_s)
     try:
         facts = gather(calls, user or current_user(), qos=job.qos)
-    except (SchedulerCommandFailed, SchedulerOutputError) as err:
+    except HpcTfError as err:  # Slurm failed or answered oddly; a name it cannot take
         text = f"GPU quota not checked: {failure_summary(err)}"
         return QuotaVerdict(
             VerdictKind.UNKNOWN,
@@ -235,7 +235,7 @@ def with_holders(verdict: QuotaVerdict, facts: QuotaFacts, calls: Calls) -> Quot
     scope = scope_of(limit, facts)
     try:
         jobs = read_jobs(calls, **squeue_filters(scope))
-    except (SchedulerCommandFailed, SchedulerOutputError) as err:
+    except HpcTfError as err:  # Slurm failed or answered oddly; a name it cannot take
         note = f"could not list the jobs holding the GPUs: {failure_summary(err)}"
         return replace(verdict, warnings=(*verdict.warnings, note))
     found = holders(limit, scope, jobs)

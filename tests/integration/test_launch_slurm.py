@@ -123,16 +123,18 @@ def test_a_job_waiting_for_nodes_says_why_in_words(
     ],
 )
 def test_broken_specs_are_refused_and_nothing_is_submitted(
-    researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, spec: str, message: str
+    researcher_run: Run, project: Path, spec: str, message: str
 ) -> None:
-    (project / "job.yaml").write_text(spec)
-    before = subprocess.run(["squeue", "-h", "-u", slurm_cluster.user, "-o", "%i"], capture_output=True, text=True)
+    name = f"refused-{project.name}"[-60:].lstrip("-._")
+    (project / "job.yaml").write_text(spec.replace("name: x", f"name: {name}"))
     result = hpc_tf(researcher_run, project, "launch", "job.yaml", check=False)
     assert result.returncode == 2
     assert message in result.stderr
     assert run_dirs(project) == []
-    after = subprocess.run(["squeue", "-h", "-u", slurm_cluster.user, "-o", "%i"], capture_output=True, text=True)
-    assert after.stdout == before.stdout
+    # no job of that (unique) name ever reached the controller
+    submitted = subprocess.run(["sacct", "-n", "-X", "-a", "--name", name, "-o", "JobID"],
+                               capture_output=True, text=True, check=True)
+    assert submitted.stdout.strip() == ""
 
 
 def sandbox_variant(spec: Path) -> str:

@@ -46,7 +46,8 @@ def test_a_quota_wait_is_explained_with_the_numbers(scenario: str, sentence: str
     cli, runner, roles = setup(scenario)
     job_id = str(roles["waiting"])
     statuses = SlurmScheduler(cli).query([job_id])
-    assert statuses[job_id].reason is not None and statuses[job_id].reason.code == roles["reason"]
+    reason = statuses[job_id].reason
+    assert reason is not None and reason.code == roles["reason"]
     before = len(runner.calls)
     assert explain_waits(statuses, cli, user=USER) == {job_id: sentence.format(held=held(roles))}
     assert [argv[0] for argv in runner.calls[before:]] == ["scontrol", "squeue"]  # two controller calls
@@ -80,7 +81,7 @@ def test_when_slurm_does_not_answer_nothing_is_added() -> None:
 
 
 def test_a_job_over_a_per_job_cap_is_told_it_never_starts() -> None:
-    cli, _, roles = setup("wait-qos")
+    cli, _, _ = setup("wait-qos")
     status = JobStatus("77", JobState.PENDING, reason=parse_reason("AssocMaxGRESPerNode"), account="quota-test-a",
                        gpus=4, nodes=1, time_limit_s=300)  # fmt: skip
     assert waits_on_gpu_quota(status)
@@ -90,12 +91,12 @@ def test_a_job_over_a_per_job_cap_is_told_it_never_starts() -> None:
     }
 
 
-@pytest.mark.parametrize("scope", ["Assoc", "QOS"])
-@pytest.mark.parametrize("kind", list(LimitKind))
+QOS_ONLY = (LimitKind.MAX_TRES_PER_USER, LimitKind.MAX_TRES_PER_ACCOUNT, LimitKind.MIN_TRES_PER_JOB)
+GRES_LIMITS = [("QOS", kind) for kind in LimitKind] + [("Assoc", kind) for kind in LimitKind if kind not in QOS_ONLY]
+
+
+@pytest.mark.parametrize(("scope", "kind"), GRES_LIMITS)
 def test_every_gres_reason_maps_back_to_its_limit_and_is_a_quota_reason(scope: str, kind: LimitKind) -> None:
-    if scope == "Assoc" and kind in (LimitKind.MAX_TRES_PER_USER, LimitKind.MAX_TRES_PER_ACCOUNT,
-                                     LimitKind.MIN_TRES_PER_JOB):  # fmt: skip
-        pytest.skip("a QOS-only limit")
     code = kind.reason("Assoc" if scope == "Assoc" else "QOS")
     assert limit_for_reason(code) == (scope, kind)
     reason = parse_reason(code)

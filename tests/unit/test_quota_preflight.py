@@ -271,3 +271,57 @@ def test_check_launch_refuses_or_lets_through(make_job: MakeJob) -> None:
     assert "without --no-queue" in str(no_queue.value)
     unknown = check_launch(make_job(1), no_queue=True, cli=cli(replay("controller-down")), user=USER)
     assert unknown.kind is VerdictKind.UNKNOWN  # never blocks a launch
+
+
+class Submitted:
+    """Stands in for the scheduler's submit: the launch path up to sbatch is what is tested here."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.scripts: list[str] = []
+
+    def submit(self, script_path: object, extra_args: object = ()) -> str:
+        self.scripts.append(str(script_path))
+        return "4242"
+
+
+@pytest.mark.parametrize(
+    ("resources", "flags", "refused", "says"),
+    [
+        ("{nodes: 2, gpus_per_node: 3}", [], True, "can never run: account quota-test allows 4 GPUs at once"),
+        ("{nodes: 2, gpus_per_node: 3}", ["--force"], False, "submitting anyway (--force)"),
+        ("{nodes: 1, gpus_per_node: 1, qos: quota-test}", [], False, "warning: must wait: QOS quota-test"),
+        ("{nodes: 1, gpus_per_node: 1, qos: quota-test}", ["--no-queue"], True, "hint: submit without --no-queue"),
+        ("{nodes: 1, gpus_per_node: 1}", [], False, "GPU quota: 1 GPU for 30 min fits"),
+    ],
+)
+def test_hpc_tf_launch_checks_the_quota_before_sbatch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: str, flags: list[str], refused: bool, says: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from hpc.cli import app
+
+    scheduler = Submitted()
+    monkeypatch.setattr("hpc.cli.launch.SlurmScheduler", lambda: scheduler)
+
+    def check(job: ResolvedJob, force: bool, no_queue: bool) -> QuotaVerdict:
+        return check_launch(job, force=force, no_queue=no_queue, cli=cli(replay("overview")), user=USER)
+
+    monkeypatch.setattr("hpc.cli.launch.check_launch", check)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"name: q\ncommand: [sleep, '1']\nresources: {resources}\n")
+    argv = ["launch", str(spec), "--site", "sandbox", "--set", "account=quota-test-a",
+            "--set", f"runs_dir={tmp_path / 'runs'}", *flags]  # fmt: skip
+    result = CliRunner(env={"COLUMNS": "300"}).invoke(app, argv)
+    if refused:  # the CLI's main turns it into exit code 3
+        assert isinstance(result.exception, QuotaRefused) and result.exception.exit_code == 3
+        assert says in " ".join(str(result.exception).split())
+        assert scheduler.scripts == [] and result.stdout == ""
+        assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    else:
+        assert result.exit_code == 0, result.output
+        assert says in " ".join(result.stderr.split())
+        assert len(scheduler.scripts) == 1 and result.stdout == "4242\n"
