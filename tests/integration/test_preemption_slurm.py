@@ -208,11 +208,15 @@ def test_scontrol_requeue_mid_run_resumes_from_the_last_checkpoint(
     assert (checkpoints / "ckpt-20.index").is_file()
     run_as_researcher(slurm_cluster, ["scontrol", "requeue", job_id], cwd=project)
 
-    # Slurm itself requeues it, so it waits out the credential lifetime (~2 min) before starting again
     status = wait_for_job(job_id, timeout=600)
     assert (status.state, status.exit_code) == ("COMPLETED", "0:0"), logs(run_dir)
     assert_trained_like_the_reference(project, reference)
-    assert [record["State"] for record in runs(job_id)] == ["REQUEUED", "COMPLETED"]
+    first, second = runs(job_id)
+    assert (first["State"], second["State"]) == ("REQUEUED", "COMPLETED")
+    # Slurm requeued it itself; the batch shell saw that on its TERM and sent the restart helper, so the
+    # job did not wait out the credential lifetime (~2 min)
+    assert "hpc-tf: Slurm is requeueing the job (restart 1 of at most 3)" in batch_log(run_dir, job_id)
+    assert seconds_between(first["End"], second["Start"]) < 60, (first, second)
     resumed = [line for line in task_log(run_dir, job_id, 0).splitlines() if "resuming fit from checkpoint" in line]
     assert len(resumed) == 1, resumed
     # from the periodic checkpoint, or from one the workers agreed on when Slurm's TERM reached them

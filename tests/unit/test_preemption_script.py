@@ -7,6 +7,7 @@ tests/integration/test_preemption_slurm.py; here every branch is exercised in mi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -33,6 +34,7 @@ esac
 """,
     "scontrol": """#!/bin/bash
 echo "scontrol $*" >> "$STUB_LOG"
+if [ "$1" = show ]; then echo "   Requeue=1 Restarts=${STUB_RESTARTS:-0} BatchFlag=1 Reboot=0 ExitCode=0:0"; fi
 exit "${STUB_SCONTROL_RC:-0}"
 """,
     "sbatch": """#!/bin/bash
@@ -84,14 +86,24 @@ def start(script: Path, stubs: Path, srun: str, restarts: int | None = None,
         **({} if restarts is None else {"SLURM_RESTART_COUNT": str(restarts)}),
         **extra,
     }
+    # its own process group, so a test can stop the srun stand-in the way Slurm would
     process = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+                               text=True, start_new_session=True)
     return process, log
+
+
+def stop_group(process: subprocess.Popen[str]) -> None:
+    """Whatever of the script's process group is left (an srun stand-in), as Slurm would at job end."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def run(script: Path, stubs: Path, srun: str, restarts: int | None = None, **extra: str) -> tuple[int, str, str]:
     process, log = start(script, stubs, srun, restarts, **extra)
-    output, _ = process.communicate(timeout=30)
+    try:
+        output, _ = process.communicate(timeout=30)
+    finally:
+        stop_group(process)
     return process.returncode, output, log.read_text(encoding="utf-8") if log.exists() else ""
 
 
@@ -153,17 +165,45 @@ def test_a_failed_requeue_ends_the_job_with_the_steps_status(tmp_path: Path, stu
 
 def test_the_warning_reaches_srun(tmp_path: Path, stubs: Path) -> None:
     process, log = start(render(tmp_path, PREEMPTIBLE), stubs, f"usr1:{REQUEUE_EXIT_CODE}")
+    try:
+        wait_for_srun(log)
+        os.kill(process.pid, signal.SIGUSR1)  # Slurm's --signal=B:USR1 goes to the batch shell only
+        output, _ = process.communicate(timeout=30)
+    finally:
+        stop_group(process)
+    assert process.returncode == 0, output
+    assert "hpc-tf: preemption warning, forwarding USR1 to the tasks" in output
+    assert "srun got USR1" in log.read_text(encoding="utf-8")
+    assert "scontrol requeue 77" in log.read_text(encoding="utf-8")
+
+
+def wait_for_srun(log: Path) -> None:
     ready = Path(f"{log}.srun-ready")
     deadline = time.monotonic() + 20
     while not ready.exists():
         assert time.monotonic() < deadline, "srun stand-in never started"
         time.sleep(0.05)
-    os.kill(process.pid, signal.SIGUSR1)  # Slurm's --signal=B:USR1 goes to the batch shell only
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    assert "hpc-tf: preemption warning, forwarding USR1 to the tasks" in output
-    assert "srun got USR1" in log.read_text(encoding="utf-8")
-    assert "scontrol requeue 77" in log.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("controller_restarts", "requeued"), [(1, True), (0, False)])
+def test_term_from_a_requeue_submits_the_restart_helper_and_from_a_cancel_does_not(
+    tmp_path: Path, stubs: Path, controller_restarts: int, requeued: bool
+) -> None:
+    # scontrol requeue or a preemption: Slurm has counted the restart before it sends TERM
+    process, log = start(render(tmp_path, PREEMPTIBLE), stubs, "usr1:0", STUB_RESTARTS=str(controller_restarts))
+    try:
+        wait_for_srun(log)
+        process.terminate()  # Slurm's TERM to the batch shell
+        assert process.wait(timeout=30) == 143
+    finally:
+        stop_group(process)  # and the rest of the job
+    assert process.stdout is not None
+    output = process.stdout.read()
+    calls = log.read_text(encoding="utf-8")
+    assert "scontrol show job 77" in calls
+    assert ("sbatch [--parsable] [--job-name=p-restart]" in calls) is requeued
+    assert ("hpc-tf: Slurm is requeueing the job (restart 1 of at most 2)" in output) is requeued
+    assert "scontrol requeue" not in calls  # Slurm does that itself
 
 
 def test_without_preemption_nothing_is_requeued(tmp_path: Path, stubs: Path) -> None:

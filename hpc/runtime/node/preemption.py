@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import signal
@@ -192,10 +193,18 @@ def _context() -> Any:
     return importlib.import_module("tensorflow.python.eager.context").context()
 
 
+_agreements = itertools.count()
+
+
 def agree(cluster: Cluster, key: str, value: str) -> list[str]:
-    """Every worker's ``value`` for ``key`` (the coordination service's key-value store)."""
+    """Every worker's ``value`` for ``key`` (the coordination service's key-value store).
+
+    Keys can be set once per cluster; the workers make the same calls in the same order, so a
+    call counter keeps repeated questions apart.
+    """
     if cluster.num_workers == 1:
         return [value]
+    key = f"{key}/{next(_agreements)}"
     context = _context()
     context.set_config_key_value(f"{key}/{cluster.task_id}", value)
     return [context.get_config_key_value(f"{key}/{i}", AGREEMENT_TIMEOUT_MS) for i in range(cluster.num_workers)]
