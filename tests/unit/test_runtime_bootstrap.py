@@ -218,7 +218,13 @@ def test_when_imported_runs_the_callback_after_the_module_body(
     monkeypatch.delitem(sys.modules, "hpc_tf_probe_module")
 
 
-def test_hooks_are_only_installed_for_two_or_more_workers(clean_meta_path: None) -> None:
+def test_hooks_are_only_installed_for_two_or_more_workers(
+    clean_meta_path: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # other tests in this process may have imported TensorFlow already; then the hooks would run
+    # at once instead of waiting for the import (and patch this process): hide those modules
+    for name in [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]:
+        monkeypatch.delitem(sys.modules, name)
     before = list(sys.meta_path)
     hooks.install_from_environ({hooks.HOOKS_VARIABLE: hooks.HookConfig(30, True, ("n1",)).to_json()})
     assert sys.meta_path == before
