@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import builtins
 import re
-import shlex
 import string
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
-from hpc.spec.model import ENV_NAME_RE, MANAGED_ENV, MANAGED_ENV_PREFIXES, NAME_RE, Resources
+from hpc.spec.model import ENV_NAME_RE, MANAGED_ENV, MANAGED_ENV_PREFIXES, NAME_RE, Command, Resources
 
 Value = bool | int | float | str
 DependencyType = Literal["afterok", "afterany", "aftercorr"]
@@ -217,7 +216,7 @@ def _check_env(value: dict[str, str]) -> dict[str, str]:
 class Stage(StrictModel):
     name: str
     job: str | dict[str, Any] | None = Field(None, description="this stage's job: a job.yaml path or inline spec")
-    command: tuple[str, ...] | None = Field(None, description="replaces the job's command")
+    command: Command | None = Field(None, description="replaces the job's command")
     resources: Resources | None = Field(None, description="keys given here replace the job's")
     env: dict[str, str] = Field(default_factory=dict, description="environment templates (per task)")
     per_task: bool = Field(True, description="an array with one task per parameter combination, or one job")
@@ -227,21 +226,6 @@ class Stage(StrictModel):
     args: builtins.list[str] | None = Field(None, description="argument templates (default: the campaign's)")
     throttle: int | None = Field(None, ge=1, description="tasks running at once (default: from the GPU quota)")
 
-    @field_validator("command", mode="before")
-    @classmethod
-    def _command(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                value = shlex.split(value)
-            except ValueError as err:
-                raise ValueError(f"cannot split the command like a shell would: {err}") from None
-        if isinstance(value, builtins.list | tuple):
-            if not value:
-                raise ValueError("must name a program or script to run")
-            for arg in value:
-                if isinstance(arg, str):
-                    _plain(arg)
-        return value
 
     @field_validator("name")
     @classmethod

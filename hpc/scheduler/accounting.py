@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 from hpc.errors import SchedulerOutputError
 from hpc.scheduler.fields import JobId, gpu_count, parse_array_tasks, parse_duration_s, parse_job_id, parse_tres
+from hpc.scheduler.parse import squeue_records
 from hpc.scheduler.states import JobState
 
 # --- TRES with limit and use ---------------------------------------------------------------------
@@ -363,15 +364,7 @@ class QueuedJob:
 def parse_quota_jobs(stdout: str, fields: Sequence[str], separator: str = "|") -> list[QueuedJob]:
     """Rows of :func:`hpc.scheduler.commands.squeue_quota_jobs` (the reason last: it is free text)."""
     jobs: list[QueuedJob] = []
-    for line in stdout.splitlines():
-        if not line.strip():
-            continue
-        values = line.split(separator, len(fields) - 1)
-        if len(values) != len(fields):
-            raise SchedulerOutputError(
-                f"squeue printed {len(values)} fields where {len(fields)} were asked for: {line!r}"
-            )
-        f = dict(zip(fields, (v.strip() for v in values), strict=True))
+    for f in squeue_records(stdout, fields, separator):
         jobs.append(
             QueuedJob(
                 job_id=parse_job_id(f["JobArrayID"]),

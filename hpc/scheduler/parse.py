@@ -165,7 +165,12 @@ def parse_squeue(stdout: str, fields: Sequence[str] = SQUEUE_FIELDS, separator: 
     """
     if "JobArrayID" not in fields or "State" not in fields:
         raise ValueError("a squeue field list needs JobArrayID and State")
-    rows: list[SqueueRow] = []
+    return [_squeue_row(record) for record in squeue_records(stdout, fields, separator)]
+
+
+def squeue_records(stdout: str, fields: Sequence[str], separator: str = "|") -> list[dict[str, str]]:
+    """``squeue --noheader --Format`` lines as field -> text; the last field may hold the separator."""
+    records: list[dict[str, str]] = []
     for line in stdout.splitlines():
         if not line.strip():
             continue
@@ -174,8 +179,8 @@ def parse_squeue(stdout: str, fields: Sequence[str] = SQUEUE_FIELDS, separator: 
             raise SchedulerOutputError(
                 f"squeue printed {len(values)} fields where {len(fields)} were asked for: {line!r}"
             )
-        rows.append(_squeue_row(dict(zip(fields, (v.strip() for v in values), strict=True))))
-    return rows
+        records.append(dict(zip(fields, (v.strip() for v in values), strict=True)))
+    return records
 
 
 def _squeue_row(f: dict[str, str]) -> SqueueRow:

@@ -10,7 +10,7 @@ import re
 import shlex
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
 from hpc.render.managed import check_extra_flag
@@ -38,6 +38,26 @@ def _token(value: str | None) -> str | None:
     if value is not None and not TOKEN_RE.match(value):
         raise ValueError(f"'{value}' is not a valid name (letters, digits, '_', '.', '+', '-')")
     return value
+
+
+def command_words(value: object) -> object:
+    """A command as argv: a list stays a list, a string is split as a shell would (no expansion)."""
+    if isinstance(value, str):
+        try:
+            value = shlex.split(value)
+        except ValueError as err:
+            raise ValueError(f"cannot split the command like a shell would: {err}") from None
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("must name a program or script to run")
+        for arg in value:
+            if isinstance(arg, str):
+                _no_control_chars(arg)
+    return value
+
+
+# argv of a program: written as a YAML list, or as one string split like a shell would
+Command = Annotated[tuple[str, ...], BeforeValidator(command_words)]
 
 
 class Resources(StrictModel):
@@ -205,7 +225,7 @@ class Handoff(StrictModel):
 
 class JobSpec(StrictModel):
     name: str
-    command: tuple[str, ...] = Field(description="the unmodified training command: a list, or a shell-like string")
+    command: Command = Field(description="the unmodified training command: a list, or a shell-like string")
     workdir: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     output_dir: str | None = None
@@ -227,21 +247,6 @@ class JobSpec(StrictModel):
             )
         return value
 
-    @field_validator("command", mode="before")
-    @classmethod
-    def _command(cls, value: object) -> object:
-        if isinstance(value, str):
-            try:
-                value = shlex.split(value)
-            except ValueError as err:
-                raise ValueError(f"cannot split the command like a shell would: {err}") from None
-        if isinstance(value, list | tuple):
-            if not value:
-                raise ValueError("must name a program or script to run")
-            for arg in value:
-                if isinstance(arg, str):
-                    _no_control_chars(arg)
-        return value
 
     @field_validator("workdir", "output_dir")
     @classmethod
