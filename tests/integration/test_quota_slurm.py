@@ -30,9 +30,7 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -56,6 +54,7 @@ from hpc.resolve import ResolvedJob
 from hpc.scheduler import SlurmCli, SlurmScheduler
 from hpc.scheduler.replay import format_recording
 from hpc.scheduler.run import CommandResult, RetryPolicy, subprocess_runner
+from tests.integration._outage import SilentListener, conf_copy, free_port
 
 if TYPE_CHECKING:
     from tests.conftest import JobStatus, SlurmCluster
@@ -68,6 +67,7 @@ GRP_GPUS, BUDGET, PER_NODE, PER_USER, WIDE = 4, 1000, 3, 2, 6
 RECORD_DIR = os.environ.get("HPC_TF_RECORD_QUOTA_FIXTURES")
 STARTED_LIST = Path("/run/hpc-tf-cluster/started.list")
 SLURMDBD_PID = Path("/run/slurm/slurmdbd.pid")
+SLURM_CONF = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
@@ -542,60 +542,13 @@ def test_with_slurmdbd_stopped_quota_reports_accounting_unavailable(
     runner.record("slurmdbd-down", "slurmdbd stopped (SIGTERM by its pid file)")
 
 
-class SilentListener:
-    """A TCP listener that accepts connections and never answers: a hung slurmdbd."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self.port = int(self.sock.getsockname()[1])
-        self.held: list[socket.socket] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                self.held.append(self.sock.accept()[0])
-
-    def __enter__(self) -> SilentListener:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        for conn in self.held:
-            conn.close()
-        self.sock.close()
-
-
-def conf_copy(into: Path, **changes: str) -> Path:
-    """A copy of the cluster's slurm.conf (readable by the user) with some settings replaced."""
-    original = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
-    into.mkdir()
-    lines = [line for line in original.read_text().splitlines() if line.split("=", 1)[0] not in changes]
-    (into / "slurm.conf").write_text("\n".join([*lines, *(f"{k}={v}" for k, v in changes.items())]) + "\n")
-    for path in (into, into / "slurm.conf"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return into / "slurm.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_hanging_accounting_does_not_hold_a_launch(
     quota: None, scratch_dir: Path, slurm_cluster: SlurmCluster
 ) -> None:
     user = slurm_cluster.user
     spec = write_spec(scratch_dir, "dbd-hangs", gpus_per_node=1)
     with SilentListener() as silent:
-        conf = conf_copy(scratch_dir / "conf-hang", AccountingStorageHost="127.0.0.1",
+        conf = conf_copy(SLURM_CONF, scratch_dir / "conf-hang", AccountingStorageHost="127.0.0.1",
                          AccountingStoragePort=str(silent.port))
         runner = UserRunner(user, scratch_dir, conf)
         started = time.monotonic()
@@ -612,7 +565,7 @@ def test_controller_down_quota_fails_fast_and_preflight_goes_on(
     quota: None, researcher_run: Run, scratch_dir: Path, slurm_cluster: SlurmCluster
 ) -> None:
     user = slurm_cluster.user
-    conf = conf_copy(scratch_dir / "conf-down", SlurmctldPort=str(free_port()), MessageTimeout="1")
+    conf = conf_copy(SLURM_CONF, scratch_dir / "conf-down", SlurmctldPort=str(free_port()))
     runner = UserRunner(user, scratch_dir, conf)
     spec = write_spec(scratch_dir, "ctl-down", gpus_per_node=1)
     started = time.monotonic()

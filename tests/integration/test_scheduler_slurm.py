@@ -16,13 +16,9 @@ tests/integration/test_scheduler_slurm.py``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pwd
-import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +30,7 @@ from hpc.scheduler import JobState, JobStatus, ReasonCategory, SlurmCli, SlurmSc
 from hpc.scheduler.replay import format_recording
 from hpc.scheduler.run import CommandResult, RetryPolicy, classify, subprocess_runner
 from tests.conftest import SlurmCluster
+from tests.integration._outage import SilentListener, conf_copy, free_port
 
 pytestmark = pytest.mark.slurm
 
@@ -230,53 +227,6 @@ def record_scenario(
 # --- outages ---------------------------------------------------------------------------------
 
 
-class SilentController:
-    """A TCP listener that accepts connections and never answers: a hung slurmctld."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.held: list[socket.socket] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                self.held.append(self.sock.accept()[0])
-
-    def __enter__(self) -> SilentController:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        for conn in self.held:
-            conn.close()
-        self.sock.close()
-
-
-def conf_copy(original: Path, into: Path, **changes: str) -> Path:
-    """A copy of the cluster's config directory with some slurm.conf settings replaced.
-
-    MessageTimeout=1 keeps each failure short (Slurm's tools retry for about 2 x MessageTimeout).
-    """
-    into.mkdir()
-    for name in ("gres.conf", "cgroup.conf", "plugstack.conf"):
-        if (original.parent / name).is_file():
-            shutil.copy(original.parent / name, into / name)
-    changes = {"MessageTimeout": "1", **changes}
-    lines = [line for line in original.read_text().splitlines() if line.split("=", 1)[0] not in changes]
-    (into / "slurm.conf").write_text("\n".join([*lines, *(f"{k}={v}" for k, v in changes.items())]) + "\n")
-    for path in (into, *into.iterdir()):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return into / "slurm.conf"
-
-
 def test_outages_are_recognised(slurm_cluster: SlurmCluster, runner: UserRunner) -> None:
     real_conf = Path(SlurmScheduler(SlurmCli(runner)).show_config()["SLURM_CONF"])
     script = write_script(runner.workdir, "job.sh", "true")
@@ -302,7 +252,7 @@ def test_outages_are_recognised(slurm_cluster: SlurmCluster, runner: UserRunner)
             {"squeue": squeue_argv, "sbatch": sbatch_argv},
         ),
     }  # fmt: skip
-    with SilentController() as silent:
+    with SilentListener() as silent:
         cases["controller-hangs"] = (
             {"SlurmctldHost": f"{slurm_cluster.name}-silent(127.0.0.1)", "SlurmctldPort": str(silent.port)},
             "slurmctld accepts connections and never answers (a listener that reads nothing)",
@@ -327,10 +277,3 @@ def test_outages_are_recognised(slurm_cluster: SlurmCluster, runner: UserRunner)
                     path = Path(RECORD_DIR) / "errors" / case / f"{name}.rec"
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(format_recording(result, note))
-
-
-def free_port() -> int:
-    """A local port nothing listens on (bound and released: nobody else will take it this instant)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
