@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,3 +161,71 @@ def test_serving_node_job_stops_and_unregisters_on_serve_down(
         assert not (project.parent / "models" / ".hpc-tf" / "server.json").exists()
     finally:
         subprocess.run(["scancel", endpoint["job_id"]], check=False, timeout=30)
+
+
+def test_rollover_and_rollback_on_the_serving_node_job_under_continuous_traffic(
+    researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, serving_node: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """Issue 8's rollover checks on the cluster: v2 handed off to the serving node job on the CPU node while a
+    gRPC and an HTTP client send requests to the node's address (0 failures); a broken v3 fails and rolls back
+    while v2 keeps serving (0 failures). Tiny models exported in process: no training needed for this."""
+    from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, compute_samples
+    from tests.integration._traffic import Traffic
+    from tests.unit._serving_models import export_mlp, predict
+
+    # the clients target only the serving node's own cluster address (its hostname resolved), never loopback
+    assert serving_node["hostname"] in slurm_cluster.cpu_nodes
+    assert serving_node["host"] == socket.gethostbyname(serving_node["hostname"])
+    assert not serving_node["host"].startswith("127.")
+
+    exported = project.parent / "exported"
+    v1, v2 = export_mlp(exported / "v1", seed=1), export_mlp(exported / "v2", seed=2)
+    # v3 cannot load (garbage weights); samples stored at export time, so it gets as far as the load
+    broken = exported / "v3"
+    shutil.copytree(v2, broken)
+    compute_samples(v2, "serving_default", broken / SAMPLES_IN_SAVEDMODEL)
+    for data in (broken / "variables").glob("variables.data-*"):
+        data.write_bytes(b"\0garbage" * 64)
+    subprocess.run(["chown", "-R", slurm_cluster.user, str(exported)], check=True)
+    x = np.random.default_rng(7).normal(size=(8, 16)).astype("float32")
+
+    def handoff(savedmodel: Path) -> subprocess.CompletedProcess[str]:
+        return hpc_tf(researcher_run, project, "handoff", str(savedmodel), "--model", "mlp", "--format", "python",
+                      "--json", check=False, timeout=300)
+
+    def served(version: str) -> tuple[np.ndarray, np.ndarray]:
+        return infer_both(serving_node, "mlp", version, {"features": x}, "output_0")
+
+    first = handoff(v1)
+    assert first.returncode == 0 and json.loads(first.stdout)["version"] == 1, first.stderr
+    assert all(np.array_equal(out, predict(v1, x)) for out in served("1"))
+
+    with Traffic(serving_node, x, model="mlp", max_requests=5000, max_seconds=120) as traffic:
+        second = handoff(v2)
+        time.sleep(0.5)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["version"] == 2
+    assert traffic.failures == [], (len(traffic.failures), traffic.failures[:3], traffic.sent)
+    assert traffic.versions["2"] > 0 and min(traffic.sent.values()) > 0, (traffic.versions, traffic.sent)
+    assert all(np.array_equal(out, predict(v2, x)) for out in served("2"))
+    assert all(np.array_equal(out, predict(v2, x)) for out in served(""))  # latest policy: v2 is what serves
+
+    with Traffic(serving_node, x, model="mlp", max_requests=5000, max_seconds=120) as traffic:
+        third = handoff(broken)
+        time.sleep(0.5)
+    assert third.returncode == 5 and "failed at stage 'load'" in third.stderr, third.stderr
+    assert "previous version keeps serving" in third.stderr
+    assert traffic.failures == [], (len(traffic.failures), traffic.failures[:3], traffic.sent)
+    assert set(traffic.versions) == {"2"} and min(traffic.sent.values()) > 0, (traffic.versions, traffic.sent)
+    repo = project.parent / "models"
+    assert sorted(p.name for p in (repo / "mlp").iterdir()) == ["1", "2", "config.pbtxt"]
+    assert all(np.array_equal(out, predict(v2, x)) for out in served(""))
+    records = [json.loads(p.read_text()) for p in sorted((repo / ".hpc-tf" / "handoffs" / "mlp").glob("*.json"))]
+    assert [(r["version"], r["ok"], r["failed_stage"], r["rolled_back"]) for r in records] == [
+        (1, True, None, False), (2, True, None, False), (3, False, "load", True)]
+
+    status = json.loads(hpc_tf(researcher_run, project, "serve", "status", "--json").stdout)
+    assert status["ready"] and status["endpoint"]["job_id"] == serving_node["job_id"]
+    states = {(m["name"], m["version"]): m["state"] for m in status["models"]}
+    assert states[("mlp", "2")] == "READY"

@@ -11,9 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from hpc.serving.config import parse_config
 from hpc.serving.handoff import ONNX_TOLERANCE, _onnx_parity
 from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, compute_samples, load_samples, save_samples
 from hpc.serving.signature import read_signature
+from tests.integration._traffic import Traffic
 from tests.unit._serving_models import export_mlp, predict
 
 pytestmark = [pytest.mark.triton, pytest.mark.tf]
@@ -54,57 +53,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         down = hpc_tf("serve", "down", "--repository", str(repo), timeout=60)
         assert down.returncode == 0, down.stderr
         assert not (repo / ".hpc-tf" / "server.json").exists()
-
-
-class Traffic:
-    """gRPC and HTTP clients sending 8-row requests continuously; counts failures and answering versions."""
-
-    def __init__(self, endpoint: dict[str, Any], x: np.ndarray) -> None:
-        self.endpoint, self.x = endpoint, x
-        self.stop = threading.Event()
-        self.failures: list[str] = []
-        self.versions: Counter[str] = Counter()
-        self.threads = [threading.Thread(target=self._grpc), threading.Thread(target=self._http)]
-
-    def __enter__(self) -> Traffic:
-        for t in self.threads:
-            t.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
-
-    def _loop(self, client: Any, make_input: Any) -> None:
-        deadline = time.monotonic() + 180
-        while not self.stop.is_set() and time.monotonic() < deadline:
-            inp = make_input("features", list(self.x.shape), "FP32")
-            inp.set_data_from_numpy(self.x)
-            try:
-                result = client.infer("mlp", [inp], timeout=30) if hasattr(client, "_pool") else \
-                    client.infer("mlp", [inp], client_timeout=30)
-                self.versions[str(result.get_response()["model_version"] if isinstance(result.get_response(), dict)
-                                  else result.get_response().model_version)] += 1
-            except Exception as err:
-                self.failures.append(repr(err))
-            time.sleep(0.002)
-
-    def _grpc(self) -> None:
-        import tritonclient.grpc as grpcclient
-
-        client = grpcclient.InferenceServerClient(f"{self.endpoint['host']}:{self.endpoint['grpc_port']}")
-        self._loop(client, grpcclient.InferInput)
-        client.close()
-
-    def _http(self) -> None:
-        import tritonclient.http as httpclient
-
-        client = httpclient.InferenceServerClient(f"{self.endpoint['host']}:{self.endpoint['http_port']}",
-                                                  network_timeout=30)
-        self._loop(client, httpclient.InferInput)
-        client.close()
 
 
 def infer(endpoint: dict[str, Any], x: np.ndarray, version: str = "") -> tuple[np.ndarray, str]:
