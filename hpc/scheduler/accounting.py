@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from hpc.errors import SchedulerOutputError
 from hpc.scheduler.fields import JobId, gpu_count, parse_array_tasks, parse_duration_s, parse_job_id, parse_tres
-from hpc.scheduler.parse import squeue_records
+from hpc.scheduler.parse import parsable_records, squeue_records
 from hpc.scheduler.states import JobState
 
 # --- TRES with limit and use ---------------------------------------------------------------------
@@ -239,17 +239,7 @@ def _qos(f: dict[str, str], accounts: dict[str, dict[str, str]], users: dict[str
 
 def parse_sacctmgr(stdout: str, fields: Sequence[str]) -> list[dict[str, str]]:
     """Rows of ``sacctmgr --noheader --parsable2 show … format=<fields>`` as {field: value}."""
-    rows: list[dict[str, str]] = []
-    for line in stdout.splitlines():
-        if not line.strip():
-            continue
-        values = line.split("|")
-        if len(values) != len(fields):
-            raise SchedulerOutputError(
-                f"sacctmgr printed {len(values)} fields where {len(fields)} were asked for: {line!r}"
-            )
-        rows.append(dict(zip(fields, (v.strip() for v in values), strict=True)))
-    return rows
+    return parsable_records(stdout, fields, "sacctmgr")
 
 
 @dataclass(frozen=True)

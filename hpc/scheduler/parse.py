@@ -89,17 +89,7 @@ def parse_sacct(stdout: str, fields: Sequence[str]) -> list[SacctRow]:
     """
     if "JobID" not in fields or "State" not in fields:
         raise ValueError("a sacct field list needs JobID and State")
-    rows: list[SacctRow] = []
-    for line in stdout.splitlines():
-        if not line.strip():
-            continue
-        values = line.split("|")
-        if len(values) != len(fields):
-            raise SchedulerOutputError(
-                f"sacct printed {len(values)} fields where {len(fields)} were asked for: {line!r}"
-            )
-        rows.append(_sacct_row(dict(zip(fields, (v.strip() for v in values), strict=True))))
-    return rows
+    return [_sacct_row(record) for record in parsable_records(stdout, fields, "sacct")]
 
 
 def _sacct_row(f: dict[str, str]) -> SacctRow:
@@ -169,15 +159,25 @@ def parse_squeue(stdout: str, fields: Sequence[str] = SQUEUE_FIELDS, separator: 
 
 
 def squeue_records(stdout: str, fields: Sequence[str], separator: str = "|") -> list[dict[str, str]]:
-    """``squeue --noheader --Format`` lines as field -> text; the last field may hold the separator."""
+    """``squeue --noheader --Format`` lines; the last field (the reason, free text) may hold the separator."""
+    return parsable_records(stdout, fields, "squeue", separator, free_text_last=True)
+
+
+def parsable_records(
+    stdout: str, fields: Sequence[str], tool: str, separator: str = "|", *, free_text_last: bool = False
+) -> list[dict[str, str]]:
+    """Separator-joined lines of a Slurm tool (``--parsable2``, ``--Format``) as field -> text.
+
+    A line with another number of fields than asked for is an error, not a guess.
+    """
     records: list[dict[str, str]] = []
     for line in stdout.splitlines():
         if not line.strip():
             continue
-        values = line.split(separator, len(fields) - 1)
+        values = line.split(separator, len(fields) - 1 if free_text_last else -1)
         if len(values) != len(fields):
             raise SchedulerOutputError(
-                f"squeue printed {len(values)} fields where {len(fields)} were asked for: {line!r}"
+                f"{tool} printed {len(values)} fields where {len(fields)} were asked for: {line!r}"
             )
         records.append(dict(zip(fields, (v.strip() for v in values), strict=True)))
     return records
