@@ -10,7 +10,6 @@ this machine; the two tasks get distinct ports because they are local ranks 0 an
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -19,33 +18,12 @@ from pathlib import Path
 import pytest
 
 from hpc.runtime import install_into
+from tests.integration._local_step import FIXTURES, free_port_pair, local_task_env
 
 pytestmark = pytest.mark.tf
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SCRIPT = FIXTURES / "tf" / "mwms_fit.py"
 TIMEOUT_S = 240
-
-
-def recorded_cpu_tasks() -> list[dict[str, str]]:
-    lines = (FIXTURES / "runtime" / "slurm-22.05-cgroup-tasks.jsonl").read_text(encoding="utf-8").splitlines()
-    tasks = [json.loads(line)["env"] for line in lines if json.loads(line)["variant"] == "cpu-2tasks"]
-    return sorted(tasks, key=lambda env: int(env["SLURM_PROCID"]))
-
-
-def free_port_pair() -> int:
-    """A port p such that p and p+1 are free on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return int(port)
-    raise RuntimeError("no two consecutive free ports")
 
 
 class LocalJob:
@@ -60,13 +38,7 @@ class LocalJob:
         self.out = root / "out"
 
     def start(self, rank: int) -> subprocess.Popen[str]:
-        env = {
-            **recorded_cpu_tasks()[rank],
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(self.root),
-            "HPC_TF_NODE_ADDRESS_MAP": "cpu1=127.0.0.1",
-            "TF_CPP_MIN_LOG_LEVEL": "1",
-        }
+        env = local_task_env(rank, self.root, TF_CPP_MIN_LOG_LEVEL="1")
         argv = [
             sys.executable,
             str(self.root / "runtime" / "bootstrap.py"),

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,31 +22,11 @@ import pytest
 
 from hpc.runtime import install_into
 from hpc.runtime.node.preemption import REQUEUE_EXIT_CODE
+from tests.integration._local_step import FIXTURES, free_port_pair, local_task_env
 
 pytestmark = pytest.mark.tf
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TIMEOUT_S = 300
-
-
-def recorded_cpu_tasks() -> list[dict[str, str]]:
-    lines = (FIXTURES / "runtime" / "slurm-22.05-cgroup-tasks.jsonl").read_text(encoding="utf-8").splitlines()
-    tasks = [json.loads(line)["env"] for line in lines if json.loads(line)["variant"] == "cpu-2tasks"]
-    return sorted(tasks, key=lambda env: int(env["SLURM_PROCID"]))
-
-
-def free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = int(first.getsockname()[1])
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 class LocalRun:
@@ -71,9 +50,7 @@ class LocalRun:
     def start(self, *extra: str) -> dict[int, subprocess.Popen[bytes]]:
         processes = {}
         for rank in self.ranks:
-            env = {**recorded_cpu_tasks()[rank], "PATH": "/usr/bin:/bin", "HOME": str(self.root),
-                   "HPC_TF_NODE_ADDRESS_MAP": "cpu1=127.0.0.1", "TF_CPP_MIN_LOG_LEVEL": "2",
-                   "SLURM_RESTART_COUNT": str(self.runs)}
+            env = local_task_env(rank, self.root, TF_CPP_MIN_LOG_LEVEL="2", SLURM_RESTART_COUNT=str(self.runs))
             argv = [sys.executable, str(self.root / "runtime" / "bootstrap.py"), "--resolved",
                     str(self.resolved[rank]), "--", sys.executable, str(self.script), str(self.out),
                     *self.args, *extra]
