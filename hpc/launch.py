@@ -9,14 +9,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
-from hpc.errors import HpcTfError
 from hpc.paths import RunPaths
 from hpc.render.cpu_jobs import render_handoff_script
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import discard_run_dir, new_run_id, record_submission, write_run_dir
 from hpc.scheduler import Scheduler
-from hpc.scheduler.commands import after_success_args
 from hpc.site.load import LoadedSite, load_site
 from hpc.spec import load_spec
 
@@ -54,11 +52,6 @@ def plan_launch(
 
 def submit_plan(plan: LaunchPlan, scheduler: Scheduler) -> Launched:
     """Write the run directory, submit it; on a failed submit the run directory is removed again."""
-    if plan.job.launcher != "slurm":
-        raise HpcTfError(
-            f"site '{plan.job.site}' uses the {plan.job.launcher} launcher, which this version cannot start yet",
-            hint="launch on a Slurm site, e.g. --site sandbox",
-        )
     paths = write_run_dir(plan.job, plan.script)
     try:
         if plan.handoff_script is not None:
@@ -67,7 +60,7 @@ def submit_plan(plan: LaunchPlan, scheduler: Scheduler) -> Launched:
     except BaseException:
         discard_run_dir(paths)
         raise
-    record_submission(paths, job_id, cluster=None)
+    record_submission(paths, job_id, cluster=None, launcher=plan.job.launcher)
     handoff_id = _submit_handoff(paths, job_id, scheduler) if plan.handoff_script is not None else None
     return Launched(job_id=job_id, paths=paths, job=plan.job, handoff_job_id=handoff_id)
 
@@ -79,7 +72,7 @@ def _submit_handoff(paths: RunPaths, training_id: str, scheduler: Scheduler) -> 
     is cancelled and the run directory removed before the error is raised.
     """
     try:
-        handoff_id = scheduler.submit(paths.handoff_script, after_success_args([training_id]))
+        handoff_id = scheduler.submit(paths.handoff_script, after_ok=[training_id])
     except BaseException:
         scheduler.cancel([training_id])
         discard_run_dir(paths)

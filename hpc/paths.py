@@ -60,6 +60,11 @@ class RunPaths:
         return self.runtime_dir / "bootstrap.py"
 
     @property
+    def local_step(self) -> Path:
+        """srun for the local launcher (launchers/local_step.py)."""
+        return self.runtime_dir / "local_step.py"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

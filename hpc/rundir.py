@@ -56,14 +56,15 @@ class Submission:
     job_id: str
     cluster: str | None
     submitted_at: str
+    launcher: str = "slurm"  # "local": a job of the local launcher (hpc.local), not a Slurm job
 
     def to_json(self) -> str:
-        return json.dumps({"job_id": self.job_id, "cluster": self.cluster, "submitted_at": self.submitted_at},
-                          indent=2) + "\n"
+        return json.dumps({"job_id": self.job_id, "cluster": self.cluster, "submitted_at": self.submitted_at,
+                           "launcher": self.launcher}, indent=2) + "\n"
 
 
-def record_submission(paths: RunPaths, job_id: str, cluster: str | None) -> Submission:
-    submission = Submission(job_id=job_id, cluster=cluster,
+def record_submission(paths: RunPaths, job_id: str, cluster: str | None, launcher: str = "slurm") -> Submission:
+    submission = Submission(job_id=job_id, cluster=cluster, launcher=launcher,
                             submitted_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_text_atomic(paths.submission, submission.to_json())
     return submission
@@ -74,4 +75,5 @@ def read_submission(paths: RunPaths) -> Submission:
         data = json.loads(paths.submission.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise HpcTfError(f"{paths.root} is not a submitted run (no {paths.submission.name})") from None
-    return Submission(job_id=str(data["job_id"]), cluster=data.get("cluster"), submitted_at=data["submitted_at"])
+    return Submission(job_id=str(data["job_id"]), cluster=data.get("cluster"), submitted_at=data["submitted_at"],
+                      launcher=data.get("launcher", "slurm"))

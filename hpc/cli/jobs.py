@@ -6,7 +6,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -14,11 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hpc.backends import cancel_runs, query_runs, run_launcher, scheduler_for
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 from hpc.errors import HpcTfError
 from hpc.quota import explain_waits
 from hpc.runs import Run, find_run, list_runs, runs_root
-from hpc.scheduler import Follower, JobState, JobStatus, SlurmScheduler
+from hpc.scheduler import Follower, JobState, JobStatus, PollBackoff, Scheduler
 from hpc.site.load import load_site
 from hpc.units import format_duration
 
@@ -29,8 +31,17 @@ err = Console(stderr=True, highlight=False)
 Targets = Annotated[list[str] | None, typer.Argument(help="Job ids or run directories.", show_default=False)]
 
 
-def _root(site: str | None, set_: list[str] | None) -> Path:
-    return runs_root(load_site(site, set_ or ()), dict(os.environ))
+@dataclass(frozen=True)
+class _Where:
+    """The runs directory and the launcher of the site the command runs for."""
+
+    root: Path
+    launcher: str
+
+
+def _where(site: str | None, set_: list[str] | None) -> _Where:
+    loaded = load_site(site, set_ or ())
+    return _Where(runs_root(loaded, dict(os.environ)), loaded.config.launcher)
 
 
 def _runs(targets: list[str] | None, all_: bool, root: Path) -> list[Run]:
@@ -83,8 +94,9 @@ def status(
     set_: SetOpt = None,
 ) -> None:
     """One table of jobs: state, why they wait (in words), elapsed/limit, nodes, GPUs — one scheduler query."""
-    runs = _runs(targets, all_, _root(site, set_))
-    statuses = SlurmScheduler().query([r.job_id for r in runs]) if runs else {}
+    where = _where(site, set_)
+    runs = _runs(targets, all_, where.root)
+    statuses = query_runs(runs, where.launcher, where.root) if runs else {}
     # jobs waiting on a GPU limit get the limit and who holds the GPUs (no scheduler call otherwise)
     rows = status_rows(runs, statuses, explain_waits(statuses))
     if as_json:
@@ -103,8 +115,9 @@ def status(
 
 def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
     """Cancel jobs by id or run directory (already finished jobs are fine)."""
-    runs = _runs(targets, False, _root(site, set_))
-    SlurmScheduler().cancel([r.job_id for r in runs])
+    where = _where(site, set_)
+    runs = _runs(targets, False, where.root)
+    cancel_runs(runs, where.launcher, where.root)
     err.print(f"cancelled {', '.join(r.job_id for r in runs)}")
 
 
@@ -116,12 +129,14 @@ def logs(
     set_: SetOpt = None,
 ) -> None:
     """Print a job's batch log (or one worker's log with --task N)."""
-    run = find_run(target, _root(site, set_))
+    where = _where(site, set_)
+    run = find_run(target, where.root)
     if run.paths is None:
         raise HpcTfError(f"job {run.job_id} has no hpc-tf run directory under the runs directory",
                          hint="pass the run directory printed by hpc-tf launch")
     path = run.paths.batch_log(run.job_id) if task is None else run.paths.task_log(run.job_id, task)
-    follower = Follower(SlurmScheduler().query, [run.job_id]) if follow else None
+    scheduler = scheduler_for(run_launcher(run, where.launcher), where.root)
+    follower = Follower(scheduler.query, [run.job_id]) if follow else None
     offset = 0
     while True:
         if path.exists():
@@ -142,16 +157,21 @@ def logs(
         time.sleep(0.5)
 
 
-def wait_for(job_id: str) -> int:
-    """Follow one job with a live status line until it ends; return an exit code mirroring the job's."""
-    follower = Follower(SlurmScheduler().query, [job_id])
-    with err.status(f"job {job_id}: submitted") as line:
+def wait_for(job_ids: Sequence[str], scheduler: Scheduler) -> int:
+    """Follow jobs with a live status line until all ended; return an exit code mirroring the first
+    that did not succeed (0 when all did)."""
+    # a local job's status is a file read: poll often; Slurm's controller is shared: back off
+    backoff = PollBackoff(first_s=0.5, max_s=2.0) if scheduler.name == "local" else None
+    follower = Follower(scheduler.query, job_ids, backoff=backoff)
+    with err.status(f"job {', '.join(job_ids)}: submitted") as line:
         def show(statuses: Mapping[str, JobStatus]) -> None:
-            st = statuses.get(job_id)
-            if st is not None:
-                line.update(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}")
-        final = follower.wait(on_update=show)[job_id]
-    err.print(f"job {job_id} ended: {final.state.value} {_info(final)}".rstrip())
-    if final.state.is_success:
-        return 0
-    return final.exit_code.shell_code if final.exit_code and final.exit_code.shell_code else 1
+            line.update("   ".join(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}".rstrip()
+                                   for job_id in job_ids if (st := statuses.get(job_id)) is not None))
+        final = follower.wait(on_update=show)
+    for job_id in job_ids:
+        err.print(f"job {job_id} ended: {final[job_id].state.value} {_info(final[job_id])}".rstrip())
+    for job_id in job_ids:
+        st = final[job_id]
+        if not st.state.is_success:
+            return st.exit_code.shell_code if st.exit_code and st.exit_code.shell_code else 1
+    return 0

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from hpc.backends import scheduler_for
 from hpc.cli.jobs import wait_for
 from hpc.cli.options import SetOpt, SiteOpt, SpecArg
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
 from hpc.paths import RunPaths
 from hpc.quota import QuotaVerdict, VerdictKind, check_launch
-from hpc.scheduler import SlurmScheduler
 
 err = Console(stderr=True, highlight=False)
 
@@ -30,7 +32,8 @@ def launch(
     site: SiteOpt = None,
     set_: SetOpt = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the script and the plan; submit nothing."),
-    wait: bool = typer.Option(False, "--wait", help="Follow the job until it ends; exit with its exit code."),
+    wait: bool = typer.Option(
+        False, "--wait", help="Follow the job (and its hand-off) until it ends; exit with its exit code."),
     force: bool = typer.Option(False, "--force", help="Submit even when the GPU quota check says it can never run."),
     no_queue: bool = typer.Option(False, "--no-queue", help="Refuse (exit 3) a job that would wait for GPU quota."),
 ) -> None:
@@ -44,7 +47,8 @@ def launch(
         return
     if plan.job.launcher == "slurm":
         _show_quota(check_launch(plan.job, force=force, no_queue=no_queue), force)
-    launched = submit_plan(plan, SlurmScheduler())
+    scheduler = scheduler_for(plan.job.launcher, Path(plan.job.run_dir).parent)
+    launched = submit_plan(plan, scheduler)
     typer.echo(launched.job_id)
     err.print(f"submitted job [bold]{launched.job_id}[/]: {_summary(plan)}\n"
               f"run directory: {launched.paths.root}\n"
@@ -54,7 +58,8 @@ def launch(
                   f"model '{launched.job.handoff.model}' into {launched.job.handoff.repository} "
                   f"(log {launched.paths.handoff_log(launched.handoff_job_id)})")
     if wait:
-        raise typer.Exit(wait_for(launched.job_id))
+        waited = [launched.job_id] + ([launched.handoff_job_id] if launched.handoff_job_id else [])
+        raise typer.Exit(wait_for(waited, scheduler))
 
 
 def _show_quota(verdict: QuotaVerdict, force: bool) -> None:

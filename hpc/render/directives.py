@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpc.render.quoting import sbatch_value
+from hpc.render.quoting import read_sbatch_value, sbatch_value
 from hpc.resolve import ResolvedJob
 
 
@@ -54,3 +54,17 @@ def directive_lines(job: ResolvedJob, batch_log: str) -> list[str]:
         name, sep, value = flag.partition("=")
         lines.append(f"#SBATCH {name}={sbatch_value(value, name)}" if sep else f"#SBATCH {name}")
     return lines
+
+
+def read_directives(script: str) -> dict[str, str | None]:
+    """The ``--option=value`` pairs of a rendered script's ``#SBATCH`` lines (the inverse of
+    :func:`directive_lines`). Like sbatch, reading stops at the first line that is not a comment."""
+    options: dict[str, str | None] = {}
+    for line in script.splitlines()[1:]:
+        if not line.startswith("#"):
+            break
+        if not line.startswith("#SBATCH --"):
+            continue
+        name, sep, value = line.removeprefix("#SBATCH --").partition("=")
+        options[name] = read_sbatch_value(value) if sep else None
+    return options

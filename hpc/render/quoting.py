@@ -42,6 +42,13 @@ def sbatch_value(value: str, what: str = "value") -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def read_sbatch_value(text: str) -> str:
+    """The value :func:`sbatch_value` wrote: bare, or double-quoted with ``\\`` and ``"`` escaped."""
+    if not (text.startswith('"') and text.endswith('"') and len(text) >= 2):
+        return text
+    return re.sub(r"\\(.)", r"\1", text[1:-1])
+
+
 def slurm_filename(path: str) -> str:
     """A literal path inside a Slurm filename pattern (``%`` doubled so Slurm does not expand it)."""
     return _check(path, "path").replace("%", "%%")

@@ -54,4 +54,6 @@ def render_script(job: ResolvedJob) -> str:
         task_prefix=container_prefix(job),
         bootstrap=str(paths.bootstrap),
         resolved=str(paths.resolved),
+        local=job.launcher == "local",
+        local_step=str(paths.local_step),
     )

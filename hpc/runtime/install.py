@@ -2,6 +2,7 @@
 
 <run_dir>/runtime/
   bootstrap.py                 launchers/bootstrap.py: the srun entry point
+  local_step.py                launchers/local_step.py: srun for the local launcher's emulated allocation
   hpc_tf_runtime/              a copy of hpc/runtime/node/ (standard library only)
     _errors.py                 a copy of hpc/errors.py (in the library it re-exports it)
     sitedir/sitecustomize.py   put first on PYTHONPATH for the user's process
@@ -15,6 +16,7 @@ from hpc.atomic import write_text_atomic
 from hpc.resources import data_dir
 
 RUNTIME_PACKAGE = "hpc_tf_runtime"
+LOCAL_STEP = "local_step.py"
 
 _NODE_DIR = Path(__file__).resolve().parent / "node"
 _ERRORS = Path(__file__).resolve().parent.parent / "errors.py"
@@ -27,6 +29,6 @@ def install_into(runtime_dir: Path) -> Path:
         relative = source.relative_to(_NODE_DIR)
         origin = _ERRORS if relative == Path("_errors.py") else source
         write_text_atomic(package / relative, origin.read_text(encoding="utf-8"))
-    bootstrap = runtime_dir / "bootstrap.py"
-    write_text_atomic(bootstrap, (data_dir("launchers") / "bootstrap.py").read_text(encoding="utf-8"))
-    return bootstrap
+    for launcher in ("bootstrap.py", LOCAL_STEP):
+        write_text_atomic(runtime_dir / launcher, (data_dir("launchers") / launcher).read_text(encoding="utf-8"))
+    return runtime_dir / "bootstrap.py"

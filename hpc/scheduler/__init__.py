@@ -26,8 +26,9 @@ from hpc.scheduler.status import JobStatus
 class Scheduler(Protocol):
     name: str
 
-    def submit(self, script_path: Path | str, extra_args: Sequence[str] = ()) -> str:
-        """Submit a batch script; return the job id."""
+    def submit(self, script_path: Path | str, extra_args: Sequence[str] = (), after_ok: Sequence[str] = ()) -> str:
+        """Submit a batch script; return the job id. ``after_ok``: start only once those jobs completed
+        successfully, and be cancelled if one of them fails."""
         ...
 
     def query(self, job_ids: Sequence[str]) -> Mapping[str, JobStatus]:

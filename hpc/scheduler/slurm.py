@@ -29,9 +29,11 @@ class SlurmScheduler:
     def __init__(self, cli: SlurmCli | None = None) -> None:
         self.cli = cli or SlurmCli()
 
-    def submit(self, script_path: Path | str, extra_args: Sequence[str] = ()) -> str:
+    def submit(self, script_path: Path | str, extra_args: Sequence[str] = (), after_ok: Sequence[str] = ()) -> str:
         """``sbatch --parsable [extra_args] script`` → the job id. Retried only if sbatch never
         reached the controller, so a job is never submitted twice."""
+        if after_ok:
+            extra_args = [*commands.after_success_args(after_ok), *extra_args]
         argv = commands.sbatch(script_path, extra_args)
         try:
             result = self.cli.run(argv, repeatable=False)

@@ -28,8 +28,8 @@ class RecordingScheduler:
         self.submitted: list[tuple[Path, tuple[str, ...]]] = []
         self.cancelled: list[str] = []
 
-    def submit(self, script_path: Path | str, extra_args: Sequence[str] = ()) -> str:
-        self.submitted.append((Path(script_path), tuple(extra_args)))
+    def submit(self, script_path: Path | str, extra_args: Sequence[str] = (), after_ok: Sequence[str] = ()) -> str:
+        self.submitted.append((Path(script_path), tuple(after_ok)))
         if self.fail_on == len(self.submitted):
             raise SchedulerCommandFailed(argv=["sbatch", str(script_path)], returncode=1,
                                          stderr="sbatch: error: invalid partition specified: cpu")
@@ -57,8 +57,7 @@ def test_handoff_job_is_submitted_after_training_with_afterok_and_recorded(spec:
     scheduler = RecordingScheduler()
     launched = submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
     paths = launched.paths
-    assert scheduler.submitted == [(paths.script, ()),
-                                   (paths.handoff_script, ("--dependency=afterok:101", "--kill-on-invalid-dep=yes"))]
+    assert scheduler.submitted == [(paths.script, ()), (paths.handoff_script, ("101",))]
     assert (launched.job_id, launched.handoff_job_id) == ("101", "102")
     record = json.loads(paths.handoff_submission.read_text())
     assert (record["job_id"], record["after_ok"]) == ("102", "101")

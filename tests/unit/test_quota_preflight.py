@@ -304,7 +304,7 @@ def test_hpc_tf_launch_checks_the_quota_before_sbatch(
     from hpc.cli import app
 
     scheduler = Submitted()
-    monkeypatch.setattr("hpc.cli.launch.SlurmScheduler", lambda: scheduler)
+    monkeypatch.setattr("hpc.cli.launch.scheduler_for", lambda launcher, runs_root: scheduler)
 
     def check(job: ResolvedJob, force: bool, no_queue: bool) -> QuotaVerdict:
         return check_launch(job, force=force, no_queue=no_queue, cli=cli(replay("overview")), user=USER)

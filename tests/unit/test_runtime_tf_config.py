@@ -186,6 +186,20 @@ def test_address_map_overrides_node_names() -> None:
     assert mapped == [f"127.0.0.1:{p}", f"[::1]:{p}"]
 
 
+def test_nodes_sharing_an_address_get_distinct_ports() -> None:
+    # the local launcher's emulated nodes all live at 127.0.0.1: one gRPC port each, in rank order
+    env = task("local[1-2]", "2(x2)", rank=0, node_index=0, local_rank=0)
+    shared = workers(env, parse_address_map("local1=127.0.0.1,local2=127.0.0.1"))
+    p = int(shared[0].rpartition(":")[2])
+    assert shared == [f"127.0.0.1:{p + k}" for k in range(4)]
+    # two of three nodes at one address: those two differ by port, the third is alone at its own
+    env = task("a,b,c", "1(x3)", rank=0, node_index=0, local_rank=0)
+    first, second, third = workers(env, parse_address_map("a=10.0.0.1,b=10.0.0.1"))
+    q = int(first.rpartition(":")[2])
+    assert (first, second) == (f"10.0.0.1:{q}", f"10.0.0.1:{q + 1}")
+    assert third.startswith("c:")
+
+
 @pytest.mark.parametrize("bad", ["node1", "=1.2.3.4", "node1="])
 def test_malformed_address_maps_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="HPC_TF_NODE_ADDRESS_MAP"):

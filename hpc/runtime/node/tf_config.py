@@ -3,10 +3,12 @@
 Worker r is rank r (``task.index`` = SLURM_PROCID), at the node where rank r runs
 (``layout``), on a port that is
 
-* per job: ``low + (job_id * stride + local_rank) mod size`` inside ``port_range``,
-  with stride = the most tasks any node of the step has, so jobs with consecutive ids
+* per job: ``low + (job_id * stride + slot) mod size`` inside ``port_range``,
+  with stride = the most tasks sharing one address, so jobs with consecutive ids
   and the same shape get disjoint port blocks on a shared node;
-* distinct per task on a node (consecutive local ranks get consecutive ports).
+* distinct per task on an address: the slot is the task's place among the tasks at that
+  address (its local rank when every node has its own address; consecutive across the
+  emulated nodes of ``hpc-tf launch --site local``, which all share 127.0.0.1).
 
 A worker's address is its Slurm node name, which on a cluster is its hostname. Where
 node names do not resolve to the right interface (tests on one machine, clusters whose
@@ -54,16 +56,21 @@ def worker_addresses(
     address_map: dict[str, str],
 ) -> list[str]:
     """``host:port`` of every rank, index = rank."""
-    stride = max(step.tasks_per_node)
+    hosts = [address_map.get(step.nodes[p.node_index], step.nodes[p.node_index]) for p in layout]
+    # each task's slot among the tasks at its address, in (node, local rank) order
+    slots: dict[int, int] = {}
+    by_host: dict[str, list[int]] = {}
+    for rank, host in enumerate(hosts):
+        by_host.setdefault(host, []).append(rank)
+    for ranks in by_host.values():
+        for slot, rank in enumerate(sorted(ranks, key=lambda r: (layout[r].node_index, layout[r].local_rank))):
+            slots[rank] = slot
+    stride = max(len(ranks) for ranks in by_host.values())
     addresses = []
-    for placement in layout:
-        node = step.nodes[placement.node_index]
-        host = address_map.get(node, node)
+    for rank, host in enumerate(hosts):
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"  # an IPv6 literal
-        port = task_port(
-            job_id=step.job_id, local_rank=placement.local_rank, stride=stride, port_range=port_range
-        )
+        port = task_port(job_id=step.job_id, local_rank=slots[rank], stride=stride, port_range=port_range)
         addresses.append(f"{host}:{port}")
     return addresses
 

@@ -1,0 +1,38 @@
+"""Which scheduler runs a job: Slurm, or the local launcher's emulation (``launcher: local`` sites)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from hpc.local.jobs import STATE_DIR_NAME
+from hpc.local.scheduler import LocalScheduler
+from hpc.runs import Run
+from hpc.scheduler import JobStatus, Scheduler, SlurmScheduler
+
+
+def scheduler_for(launcher: str, runs_root: Path) -> Scheduler:
+    """The scheduler of a launcher; the local launcher keeps its job records in the runs directory."""
+    if launcher == "local":
+        return LocalScheduler(runs_root / STATE_DIR_NAME)
+    return SlurmScheduler()
+
+
+def run_launcher(run: Run, default: str) -> str:
+    """The launcher that started a run (recorded at submission), or ``default`` for a bare job id."""
+    return run.submission.launcher if run.submission is not None else default
+
+
+def query_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path) -> Mapping[str, JobStatus]:
+    """Status of every run: one batched query per launcher."""
+    statuses: dict[str, JobStatus] = {}
+    for launcher in sorted({run_launcher(run, default_launcher) for run in runs}):
+        ids = [run.job_id for run in runs if run_launcher(run, default_launcher) == launcher]
+        statuses.update(scheduler_for(launcher, runs_root).query(ids))
+    return statuses
+
+
+def cancel_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path) -> None:
+    for launcher in sorted({run_launcher(run, default_launcher) for run in runs}):
+        ids = [run.job_id for run in runs if run_launcher(run, default_launcher) == launcher]
+        scheduler_for(launcher, runs_root).cancel(ids)

@@ -1,0 +1,173 @@
+"""The supervisor of one local job: what slurmctld and slurmstepd do for a batch job, on this machine.
+
+    python -m hpc.local.supervisor <runs dir>/.local-jobs/<id>.json
+
+It waits for the jobs the record depends on (afterok), then runs the batch script with the variables
+of its emulated allocation (``SLURM_JOB_ID``, the node list ``local1,local2,…``, tasks per node, the
+job's GPU ids), in a process group of its own so that the whole job can be signalled. Like Slurm it
+sends USR1 to the batch shell ``--signal=B:USR1@N`` seconds before the time limit, ends the job with
+TERM (then KILL after a grace period) at the limit or when cancelled, runs the script again when the
+script asks for a requeue, and records every change of state in the job's record.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hpc.local.jobs import LocalJobStore
+from hpc.runtime.node.local_step import expand_filename_pattern
+
+KILL_WAIT_S = 30  # Slurm's default KillWait: from TERM to KILL
+POLL_S = 0.1
+NODE_ADDRESS = "127.0.0.1"  # every emulated node; TF ports are distinct per address
+
+
+class Supervisor:
+    def __init__(self, record: Path) -> None:
+        self.store = LocalJobStore(record.parent)
+        job = self.store.read(record.stem)
+        if job is None:
+            raise SystemExit(f"hpc.local.supervisor: no job record at {record}")
+        self.job = job
+        self.cancelled = False
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._cancel)
+        signal.signal(signal.SIGINT, self._cancel)
+        self._update(supervisor_pid=os.getpid())
+        if not self._dependencies_met():
+            return 0
+        while not self.cancelled:
+            status, ended_by = self._run_once()
+            flag = self.store.requeue_flag(self.job.job_id)
+            requeue = flag.exists()
+            flag.unlink(missing_ok=True)
+            if requeue and ended_by is None:
+                self._update(restarts=self.job.restarts + 1, batch_pid=None)
+                continue
+            state = ended_by or ("COMPLETED" if status == 0 else "FAILED")
+            self._finish(state, status)
+            return 0
+        self._finish("CANCELLED", None, "cancelled before it started")
+        return 0
+
+    def _dependencies_met(self) -> bool:
+        while self.job.after_ok:
+            waiting = []
+            for dependency in self.job.after_ok:
+                other = self.store.read(dependency)
+                if other is not None and other.is_terminal and other.state != "COMPLETED":
+                    self._finish("CANCELLED", None, f"dependency never satisfied: job {dependency} ended {other.state}")
+                    return False
+                if other is None or other.state != "COMPLETED":
+                    waiting.append(dependency)
+            if not waiting:
+                return True
+            if self.cancelled:
+                self._finish("CANCELLED", None, "cancelled while waiting for its dependencies")
+                return False
+            time.sleep(POLL_S * 5)
+        return True
+
+    def _run_once(self) -> tuple[int, str | None]:
+        """One run of the batch script: its exit status, and TIMEOUT/CANCELLED if the supervisor ended it."""
+        log = Path(expand_filename_pattern(self.job.output, {"j": self.job.job_id}))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            batch = subprocess.Popen(["bash", self.job.script], cwd=self.job.submit_dir, env=self._environment(),
+                                     stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        start = time.monotonic()
+        self._update(state="RUNNING", batch_pid=batch.pid,
+                     started_at=self.job.started_at if self.job.started_at is not None else time.time())
+        limit = self.job.time_limit_s
+        warn_at = start + limit - self.job.warning_s if limit and self.job.warning_s is not None else None
+        ended_by: str | None = None
+        kill_at: float | None = None
+        while batch.poll() is None:
+            now = time.monotonic()
+            if warn_at is not None and now >= warn_at:
+                warn_at = None
+                _signal(batch.pid, signal.SIGUSR1, group=False)  # B: the batch shell only; its trap forwards
+            if ended_by is None and (self.cancelled or (limit and now >= start + limit)):
+                ended_by = "CANCELLED" if self.cancelled else "TIMEOUT"
+                _signal(batch.pid, signal.SIGTERM, group=True)
+                kill_at = now + KILL_WAIT_S
+            if kill_at is not None and now >= kill_at:
+                _signal(batch.pid, signal.SIGKILL, group=True)
+                kill_at = None
+            time.sleep(POLL_S)
+        # the job ends with its batch script: whatever it left running goes too, as under Slurm
+        _signal(batch.pid, signal.SIGKILL, group=True)
+        return batch.returncode, ended_by
+
+    def _environment(self) -> dict[str, str]:
+        job = self.job
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
+        # the python running hpc-tf, and its venv's tools, come first: 'python3' in a job means it
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "/usr/bin:/bin")])
+        nodes = job.node_names
+        env.update({
+            "SLURM_JOB_ID": job.job_id,
+            "SLURM_JOBID": job.job_id,
+            "SLURM_JOB_NAME": job.name,
+            "SLURM_JOB_NODELIST": ",".join(nodes),
+            "SLURM_NODELIST": ",".join(nodes),
+            "SLURM_JOB_NUM_NODES": str(job.nodes),
+            "SLURM_NNODES": str(job.nodes),
+            "SLURM_NTASKS": str(job.nodes * job.tasks_per_node),
+            "SLURM_NTASKS_PER_NODE": str(job.tasks_per_node),
+            "SLURM_TASKS_PER_NODE": f"{job.tasks_per_node}(x{job.nodes})",
+            "SLURM_SUBMIT_DIR": job.submit_dir,
+            "SLURM_CLUSTER_NAME": "local",
+            "SLURMD_NODENAME": nodes[0],
+            "SLURM_GPUS_PER_NODE": str(job.gpus_per_node),
+            "CUDA_VISIBLE_DEVICES": ",".join(job.gpu_ids),
+            "HPC_TF_NODE_ADDRESS_MAP": ",".join(f"{node}={NODE_ADDRESS}" for node in nodes),
+            "HPC_TF_LOCAL_REQUEUE_FILE": str(self.store.requeue_flag(job.job_id)),
+        })
+        if job.restarts:
+            env["SLURM_RESTART_COUNT"] = str(job.restarts)
+        return env
+
+    def _cancel(self, _signum: int, _frame: object) -> None:
+        self.cancelled = True
+
+    def _update(self, **changes: object) -> None:
+        for key, value in changes.items():
+            setattr(self.job, key, value)
+        self.store.write(self.job)
+
+    def _finish(self, state: str, status: int | None, text: str = "") -> None:
+        exit_status, exit_signal = 0, 0
+        if status is not None:
+            exit_status, exit_signal = (status, 0) if status >= 0 else (0, -status)
+        self._update(state=state, state_text=text, exit_status=exit_status, exit_signal=exit_signal,
+                     ended_at=time.time())
+
+
+def _signal(pid: int, signum: int, *, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(pid, signum)  # the batch shell leads its own process group (start_new_session)
+        else:
+            os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m hpc.local.supervisor <job record .json>", file=sys.stderr)
+        return 2
+    return Supervisor(Path(args[0])).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
