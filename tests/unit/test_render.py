@@ -15,6 +15,7 @@ import pytest
 
 from hpc.errors import SpecError
 from hpc.render.cpu_jobs import ServeJob, render_handoff_script, render_serve_script
+from hpc.render.directives import read_directives
 from hpc.render.quoting import UnsafeValue, sbatch_value, sh
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
@@ -32,6 +33,7 @@ CASES = [
     ("sandbox", "handoff"),
     ("example-apptainer", "apptainer"),
     ("example-plain", "minimal"),
+    ("local", "per-task"),  # the local launcher: its srun stand-in, and requeue through its supervisor
 ]
 
 
@@ -152,6 +154,8 @@ def test_hostile_values_reach_the_job_unchanged_and_run_nothing(tmp_path: Path) 
     assert found["--job-name"] == "hostile-job"
     # the literal '%' of the runs dir is escaped for Slurm's filename patterns, %j is kept
     assert found["--output"] == f"{tmp_path}/runs %%j/hostile-run/logs/batch-%j.out"
+    # the local launcher reads the lines back as sbatch does
+    assert {f"--{key}": value or "" for key, value in read_directives(script).items()} == found
 
     shims = tmp_path / "shims"
     shims.mkdir()
