@@ -174,7 +174,8 @@ def test_cancel_ends_every_process_of_a_running_job(tmp_path: Path) -> None:
 
 
 def test_a_failing_worker_stops_the_other_and_the_job_fails_with_its_exit_code(tmp_path: Path) -> None:
-    script = "import os, sys, time; rank = int(os.environ['SLURM_PROCID']); time.sleep(600) if rank == 0 else sys.exit(7)"
+    script = ("import os, sys, time; rank = int(os.environ['SLURM_PROCID']); "
+              "time.sleep(600) if rank == 0 else sys.exit(7)")
     spec = write_spec(tmp_path, "failing", ["python3", "-c", script], resources={"gpus_per_node": 0})
     result = hpc_tf(tmp_path, "launch", spec.name, "--wait", check=False, timeout=120)
     assert result.returncode == 7, result.stderr
