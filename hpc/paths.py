@@ -60,6 +60,11 @@ class RunPaths:
         return self.runtime_dir / "bootstrap.py"
 
     @property
+    def submitit_dir(self) -> Path:
+        """submitit's folder for a function submitted with hpc.submit_function."""
+        return self.root / "submitit"
+
+    @property
     def local_step(self) -> Path:
         """srun for the local launcher (launchers/local_step.py)."""
         return self.runtime_dir / "local_step.py"

@@ -79,7 +79,7 @@ class Supervisor:
         log = Path(expand_filename_pattern(self.job.output, {"j": self.job.job_id}))
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            batch = subprocess.Popen(["bash", self.job.script], cwd=self.job.submit_dir, env=self._environment(),
+            batch = subprocess.Popen(["bash", self.job.script], cwd=self.job.submit_dir, env=self._job_environment(),
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         start = time.monotonic()
@@ -106,7 +106,7 @@ class Supervisor:
         _signal(batch.pid, signal.SIGKILL, group=True)
         return batch.returncode, ended_by
 
-    def _environment(self) -> dict[str, str]:
+    def _job_environment(self) -> dict[str, str]:
         job = self.job
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SBATCH_", "SRUN_"))}
         # the python running hpc-tf, and its venv's tools, come first: 'python3' in a job means it

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hpc import __version__
 from hpc.paths import RunPaths
 from hpc.render.quoting import sbatch_value, slurm_filename
-from hpc.render.script import _environment, log_pattern
+from hpc.render.script import log_pattern, template_environment
 from hpc.resolve import ResolvedJob
 from hpc.serving.pipeline import handoff_command
 from hpc.units import format_duration
@@ -59,7 +59,7 @@ def render_handoff_script(job: ResolvedJob) -> str:
     opts = _cpu_job_options(name=f"{job.name}-handoff", output=log_pattern(paths, RunPaths.HANDOFF_LOG_PATTERN),
                             cpus=h.cpus, mem=h.mem, time_seconds=h.time_seconds, partition=h.partition,
                             account=job.account, qos=job.qos)
-    return _environment().get_template("handoff.sbatch.j2").render(
+    return template_environment().get_template("handoff.sbatch.j2").render(
         job=job, handoff=h, version=__version__, directives=_directive_lines(opts), command=handoff_argv(job),
         module_init=job.module_init, modules=job.modules, conda=job.conda, venv=job.venv,
     )
@@ -87,7 +87,7 @@ class ServeJob:
 def render_serve_script(job: ServeJob) -> str:
     opts = _cpu_job_options(name=job.name, output=f"{slurm_filename(job.log)}-%j.out", cpus=job.cpus, mem=job.mem,
                             time_seconds=job.time_seconds, partition=job.partition, account=job.account, qos=job.qos)
-    return _environment().get_template("serve.sbatch.j2").render(
+    return template_environment().get_template("serve.sbatch.j2").render(
         site=job.site, repository=job.repository, version=__version__, directives=_directive_lines(opts),
         command=job.command, module_init=job.module_init, modules=job.modules, conda=None, venv=None,
     )

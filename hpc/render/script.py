@@ -13,7 +13,7 @@ from hpc.resources import data_dir
 from hpc.runtime.node.preemption import REQUEUE_EXIT_CODE
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         undefined=jinja2.StrictUndefined,
@@ -43,7 +43,7 @@ def log_pattern(paths: RunPaths, name_pattern: str) -> str:
 
 def render_script(job: ResolvedJob) -> str:
     paths = RunPaths.at(job.run_dir)
-    template = _environment().get_template("job.sbatch.j2")
+    template = template_environment().get_template("job.sbatch.j2")
     return template.render(
         job=job,
         version=__version__,

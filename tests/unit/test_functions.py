@@ -1,0 +1,221 @@
+"""The submitit API's pure parts: spec -> submitit parameters, the requeue teardown, a task's set-up.
+
+submitit's own script builder (``_make_sbatch_string``, what ``update_parameters`` validates with)
+renders the parameters, and bash reads the result, so these check what sbatch would really get.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from submitit.slurm.slurm import _make_sbatch_string
+
+from hpc.errors import HpcTfError, SpecError
+from hpc.functions import FunctionTask, plan_function
+from hpc.functions.plan import FUNCTION_PREFIX, PLACEHOLDER_COMMAND, load_function_spec, requeue_lines
+from hpc.functions.task import SITE_DIR, local_step_env
+from hpc.spec.model import JobSpec
+
+SANDBOX = ("sandbox", ["runs_dir=/shared/runs"])
+
+
+def train(x: int) -> int:
+    return x + 1
+
+
+def plan(spec: dict[str, Any], site: str = SANDBOX[0], overrides: list[str] = SANDBOX[1], **kw: Any) -> Any:
+    return plan_function(train, spec, site, overrides, environ={"HOME": "/home/alice", "USER": "alice"}, **kw)
+
+
+def sbatch_text(parameters: dict[str, Any], folder: str = "/shared/runs/x/submitit") -> str:
+    return _make_sbatch_string(command="python -u -m submitit.core._submit x", folder=folder, **parameters)
+
+
+def directives(text: str) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for line in text.splitlines():
+        if line.startswith("#SBATCH --"):
+            key, sep, value = line.removeprefix("#SBATCH --").partition("=")
+            found[key] = value if sep else None
+    return found
+
+
+def test_resources_of_a_two_node_spec_become_submitit_slurm_parameters() -> None:
+    p = plan({"name": "fn", "resources": {"nodes": 2, "tasks_per_node": 2, "gpus_per_node": 4, "cpus_per_task": 2,
+                                          "mem": "7G", "time": "1:30:00", "constraint": "fast", "exclusive": True},
+              "sbatch_extra": ["--mail-type=END,FAIL", "--hold"]})
+    assert p.executor == "slurm"  # the site's launcher
+    assert p.python == "/opt/hpc-tf/venv/bin/python"  # the site's python, as the bootstrap uses
+    assert p.parameters == {
+        "job_name": "fn", "nodes": 2, "ntasks_per_node": 2, "time": 90, "stderr_to_stdout": True,
+        "srun_args": ["--kill-on-bad-exit=1"], "wckey": None, "partition": "gpu", "account": "lab", "gres": "gpu:4",
+        "cpus_per_task": "2", "mem": "7G", "constraint": "fast", "exclusive": True,
+        "additional_parameters": {"mail-type": "END,FAIL", "hold": True},
+    }
+    assert p.folder == Path(p.job.run_dir) / "submitit"
+    assert p.job.run_dir.startswith("/shared/runs/fn-")
+    text = sbatch_text(p.parameters)
+    assert directives(text) == {
+        "account": "lab", "constraint": "fast", "cpus-per-task": "2", "exclusive": None, "gres": "gpu:4",
+        "hold": None, "job-name": "fn", "mail-type": "END,FAIL", "mem": "7G", "nodes": "2", "ntasks-per-node": "2",
+        "open-mode": "append", "output": "/shared/runs/x/submitit/%j_0_log.out", "partition": "gpu",
+        "signal": "USR2@90", "time": "90",
+    }
+    assert "srun --unbuffered --output /shared/runs/x/submitit/%j_%t_log.out --kill-on-bad-exit=1 python" in text
+    subprocess.run(["bash", "-n"], input=text, text=True, check=True, timeout=30)
+
+
+def test_gpus_per_task_with_a_type_and_a_time_limit_rounded_up_to_minutes() -> None:
+    p = plan({"name": "fn", "resources": {"gpus_per_task": 1, "gpu_type": "a100", "time": "10:01"}})
+    assert p.parameters["gpus_per_task"] == "a100:1"
+    assert "gres" not in p.parameters
+    assert p.parameters["time"] == 11  # submitit counts minutes; never less than asked
+
+
+def test_a_spec_needs_no_command_and_its_command_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_text("name: fn\nresources:\n  nodes: 2\n")
+    loaded = load_function_spec(tmp_path / "job.yaml")
+    assert loaded.spec.command == PLACEHOLDER_COMMAND
+    assert loaded.base_dir == tmp_path
+    with_command = JobSpec.model_validate({"name": "fn", "command": "python train.py"})
+    for spec in (tmp_path / "job.yaml", str(tmp_path / "job.yaml"), {"name": "fn"}, with_command):
+        p = plan(spec)  # type: ignore[arg-type]
+        assert p.job.command == (f"{FUNCTION_PREFIX}{__name__}.train",)
+
+
+def test_environment_setup_and_the_python_of_a_container(tmp_path: Path) -> None:
+    p = plan({"name": "fn", "environment": {"modules": ["cuda/12.2"], "venv": "envs/it's here",
+                                            "python": "python3.11", "container": {"image": "/img/tf.sif"}}},
+             overrides=[*SANDBOX[1], "module_init=/etc/lmod init.sh"])
+    assert p.parameters["setup"] == [
+        "source '/etc/lmod init.sh'",
+        "module load cuda/12.2",
+        f"source '{Path.cwd()}/envs/it'\"'\"'s here/bin/activate'",
+    ]
+    assert p.python.startswith("apptainer exec --nv --bind ")
+    assert p.python.endswith(" /img/tf.sif python3.11")
+    subprocess.run(["bash", "-n"], input=sbatch_text(p.parameters), text=True, check=True, timeout=30)
+
+
+def test_preemption_signals_the_tasks_and_requeues_on_their_exit_code() -> None:
+    p = plan({"name": "fn", "resources": {"time": "30:00"},
+              "preemption": {"enabled": True, "warning_seconds": 120, "max_restarts": 2}})
+    assert p.parameters["additional_parameters"] == {"requeue": True, "signal": "USR1@120"}
+    assert p.parameters["teardown"] == requeue_lines(2)
+    found = directives(sbatch_text(p.parameters))
+    assert (found["signal"], "requeue" in found) == ("USR1@120", True)  # hpc-tf's warning replaces submitit's
+
+
+@pytest.mark.parametrize(("status", "restarts", "requeued", "exit_code"),
+                         [(75, 0, True, 0), (75, 1, True, 0), (75, 2, False, 75), (0, 0, False, 0), (1, 0, False, 1)])
+def test_requeue_teardown_in_bash(tmp_path: Path, status: int, restarts: int, requeued: bool, exit_code: int) -> None:
+    """The lines run right after submitit's srun line: ``$?`` is the step's exit code."""
+    (tmp_path / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scontrol.args\n")
+    (tmp_path / "scontrol").chmod(0o755)
+    script = "\n".join([f"(exit {status})", "", "", "# teardown", *requeue_lines(2)])
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": str(restarts)}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == exit_code, result.stderr
+    args = tmp_path / "scontrol.args"
+    assert (args.read_text().split() if args.exists() else None) == (["requeue", "42"] if requeued else None)
+
+
+def test_local_executor_runs_every_worker_as_a_task_of_one_node() -> None:
+    p = plan({"name": "fn", "resources": {"nodes": 2, "tasks_per_node": 2, "gpus_per_node": 2, "time": "2:00"}},
+             site="local", overrides=["partitions.local.gpus_per_node=2"])
+    assert p.executor == "local"
+    assert p.parameters == {"tasks_per_node": 4, "gpus_per_node": 4, "timeout_min": 2.0, "stderr_to_stdout": True}
+    assert plan({"name": "fn"}, executor="local").executor == "local"  # a Slurm site, debugged locally
+
+
+@pytest.mark.parametrize(("spec", "site", "message"), [
+    ({"name": "fn", "resources": {"nodes": 0}}, "sandbox", "resources.nodes"),
+    ({"name": "fn", "resources": {"gpus_per_node": 8}}, "sandbox", "do not fit"),
+    ({"name": "fn", "bogus": 1}, "sandbox", "bogus"),
+])
+def test_invalid_specs_are_refused_like_hpc_tf_launch_refuses_them(spec: dict[str, Any], site: str,
+                                                                   message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        plan(spec, site=site)
+
+
+def test_a_function_job_has_no_handoff_and_no_unknown_executor() -> None:
+    with pytest.raises(HpcTfError, match="handoff"):
+        plan({"name": "fn", "handoff": {"model": "m"}})
+    with pytest.raises(HpcTfError, match="executor"):
+        plan({"name": "fn"}, executor="ssh")
+
+
+def local_task(rank: int, tasks: int = 2, devices: str = "0,1") -> dict[str, str]:
+    """What submitit's LocalExecutor gives task ``rank`` (submitit/local/local.py)."""
+    return {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "4321", "SUBMITIT_LOCAL_NTASKS": str(tasks),
+            "SUBMITIT_LOCAL_LOCALID": str(rank), "SUBMITIT_LOCAL_GLOBALID": str(rank), "SUBMITIT_LOCAL_NODEID": "0",
+            "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "CUDA_VISIBLE_DEVICES": devices, "PYTHONPATH": "/mine"}
+
+
+def task_for(spec: dict[str, Any], **kw: Any) -> FunctionTask:
+    p = plan(spec, site="local", overrides=["partitions.local.gpus_per_node=2"], **kw)
+    return FunctionTask(train, runtime=p.job.runtime.model_dump(mode="json"), env=p.job.env, run_dir=p.job.run_dir,
+                        output_dir=p.job.output_dir, workdir=p.job.workdir, name="tests.train")
+
+
+def test_a_local_task_gets_the_slurm_view_tf_config_and_its_own_gpu() -> None:
+    task = task_for({"name": "fn", "env": {"DATA": "/d"}, "resources": {"tasks_per_node": 2, "gpus_per_node": 2}})
+    envs = []
+    for rank in (0, 1):
+        environ = {**local_task(rank), "SLURM_JOB_ID": "99", "SLURM_GPUS_PER_TASK": "4"}  # leaked from a session
+        plan_ = task.set_up(environ)
+        assert plan_.step.rank == rank
+        envs.append(environ)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1"]
+    assert all(e["SLURM_JOB_ID"] == "4321" and "SLURM_GPUS_PER_TASK" not in e for e in envs)
+    workers = [json.loads(e["TF_CONFIG"]) for e in envs]
+    assert workers[0]["cluster"] == workers[1]["cluster"]
+    assert [w["task"]["index"] for w in workers] == [0, 1]
+    assert [a.rpartition(":")[0] for a in workers[0]["cluster"]["worker"]] == ["127.0.0.1", "127.0.0.1"]
+    for e in envs:
+        assert e["DATA"] == "/d"
+        assert e["HPC_TF_OUTPUT_DIR"] == str(Path(task.run_dir) / "output")
+        assert json.loads(e["HPC_TF_HOOKS"])["worker_nodes"] == ["localhost", "localhost"]
+        assert e["PYTHONPATH"] == f"{SITE_DIR}{os.pathsep}/mine"
+    assert (SITE_DIR / "sitecustomize.py").is_file()
+
+
+def test_local_step_env_names_what_is_missing() -> None:
+    with pytest.raises(RuntimeError, match="SUBMITIT_LOCAL_NTASKS"):
+        local_step_env({"SUBMITIT_EXECUTOR": "local"})
+
+
+def test_the_task_pickles_by_reference_and_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    """As in a task: unpickle, set up, call (here ``os.getcwd``: the spec's workdir, after set-up)."""
+    import cloudpickle  # submitit's pickler
+
+    task = task_for({"name": "fn", "workdir": str(tmp_path), "output_dir": str(tmp_path / "out")})
+    task.fn = os.getcwd
+    data = cloudpickle.dumps(task)
+    assert b"hpc.functions.task" in data and b"FunctionTask" in data  # by reference: hpc is installed there
+    (tmp_path / "task.pkl").write_bytes(data)
+    program = "import pickle, sys; print(pickle.load(open(sys.argv[1], 'rb'))())"
+    env = {**local_task(0, tasks=1, devices=""), "PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "7"}
+    result = subprocess.run([sys.executable, "-c", program, str(tmp_path / "task.pkl")], env=env, cwd="/",
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path)
+    (record,) = [line for line in result.stderr.splitlines() if line.startswith("hpc-tf bootstrap: {")]
+    shown = json.loads(record.partition(": ")[2])
+    assert (shown["job_id"], shown["rank"], shown["node"], shown["command"]) == (4321, 0, "localhost", ["tests.train"])
+    assert shown["env"] == {"CUDA_VISIBLE_DEVICES": "", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # one CPU worker
+    assert (tmp_path / "out").is_dir()
+
+
+def test_importing_the_api_imports_neither_submitit_nor_tensorflow() -> None:
+    program = ("import sys, hpc; f = hpc.submit_function; import hpc.functions.task; "
+               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('submitit', 'tensorflow', 'keras')))")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"
