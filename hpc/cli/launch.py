@@ -52,11 +52,12 @@ def launch(
     typer.echo(launched.job_id)
     err.print(f"submitted job [bold]{launched.job_id}[/]: {_summary(plan)}\n"
               f"run directory: {launched.paths.root}\n"
-              f"follow it:     hpc-tf status {launched.job_id}   |   hpc-tf logs {launched.paths.root} --follow")
+              f"follow it:     hpc-tf status {launched.job_id}   |   hpc-tf logs {launched.paths.root} --follow",
+              soft_wrap=True)
     if launched.handoff_job_id is not None and launched.job.handoff is not None:
         err.print(f"hand-off job [bold]{launched.handoff_job_id}[/] runs after job {launched.job_id} succeeds: "
                   f"model '{launched.job.handoff.model}' into {launched.job.handoff.repository} "
-                  f"(log {launched.paths.handoff_log(launched.handoff_job_id)})")
+                  f"(log {launched.paths.handoff_log(launched.handoff_job_id)})", soft_wrap=True)
     if wait:
         waited = [launched.job_id] + ([launched.handoff_job_id] if launched.handoff_job_id else [])
         raise typer.Exit(wait_for(waited, scheduler))

@@ -99,3 +99,38 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
     for model in info["models"]:
         reason = f"  {model['reason']}" if model["reason"] else ""
         typer.echo(f"  {model['name']}  v{model['version'] or '-'}  {model['state']}{reason}")
+
+
+@serve_app.command("predict")
+def predict(
+    model: Annotated[str, typer.Argument(help="Model name in the repository.", show_default=False)],
+    rows: int = typer.Option(1, "--rows", min=1, help="How many of the model's parity samples to send."),
+    repository: RepoOpt = None,
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Ask the serving node for a prediction on the model's parity samples; show it beside the trained model's."""
+    from hpc.serving.predict import predict_samples
+    from hpc.serving.service import serving_target
+
+    answer = predict_samples(serving_target(site, set_ or (), repository).repository, model, rows)
+    if as_json:
+        typer.echo(answer.to_json(), nl=False)
+        return
+    typer.echo(f"{answer.model} version {answer.version} at {answer.server}:")
+    for label, arrays in (("input", answer.inputs), ("served by Triton", answer.served),
+                          ("trained model", answer.trained)):
+        for name, array in arrays.items():
+            typer.echo(f"  {label:<17} {name} = {_short(array)}")
+    same = "identical" if answer.max_abs_diff == 0 else f"max |difference| {answer.max_abs_diff:g}"
+    typer.echo(f"  parity: {same}")
+
+
+def _short(array: object, limit: int = 6) -> str:
+    """A few values of an array, rounded, for a terminal line."""
+    import numpy as np
+
+    values = np.asarray(array).reshape(-1)
+    shown = ", ".join(f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v) for v in values[:limit])
+    return f"[{shown}{', ...' if values.size > limit else ''}] (shape {list(np.asarray(array).shape)})"

@@ -60,6 +60,7 @@ class HandoffRecord:
     failed_stage: str | None = None
     error: str | None = None
     parity: dict[str, Any] = field(default_factory=dict)
+    samples: str | None = None  # inputs and the trained model's outputs (.npz): what parity compared
     rolled_back: bool = False
     timings_s: dict[str, float] = field(default_factory=dict)
     record_path: str | None = None
@@ -146,7 +147,7 @@ def handoff(
             done("signature", f"{signature.key}: {io} -> {', '.join(t.name for t in signature.outputs)}")
 
             stage = "samples"
-            samples = _samples(savedmodel, signature.key, repository, model)
+            samples, record.samples = _samples(savedmodel, signature.key, repository, model)
             done("samples", f"{len(samples.inputs)} input(s), {len(samples.outputs)} output(s)")
 
             stage = "connect"
@@ -204,12 +205,12 @@ def handoff(
     return record
 
 
-def _samples(savedmodel: Path, key: str, repository: Repository, model: str) -> Samples:
+def _samples(savedmodel: Path, key: str, repository: Repository, model: str) -> tuple[Samples, str]:
     stored = savedmodel / SAMPLES_IN_SAVEDMODEL
     if stored.is_file():
-        return load_samples(stored)
+        return load_samples(stored), str(stored)
     out = repository.records_dir(model) / f"samples-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}.npz"
-    return compute_samples(savedmodel, key, out)
+    return compute_samples(savedmodel, key, out), str(out)
 
 
 def _onnx_parity(version_dir: Path, samples: Samples) -> dict[str, Any]:

@@ -1,0 +1,37 @@
+"""The README's first command, ``examples/quickstart/run``, as a new user runs it: on the embedded
+default (no Slurm), 2 local workers train, the chief exports, the hand-off job publishes and loads the
+model into a local Triton node, and the command ends by printing a prediction Triton served, equal to
+the trained model's. (On CI the venv the suite runs in is reused, so the install step only updates it.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.tf, pytest.mark.triton]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_first_command_ends_with_a_prediction_served_by_triton(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HPC_TF_", "SLURM_"))}
+    env.update(HPC_TF_VENV=sys.prefix, HPC_TF_QUICKSTART_DIR=str(tmp_path / "quickstart"), HOME=str(tmp_path))
+    result = subprocess.run([str(REPO / "examples" / "quickstart" / "run")], env=env, capture_output=True,
+                            text=True, timeout=900, stdin=subprocess.DEVNULL)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-6000:]
+
+    assert "job 1 ended: COMPLETED" in out and "job 2 ended: COMPLETED" in out  # training, then hand-off
+    assert re.search(r"^ 1 +quickstart-\S+ +COMPLETED .* local1,local2 +4 ", out, re.MULTILINE), out
+    assert "verify: max abs diff 0 (<= tolerance 0)" in out
+    served = re.search(r"served by Triton +output_0 = \[(\S+)\]", out)
+    trained = re.search(r"trained model +output_0 = \[(\S+)\]", out)
+    assert served and trained and served.group(1) == trained.group(1), out[-3000:]
+    assert "parity: identical" in out
+    assert "serving node stopped" in out  # nothing left running
+    assert (tmp_path / "quickstart" / "models" / "quickstart" / "1" / "model.py").is_file()
