@@ -23,7 +23,8 @@ from hpc.errors import HpcTfError
 from hpc.scheduler import SlurmScheduler
 from hpc.site.load import load_site
 
-campaign_app = typer.Typer(help="Sweeps as job arrays and pipelines with dependencies.", no_args_is_help=True)
+campaign_app = typer.Typer(rich_markup_mode=None,
+                           help="Sweeps as job arrays and pipelines with dependencies.", no_args_is_help=True)
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -50,17 +51,18 @@ def _plan_text(plan: CampaignPlan) -> str:
     return "\n".join(lines)
 
 
-@campaign_app.command("run")
+@campaign_app.command("run", short_help="Expand the sweep and submit one array per stage.")
 def run(
     campaign: CampaignArg,
     site: SiteOpt = None,
     set_: SetOpt = None,
     dry_run: bool = typer.Option(False, "--dry-run",
                                  help="Print the plan and the first tasks' commands; submit nothing."),
-    throttle: int | None = typer.Option(None, "--throttle", min=1, help="Array tasks running at once, every stage."),
-    gpu_limit: int | None = typer.Option(None, "--gpu-limit", min=0,
+    throttle: int | None = typer.Option(None, "--throttle", min=1, metavar="N",
+                                        help="Array tasks running at once, every stage."),
+    gpu_limit: int | None = typer.Option(None, "--gpu-limit", min=0, metavar="GPUS",
                                          help="GPUs the campaign may hold at once (default: the account's quota)."),
-    chunk_size: int | None = typer.Option(None, "--chunk-size", min=1,
+    chunk_size: int | None = typer.Option(None, "--chunk-size", min=1, metavar="N",
                                           help="Tasks per array (default and maximum: the cluster's MaxArraySize)."),
 ) -> None:
     """Expand the parameters, write the campaign directory and submit one array per stage and chunk."""
@@ -130,7 +132,7 @@ def _print_view(view: CampaignView) -> None:
         err.print(age)
 
 
-@campaign_app.command("status")
+@campaign_app.command("status", short_help="Counts per stage and state; failures, blockers.")
 def status(
     target: TargetArg,
     as_json: JsonOpt = False,
@@ -154,7 +156,7 @@ def status(
         time.sleep(max(view.next_query_s, 1.0))
 
 
-@campaign_app.command("resubmit")
+@campaign_app.command("resubmit", short_help="Resubmit only the failed tasks.")
 def resubmit(
     target: TargetArg,
     failed: bool = typer.Option(False, "--failed", help="Rerun failed tasks (and the tasks blocked behind them)."),
@@ -176,7 +178,7 @@ def resubmit(
     typer.echo(" ".join(result.job_ids))
 
 
-@campaign_app.command("cancel")
+@campaign_app.command("cancel", short_help="Cancel the campaign's jobs.")
 def cancel(
     target: TargetArg,
     blocked: bool = typer.Option(False, "--blocked", help="Only the tasks blocked by a failed dependency."),

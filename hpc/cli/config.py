@@ -11,10 +11,10 @@ from rich.table import Table
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 from hpc.site.load import describe, load_site
 
-config_app = typer.Typer(help="Inspect the layered site configuration.", no_args_is_help=True)
+config_app = typer.Typer(rich_markup_mode=None, help="Inspect the layered site configuration.", no_args_is_help=True)
 
 
-@config_app.command("show")
+@config_app.command("show", short_help="Each site value and where it came from.")
 def show(site: SiteOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Print each site value with its source (default < site file < user file < HPC_TF_* < --set)."""
     rows = describe(load_site(site, set_ or ()))

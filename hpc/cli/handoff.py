@@ -15,17 +15,21 @@ FormatName = Literal["onnx", "savedmodel", "python"]
 FormatOpt = Annotated[
     FormatName | None, typer.Option("--format", help="onnx, savedmodel or python (default: the site's).")
 ]
-RepoOpt = Annotated[Path | None, typer.Option("--repository", "-r", help="Model repository (default: the site's).")]
+RepoOpt = Annotated[Path | None, typer.Option("--repository", "-r", metavar="DIR",
+                                              help="Model repository (default: the site's).")]
 
 
 def handoff(
     source: Annotated[Path, typer.Argument(help="A run directory or a SavedModel directory.", show_default=False)],
-    model: str = typer.Option(..., "--model", "-m", help="Model name in the repository."),
+    model: str = typer.Option(..., "--model", "-m", metavar="NAME", help="Model name in the repository."),
     fmt: FormatOpt = None,
     repository: RepoOpt = None,
-    grpc_url: str | None = typer.Option(None, "--grpc-url", help="Serving node (default: the repository's endpoint)."),
-    signature: str = typer.Option("serving_default", "--signature", help="SavedModel signature to serve."),
-    savedmodel: str = typer.Option("export", "--savedmodel", help="For a run directory: SavedModel dir in output_dir."),
+    grpc_url: str | None = typer.Option(None, "--grpc-url", metavar="HOST:PORT",
+                                        help="Serving node (default: the repository's endpoint)."),
+    signature: str = typer.Option("serving_default", "--signature", metavar="KEY",
+                                  help="SavedModel signature to serve."),
+    savedmodel: str = typer.Option("export", "--savedmodel", metavar="SUBDIR",
+                                   help="For a run directory: SavedModel dir in output_dir."),
     as_json: JsonOpt = False,
     site: SiteOpt = None,
     set_: SetOpt = None,

@@ -123,7 +123,8 @@ def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -
 
 def logs(
     target: Annotated[str, typer.Argument(help="Job id or run directory.", show_default=False)],
-    task: int | None = typer.Option(None, "--task", "-t", help="A task's (worker's) output instead of the batch log."),
+    task: int | None = typer.Option(None, "--task", "-t", metavar="RANK",
+                                    help="A task's (worker's) output instead of the batch log."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
     site: SiteOpt = None,
     set_: SetOpt = None,

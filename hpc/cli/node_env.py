@@ -14,7 +14,8 @@ from hpc.runtime import node_env as compute_node_env
 
 ResolvedOpt = Annotated[
     Path | None,
-    typer.Option("--resolved", help="The run's resolved.json, as the bootstrap gets it (default: defaults)."),
+    typer.Option("--resolved", metavar="FILE",
+                 help="The run's resolved.json, as the bootstrap gets it (default: defaults)."),
 ]
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print one JSON object: variable → the exact string it would export.")

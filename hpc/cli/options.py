@@ -7,14 +7,16 @@ from typing import Annotated
 
 import typer
 
-SpecArg = Annotated[Path, typer.Argument(help="The job spec (job.yaml).", show_default=False)]
+SpecArg = Annotated[Path, typer.Argument(help="The job spec (job.yaml).", show_default=False, metavar="JOB.YAML")]
 SiteOpt = Annotated[
     str | None,
-    typer.Option("--site", "-s", help="Site config: a built-in name (sandbox, local, …) or a YAML path. "
+    typer.Option("--site", "-s", metavar="NAME|FILE",
+                 help="Site config: a built-in name (sandbox, local, …) or a YAML path. "
                  "Default: $HPC_TF_SITE, then 'site' in ~/.config/hpc-tf/config.yaml, then local."),
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", help="Override a site value, e.g. --set account=lab (repeatable).", show_default=False),
+    typer.Option("--set", metavar="KEY=VALUE", show_default=False,
+                 help="Override a site value, e.g. --set account=lab (repeatable)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

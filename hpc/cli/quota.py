@@ -18,7 +18,8 @@ err = Console(stderr=True, highlight=False)
 
 
 def quota(
-    account: str | None = typer.Option(None, "--account", "-A", help="Only this account's associations."),
+    account: str | None = typer.Option(None, "--account", "-A", metavar="ACCOUNT",
+                                       help="Only this account's associations."),
     as_json: JsonOpt = False,
 ) -> None:
     """Your GPU limits (association path and QOS) next to the GPUs and GPU-minutes in use now."""

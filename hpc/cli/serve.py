@@ -12,23 +12,26 @@ from rich.console import Console
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 
 err = Console(stderr=True, highlight=False)
-serve_app = typer.Typer(help="Start, stop and inspect the Triton serving node.", no_args_is_help=True)
+serve_app = typer.Typer(rich_markup_mode=None,
+                        help="Start, stop and inspect the Triton serving node.", no_args_is_help=True)
 
 RepoOpt = Annotated[
     Path | None,
-    typer.Option("--repository", "-r", help="Model repository (default: the site's serving.model_repository)."),
+    typer.Option("--repository", "-r", metavar="DIR",
+                 help="Model repository (default: the site's serving.model_repository)."),
 ]
 
 
-@serve_app.command("up")
+@serve_app.command("up", short_help="Start the serving node (local, or a Slurm job).")
 def up(
     repository: RepoOpt = None,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address a local server listens on."),
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address a local server listens on."),
     slurm: bool | None = typer.Option(
         None, "--slurm/--local", show_default=False,
         help="Run the node as a Slurm job on the site's serving partition, or as a local process "
              "(default: Slurm on a Slurm site that sets serving.partition, else local)."),
-    time_limit: str | None = typer.Option(None, "--time", help="Time limit of the serving-node job (default: site's)."),
+    time_limit: str | None = typer.Option(None, "--time", metavar="TIME",
+                                          help="Time limit of the serving-node job (default: site's)."),
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -56,7 +59,7 @@ def up(
 
 @serve_app.command("node", hidden=True)
 def node(
-    repository: Annotated[Path, typer.Option("--repository", "-r", help="Model repository to serve.")],
+    repository: Annotated[Path, typer.Option("--repository", "-r", metavar="DIR", help="Model repository to serve.")],
     host: str | None = typer.Option(None, "--host", help="Listen address (default: this node's address)."),
 ) -> None:
     """Inside a serving-node job: run tritonserver on this node until the job is cancelled."""
@@ -65,7 +68,7 @@ def node(
     raise typer.Exit(run_node(repository, host))
 
 
-@serve_app.command("down")
+@serve_app.command("down", short_help="Stop the serving node.")
 def down(repository: RepoOpt = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
     """Stop the serving node of the repository: cancel its Slurm job, or stop the local process by its pid."""
     from hpc.serving.server import read_endpoint, stop_server
@@ -84,7 +87,7 @@ def down(repository: RepoOpt = None, site: SiteOpt = None, set_: SetOpt = None) 
     err.print(f"serving node stopped (pid {endpoint.pid})")
 
 
-@serve_app.command("status")
+@serve_app.command("status", short_help="Node health and every model version's state.")
 def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt = None, set_: SetOpt = None) -> None:
     """Health of the serving node and the state of every model version."""
     from hpc.serving.service import node_status, serving_target
@@ -101,10 +104,10 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
         typer.echo(f"  {model['name']}  v{model['version'] or '-'}  {model['state']}{reason}")
 
 
-@serve_app.command("predict")
+@serve_app.command("predict", short_help="A served prediction beside the trained model's.")
 def predict(
     model: Annotated[str, typer.Argument(help="Model name in the repository.", show_default=False)],
-    rows: int = typer.Option(1, "--rows", min=1, help="How many of the model's parity samples to send."),
+    rows: int = typer.Option(1, "--rows", min=1, metavar="N", help="How many of the model's parity samples to send."),
     repository: RepoOpt = None,
     as_json: JsonOpt = False,
     site: SiteOpt = None,
