@@ -14,13 +14,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.integration._waiting import wait_until, weights
 
 pytestmark = pytest.mark.tf
 
@@ -62,21 +62,6 @@ def logs(project: Path) -> str:
 def status_row(project: Path, job_id: str) -> dict[str, Any]:
     (row,) = json.loads(hpc_tf(project, "status", job_id, "--json").stdout)
     return dict(row)
-
-
-def weights(out: Path, rank: int) -> list[bytes]:
-    import numpy as np
-
-    saved = np.load(out / f"weights-{rank}.npz")
-    return [saved[name].tobytes() for name in saved.files]
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
-        time.sleep(0.2)
 
 
 def alive(pid: int) -> bool:

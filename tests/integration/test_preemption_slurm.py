@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_as_researcher, wait_for_job
+from tests.integration._waiting import wait_until, weights
 
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
@@ -77,13 +78,6 @@ def launch(cluster: SlurmCluster, project: Path, spec: Path) -> tuple[str, Path]
     return job_id, run_dir
 
 
-def weights(out: Path, rank: int) -> list[bytes]:
-    import numpy as np
-
-    saved = np.load(out / f"weights-{rank}.npz")
-    return [saved[name].tobytes() for name in saved.files]
-
-
 def logs(run_dir: Path) -> str:
     return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}"
                      for p in sorted((run_dir / "logs").glob("*.out")))
@@ -95,14 +89,6 @@ def batch_log(run_dir: Path, job_id: str) -> str:
 
 def task_log(run_dir: Path, job_id: str, rank: int) -> str:
     return (run_dir / "logs" / f"task-{job_id}-{rank}.out").read_text(encoding="utf-8", errors="replace")
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}", pytrace=False)
-        time.sleep(0.5)
 
 
 def progress(project: Path, rank: int = 0) -> int:

@@ -55,6 +55,7 @@ from hpc.scheduler import SlurmCli, SlurmScheduler
 from hpc.scheduler.replay import format_recording
 from hpc.scheduler.run import CommandResult, RetryPolicy, subprocess_runner
 from tests.integration._outage import SilentListener, conf_copy, free_port
+from tests.integration._waiting import wait_until
 
 if TYPE_CHECKING:
     from tests.conftest import JobStatus, SlurmCluster
@@ -85,14 +86,6 @@ def sacctmgr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]
     return run_root(["sacctmgr", "-i", *args], check=check)
 
 
-def poll(what: str, ready: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timeout ({timeout} s) waiting for {what}", pytrace=False)
-        time.sleep(0.2)
-
-
 def assoc_mgr_text(user: str) -> str:
     return run_root(["scontrol", "show", "assoc_mgr", f"users={user}", "flags=assoc,qos"]).stdout
 
@@ -114,7 +107,7 @@ def cancel_jobs() -> None:
     """Cancel every job of the test account and wait until the controller no longer counts them."""
     run_root(["scancel", f"--account={ACCOUNT}"], check=False)
     with contextlib.suppress(pytest.fail.Exception):
-        poll("the test account's jobs to end", lambda: not jobs_in_account(), timeout=60)
+        wait_until(lambda: not jobs_in_account(), "the test account's jobs to end", timeout=60)
 
 
 def remove_objects(user: str) -> None:
@@ -130,8 +123,8 @@ def remove_objects(user: str) -> None:
 def set_parent(setting: str, controller_shows: str, user: str) -> None:
     """Change a limit of the parent account and wait until the controller enforces it."""
     sacctmgr("modify", "account", PARENT, "set", setting)
-    poll(f"slurmctld to apply {setting}",
-         lambda: controller_shows in account_record(assoc_mgr_text(user), PARENT), timeout=30)
+    wait_until(lambda: controller_shows in account_record(assoc_mgr_text(user), PARENT),
+               f"slurmctld to apply {setting}", timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +141,8 @@ def quota_objects(slurm_cluster: SlurmCluster) -> Iterator[None]:
         sacctmgr("add", "account", ACCOUNT, f"Parent={PARENT}", "Description=hpc-tf quota tests",
                  "Organization=hpc-tf")
         sacctmgr("add", "user", user, f"Account={ACCOUNT}", f"QOS=normal,{QOS_PU},{QOS_WIDE}", "DefaultQOS=normal")
-        poll(f"slurmctld to know {user} in {ACCOUNT}",
-             lambda: f"Account={ACCOUNT} UserName={user}(" in assoc_mgr_text(user), timeout=30)
+        wait_until(lambda: f"Account={ACCOUNT} UserName={user}(" in assoc_mgr_text(user),
+                   f"slurmctld to know {user} in {ACCOUNT}", timeout=30)
         yield
     finally:
         remove_objects(user)
@@ -501,15 +494,15 @@ def slurmdbd_stopped(quota: None) -> Iterator[None]:
         pytest.skip(f"{SLURMDBD_PID} does not name a running slurmdbd")
     os.kill(pid, signal.SIGTERM)
     try:
-        poll("slurmdbd to stop", lambda: not _alive(pid), timeout=20)
+        wait_until(lambda: not _alive(pid), "slurmdbd to stop", timeout=20)
         yield
     finally:
         log_dir = Path("/var/log/slurm")
         with (log_dir / "slurmdbd.console").open("a") as console:
             subprocess.run(["slurmdbd"], stdin=subprocess.DEVNULL, stdout=console, stderr=console, timeout=60,
                            check=False)
-        poll("slurmdbd to answer again",
-             lambda: run_root(["sacctmgr", "-n", "show", "cluster"], check=False).returncode == 0, timeout=60)
+        wait_until(lambda: run_root(["sacctmgr", "-n", "show", "cluster"], check=False).returncode == 0,
+                   "slurmdbd to answer again", timeout=60)
 
 
 def test_with_slurmdbd_stopped_quota_reports_accounting_unavailable(

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ._errors import HpcTfError, RuntimeSetupError
+from .argv import parse_with_command
 from .settings import RuntimeSettings, load_settings
 from .task_env import TaskPlan, plan_task
 
@@ -69,13 +70,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="bootstrap.py", description="Set up one Slurm task for TensorFlow, then exec COMMAND."
     )
     parser.add_argument("--resolved", type=Path, help="the resolved job (resolved.json)")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
-    args = parser.parse_args(argv)
-    if args.command[:1] == ["--"]:
-        args.command = args.command[1:]
-    if not args.command:
-        parser.error("no command given after --")
-    return args
+    return parse_with_command(parser, argv)
 
 
 def _check_port_free(address: str, *, node: str, rank: int) -> None:

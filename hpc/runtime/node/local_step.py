@@ -28,6 +28,8 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
+from .argv import parse_with_command
+
 FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 KILL_WAIT_S = 10.0  # after TERM, a task that fails to stop is killed, as Slurm's KillWait does
 
@@ -149,10 +151,4 @@ def run_step(command: Sequence[str], environments: Sequence[Mapping[str, str]], 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="local_step.py", description="srun for hpc-tf's local launcher.")
     parser.add_argument("--output", required=True, help="each task's log: a Slurm filename pattern (%%j, %%t)")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
-    args = parser.parse_args(argv)
-    if args.command[:1] == ["--"]:
-        args.command = args.command[1:]
-    if not args.command:
-        parser.error("no command given after --")
-    return args
+    return parse_with_command(parser, argv)
