@@ -8,7 +8,7 @@ from pathlib import Path
 from hpc.local.jobs import STATE_DIR_NAME
 from hpc.local.scheduler import LocalScheduler
 from hpc.runs import Run
-from hpc.scheduler import JobStatus, Scheduler, SlurmScheduler
+from hpc.scheduler import JobStatus, PollBackoff, Scheduler, SlurmScheduler
 
 
 def scheduler_for(launcher: str, runs_root: Path) -> Scheduler:
@@ -16,6 +16,11 @@ def scheduler_for(launcher: str, runs_root: Path) -> Scheduler:
     if launcher == "local":
         return LocalScheduler(runs_root / STATE_DIR_NAME)
     return SlurmScheduler()
+
+
+def poll_backoff(scheduler: Scheduler) -> PollBackoff:
+    """How often to ask: a local job's status is a file read; Slurm's controller is shared, so back off."""
+    return PollBackoff(first_s=0.5, max_s=2.0) if scheduler.name == "local" else PollBackoff()
 
 
 def run_launcher(run: Run, default: str) -> str:

@@ -15,12 +15,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hpc.backends import cancel_runs, query_runs, run_launcher, scheduler_for
+from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, scheduler_for
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 from hpc.errors import HpcTfError
 from hpc.quota import explain_waits
 from hpc.runs import Run, find_run, list_runs, runs_root
-from hpc.scheduler import Follower, JobState, JobStatus, PollBackoff, Scheduler
+from hpc.scheduler import Follower, JobState, JobStatus, Scheduler
 from hpc.site.load import load_site
 from hpc.units import format_duration
 
@@ -137,7 +137,7 @@ def logs(
                          hint="pass the run directory printed by hpc-tf launch")
     path = run.paths.batch_log(run.job_id) if task is None else run.paths.task_log(run.job_id, task)
     scheduler = scheduler_for(run_launcher(run, where.launcher), where.root)
-    follower = Follower(scheduler.query, [run.job_id]) if follow else None
+    follower = Follower(scheduler.query, [run.job_id], backoff=poll_backoff(scheduler)) if follow else None
     offset = 0
     while True:
         if path.exists():
@@ -161,9 +161,7 @@ def logs(
 def wait_for(job_ids: Sequence[str], scheduler: Scheduler) -> int:
     """Follow jobs with a live status line until all ended; return an exit code mirroring the first
     that did not succeed (0 when all did)."""
-    # a local job's status is a file read: poll often; Slurm's controller is shared: back off
-    backoff = PollBackoff(first_s=0.5, max_s=2.0) if scheduler.name == "local" else None
-    follower = Follower(scheduler.query, job_ids, backoff=backoff)
+    follower = Follower(scheduler.query, job_ids, backoff=poll_backoff(scheduler))
     with err.status(f"job {', '.join(job_ids)}: submitted") as line:
         def show(statuses: Mapping[str, JobStatus]) -> None:
             line.update("   ".join(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}".rstrip()
