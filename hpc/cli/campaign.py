@@ -6,22 +6,25 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hpc.campaign import api
-from hpc.campaign.paths import CampaignPaths
-from hpc.campaign.plan import CampaignPlan
-from hpc.campaign.status import CampaignView
-from hpc.campaign.submit import cancel_campaign, resubmit_failed
-from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 from hpc.errors import HpcTfError
 from hpc.scheduler import SlurmScheduler
 from hpc.site.load import load_site
+
+if TYPE_CHECKING:
+    from hpc.campaign.paths import CampaignPaths
+    from hpc.campaign.plan import CampaignPlan
+    from hpc.campaign.status import CampaignView
+    from hpc.campaign.throttle import GpuLimit
+
+# hpc.campaign (its models take ~0.2 s to build) is imported by the campaign commands only, so that
+# hpc-tf launch/status/logs do not pay for it
 
 campaign_app = typer.Typer(rich_markup_mode=None,
                            help="Sweeps as job arrays and pipelines with dependencies.", no_args_is_help=True)
@@ -34,6 +37,8 @@ TargetArg = Annotated[str, typer.Argument(help="Campaign directory (printed by r
 
 
 def _target(target: str, site: str | None, set_: list[str] | None) -> CampaignPaths:
+    from hpc.campaign import api
+
     return api.find_campaign(target, api.runs_root(load_site(site, set_ or ())))
 
 
@@ -66,6 +71,9 @@ def run(
                                           help="Tasks per array (default and maximum: the cluster's MaxArraySize)."),
 ) -> None:
     """Expand the parameters, write the campaign directory and submit one array per stage and chunk."""
+    from hpc.campaign import api
+    from hpc.campaign.throttle import quota_gpu_limit
+
     scheduler = None if dry_run else SlurmScheduler()
     limit: int | GpuLimit | None = gpu_limit if gpu_limit is not None or dry_run else quota_gpu_limit
     plan = api.plan_from_file(campaign, site, set_ or (), scheduler=scheduler, gpu_limit=limit,
@@ -142,6 +150,8 @@ def status(
     set_: SetOpt = None,
 ) -> None:
     """Counts per stage and state, failures with reasons and logs, blocked tasks: one scheduler query."""
+    from hpc.campaign import api
+
     paths = _target(target, site, set_)
     scheduler = SlurmScheduler()
     while True:
@@ -165,6 +175,8 @@ def resubmit(
     set_: SetOpt = None,
 ) -> None:
     """Resubmit only the failed tasks, as new arrays of exactly those ids."""
+    from hpc.campaign.submit import resubmit_failed
+
     if not failed:
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
     result = resubmit_failed(_target(target, site, set_), SlurmScheduler(), include_cancelled=cancelled)
@@ -186,5 +198,7 @@ def cancel(
     set_: SetOpt = None,
 ) -> None:
     """Cancel every job of the campaign (one scancel), or only its blocked tasks."""
+    from hpc.campaign.submit import cancel_campaign
+
     ids = cancel_campaign(_target(target, site, set_), SlurmScheduler(), blocked_only=blocked)
     err.print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")
