@@ -29,6 +29,11 @@ Run = Callable[..., subprocess.CompletedProcess[str]]
 def project(scratch_dir: Path, slurm_cluster: SlurmCluster) -> Path:
     """A copy of the quickstart plus a few small jobs, on the shared filesystem, owned by the user."""
     shutil.copytree(REPO / "examples" / "quickstart", scratch_dir / "quickstart")
+    # training only: the hand-off needs a serving node, which test_handoff_slurm.py starts
+    spec_path = scratch_dir / "quickstart" / "job.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    del spec["handoff"]
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
     # no GPUs: the account's GPU quota (shared with other tests) must not be what makes it wait
     (scratch_dir / "sleep.yaml").write_text(
         "name: sleeper\ncommand: [sleep, '300']\nresources: {nodes: 1, time: '5:00'}\n"
