@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hpc.errors import HpcTfError
-from hpc.local.jobs import LocalJob, LocalJobStore
+from hpc.local.jobs import TERMINAL_STATES, LocalJob, LocalJobStore
 from hpc.render.directives import read_directives
 from hpc.scheduler.fields import ExitCode
 from hpc.scheduler.reasons import parse_reason
@@ -82,7 +82,7 @@ class LocalScheduler:
             log = self.store.supervisor_log(job_id)
             state, text = "FAILED", f"its supervisor (pid {job.supervisor_pid}) is gone; see {log}"
         ended = job.ended_at if job.ended_at is not None else time.time()
-        terminal = state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT")
+        terminal = state in TERMINAL_STATES
         return JobStatus(
             job_id=job_id,
             state=JobState(state),
