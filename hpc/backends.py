@@ -28,16 +28,21 @@ def run_launcher(run: Run, default: str) -> str:
     return run.submission.launcher if run.submission is not None else default
 
 
+def _ids_by_launcher(runs: Sequence[Run], default_launcher: str) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for run in runs:
+        grouped.setdefault(run_launcher(run, default_launcher), []).append(run.job_id)
+    return grouped
+
+
 def query_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path) -> Mapping[str, JobStatus]:
     """Status of every run: one batched query per launcher."""
     statuses: dict[str, JobStatus] = {}
-    for launcher in sorted({run_launcher(run, default_launcher) for run in runs}):
-        ids = [run.job_id for run in runs if run_launcher(run, default_launcher) == launcher]
+    for launcher, ids in _ids_by_launcher(runs, default_launcher).items():
         statuses.update(scheduler_for(launcher, runs_root).query(ids))
     return statuses
 
 
 def cancel_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path) -> None:
-    for launcher in sorted({run_launcher(run, default_launcher) for run in runs}):
-        ids = [run.job_id for run in runs if run_launcher(run, default_launcher) == launcher]
+    for launcher, ids in _ids_by_launcher(runs, default_launcher).items():
         scheduler_for(launcher, runs_root).cancel(ids)
