@@ -13,7 +13,7 @@ from hpc.cli.jobs import wait_for
 from hpc.cli.options import SetOpt, SiteOpt, SpecArg
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
 from hpc.paths import RunPaths
-from hpc.quota import QuotaVerdict, VerdictKind, check_launch
+from hpc.quota import QuotaVerdict, StoredAnswers, VerdictKind, check_launch, current_user
 
 err = Console(stderr=True, highlight=False)
 
@@ -46,7 +46,8 @@ def launch(
             err.print(f"then a hand-off job ({RunPaths.at(plan.job.run_dir).handoff_script}):\n{plan.handoff_script}")
         return
     if plan.job.launcher == "slurm":
-        _show_quota(check_launch(plan.job, force=force, no_queue=no_queue), force)
+        stored = StoredAnswers.for_user(current_user())
+        _show_quota(check_launch(plan.job, force=force, no_queue=no_queue, stored=stored), force)
     scheduler = scheduler_for(plan.job.launcher, Path(plan.job.run_dir).parent)
     launched = submit_plan(plan, scheduler)
     typer.echo(launched.job_id)

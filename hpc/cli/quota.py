@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from hpc.cli.options import JsonOpt
-from hpc.quota import QuotaReport, quota_report
+from hpc.quota import QuotaReport, StoredAnswers, current_user, quota_report
 from hpc.quota.report import LimitRow
 
 out = Console(highlight=False)
@@ -23,7 +23,8 @@ def quota(
     as_json: JsonOpt = False,
 ) -> None:
     """Your GPU limits (association path and QOS) next to the GPUs and GPU-minutes in use now."""
-    report = quota_report(account)
+    # always asks slurmdbd, and leaves its answers for the next launch
+    report = quota_report(account, stored=StoredAnswers.for_user(current_user(), reuse=False))
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if as_json:

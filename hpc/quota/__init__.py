@@ -4,7 +4,8 @@
   with its live use: ``hpc-tf quota``.
 * :func:`preflight` / :func:`check_launch` — before ``sbatch``: never fits (refuse, exit 3), must
   wait (warn, name the jobs holding the GPUs and the pending reason Slurm will show), ok, or
-  unknown (Slurm slow or down: warn and go on). A few calls, each with a short timeout.
+  unknown (Slurm slow or down: warn and go on). A few calls, each with a short timeout; slurmdbd's
+  answers are reused for a few minutes (:class:`StoredAnswers`).
 * :func:`explain_waits` — ``hpc-tf status``: a job pending on a GPU limit, in a sentence with numbers.
 * :func:`concurrent_gpus` / :func:`gpu_ceiling` — how many GPUs a user's jobs may hold at once
   (campaign array throttles).
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 from hpc.quota.ceiling import concurrent_gpus
 from hpc.quota.explain import QuotaSnapshot, explain_wait, explain_waits, quota_snapshot, waits_on_gpu_quota
-from hpc.quota.facts import PREFLIGHT_BUDGET_S, PREFLIGHT_TIMEOUT_S, QuotaFacts, quick_cli
+from hpc.quota.facts import PREFLIGHT_BUDGET_S, PREFLIGHT_TIMEOUT_S, QuotaFacts, current_user, quick_cli
 from hpc.quota.limits import GpuCeiling, gpu_ceiling, job_limits
 from hpc.quota.model import GpuLimit, GpuRequest, LimitKind, Owner
 from hpc.quota.preflight import QuotaVerdict, VerdictKind, check_launch, judge, preflight
 from hpc.quota.report import QuotaReport, quota_report
+from hpc.quota.stored import StoredAnswers
 
 __all__ = [
     "PREFLIGHT_BUDGET_S",
@@ -34,9 +36,11 @@ __all__ = [
     "QuotaReport",
     "QuotaSnapshot",
     "QuotaVerdict",
+    "StoredAnswers",
     "VerdictKind",
     "check_launch",
     "concurrent_gpus",
+    "current_user",
     "explain_wait",
     "explain_waits",
     "gpu_ceiling",

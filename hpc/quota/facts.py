@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hpc.errors import HpcTfError, SchedulerCommandFailed, SchedulerOutputError, SchedulerUnavailable
+from hpc.quota.stored import StoredAnswers
 from hpc.scheduler import commands
 from hpc.scheduler.accounting import (
     AssocMgrState,
@@ -71,9 +72,21 @@ class Calls:
     def count(self) -> int:
         return len(self.argvs)
 
-    def run(self, argv: Sequence[str], parse: Callable[[str], T]) -> T:
+    def run(self, argv: Sequence[str], parse: Callable[[str], T], stored: StoredAnswers | None = None) -> T:
         """Run one query and parse its output; raises the scheduler's errors (or
-        SchedulerUnavailable once the budget is spent, without calling)."""
+        SchedulerUnavailable once the budget is spent, without calling). With ``stored``, a recent
+        answer to the same argv is parsed instead of asking, and a new answer is remembered."""
+        remembered = stored.get(argv) if stored is not None else None
+        stdout = self._ask(argv) if remembered is None else remembered
+        try:
+            value = parse(stdout)
+        except SchedulerOutputError as err:
+            raise SchedulerOutputError(f"{err.message}\n  command: {' '.join(argv)}") from err
+        if stored is not None and remembered is None:
+            stored.put(argv, stdout)
+        return value
+
+    def _ask(self, argv: Sequence[str]) -> str:
         elapsed = self.clock() - self.started
         if self.budget_s is not None and elapsed >= self.budget_s:
             raise SchedulerUnavailable(
@@ -87,11 +100,7 @@ class Calls:
         if self.budget_s is not None and self.budget_s - elapsed < cli.timeout_s:  # the last call gets what is left
             cli = SlurmCli(cli.runner, timeout_s=self.budget_s - elapsed, retry=cli.retry, sleep=cli.sleep,
                            clock=cli.clock)  # fmt: skip
-        result = cli.run(argv)
-        try:
-            return parse(result.stdout)
-        except SchedulerOutputError as err:
-            raise SchedulerOutputError(f"{err.message}\n  command: {' '.join(argv)}") from err
+        return cli.run(argv).stdout
 
 
 def failure_summary(err: HpcTfError) -> str:
@@ -206,11 +215,14 @@ def read_controller(calls: Calls, user: str) -> AssocMgrState:
     return calls.run(commands.scontrol_show_assoc_mgr(users=[user]), parse_assoc_mgr)
 
 
-def gather(calls: Calls, user: str, *, qos: str | None = None, every_qos: bool = False) -> QuotaFacts:
+def gather(
+    calls: Calls, user: str, *, qos: str | None = None, every_qos: bool = False, stored: StoredAnswers | None = None
+) -> QuotaFacts:
     """The controller's view (required: its errors propagate), then slurmdbd's (optional).
 
     ``qos``: the QOS a job asks for, which spares the association query; ``every_qos``: read every QOS
-    the user's associations may use (the quota overview) instead of just the job's.
+    the user's associations may use (the quota overview) instead of just the job's; ``stored``:
+    slurmdbd's recent answers, reused instead of asking again.
     """
     state = read_controller(calls, user)
     facts = QuotaFacts(user=user, controller=state)
@@ -221,14 +233,16 @@ def gather(calls: Calls, user: str, *, qos: str | None = None, every_qos: bool =
         if qos is None or every_qos:
             fields = commands.SACCTMGR_ASSOC_FIELDS
             argv = commands.sacctmgr_show_assoc([user], facts.cluster or None)
-            assocs = tuple(calls.run(argv, lambda out: parse_sacctmgr_assoc(out, fields)))
+            assocs = tuple(calls.run(argv, lambda out: parse_sacctmgr_assoc(out, fields), stored))
         names = {qos} if qos else set()
         if every_qos or qos is None:
             names.update(q for row in assocs or () for q in row.qos)
             names.update(r.default_qos for r in assocs or () if r.default_qos)
             names.add("normal")
         qos_fields = commands.SACCTMGR_QOS_FIELDS
-        rows = calls.run(commands.sacctmgr_show_qos(sorted(names)), lambda out: parse_sacctmgr_qos(out, qos_fields))
+        rows = calls.run(
+            commands.sacctmgr_show_qos(sorted(names)), lambda out: parse_sacctmgr_qos(out, qos_fields), stored
+        )
     except (SchedulerCommandFailed, SchedulerOutputError) as err:
         summary = failure_summary(err)
         reason = summary if "slurmdbd" in summary else f"{ACCOUNTING_DOWN}: {summary}"

@@ -104,8 +104,9 @@ def qos_limits(
 ) -> tuple[list[GpuLimit], list[GpuLimit]]:
     """(per-job caps, limits counting use) of one QOS for this user's jobs in ``account``.
 
-    Values come from slurmdbd when it answered (it alone shows per-user/per-account limits nobody has
-    met yet), use from the controller.
+    Values and use come from the controller, which enforces them; slurmdbd's stored values (possibly
+    a few minutes old, :mod:`hpc.quota.stored`) fill in only the per-user and per-account limits the
+    controller does not show yet (an account or user appears there once it has used the QOS).
     """
     live = facts.controller.qos_named(qos)
     stored = facts.qos.get(qos) if facts.qos is not None else None
@@ -128,7 +129,12 @@ def qos_limits(
                 LimitKind.MAX_TRES_PER_USER: user_use,
                 LimitKind.MAX_TRES_PER_ACCOUNT: account_use,
             }[kind]
-        if stored is not None:
+        live_knows = (
+            live is not None
+            and (kind is not LimitKind.MAX_TRES_PER_USER or uid in live.per_user)
+            and (kind is not LimitKind.MAX_TRES_PER_ACCOUNT or account in live.per_account)
+        )
+        if stored is not None and not live_knows:
             values = {
                 LimitKind.GRP_TRES: stored.grp_tres,
                 LimitKind.GRP_TRES_MINS: stored.grp_tres_mins,

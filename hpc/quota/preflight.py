@@ -26,6 +26,7 @@ from hpc.quota.facts import (
 )
 from hpc.quota.limits import holders, job_limits, job_list, scope_of, squeue_filters
 from hpc.quota.model import GpuLimit, GpuRequest, LimitKind, amount
+from hpc.quota.stored import StoredAnswers
 from hpc.resolve import ResolvedJob
 from hpc.scheduler.accounting import QueuedJob
 from hpc.scheduler.run import SlurmCli
@@ -100,14 +101,24 @@ def preflight(
     *,
     user: str | None = None,
     budget_s: float = PREFLIGHT_BUDGET_S,
+    stored: StoredAnswers | None = None,
 ) -> QuotaVerdict:
-    """Check a resolved job against the GPU limits of its association and QOS before submitting it."""
+    """Check a resolved job against the GPU limits of its association and QOS before submitting it.
+
+    ``stored``: slurmdbd's recent answers for this user. A verdict made with them that is anything but
+    OK is made again with fresh ones (when slurmdbd answers), so a setting changed since can only let
+    a job through that Slurm then keeps pending, never refuse one that fits."""
     request = GpuRequest.from_job(job)
     if request.gpus == 0:
         return QuotaVerdict(VerdictKind.OK, "no GPUs requested: the GPU quota does not apply", request)
     calls = Calls(cli or quick_cli(), budget_s)
+    name = user or current_user()
     try:
-        facts = gather(calls, user or current_user(), qos=job.qos)
+        facts = gather(calls, name, qos=job.qos, stored=stored)
+        if stored is not None and stored.used and _judge(facts, request, job).kind is not VerdictKind.OK:
+            fresh = gather(calls, name, qos=job.qos, stored=stored.fresh())
+            if fresh.accounting_error is None:  # else the remembered answers are the best there are
+                facts = fresh
     except HpcTfError as err:  # Slurm failed or answered oddly; a name it cannot take
         text = f"GPU quota not checked: {failure_summary(err)}"
         return QuotaVerdict(
@@ -119,10 +130,14 @@ def preflight(
             warnings=(text,),
             calls=tuple(calls.argvs),
         )
-    verdict = judge(facts, request, account=job.account, qos=job.qos, partition=job.partition)
+    verdict = _judge(facts, request, job)
     if verdict.kind is VerdictKind.MUST_WAIT and verdict.limit is not None:
         verdict = with_holders(verdict, facts, calls)
     return replace(verdict, calls=tuple(calls.argvs))
+
+
+def _judge(facts: QuotaFacts, request: GpuRequest, job: ResolvedJob) -> QuotaVerdict:
+    return judge(facts, request, account=job.account, qos=job.qos, partition=job.partition)
 
 
 def judge(
@@ -269,10 +284,11 @@ def check_launch(
     no_queue: bool = False,
     cli: SlurmCli | None = None,
     user: str | None = None,
+    stored: StoredAnswers | None = None,
 ) -> QuotaVerdict:
     """The launch step: raise QuotaRefused (exit 3) for a job that can never fit, or that must wait
     when ``no_queue``; ``force`` submits anyway (the verdict is still returned, to be shown)."""
-    verdict = preflight(job, cli, user=user)
+    verdict = preflight(job, cli, user=user, stored=stored)
     if force:
         return verdict
     if verdict.kind is VerdictKind.NEVER_FITS or (no_queue and verdict.kind is VerdictKind.MUST_WAIT):

@@ -16,6 +16,7 @@ from hpc.errors import HpcTfError, SchedulerCommandFailed, SchedulerOutputError
 from hpc.quota.facts import Calls, QuotaFacts, current_user, failure_summary, gather, quick_cli, read_jobs
 from hpc.quota.limits import association_limits, holders, is_gpu_tres, qos_limits, scope_of, waiting
 from hpc.quota.model import GpuLimit, LimitKind, Owner
+from hpc.quota.stored import StoredAnswers
 from hpc.scheduler.accounting import AssocRecord, QosRecord, QueuedJob, TresUse
 from hpc.scheduler.run import SlurmCli
 
@@ -136,11 +137,18 @@ class QuotaReport:
         }
 
 
-def quota_report(account: str | None = None, cli: SlurmCli | None = None, *, user: str | None = None) -> QuotaReport:
-    """The calling user's GPU limits and their use (``account``: only that account's associations)."""
+def quota_report(
+    account: str | None = None,
+    cli: SlurmCli | None = None,
+    *,
+    user: str | None = None,
+    stored: StoredAnswers | None = None,
+) -> QuotaReport:
+    """The calling user's GPU limits and their use (``account``: only that account's associations);
+    ``stored``: where to remember slurmdbd's answers for the next launch."""
     name = user or current_user()
     calls = Calls(cli or quick_cli(QUOTA_TIMEOUT_S))
-    facts = gather(calls, name, every_qos=True)
+    facts = gather(calls, name, every_qos=True, stored=stored)
     mine = facts.user_associations()
     if not mine:
         text = f"Slurm's controller shows no association for user {name}: this user cannot submit jobs here"

@@ -535,6 +535,23 @@ def test_with_slurmdbd_stopped_quota_reports_accounting_unavailable(
     runner.record("slurmdbd-down", "slurmdbd stopped (SIGTERM by its pid file)")
 
 
+def test_launches_reuse_slurmdbds_answers_and_get_by_while_it_is_down(
+    quota: None, researcher_run: Run, scratch_dir: Path, slurm_cluster: SlurmCluster, request: pytest.FixtureRequest
+) -> None:
+    user = pwd.getpwnam(slurm_cluster.user)
+    cache = Path(user.pw_dir) / ".cache" / "hpc-tf" / f"slurmdbd-{user.pw_name}.json"
+    cache.unlink(missing_ok=True)
+    hpc_tf(researcher_run, scratch_dir, "quota", "--account", ACCOUNT)  # asks slurmdbd and remembers
+    assert (cache.stat().st_uid, cache.stat().st_mode & 0o777) == (user.pw_uid, 0o600)
+
+    request.getfixturevalue("slurmdbd_stopped")
+    # the default QOS and QOS_PU's per-user limit are slurmdbd's; the controller adds the use
+    fits = launch(researcher_run, write_spec(scratch_dir, "dbd-away-fits", gpus_per_node=1))
+    assert "GPU quota: 1 GPU for 5 min fits" in flat(fits.stderr) and "warning" not in fits.stderr, fits.stderr
+    refused = launch(researcher_run, write_spec(scratch_dir, "dbd-away-pu", gpus_per_node=3, qos=QOS_PU), check=False)
+    assert refused.returncode == 3 and "MaxTRESPerUser=gres/gpu=2" in flat(refused.stderr), refused.stderr
+
+
 def test_hanging_accounting_does_not_hold_a_launch(
     quota: None, scratch_dir: Path, slurm_cluster: SlurmCluster
 ) -> None:

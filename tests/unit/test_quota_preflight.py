@@ -7,22 +7,22 @@ forever with the reason named.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from hpc.errors import QuotaRefused
-from hpc.launch import plan_launch
 from hpc.quota import (
     GpuRequest,
     LimitKind,
     QuotaFacts,
     QuotaVerdict,
+    StoredAnswers,
     VerdictKind,
     check_launch,
+    current_user,
     job_limits,
     judge,
     preflight,
@@ -30,45 +30,10 @@ from hpc.quota import (
 from hpc.quota.facts import Calls, gather
 from hpc.resolve import ResolvedJob
 from hpc.scheduler.replay import ReplayRunner, load_recording
-from hpc.scheduler.run import CommandResult, RetryPolicy, SlurmCli
+from hpc.scheduler.run import CommandResult
+from tests.unit._quota_fixtures import QUOTA, USER, MakeJob, cli, make_job, replay, roles, tools
 
-QUOTA = Path(__file__).parents[1] / "fixtures" / "quota" / "slurm-22.05"
-USER = "researcher"
-
-
-def replay(scenario: str) -> ReplayRunner:
-    return ReplayRunner(load_recording(path).result for path in sorted((QUOTA / scenario).glob("*.rec")))
-
-
-def cli(runner: ReplayRunner, timeout_s: float = 5.0) -> SlurmCli:
-    return SlurmCli(runner, timeout_s=timeout_s, retry=RetryPolicy(attempts=1))
-
-
-def roles(scenario: str) -> dict[str, object]:
-    loaded: dict[str, object] = json.loads((QUOTA / scenario / "scenario.json").read_text())
-    return loaded
-
-
-MakeJob = Callable[..., ResolvedJob]
-
-
-@pytest.fixture
-def make_job(tmp_path: Path) -> MakeJob:
-    def make(gpus_per_node: int, nodes: int = 1, qos: str | None = None, time_limit: str = "5:00",
-             account: str | None = "quota-test-a") -> ResolvedJob:
-        items = [f"nodes: {nodes}", f"gpus_per_node: {gpus_per_node}", "partition: gpu", f"time: '{time_limit}'"]
-        items += [f"account: {account}"] if account else []
-        items += [f"qos: {qos}"] if qos else []
-        spec = tmp_path / "job.yaml"
-        spec.write_text(f"name: q\ncommand: [sleep, '600']\nresources: {{{', '.join(items)}}}\n")
-        env = {"HOME": str(tmp_path), "USER": USER}
-        return plan_launch(spec, "sandbox", [f"runs_dir={tmp_path / 'runs'}"], environ=env).job
-
-    return make
-
-
-def tools(verdict: QuotaVerdict) -> list[str]:
-    return [argv[0] for argv in verdict.calls]
+__all__ = ["make_job"]  # the fixture, used by name
 
 
 def holder_ids(verdict: QuotaVerdict) -> list[str]:
@@ -306,11 +271,15 @@ def test_hpc_tf_launch_checks_the_quota_before_sbatch(
     scheduler = Submitted()
     monkeypatch.setattr("hpc.cli.launch.scheduler_for", lambda launcher, runs_root: scheduler)
 
-    def check(job: ResolvedJob, force: bool, no_queue: bool) -> QuotaVerdict:
-        return check_launch(job, force=force, no_queue=no_queue, cli=cli(replay("overview")), user=USER)
+    def check(job: ResolvedJob, force: bool, no_queue: bool, stored: StoredAnswers) -> QuotaVerdict:
+        assert stored.path == tmp_path / ".cache" / "hpc-tf" / f"slurmdbd-{current_user()}.json" and stored.reuse
+        return check_launch(
+            job, force=force, no_queue=no_queue, cli=cli(replay("overview")), user=USER, stored=stored
+        )
 
     monkeypatch.setattr("hpc.cli.launch.check_launch", check)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     spec = tmp_path / "job.yaml"
     spec.write_text(f"name: q\ncommand: [sleep, '1']\nresources: {resources}\n")
     argv = ["launch", str(spec), "--site", "sandbox", "--set", "account=quota-test-a",

@@ -11,7 +11,16 @@ from typer.testing import CliRunner
 
 from hpc.cli import app
 from hpc.errors import HpcTfError, SchedulerUnavailable
-from hpc.quota import GpuLimit, LimitKind, Owner, QuotaReport, concurrent_gpus, gpu_ceiling, quota_report
+from hpc.quota import (
+    GpuLimit,
+    LimitKind,
+    Owner,
+    QuotaReport,
+    StoredAnswers,
+    concurrent_gpus,
+    gpu_ceiling,
+    quota_report,
+)
 from hpc.scheduler.replay import ReplayRunner, load_recording
 from hpc.scheduler.run import RetryPolicy, SlurmCli
 
@@ -111,7 +120,8 @@ def test_controller_down_is_an_error() -> None:
 def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str | None] = []
 
-    def fake(account: str | None = None) -> QuotaReport:
+    def fake(account: str | None = None, *, stored: StoredAnswers) -> QuotaReport:
+        assert not stored.reuse  # the overview always asks slurmdbd, and remembers its answers
         calls.append(account)
         return report_of("overview" if account else "slurmdbd-down")
 
