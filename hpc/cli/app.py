@@ -2,22 +2,67 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import TYPE_CHECKING
 
 import typer
+import typer.main
+from typer.core import TyperGroup
+
+if TYPE_CHECKING:  # typer's own copy of click (0.29); only the types are needed
+    from typer._click import Command, Context
 
 from hpc import __version__
+from hpc.cli.options import plain_typer
 from hpc.errors import HpcTfError
 
-app = typer.Typer(
+# Commands are imported when they run (click's "lazily loading subcommands" pattern): a command's
+# start-up is most of its time, and `hpc-tf launch` should not pay for status tables, campaigns
+# and serving. name -> (module, attribute: a command function or a sub-app, one-line summary)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "launch": ("hpc.cli.launch", "launch", "Check, render and submit a job spec (or run it locally)."),
+    "render": ("hpc.cli.launch", "render", "Print the batch script a job spec renders to."),
+    "status": ("hpc.cli.jobs", "status", "Jobs: state, why they wait, time, nodes, GPUs."),
+    "logs": ("hpc.cli.jobs", "logs", "Print or follow a job's log, or one worker's."),
+    "cancel": ("hpc.cli.jobs", "cancel", "Cancel jobs by id or run directory."),
+    "quota": ("hpc.cli.quota", "quota", "Your GPU limits beside the GPUs in use."),
+    "config": ("hpc.cli.config", "config_app", "Show the layered site configuration."),
+    "campaign": ("hpc.cli.campaign", "campaign_app", "Sweeps as job arrays; pipelines of stages."),
+    "node-env": ("hpc.cli.node_env", "node_env", "What the bootstrap would set for this task."),
+    "serve": ("hpc.cli.serve", "serve_app", "The Triton serving node: up, down, status, predict."),
+    "handoff": ("hpc.cli.handoff", "handoff", "Hand a SavedModel to Triton as a new version."),
+}
+
+
+class LazyCommands(TyperGroup):
+    """The root group: lists every command, imports one only when it is asked for."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute, summary = COMMANDS[cmd_name]
+        target = getattr(importlib.import_module(module), attribute)
+        if isinstance(target, typer.Typer):
+            command: Command = typer.main.get_group(target)  # a group even with one subcommand
+        else:
+            single = plain_typer()
+            single.command(cmd_name)(target)
+            command = typer.main.get_command(single)
+        command.name, command.short_help = cmd_name, summary
+        return command
+
+
+app = plain_typer(
+    cls=LazyCommands,
     name="hpc-tf",
     help="Run unmodified TensorFlow training scripts on a Slurm cluster, or on this machine with the local "
          "launcher (the default site, 'local'): launch, status, quota, campaigns, hand-off to Triton.\n\n"
          "Start with: hpc-tf launch job.yaml --wait   (then --site NAME for your cluster's site config)",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help, as Slurm's and git's: flags without type tags
-    add_completion=False,
 )
 
 
@@ -32,29 +77,6 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     """hpc-tf: TensorFlow on Slurm without sbatch boilerplate."""
-
-
-# Commands: each module holds one command group and is one call into the library.
-from hpc.cli import campaign as _campaign  # noqa: E402
-from hpc.cli import config as _config  # noqa: E402
-from hpc.cli import handoff as _handoff  # noqa: E402
-from hpc.cli import jobs as _jobs  # noqa: E402
-from hpc.cli import launch as _launch  # noqa: E402
-from hpc.cli import node_env as _node_env  # noqa: E402
-from hpc.cli import quota as _quota  # noqa: E402
-from hpc.cli import serve as _serve  # noqa: E402
-
-app.command("launch", short_help="Check, render and submit a job spec (or run it locally).")(_launch.launch)
-app.command("render", short_help="Print the batch script a job spec renders to.")(_launch.render)
-app.command("status", short_help="Jobs: state, why they wait, time, nodes, GPUs.")(_jobs.status)
-app.command("logs", short_help="Print or follow a job's log, or one worker's.")(_jobs.logs)
-app.command("cancel", short_help="Cancel jobs by id or run directory.")(_jobs.cancel)
-app.command("quota", short_help="Your GPU limits beside the GPUs in use.")(_quota.quota)
-app.add_typer(_config.config_app, name="config", short_help="Show the layered site configuration.")
-app.add_typer(_campaign.campaign_app, name="campaign", short_help="Sweeps as job arrays; pipelines of stages.")
-app.command("node-env", short_help="What the bootstrap would set for this task.")(_node_env.node_env)
-app.add_typer(_serve.serve_app, name="serve", short_help="The Triton serving node: up, down, status, predict.")
-app.command("handoff", short_help="Hand a SavedModel to Triton as a new version.")(_handoff.handoff)
 
 
 def main() -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.cli.console import err, out
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
 from hpc.errors import HpcTfError
 from hpc.scheduler import SlurmScheduler
 from hpc.site.load import load_site
@@ -26,10 +26,7 @@ if TYPE_CHECKING:
 # hpc.campaign (its models take ~0.2 s to build) is imported by the campaign commands only, so that
 # hpc-tf launch/status/logs do not pay for it
 
-campaign_app = typer.Typer(rich_markup_mode=None,
-                           help="Sweeps as job arrays and pipelines with dependencies.", no_args_is_help=True)
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+campaign_app = plain_typer(help="Sweeps as job arrays and pipelines with dependencies.", no_args_is_help=True)
 
 CampaignArg = Annotated[Path, typer.Argument(help="The campaign file (campaign.yaml).", show_default=False)]
 TargetArg = Annotated[str, typer.Argument(help="Campaign directory (printed by run), id or name.",
@@ -83,11 +80,11 @@ def run(
             for stage in plan.stages:
                 if stage.per_task:
                     typer.echo(f"task {task.id} {stage.name}: {json.dumps(plan.task_command(stage.name, task))}")
-        err.print(f"[bold]dry run[/]: {_plan_text(plan)}\nnothing written or submitted")
+        err().print(f"[bold]dry run[/]: {_plan_text(plan)}\nnothing written or submitted")
         return
     submitted = api.run(plan, scheduler or SlurmScheduler())
     typer.echo(str(submitted.paths.root))
-    err.print(f"{_plan_text(plan)}\nsubmitted job(s) {', '.join(submitted.job_ids)}\n"
+    err().print(f"{_plan_text(plan)}\nsubmitted job(s) {', '.join(submitted.job_ids)}\n"
               f"follow it: hpc-tf campaign status {submitted.paths.root}")
 
 
@@ -100,13 +97,13 @@ def _params(params: Mapping[str, object]) -> str:
 
 def _more(count: int) -> None:
     if count > MAX_ROWS:
-        out.print(f"… and {count - MAX_ROWS} more (all of them: --json)")
+        out().print(f"… and {count - MAX_ROWS} more (all of them: --json)")
 
 
 def _print_view(view: CampaignView) -> None:
-    out.print(f"campaign [bold]{view.id}[/] ({view.tasks} task(s))  {view.root}")
+    out().print(f"campaign [bold]{view.id}[/] ({view.tasks} task(s))  {view.root}")
     if view.error:
-        out.print(f"[red]{view.error}[/]")
+        out().print(f"[red]{view.error}[/]")
     states = sorted({label for counts in view.counts.values() for label in counts})
     table = Table("stage", "partition", "GPUs/task", "throttle", "jobs", *states, box=None)
     for stage in view.stages:
@@ -115,29 +112,29 @@ def _print_view(view: CampaignView) -> None:
         jobs = stage["jobs"]
         table.add_row(name, str(stage["partition"] or "-"), str(stage["gpus"]), str(stage["throttle"] or "-"),
                       ",".join(jobs) if isinstance(jobs, list) else "", *(str(counts.get(s, "")) for s in states))
-    out.print(table)
+    out().print(table)
     if view.failures:
-        out.print("[bold]failed[/]")
+        out().print("[bold]failed[/]")
         failed = Table("stage", "task", "params", "job", "state", "exit", "why", "log", box=None)
         for f in view.failures[:MAX_ROWS]:
             failed.add_row(f.stage, "-" if f.task_id is None else str(f.task_id), _params(f.params), f.job_id or "-",
                            f.state, "-" if f.exit_code is None else str(f.exit_code), f.explanation, f.log or "-")
-        out.print(failed)
+        out().print(failed)
         _more(len(view.failures))
     if view.blocked:
-        out.print("[bold]blocked[/] (Slurm leaves these pending forever)")
+        out().print("[bold]blocked[/] (Slurm leaves these pending forever)")
         blocked = Table("stage", "task", "params", "job", "why", box=None)
         for b in view.blocked[:MAX_ROWS]:
             blocked.add_row(b.stage, "-" if b.task_id is None else str(b.task_id), _params(b.params), b.job_id or "-",
                             b.explanation)
-        out.print(blocked)
+        out().print(blocked)
         _more(len(view.blocked))
-        out.print("clear them with:  " + "\n             or:  ".join(view.clear_blocked))
+        out().print("clear them with:  " + "\n             or:  ".join(view.clear_blocked))
     age = "" if view.age_s is None else f"states as of {view.age_s:.0f} s ago"
     if not view.queried and view.age_s is not None:
         age += f"; next query in {view.next_query_s:.0f} s (--refresh asks now)"
     if age:
-        err.print(age)
+        err().print(age)
 
 
 @campaign_app.command("status", short_help="Counts per stage and state; failures, blockers.")
@@ -181,12 +178,12 @@ def resubmit(
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
     result = resubmit_failed(_target(target, site, set_), SlurmScheduler(), include_cancelled=cancelled)
     if not result.rerun:
-        err.print("nothing failed: nothing resubmitted")
+        err().print("nothing failed: nothing resubmitted")
         return
     for stage, ids in result.rerun.items():
-        err.print(f"{stage}: rerunning " + ("the job" if ids == (None,) else f"task(s) {', '.join(map(str, ids))}"))
+        err().print(f"{stage}: rerunning " + ("the job" if ids == (None,) else f"task(s) {', '.join(map(str, ids))}"))
     if result.cancelled:
-        err.print(f"cancelled blocked {', '.join(result.cancelled)}")
+        err().print(f"cancelled blocked {', '.join(result.cancelled)}")
     typer.echo(" ".join(result.job_ids))
 
 
@@ -201,4 +198,4 @@ def cancel(
     from hpc.campaign.submit import cancel_campaign
 
     ids = cancel_campaign(_target(target, site, set_), SlurmScheduler(), blocked_only=blocked)
-    err.print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")
+    err().print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")

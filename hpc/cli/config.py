@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.cli.console import out
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
 from hpc.site.load import describe, load_site
 
-config_app = typer.Typer(rich_markup_mode=None, help="Inspect the layered site configuration.", no_args_is_help=True)
+config_app = plain_typer(help="Inspect the layered site configuration.", no_args_is_help=True)
 
 
 @config_app.command("show", short_help="Each site value and where it came from.")
@@ -24,4 +24,4 @@ def show(site: SiteOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) ->
     table = Table("key", "value", "from", box=None, pad_edge=False)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    out().print(table)

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from rich.console import Console
 
+from hpc.cli.console import err
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 
-err = Console(stderr=True, highlight=False)
 FormatName = Literal["onnx", "savedmodel", "python"]
 FormatOpt = Annotated[
     FormatName | None, typer.Option("--format", help="onnx, savedmodel or python (default: the site's).")
@@ -40,7 +39,7 @@ def handoff(
 
     target = serving_target(site, set_ or (), repository)
     def progress(stage: str, detail: str) -> None:
-        err.print(f"[bold]{stage}[/]: {detail}")
+        err().print(f"[bold]{stage}[/]: {detail}")
 
     record = run_handoff(source, model, target.repository, fmt or target.format, grpc_url=grpc_url,
                          signature_key=signature, savedmodel_subdir=savedmodel, on_stage=progress)

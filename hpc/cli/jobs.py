@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, scheduler_for
+from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 from hpc.errors import HpcTfError
 from hpc.quota import explain_waits
@@ -23,10 +24,6 @@ from hpc.runs import Run, find_run, list_runs, runs_root
 from hpc.scheduler import Follower, JobState, JobStatus, Scheduler
 from hpc.site.load import load_site
 from hpc.units import format_duration
-
-# piped output (scripts, logs) is not cut to 80 columns
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False)
 
 Targets = Annotated[list[str] | None, typer.Argument(help="Job ids or run directories.", show_default=False)]
 
@@ -103,14 +100,14 @@ def status(
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        err.print("no runs found")
+        err().print("no runs found")
         return
     table = Table("job", "run", "state", "elapsed/limit", "nodes", "gpus", "restarts", "info", box=None)
     for run, row in zip(runs, rows, strict=True):
         st = statuses[run.job_id]
         table.add_row(str(row["job_id"]), str(row["run"]), st.state.value, _time(st), str(row["nodes"]),
                       str(st.gpus), str(st.restarts), str(row["info"]))
-    out.print(table)
+    _table_out().print(table)
 
 
 def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
@@ -118,7 +115,7 @@ def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -
     where = _where(site, set_)
     runs = _runs(targets, False, where.root)
     cancel_runs(runs, where.launcher, where.root)
-    err.print(f"cancelled {', '.join(r.job_id for r in runs)}")
+    err().print(f"cancelled {', '.join(r.job_id for r in runs)}")
 
 
 def logs(
@@ -162,15 +159,19 @@ def wait_for(job_ids: Sequence[str], scheduler: Scheduler) -> int:
     """Follow jobs with a live status line until all ended; return an exit code mirroring the first
     that did not succeed (0 when all did)."""
     follower = Follower(scheduler.query, job_ids, backoff=poll_backoff(scheduler))
-    with err.status(f"job {', '.join(job_ids)}: submitted") as line:
+    with err().status(f"job {', '.join(job_ids)}: submitted") as line:
         def show(statuses: Mapping[str, JobStatus]) -> None:
             line.update("   ".join(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}".rstrip()
                                    for job_id in job_ids if (st := statuses.get(job_id)) is not None))
         final = follower.wait(on_update=show)
     for job_id in job_ids:
-        err.print(f"job {job_id} ended: {final[job_id].state.value} {_info(final[job_id])}".rstrip())
+        err().print(f"job {job_id} ended: {final[job_id].state.value} {_info(final[job_id])}".rstrip())
     for job_id in job_ids:
         st = final[job_id]
         if not st.state.is_success:
             return st.exit_code.shell_code if st.exit_code and st.exit_code.shell_code else 1
     return 0
+
+
+def _table_out() -> Console:
+    return out(width=None if sys.stdout.isatty() else 160)  # piped output (scripts, logs): not cut to 80 columns

@@ -5,17 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from hpc.backends import scheduler_for
-from hpc.cli.jobs import wait_for
 from hpc.cli.options import SetOpt, SiteOpt, SpecArg
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
 from hpc.paths import RunPaths
 from hpc.quota import QuotaVerdict, StoredAnswers, VerdictKind, check_launch, current_user
 
-err = Console(stderr=True, highlight=False)
+
+def _say(text: str) -> None:
+    # plain click styling, not rich: rich's import is a tenth of a launch, and nothing here is markup
+    typer.echo(text, err=True)
+
+
+def _bold(text: str) -> str:
+    return typer.style(text, bold=True)
+
+
+def _warning(text: str) -> str:
+    return f"{typer.style('warning:', fg='yellow')} {text}"
 
 
 def _summary(plan: LaunchPlan) -> str:
@@ -41,9 +49,9 @@ def launch(
     plan = plan_launch(spec, site, set_ or ())
     if dry_run:
         typer.echo(plan.script, nl=False)
-        err.print(f"[bold]dry run[/]: {_summary(plan)}\nwould create {plan.job.run_dir}; nothing submitted")
+        _say(f"{_bold('dry run')}: {_summary(plan)}\nwould create {plan.job.run_dir}; nothing submitted")
         if plan.handoff_script is not None:
-            err.print(f"then a hand-off job ({RunPaths.at(plan.job.run_dir).handoff_script}):\n{plan.handoff_script}")
+            _say(f"then a hand-off job ({RunPaths.at(plan.job.run_dir).handoff_script}):\n{plan.handoff_script}")
         return
     if plan.job.launcher == "slurm":
         stored = StoredAnswers.for_user(current_user())
@@ -51,31 +59,29 @@ def launch(
     scheduler = scheduler_for(plan.job.launcher, Path(plan.job.run_dir).parent)
     launched = submit_plan(plan, scheduler)
     typer.echo(launched.job_id)
-    err.print(f"submitted job [bold]{launched.job_id}[/]: {_summary(plan)}\n"
-              f"run directory: {launched.paths.root}\n"
-              f"follow it:     hpc-tf status {launched.job_id}   |   hpc-tf logs {launched.paths.root} --follow",
-              soft_wrap=True)
+    _say(f"submitted job {_bold(launched.job_id)}: {_summary(plan)}\n"
+         f"run directory: {launched.paths.root}\n"
+         f"follow it:     hpc-tf status {launched.job_id}   |   hpc-tf logs {launched.paths.root} --follow")
     if launched.handoff_job_id is not None and launched.job.handoff is not None:
-        err.print(f"hand-off job [bold]{launched.handoff_job_id}[/] runs after job {launched.job_id} succeeds: "
-                  f"model '{launched.job.handoff.model}' into {launched.job.handoff.repository} "
-                  f"(log {launched.paths.handoff_log(launched.handoff_job_id)})", soft_wrap=True)
+        _say(f"hand-off job {_bold(launched.handoff_job_id)} runs after job {launched.job_id} succeeds: "
+             f"model '{launched.job.handoff.model}' into {launched.job.handoff.repository} "
+             f"(log {launched.paths.handoff_log(launched.handoff_job_id)})")
     if wait:
+        from hpc.cli.jobs import wait_for  # the status machinery, only for --wait
+
         waited = [launched.job_id] + ([launched.handoff_job_id] if launched.handoff_job_id else [])
         raise typer.Exit(wait_for(waited, scheduler))
 
 
 def _show_quota(verdict: QuotaVerdict, force: bool) -> None:
-    message = escape(verdict.message)
-    if verdict.kind is VerdictKind.OK:
-        text = message
-    elif verdict.kind is VerdictKind.NEVER_FITS:
-        text = f"[yellow]warning:[/] {message}; submitting anyway (--force)" if force else message
+    message = verdict.message
+    if verdict.kind is VerdictKind.NEVER_FITS:
+        _say(_warning(f"{message}; submitting anyway (--force)") if force else message)
     else:
-        text = f"[yellow]warning:[/] {message}"
-    err.print(text, soft_wrap=True)
+        _say(message if verdict.kind is VerdictKind.OK else _warning(message))
     if verdict.kind is not VerdictKind.UNKNOWN:  # an unknown verdict's message already lists them
         for warning in verdict.warnings:
-            err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+            _say(_warning(warning))
 
 
 def render(spec: SpecArg, site: SiteOpt = None, set_: SetOpt = None) -> None:

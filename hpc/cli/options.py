@@ -1,9 +1,9 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once; and the settings every typer app shares."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,3 +20,9 @@ SetOpt = Annotated[
                  help="Override a site value, e.g. --set account=lab (repeatable)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def plain_typer(**settings: Any) -> typer.Typer:
+    """A typer app with plain help, as Slurm's and git's (flags without type tags), and no completion
+    or pretty-traceback machinery: errors reach hpc.cli.app.main, which prints them."""
+    return typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=False, **settings)

@@ -5,16 +5,13 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt
 from hpc.quota import QuotaReport, StoredAnswers, current_user, quota_report
 from hpc.quota.report import LimitRow
-
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
 
 
 def quota(
@@ -26,7 +23,7 @@ def quota(
     # always asks slurmdbd, and leaves its answers for the next launch
     report = quota_report(account, stored=StoredAnswers.for_user(current_user(), reuse=False))
     for warning in report.warnings:
-        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        err().print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -65,30 +62,30 @@ def _table(rows: tuple[LimitRow, ...]) -> Table:
 
 
 def render(report: QuotaReport) -> None:
-    out.print(f"[bold]GPU quota of {report.user} on cluster {report.cluster}[/]")
+    out().print(f"[bold]GPU quota of {report.user} on cluster {report.cluster}[/]")
     for assoc in report.associations:
         qos = ", ".join(assoc.qos) if assoc.qos is not None else "not known"
         head = f"\naccount [bold]{assoc.account}[/]" + (" (default)" if assoc.is_default else "")
         head += f"{f', partition {assoc.partition}' if assoc.partition else ''} · QOS {qos}"
         head += f" (default {assoc.job_qos})" if assoc.job_qos else ""
-        out.print(head)
+        out().print(head)
         path = Table("  association (up to the root)", "GPUs in use", "GPU-min used", box=None)
         for node in assoc.path:
             path.add_row(f"  {escape(str(node.owner))}", str(node.gpus_in_use), str(node.gpu_minutes_used))
-        out.print(path)
+        out().print(path)
         if assoc.limits:
-            out.print(_table(assoc.limits))
+            out().print(_table(assoc.limits))
         else:
-            out.print("  no GPU limits on this path")
+            out().print("  no GPU limits on this path")
     for qos_quota in report.qos:
         flags = f" (flags {', '.join(qos_quota.flags)})" if qos_quota.flags else ""
-        out.print(f"\nQOS [bold]{qos_quota.name}[/]{flags}")
-        out.print(_table(qos_quota.limits) if qos_quota.limits else "  no GPU limits")
+        out().print(f"\nQOS [bold]{qos_quota.name}[/]{flags}")
+        out().print(_table(qos_quota.limits) if qos_quota.limits else "  no GPU limits")
     if report.jobs:
-        out.print("\nGPU jobs in your accounts")
+        out().print("\nGPU jobs in your accounts")
         jobs = Table("job", "user", "account", "qos", "state", "gpus", "reason", box=None)
         for job in report.jobs:
             reason = job.reason if job.state.is_waiting else ""
             cells = (str(job.job_id), job.user, job.account, job.qos, job.state.value, str(job.gpus), reason)
             jobs.add_row(*(escape(c) for c in cells))
-        out.print(jobs)
+        out().print(jobs)

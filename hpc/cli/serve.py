@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.cli.console import err
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
 
-err = Console(stderr=True, highlight=False)
-serve_app = typer.Typer(rich_markup_mode=None,
-                        help="Start, stop and inspect the Triton serving node.", no_args_is_help=True)
+serve_app = plain_typer(help="Start, stop and inspect the Triton serving node.", no_args_is_help=True)
 
 RepoOpt = Annotated[
     Path | None,
@@ -43,7 +41,7 @@ def up(
         from hpc.scheduler import SlurmScheduler
 
         def submitted(job_id: str, script: Path) -> None:
-            err.print(f"submitted serving-node job [bold]{job_id}[/] ({script}); waiting until it is ready")
+            err().print(f"submitted serving-node job [bold]{job_id}[/] ({script}); waiting until it is ready")
 
         endpoint = slurm_node.start_slurm_node(site, overrides, SlurmScheduler(), repository, time_limit, submitted)
         where = f"job {endpoint.job_id} on {endpoint.hostname}"
@@ -54,7 +52,7 @@ def up(
         endpoint, _ = start_server(serving_target(site, overrides, repository).repository, host=host)
         where = f"pid {endpoint.pid}"
     typer.echo(endpoint.to_json(), nl=False)
-    err.print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {where}")
+    err().print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {where}")
 
 
 @serve_app.command("node", hidden=True)
@@ -81,10 +79,10 @@ def down(repository: RepoOpt = None, site: SiteOpt = None, set_: SetOpt = None) 
         from hpc.serving.slurm_node import stop_slurm_node
 
         stop_slurm_node(repo, endpoint, SlurmScheduler())
-        err.print(f"serving node stopped (Slurm job {endpoint.job_id} cancelled)")
+        err().print(f"serving node stopped (Slurm job {endpoint.job_id} cancelled)")
         return
     endpoint = stop_server(repo)
-    err.print(f"serving node stopped (pid {endpoint.pid})")
+    err().print(f"serving node stopped (pid {endpoint.pid})")
 
 
 @serve_app.command("status", short_help="Node health and every model version's state.")

@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
+from hpc.resources import user_cache_dir
 
 MAX_AGE_S = 300.0
-
-
-def cache_home() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpc-tf"
 
 
 class StoredAnswers:
@@ -44,7 +40,7 @@ class StoredAnswers:
 
     @classmethod
     def for_user(cls, user: str, *, reuse: bool = True) -> StoredAnswers:
-        return cls(cache_home() / f"slurmdbd-{user}.json", reuse=reuse)
+        return cls(user_cache_dir() / f"slurmdbd-{user}.json", reuse=reuse)
 
     def fresh(self) -> StoredAnswers:
         """The same store, asking slurmdbd again."""

@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from hpc.atomic import write_text_atomic
 from hpc.resources import data_dir
 
 RUNTIME_PACKAGE = "hpc_tf_runtime"
@@ -23,12 +23,15 @@ _ERRORS = Path(__file__).resolve().parent.parent / "errors.py"
 
 
 def install_into(runtime_dir: Path) -> Path:
-    """Write the bootstrap and the runtime package into ``runtime_dir``; return the bootstrap's path."""
+    """Copy the bootstrap and the runtime package into ``runtime_dir``; return the bootstrap's path.
+
+    ``runtime_dir`` is inside a staging directory that the caller renames into place, so plain
+    copies suffice: nobody sees the files before the whole directory appears."""
     package = runtime_dir / RUNTIME_PACKAGE
     for source in sorted(_NODE_DIR.rglob("*.py")):
         relative = source.relative_to(_NODE_DIR)
-        origin = _ERRORS if relative == Path("_errors.py") else source
-        write_text_atomic(package / relative, origin.read_text(encoding="utf-8"))
+        (package / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_ERRORS if relative == Path("_errors.py") else source, package / relative)
     for launcher in ("bootstrap.py", LOCAL_STEP):
-        write_text_atomic(runtime_dir / launcher, (data_dir("launchers") / launcher).read_text(encoding="utf-8"))
+        shutil.copyfile(data_dir("launchers") / launcher, runtime_dir / launcher)
     return runtime_dir / "bootstrap.py"

@@ -27,8 +27,8 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["render", "{spec}", "--site", "sandbox"], ["launch", "--help"]])
-def test_cli_path_never_imports_tensorflow(spec: Path, argv: list[str]) -> None:
+def modules_after(argv: list[str], spec: Path) -> tuple[object, list[str]]:
+    """Run ``hpc-tf ARGV`` in a new interpreter: (exit code, every module it imported)."""
     probe = (
         "import sys, json\n"
         "from hpc.cli import app\n"
@@ -36,12 +36,36 @@ def test_cli_path_never_imports_tensorflow(spec: Path, argv: list[str]) -> None:
         f"    app({[a.replace('{spec}', str(spec)) for a in argv]!r}, prog_name='hpc-tf')\n"
         "except SystemExit as e:\n"
         "    code = e.code\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'numpy'))\n"
-        "print(json.dumps({'code': code, 'heavy': heavy}), file=sys.stderr)\n"
+        "print(json.dumps({'code': code, 'modules': sorted(sys.modules)}), file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
     report = json.loads(result.stderr.strip().splitlines()[-1])
-    assert report == {"code": 0, "heavy": []}
+    return report["code"], report["modules"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["render", "{spec}", "--site", "sandbox"], ["launch", "--help"]])
+def test_cli_path_never_imports_tensorflow(spec: Path, argv: list[str]) -> None:
+    code, modules = modules_after(argv, spec)
+    assert code == 0
+    assert [m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "numpy")] == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "commands"),
+    [
+        (["--version"], []),
+        (["launch", "{spec}", "--site", "sandbox", "--dry-run"], ["hpc.cli.launch"]),
+        (["config", "show", "--site", "sandbox"], ["hpc.cli.config"]),
+    ],
+)
+def test_a_command_imports_only_what_it_runs(spec: Path, argv: list[str], commands: list[str]) -> None:
+    code, modules = modules_after(argv, spec)
+    assert code == 0
+    shared = {"hpc.cli", "hpc.cli.app", "hpc.cli.options", "hpc.cli.console"}
+    assert [m for m in modules if m.startswith("hpc.cli.") and m not in shared] == commands
+    if commands == ["hpc.cli.launch"]:  # a launch is mostly start-up: no tables, no campaigns, no serving
+        others = ("rich", "hpc.campaign", "hpc.serving.handoff", "hpc.serving.server")
+        assert [m for m in modules if m.startswith(others)] == []
 
 
 def test_dry_run_prints_the_script_and_writes_nothing(spec: Path, tmp_path: Path) -> None:
