@@ -25,7 +25,7 @@ def main() -> None:
     resolved, bootstrap, reps, out = args[inner], args[inner + 1], int(args[inner + 2]), Path(args[inner + 3])
     python = json.loads(Path(resolved).read_text())["python"]
     logs = out.parent
-    via = [python, bootstrap, "--resolved", resolved, "--"]
+    via = [python, "-S", bootstrap, "--resolved", resolved, "--"]  # as job.sbatch.j2 starts it
     commands = {
         "true": ["true"],
         "bootstrap true": [*via, "true"],

@@ -8,7 +8,10 @@ one, what to do about it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 
 class HpcTfError(Exception):
@@ -25,14 +28,32 @@ class HpcTfError(Exception):
         return self.message if self.hint is None else f"{self.message}\nhint: {self.hint}"
 
 
-@dataclass(frozen=True)
 class FieldProblem:
-    """One problem in a user file: where (``resources.gpus_per_node``, line 7) and what."""
+    """One problem in a user file: where (``resources.gpus_per_node``, line 7) and what.
 
-    path: str
-    message: str
-    line: int | None = None
-    source: str | None = None
+    A plain class, like those of hpc/runtime/node/record.py: this file is also the node
+    runtime's _errors.py, imported by the bootstrap of every task.
+    """
+
+    __slots__ = ("line", "message", "path", "source")
+
+    def __init__(self, path: str, message: str, line: int | None = None, source: str | None = None) -> None:
+        self.path: Final = path
+        self.message: Final = message
+        self.line: Final = line
+        self.source: Final = source
+
+    def _key(self) -> tuple[str, str, int | None, str | None]:
+        return (self.path, self.message, self.line, self.source)
+
+    def __eq__(self, other: object) -> bool:
+        return self._key() == other._key() if isinstance(other, FieldProblem) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"FieldProblem(path={self.path!r}, message={self.message!r}, line={self.line!r}, source={self.source!r})"
 
     def __str__(self) -> str:
         where = self.source or ""
@@ -64,30 +85,32 @@ class QuotaRefused(HpcTfError):
     exit_code = 3
 
 
-@dataclass
 class SchedulerCommandFailed(HpcTfError):
     """A Slurm command failed. Carries everything needed to understand and retry it."""
 
-    argv: Sequence[str]
-    returncode: int | None
-    stdout: str = ""
-    stderr: str = ""
-    transient: bool = False
-    summary: str = field(default="")
-
-    def __post_init__(self) -> None:
-        tool = self.argv[0] if self.argv else "?"
-        status = "timed out" if self.returncode is None else f"exited {self.returncode}"
-        detail = self.stderr.strip() or self.stdout.strip() or "(no output)"
-        head = self.summary or f"{tool} {status}"
-        HpcTfError.__init__(
-            self,
-            f"{head}\n  command: {' '.join(self.argv)}\n  {detail}",
-            hint="the controller may be busy; try again" if self.transient else None,
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int | None,
+        stdout: str = "",
+        stderr: str = "",
+        transient: bool = False,
+        summary: str = "",
+    ) -> None:
+        self.argv = argv
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.transient = transient
+        self.summary = summary
+        tool = argv[0] if argv else "?"
+        status = "timed out" if returncode is None else f"exited {returncode}"
+        detail = stderr.strip() or stdout.strip() or "(no output)"
+        head = summary or f"{tool} {status}"
+        super().__init__(
+            f"{head}\n  command: {' '.join(argv)}\n  {detail}",
+            hint="the controller may be busy; try again" if transient else None,
         )
-
-    def __str__(self) -> str:
-        return HpcTfError.__str__(self)
 
 
 class SchedulerUnavailable(SchedulerCommandFailed):

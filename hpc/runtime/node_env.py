@@ -19,9 +19,9 @@ def node_env(environ: Mapping[str, str], resolved: Path | None = None) -> dict[s
     that run directory's copy of the hooks, as its bootstrap would; otherwise this hpc-tf's.
     """
     settings = load_settings(resolved) if resolved is not None else RuntimeSettings()
-    site_dir = SITE_DIR
+    site_dir = Path(SITE_DIR)
     if resolved is not None:
-        installed = RunPaths(resolved.resolve().parent).runtime_dir / RUNTIME_PACKAGE / SITE_DIR.name
+        installed = RunPaths(resolved.resolve().parent).runtime_dir / RUNTIME_PACKAGE / site_dir.name
         if installed.is_dir():
             site_dir = installed
     return plan_task(environ, settings, site_dir=str(site_dir)).env

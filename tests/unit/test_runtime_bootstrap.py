@@ -16,7 +16,7 @@ from _runtime_fixtures import recorded_tasks
 
 from hpc.runtime import install_into, node_env
 from hpc.runtime.node import hooks
-from hpc.runtime.node.bootstrap import RECORD_PREFIX
+from hpc.runtime.node.bootstrap import RECORD_PREFIX, _parse_args
 from hpc.runtime.node.formation import formation_failure_message
 from hpc.runtime.node.keras_fix import TESTED_KERAS_VERSIONS, check_version
 
@@ -164,6 +164,48 @@ def test_a_taken_port_is_reported_before_tensorflow_starts(run_dir: Path) -> Non
         result = bootstrap(run_dir, recorded_tasks("gres2-1task-per-node")[0], "true")
     assert result.returncode == 4
     assert f"port {port} on node1 (rank 0) is already in use" in result.stderr
+
+
+def test_the_bootstrap_imports_nothing_it_can_do_without(run_dir: Path) -> None:
+    # it starts before every task (hpc/runtime/node/record.py says what these cost)
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-X",
+        "importtime",
+        str(run_dir / "runtime" / "bootstrap.py"),
+        "--resolved",
+        str(run_dir / "resolved.json"),
+        "--",
+        "true",
+    ]
+    env = {"PATH": os.environ["PATH"], **recorded_tasks("gres2-2tasks-per-node")[0]}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded = {line.rpartition("|")[2].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "hpc_tf_runtime.task_env" in loaded
+    avoided = {"dataclasses", "pathlib", "typing", "argparse", "importlib.abc", "hpc_tf_runtime.hooks"}
+    assert loaded & avoided == set()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--resolved", "r.json", "--", "cmd", "--resolved", "x"],  # the batch script's form
+        ["--resolved=r.json", "--", "cmd", "--resolved", "x"],
+        ["--resolved", "r.json", "cmd", "--resolved", "x"],
+    ],
+)
+def test_bootstrap_command_line_spellings(argv: list[str]) -> None:
+    assert _parse_args(argv) == ("r.json", ["cmd", "--resolved", "x"])
+
+
+def test_bootstrap_command_line_without_a_command_is_a_usage_error() -> None:
+    assert _parse_args(["--", "cmd"]) == (None, ["cmd"])
+    with pytest.raises(SystemExit) as caught:
+        _parse_args(["--resolved", "r.json", "--"])
+    assert caught.value.code == 2
 
 
 def test_user_process_gets_lazy_hooks_and_the_shadowed_sitecustomize_still_runs(

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import RuntimeSetupError
 
 if TYPE_CHECKING:
-    from .hooks import HookConfig
+    from .hook_config import HookConfig
 
 STRATEGY_MODULE = "tensorflow.python.distribute.collective_all_reduce_strategy"
 

@@ -19,19 +19,24 @@ stays physical and CUDA maps them to ordinals 0,1 for the process.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ._errors import RuntimeSetupError
+from .record import Record
 from .settings import RuntimeSettings
 from .slurm_env import SlurmStep
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
-@dataclass(frozen=True)
-class GpuAssignment:
-    devices: tuple[str, ...]  # the task's CUDA_VISIBLE_DEVICES values; () = CPU only
-    share: int  # GPUs per task this was computed for
-    inherited: tuple[str, ...] | None  # what the task saw before (None = unset)
-    sliced: bool  # True when the task saw more than its share
+
+class GpuAssignment(Record):
+    __slots__ = ("devices", "inherited", "share", "sliced")
+
+    def __init__(self, devices: tuple[str, ...], share: int, inherited: tuple[str, ...] | None, sliced: bool) -> None:
+        self.devices: Final = devices  # the task's CUDA_VISIBLE_DEVICES values; () = CPU only
+        self.share: Final = share  # GPUs per task this was computed for
+        self.inherited: Final = inherited  # what the task saw before (None = unset)
+        self.sliced: Final = sliced  # True when the task saw more than its share
 
 
 def assign_gpus(step: SlurmStep, settings: RuntimeSettings) -> GpuAssignment:

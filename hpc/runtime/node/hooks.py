@@ -13,7 +13,7 @@ code imports the module it concerns:
 Both only matter with two or more workers. With checkpointing or preemption on (any
 number of workers), preemption.install catches Slurm's warning signal from start-up and
 ``keras.src.backend.tensorflow.trainer`` → keras_resume.apply (checkpoints and exact
-resume for ``model.fit``). The hook settings travel in HPC_TF_HOOKS.
+resume for ``model.fit``). The hook settings travel in HPC_TF_HOOKS (hook_config.py).
 """
 
 from __future__ import annotations
@@ -21,48 +21,16 @@ from __future__ import annotations
 import functools
 import importlib.abc
 import importlib.machinery
-import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from . import formation, keras_fix, keras_resume, preemption
-from .preemption import PreemptionConfig
-
-HOOKS_VARIABLE = "HPC_TF_HOOKS"
+from .hook_config import HOOKS_VARIABLE as HOOKS_VARIABLE
+from .hook_config import HookConfig as HookConfig
 
 Callback = Callable[[ModuleType], None]
-
-
-@dataclass(frozen=True)
-class HookConfig:
-    coordination_timeout_s: int
-    keras_mwms_fix: bool
-    worker_nodes: tuple[str, ...]  # the Slurm node of each worker, index = rank
-    preemption: PreemptionConfig | None = None  # checkpoints, resume, Slurm's warning
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "coordination_timeout_s": self.coordination_timeout_s,
-                "keras_mwms_fix": self.keras_mwms_fix,
-                "worker_nodes": list(self.worker_nodes),
-                "preemption": None if self.preemption is None else self.preemption.to_dict(),
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> HookConfig:
-        data = json.loads(text)
-        return cls(
-            coordination_timeout_s=int(data["coordination_timeout_s"]),
-            keras_mwms_fix=bool(data["keras_mwms_fix"]),
-            worker_nodes=tuple(str(node) for node in data["worker_nodes"]),
-            preemption=None if data.get("preemption") is None else PreemptionConfig.from_dict(data["preemption"]),
-        )
 
 
 def install_from_environ(environ: Mapping[str, str]) -> None:

@@ -22,16 +22,21 @@ Hostnames are never sorted: node i is the i-th entry of SLURM_STEP_NODELIST.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ._errors import RuntimeSetupError
+from .record import Record
 from .slurm_env import SlurmStep
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
-@dataclass(frozen=True)
-class Placement:
-    node_index: int
-    local_rank: int
+
+class Placement(Record):
+    __slots__ = ("local_rank", "node_index")
+
+    def __init__(self, node_index: int, local_rank: int) -> None:
+        self.node_index: Final = node_index
+        self.local_rank: Final = local_rank
 
 
 def rank_layout(tasks_per_node: tuple[int, ...], plane: int | None) -> tuple[Placement, ...]:

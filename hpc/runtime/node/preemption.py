@@ -42,6 +42,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from ._errors import RuntimeSetupError
+from .hook_config import PreemptionConfig as PreemptionConfig
 
 # EX_TEMPFAIL (sysexits.h): "temporary failure, the user is invited to retry". The rendered
 # batch script requeues the job when the step ends with it.
@@ -51,34 +52,6 @@ POSITION_KEY = "hpc_tf_position"
 AGREEMENT_TIMEOUT_MS = 300_000
 EXIT_BARRIER_TIMEOUT_MS = 120_000
 LOG_PREFIX = "hpc-tf: "
-
-
-@dataclass(frozen=True)
-class PreemptionConfig:
-    """The ``preemption`` part of HPC_TF_HOOKS."""
-
-    checkpoint_dir: str
-    every_steps: int | None  # periodic checkpoints; None: only when warned
-    keep: int
-    handle_signals: bool  # USR1/TERM -> agreed checkpoint -> exit REQUEUE_EXIT_CODE
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "checkpoint_dir": self.checkpoint_dir,
-            "every_steps": self.every_steps,
-            "keep": self.keep,
-            "handle_signals": self.handle_signals,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PreemptionConfig:
-        every = data.get("every_steps")
-        return cls(
-            checkpoint_dir=str(data["checkpoint_dir"]),
-            every_steps=None if every is None else int(every),
-            keep=int(data.get("keep", 3)),
-            handle_signals=bool(data.get("handle_signals", True)),
-        )
 
 
 @dataclass(frozen=True)

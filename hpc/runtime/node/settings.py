@@ -7,52 +7,87 @@ ignored, missing keys take the defaults below, wrong types are errors that name 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 from ._errors import RuntimeSetupError
+from .record import Record
 
-Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final, Literal
+
+    Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
+
 STRATEGIES: tuple[Strategy, ...] = ("multi_worker_mirrored", "mirrored", "none")
 
 # Below Linux's ephemeral range (32768-60999), so outgoing connections never hold our ports.
 DEFAULT_PORT_RANGE = (20000, 29999)
 
 
-@dataclass(frozen=True)
-class RuntimeSettings:
-    gpus_per_task: int | None = None
-    gpus_per_node: int | None = None
-    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
-    # TF's own default is one hour; a job whose peer never starts should fail long before.
-    coordination_timeout_s: int = 300
-    memory_growth: bool = False
-    gpu_allocator: str | None = None
-    strategy: Strategy = "multi_worker_mirrored"
-    keras_mwms_fix: bool = True
-    # checkpoints and preemption (preemption.py); no checkpoint_dir: neither
-    checkpoint_dir: str | None = None
-    checkpoint_every_steps: int | None = None
-    checkpoint_keep: int = 3
-    preemption: bool = False
+class RuntimeSettings(Record):
+    __slots__ = (
+        "checkpoint_dir",
+        "checkpoint_every_steps",
+        "checkpoint_keep",
+        "coordination_timeout_s",
+        "gpu_allocator",
+        "gpus_per_node",
+        "gpus_per_task",
+        "keras_mwms_fix",
+        "memory_growth",
+        "port_range",
+        "preemption",
+        "strategy",
+    )
+
+    def __init__(
+        self,
+        gpus_per_task: int | None = None,
+        gpus_per_node: int | None = None,
+        port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
+        # TF's own default is one hour; a job whose peer never starts should fail long before.
+        coordination_timeout_s: int = 300,
+        memory_growth: bool = False,
+        gpu_allocator: str | None = None,
+        strategy: Strategy = "multi_worker_mirrored",
+        keras_mwms_fix: bool = True,
+        # checkpoints and preemption (preemption.py); no checkpoint_dir: neither
+        checkpoint_dir: str | None = None,
+        checkpoint_every_steps: int | None = None,
+        checkpoint_keep: int = 3,
+        preemption: bool = False,
+    ) -> None:
+        self.gpus_per_task: Final = gpus_per_task
+        self.gpus_per_node: Final = gpus_per_node
+        self.port_range: Final = port_range
+        self.coordination_timeout_s: Final = coordination_timeout_s
+        self.memory_growth: Final = memory_growth
+        self.gpu_allocator: Final = gpu_allocator
+        self.strategy: Final = strategy
+        self.keras_mwms_fix: Final = keras_mwms_fix
+        self.checkpoint_dir: Final = checkpoint_dir
+        self.checkpoint_every_steps: Final = checkpoint_every_steps
+        self.checkpoint_keep: Final = checkpoint_keep
+        self.preemption: Final = preemption
 
 
-def load_settings(path: Path) -> RuntimeSettings:
+def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
     """Read ``path`` (a resolved job) and return its runtime settings."""
+    source = os.fspath(path)
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        with open(source, encoding="utf-8") as file:
+            document = json.load(file)
     except OSError as err:
-        raise RuntimeSetupError(f"cannot read the resolved job {path}: {err.strerror}") from err
+        raise RuntimeSetupError(f"cannot read the resolved job {source}: {err.strerror}") from err
     except ValueError as err:
-        raise RuntimeSetupError(f"the resolved job {path} is not valid JSON: {err}") from err
+        raise RuntimeSetupError(f"the resolved job {source} is not valid JSON: {err}") from err
     if not isinstance(document, dict):
-        raise RuntimeSetupError(f"the resolved job {path} is not a JSON object")
+        raise RuntimeSetupError(f"the resolved job {source} is not a JSON object")
     runtime = document.get("runtime", {})
     if not isinstance(runtime, dict):
-        raise RuntimeSetupError(f"{path}: runtime: expected an object")
-    return settings_from_mapping(runtime, source=str(path))
+        raise RuntimeSetupError(f"{source}: runtime: expected an object")
+    return settings_from_mapping(runtime, source=source)
 
 
 def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runtime") -> RuntimeSettings:

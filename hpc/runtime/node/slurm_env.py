@@ -12,13 +12,16 @@ batch script itself is not a step (it has no ``SLURM_STEP_*``), hence "run under
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
 
 from ._errors import RuntimeSetupError
 from .hostlist import expand_hostlist, expand_tasks_per_node
+from .record import Record
 
-_T = TypeVar("_T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final, TypeVar
+
+    _T = TypeVar("_T")
 
 _RUN_UNDER_SRUN = (
     "run under srun: start the command as `srun ... python3 <run_dir>/runtime/bootstrap.py ...` "
@@ -26,25 +29,60 @@ _RUN_UNDER_SRUN = (
 )
 
 
-@dataclass(frozen=True)
-class SlurmStep:
+class SlurmStep(Record):
     """One task's view of its job step. Indices are 0-based, as Slurm gives them."""
 
-    job_id: int
-    step_id: str
-    rank: int  # SLURM_PROCID: the task's rank in the step
-    local_rank: int  # SLURM_LOCALID: the task's index among the step's tasks on its node
-    node_index: int  # SLURM_NODEID: the task's node, as an index into ``nodes``
-    num_tasks: int
-    nodes: tuple[str, ...]  # the step's nodes, in Slurm's order
-    tasks_per_node: tuple[int, ...]  # parallel to ``nodes``
-    node_name: str | None  # SLURMD_NODENAME, to cross-check ``nodes[node_index]``
-    distribution: str | None  # SLURM_DISTRIBUTION, e.g. "block", "cyclic", "plane"
-    plane_size: int | None  # SLURM_DIST_PLANESIZE
-    node_ranks: tuple[int, ...] | None  # SLURM_GTIDS: the ranks of the step on this node
-    cuda_visible_devices: tuple[str, ...] | None  # None when unset; () when empty
-    gpus_per_task: int | None  # SLURM_GPUS_PER_TASK (srun --gpus-per-task)
-    gpus_on_node: int | None  # SLURM_GPUS_ON_NODE
+    __slots__ = (
+        "cuda_visible_devices",
+        "distribution",
+        "gpus_on_node",
+        "gpus_per_task",
+        "job_id",
+        "local_rank",
+        "node_index",
+        "node_name",
+        "node_ranks",
+        "nodes",
+        "num_tasks",
+        "plane_size",
+        "rank",
+        "step_id",
+        "tasks_per_node",
+    )
+
+    def __init__(
+        self,
+        job_id: int,
+        step_id: str,
+        rank: int,
+        local_rank: int,
+        node_index: int,
+        num_tasks: int,
+        nodes: tuple[str, ...],
+        tasks_per_node: tuple[int, ...],
+        node_name: str | None,
+        distribution: str | None,
+        plane_size: int | None,
+        node_ranks: tuple[int, ...] | None,
+        cuda_visible_devices: tuple[str, ...] | None,
+        gpus_per_task: int | None,
+        gpus_on_node: int | None,
+    ) -> None:
+        self.job_id: Final = job_id
+        self.step_id: Final = step_id
+        self.rank: Final = rank  # SLURM_PROCID: the task's rank in the step
+        self.local_rank: Final = local_rank  # SLURM_LOCALID: the task's index among the step's tasks on its node
+        self.node_index: Final = node_index  # SLURM_NODEID: the task's node, as an index into ``nodes``
+        self.num_tasks: Final = num_tasks
+        self.nodes: Final = nodes  # the step's nodes, in Slurm's order
+        self.tasks_per_node: Final = tasks_per_node  # parallel to ``nodes``
+        self.node_name: Final = node_name  # SLURMD_NODENAME, to cross-check ``nodes[node_index]``
+        self.distribution: Final = distribution  # SLURM_DISTRIBUTION, e.g. "block", "cyclic", "plane"
+        self.plane_size: Final = plane_size  # SLURM_DIST_PLANESIZE
+        self.node_ranks: Final = node_ranks  # SLURM_GTIDS: the ranks of the step on this node
+        self.cuda_visible_devices: Final = cuda_visible_devices  # None when unset; () when empty
+        self.gpus_per_task: Final = gpus_per_task  # SLURM_GPUS_PER_TASK (srun --gpus-per-task)
+        self.gpus_on_node: Final = gpus_on_node  # SLURM_GPUS_ON_NODE
 
     @property
     def node(self) -> str:

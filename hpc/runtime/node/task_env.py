@@ -18,24 +18,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from ._errors import RuntimeSetupError
 from .gpus import GpuAssignment, assign_gpus
-from .hooks import HOOKS_VARIABLE, HookConfig
+from .hook_config import HOOKS_VARIABLE, HookConfig, PreemptionConfig
 from .layout import step_layout
-from .preemption import PreemptionConfig
+from .record import Record
 from .settings import RuntimeSettings
 from .slurm_env import SlurmStep, read_slurm_step
 from .tf_config import ADDRESS_MAP_VARIABLE, parse_address_map, tf_config, worker_addresses
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
-@dataclass(frozen=True)
-class TaskPlan:
-    step: SlurmStep
-    gpus: GpuAssignment
-    workers: tuple[str, ...]  # every worker's host:port, index = rank; () without TF_CONFIG
-    env: dict[str, str]
+
+class TaskPlan(Record):
+    __slots__ = ("env", "gpus", "step", "workers")
+
+    def __init__(self, step: SlurmStep, gpus: GpuAssignment, workers: tuple[str, ...], env: dict[str, str]) -> None:
+        self.step: Final = step
+        self.gpus: Final = gpus
+        self.workers: Final = workers  # every worker's host:port, index = rank; () without TF_CONFIG
+        self.env: Final = env
 
     @property
     def address(self) -> str | None:

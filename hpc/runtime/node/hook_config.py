@@ -1,0 +1,85 @@
+"""The settings of the in-process hooks, as they travel from the bootstrap in HPC_TF_HOOKS.
+
+The bootstrap writes them (task_env.py); hooks.py and preemption.py read them inside the
+user's process. Kept apart from that code so the bootstrap imports none of it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any, Final
+
+HOOKS_VARIABLE = "HPC_TF_HOOKS"
+
+
+class PreemptionConfig(Record):
+    """The ``preemption`` part of HPC_TF_HOOKS."""
+
+    __slots__ = ("checkpoint_dir", "every_steps", "handle_signals", "keep")
+
+    def __init__(self, checkpoint_dir: str, every_steps: int | None, keep: int, handle_signals: bool) -> None:
+        self.checkpoint_dir: Final = checkpoint_dir
+        self.every_steps: Final = every_steps  # periodic checkpoints; None: only when warned
+        self.keep: Final = keep
+        self.handle_signals: Final = handle_signals  # USR1/TERM -> agreed checkpoint -> exit REQUEUE_EXIT_CODE
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "checkpoint_dir": self.checkpoint_dir,
+            "every_steps": self.every_steps,
+            "keep": self.keep,
+            "handle_signals": self.handle_signals,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PreemptionConfig:
+        every = data.get("every_steps")
+        return cls(
+            checkpoint_dir=str(data["checkpoint_dir"]),
+            every_steps=None if every is None else int(every),
+            keep=int(data.get("keep", 3)),
+            handle_signals=bool(data.get("handle_signals", True)),
+        )
+
+
+class HookConfig(Record):
+    __slots__ = ("coordination_timeout_s", "keras_mwms_fix", "preemption", "worker_nodes")
+
+    def __init__(
+        self,
+        coordination_timeout_s: int,
+        keras_mwms_fix: bool,
+        worker_nodes: tuple[str, ...],
+        preemption: PreemptionConfig | None = None,
+    ) -> None:
+        self.coordination_timeout_s: Final = coordination_timeout_s
+        self.keras_mwms_fix: Final = keras_mwms_fix
+        self.worker_nodes: Final = worker_nodes  # the Slurm node of each worker, index = rank
+        self.preemption: Final = preemption  # checkpoints, resume, Slurm's warning
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "coordination_timeout_s": self.coordination_timeout_s,
+                "keras_mwms_fix": self.keras_mwms_fix,
+                "worker_nodes": list(self.worker_nodes),
+                "preemption": None if self.preemption is None else self.preemption.to_dict(),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> HookConfig:
+        data = json.loads(text)
+        return cls(
+            coordination_timeout_s=int(data["coordination_timeout_s"]),
+            keras_mwms_fix=bool(data["keras_mwms_fix"]),
+            worker_nodes=tuple(str(node) for node in data["worker_nodes"]),
+            preemption=None if data.get("preemption") is None else PreemptionConfig.from_dict(data["preemption"]),
+        )
