@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -55,10 +56,25 @@ def _interleave(reps: int, commands: dict[str, list[str]], stderr: IO[bytes] | N
     for rep in range(-1, reps):
         for name in names if rep % 2 == 0 else names[::-1]:
             t0 = time.perf_counter()
-            subprocess.run(commands[name], check=True, timeout=120, stderr=stderr)
+            _run(commands[name], stderr)
             if rep >= 0:
                 times[name].append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def _run(argv: list[str], stderr: IO[bytes] | None, timeout_s: float = 120) -> None:
+    """Run argv and wait in waitpid. Not subprocess.run(timeout=...): its wait polls with sleeps
+    that double from 0.5 to 50 ms, which rounds every time up to 15.5, 31.5, 63.5, 113.5 ms...
+    (the quantized figures of earlier runs); a watchdog kills a command that hangs instead."""
+    process = subprocess.Popen(argv, stderr=stderr)
+    watchdog = threading.Timer(timeout_s, process.kill)
+    watchdog.start()
+    try:
+        returncode = process.wait()
+    finally:
+        watchdog.cancel()
+    if returncode != 0:
+        raise subprocess.CalledProcessError(returncode, argv)
 
 
 if __name__ == "__main__":
