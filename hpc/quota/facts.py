@@ -226,6 +226,8 @@ def gather(
     """
     state = read_controller(calls, user)
     facts = QuotaFacts(user=user, controller=state)
+    if stored is not None:
+        stored.cluster = facts.cluster
     if not any(a.user == user for a in state.associations):
         return facts
     assocs: tuple[SacctmgrAssoc, ...] | None = None

@@ -37,6 +37,9 @@ class StoredAnswers:
         self.reuse = reuse  # False: ask slurmdbd again, but remember its answers
         self.clock = clock
         self.used = False  # whether an answer came from here (so a blocking verdict is checked again)
+        # the cluster whose controller is asked (set by hpc.quota.facts.gather): one home directory may
+        # serve several clusters, each with its own slurmdbd and QOS of the same names
+        self.cluster = ""
 
     @classmethod
     def for_user(cls, user: str, *, reuse: bool = True) -> StoredAnswers:
@@ -44,22 +47,27 @@ class StoredAnswers:
 
     def fresh(self) -> StoredAnswers:
         """The same store, asking slurmdbd again."""
-        return StoredAnswers(self.path, max_age_s=self.max_age_s, reuse=False, clock=self.clock)
+        fresh = StoredAnswers(self.path, max_age_s=self.max_age_s, reuse=False, clock=self.clock)
+        fresh.cluster = self.cluster
+        return fresh
 
     def get(self, argv: Sequence[str]) -> str | None:
         """The output ``argv`` gave within the last ``max_age_s``, if any (and reuse is on)."""
         if not self.reuse:
             return None
-        stdout = self._recent().get(_key(argv))
+        stdout = self._recent().get(self._key(argv))
         if stdout is not None:
             self.used = True
         return stdout
 
     def put(self, argv: Sequence[str], stdout: str) -> None:
         entries = {key: {"at": at, "stdout": out} for key, (at, out) in self._read().items() if self._young(at)}
-        entries[_key(argv)] = {"at": self.clock(), "stdout": stdout}
+        entries[self._key(argv)] = {"at": self.clock(), "stdout": stdout}
         with contextlib.suppress(OSError):  # a read-only or full home: launches ask slurmdbd every time
             write_text_atomic(self.path, json.dumps(entries), mode=0o600)
+
+    def _key(self, argv: Sequence[str]) -> str:
+        return "\0".join((self.cluster, *argv))
 
     def _recent(self) -> dict[str, str]:
         return {key: out for key, (at, out) in self._read().items() if self._young(at)}
@@ -81,7 +89,3 @@ class StoredAnswers:
             and isinstance(entry.get("at"), (int, float))
             and isinstance(entry.get("stdout"), str)
         }
-
-
-def _key(argv: Sequence[str]) -> str:
-    return "\0".join(argv)

@@ -44,13 +44,14 @@ def test_a_verdict_remembered_answers_would_block_is_made_again_with_fresh_ones(
     # remembered: the association's default QOS was quota-test (full: the job would have to wait);
     # since then an administrator made it normal again
     store = StoredAnswers(tmp_path / "s.json")
+    store.cluster = "lab"  # the recorded controller's
     store.put(ASSOC_ARGV, "lab|quota-test-a|researcher||normal,quota-test,quota-test-wide|quota-test\n")
 
     verdict = preflight(make_job(1), cli(replay("overview")), user=USER, stored=StoredAnswers(store.path))
     assert (verdict.kind, verdict.qos) == (VerdictKind.OK, "normal")
     assert tools(verdict) == ["scontrol", "sacctmgr", "scontrol", "sacctmgr", "sacctmgr"]
     assert verdict.calls[3] == tuple(ASSOC_ARGV)  # asked again, not taken from the store
-    assert "|normal\n" in (StoredAnswers(store.path).get(ASSOC_ARGV) or "")  # and the fresh answer kept
+    assert "|normal\n" in (store.get(ASSOC_ARGV) or "")  # and the fresh answer kept
 
 
 def test_a_blocking_verdict_costs_fresh_answers_even_when_they_agree(make_job: MakeJob, tmp_path: Path) -> None:
@@ -87,3 +88,14 @@ def test_an_unusable_cache_is_not_an_error(tmp_path: Path) -> None:
 def test_the_cache_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert StoredAnswers.for_user("ada").path == tmp_path / "hpc-tf" / "slurmdbd-ada.json"
+
+
+def test_answers_are_kept_per_cluster(tmp_path: Path) -> None:
+    # one home directory, two clusters with their own slurmdbd: QOS of the same name may differ
+    lab = StoredAnswers(tmp_path / "s.json")
+    lab.cluster = "lab"
+    lab.put(ASSOC_ARGV, "lab's answer\n")
+    other = StoredAnswers(tmp_path / "s.json")
+    other.cluster = "physics"
+    assert other.get(ASSOC_ARGV) is None
+    assert lab.get(ASSOC_ARGV) == "lab's answer\n"
