@@ -7,6 +7,7 @@ benchmark submits is cancelled at the end (:meth:`Cluster.cancel_all`), whatever
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,17 @@ class Cluster:
         return cls(user=values["USER"], account=values["ACCOUNT"], gpu_partition=values["GPU_PARTITION"],
                    cpu_partition=values["CPU_PARTITION"], gpu_nodes=tuple(values["GPU_NODES"].split(",")),
                    scratch=Path(values["SCRATCH_DIR"]))
+
+    @classmethod
+    @contextlib.contextmanager
+    def session(cls, name: str) -> Iterator[tuple[Cluster, Path]]:
+        """The cluster and a fresh work directory for one benchmark; every job it submitted (and
+        tracked) is cancelled at the end, however the benchmark ends."""
+        cluster = cls.connect()
+        try:
+            yield cluster, cluster.workdir(name)
+        finally:
+            cluster.cancel_all()
 
     # -------------------------------------------------------------- files
 

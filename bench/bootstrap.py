@@ -37,12 +37,8 @@ def spec(gpus: int) -> str:
 def run(args: argparse.Namespace, quick: bool) -> Result:
     reps = args.bootstrap_reps or (2 if quick else 30)
     result = Result(NAME, quick)
-    cluster = Cluster.connect()
-    work = cluster.workdir("bootstrap")
-    try:
+    with Cluster.session("bootstrap") as (cluster, work):
         _measure(cluster, work, reps, args.bootstrap_gpus, result)
-    finally:
-        cluster.cancel_all()
     return result
 
 

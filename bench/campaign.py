@@ -58,12 +58,8 @@ def run(args: argparse.Namespace, quick: bool) -> Result:
     size = args.campaign_size or (20 if quick else 1000)
     reps = args.campaign_reps or (1 if quick else 3)
     result = Result(NAME, quick)
-    cluster = Cluster.connect()
-    work = cluster.workdir("campaign")
-    try:
+    with Cluster.session("campaign") as (cluster, work):
         _measure(cluster, work, size, reps, result)
-    finally:
-        cluster.cancel_all()
     return result
 
 

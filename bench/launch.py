@@ -53,12 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, quick: bool) -> Result:
     reps = args.launch_reps or (2 if quick else 15)
     result = Result(NAME, quick)
-    cluster = Cluster.connect()
-    work = cluster.workdir("launch")
-    try:
+    with Cluster.session("launch") as (cluster, work):
         _measure(cluster, work, reps, result)
-    finally:
-        cluster.cancel_all()
     return result
 
 

@@ -38,12 +38,8 @@ def run(args: argparse.Namespace, quick: bool) -> Result:
     epochs = args.training_epochs or (3 if quick else 10)
     node_counts = [int(n) for n in args.training_nodes.split(",")]
     result = Result(NAME, quick)
-    cluster = Cluster.connect()
-    work = cluster.workdir("training")
-    try:
+    with Cluster.session("training") as (cluster, work):
         _measure(cluster, work, reps, epochs, node_counts, result)
-    finally:
-        cluster.cancel_all()
     return result
 
 
