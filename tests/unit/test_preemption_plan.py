@@ -14,7 +14,7 @@ from _runtime_fixtures import recorded_tasks
 from hpc.errors import RuntimeSetupError
 from hpc.resolve import resolve
 from hpc.runtime.node import keras_resume, preemption
-from hpc.runtime.node.hooks import HookConfig
+from hpc.runtime.node.hook_config import HookConfig
 from hpc.runtime.node.preemption import (
     REQUEUE_EXIT_CODE,
     Cluster,

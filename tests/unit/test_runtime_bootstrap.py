@@ -18,6 +18,7 @@ from hpc.runtime import install_into, node_env
 from hpc.runtime.node import hooks
 from hpc.runtime.node.bootstrap import RECORD_PREFIX, _parse_args
 from hpc.runtime.node.formation import formation_failure_message
+from hpc.runtime.node.hook_config import HOOKS_VARIABLE, HookConfig
 from hpc.runtime.node.keras_fix import TESTED_KERAS_VERSIONS, check_version
 
 NODE_PACKAGE = Path(hooks.__file__).resolve().parent
@@ -268,9 +269,9 @@ def test_hooks_are_only_installed_for_two_or_more_workers(
     for name in [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]:
         monkeypatch.delitem(sys.modules, name)
     before = list(sys.meta_path)
-    hooks.install_from_environ({hooks.HOOKS_VARIABLE: hooks.HookConfig(30, True, ("n1",)).to_json()})
+    hooks.install_from_environ({HOOKS_VARIABLE: HookConfig(30, True, ("n1",)).to_json()})
     assert sys.meta_path == before
-    hooks.install_from_environ({hooks.HOOKS_VARIABLE: hooks.HookConfig(30, True, ("n1", "n2")).to_json()})
+    hooks.install_from_environ({HOOKS_VARIABLE: HookConfig(30, True, ("n1", "n2")).to_json()})
     assert type(sys.meta_path[0]).__name__ == "_PostImportFinder"
 
 

@@ -10,7 +10,7 @@ from _runtime_fixtures import recorded_tasks
 
 from hpc.errors import RuntimeSetupError
 from hpc.runtime import install_into, node_env
-from hpc.runtime.node.hooks import HookConfig
+from hpc.runtime.node.hook_config import HookConfig
 from hpc.runtime.node.settings import RuntimeSettings
 from hpc.runtime.node.task_env import plan_task
 

@@ -27,8 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from . import formation, keras_fix, keras_resume, preemption
-from .hook_config import HOOKS_VARIABLE as HOOKS_VARIABLE
-from .hook_config import HookConfig as HookConfig
+from .hook_config import HOOKS_VARIABLE, HookConfig
 
 Callback = Callable[[ModuleType], None]
 

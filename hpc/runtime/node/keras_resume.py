@@ -31,7 +31,8 @@ from typing import Any
 
 from . import preemption
 from ._errors import RuntimeSetupError
-from .preemption import CheckpointStore, Cluster, Position, PreemptionConfig, crossed_save_point, log, restore_action
+from .hook_config import PreemptionConfig
+from .preemption import CheckpointStore, Cluster, Position, crossed_save_point, log, restore_action
 
 TRAINER_MODULE = "keras.src.backend.tensorflow.trainer"
 

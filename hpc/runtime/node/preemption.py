@@ -42,7 +42,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from ._errors import RuntimeSetupError
-from .hook_config import PreemptionConfig as PreemptionConfig
+from .hook_config import PreemptionConfig
 
 # EX_TEMPFAIL (sysexits.h): "temporary failure, the user is invited to retry". The rendered
 # batch script requeues the job when the step ends with it.
