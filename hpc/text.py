@@ -1,0 +1,57 @@
+"""The one check for text that reaches a script, an ``#SBATCH`` line or a terminal, and the one way to
+show a user's value inside an error message.
+
+Every name, token and value a user writes passes :func:`one_line` (no line break or control character
+of any kind: bash, sbatch and Python each split lines on a different set) and, where it has a shape,
+:func:`named` (the whole string must match; ``re.match`` with ``$`` accepts a trailing newline).
+Messages quote values with :func:`shown`, which escapes what a terminal would interpret and shortens
+what would flood it.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: every character that some
+# reader of our output (bash, sbatch, str.splitlines, a terminal) takes as a line break or a command.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+SHOWN_LIMIT = 80
+
+
+def forbidden_character(value: str) -> str | None:
+    """The first character :func:`one_line` refuses, escaped (``\\n``, ``\\u2028``), or None."""
+    found = _FORBIDDEN.search(value)
+    return None if found is None else _escape_char(found.group())
+
+
+def one_line(value: str, what: str = "value") -> str:
+    """``value`` unchanged, or ValueError when it holds a line break or another control character."""
+    bad = forbidden_character(value)
+    if bad is not None:
+        raise ValueError(f"{what} must be one line of printable text; it contains {bad}")
+    return value
+
+
+def named(value: str, pattern: re.Pattern[str], rule: str) -> str:
+    """``value`` unchanged if the WHOLE string matches ``pattern``; else ValueError with ``rule``."""
+    if pattern.fullmatch(value) is None:
+        raise ValueError(f"{shown(value)} is not valid: {rule}")
+    return value
+
+
+def _escape_char(char: str) -> str:
+    escaped = char.encode("unicode_escape").decode("ascii")
+    return escaped if escaped != char else f"\\u{ord(char):04x}"
+
+
+def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
+    """``value`` quoted for a message: control, format and separator characters escaped, long values
+    cut to ``limit`` characters with the full length said."""
+    text = value if isinstance(value, str) else repr(value)
+    out = []
+    for char in text[:limit]:
+        category = unicodedata.category(char)
+        out.append(_escape_char(char) if category[0] in "CZ" and char != " " else char)
+    cut = f"... ({len(text)} characters)" if len(text) > limit else ""
+    return f"'{''.join(out)}{cut}'"
