@@ -133,6 +133,13 @@ def test_a_module_init_that_is_not_there_stops_the_job(setup: Setup) -> None:
     assert_stopped(setup, result, f"module_init {gone} is not a readable file: check module_init in the site config")
 
 
+def test_a_module_init_that_defines_no_module_command_is_named(setup: Setup) -> None:
+    setup.module_init.write_text("# not an init file\n")
+    result = setup.run(render_script(setup.job("{modules: [known/1.0]}", (f"module_init={setup.module_init}",))))
+    assert_stopped(setup, result, f"module_init {setup.module_init} defines no module command to load known/1.0 "
+                                  "with: check module_init in the site config")
+
+
 def test_conda_missing_or_failing_stops_the_job(setup: Setup) -> None:
     result = setup.run(render_script(setup.job("{conda: 'my env'}")))
     assert_stopped(setup, result, "no 'conda' command to activate the conda environment my env with: "
