@@ -172,6 +172,22 @@ def test_a_failing_worker_stops_the_other_and_the_job_fails_with_its_exit_code(t
     assert "hpc-tf: job step finished with exit code 7" in batch
 
 
+def test_a_job_with_a_missing_venv_fails_naming_the_venv_and_never_runs_its_command(tmp_path: Path) -> None:
+    venv = tmp_path / "venvs" / "not made"
+    spec = write_spec(tmp_path, "no-venv", ["python3", "-c", "open('ran', 'w')"], resources={"gpus_per_node": 0},
+                      environment={"venv": str(venv)},
+                      preemption={"enabled": True, "warning_seconds": 60, "max_restarts": 3})
+    result = hpc_tf(tmp_path, "launch", spec.name, "--wait", check=False, timeout=120)
+    assert result.returncode == 1, result.stderr
+    job_id = result.stdout.strip()
+    row = status_row(tmp_path, job_id)
+    assert (row["state"], row["exit_code"], row["restarts"]) == ("FAILED", 1, 0)  # a setup failure is not requeued
+    batch = (run_dir_of(tmp_path, "no-venv") / "logs" / f"batch-{job_id}.out").read_text()
+    assert (f"hpc-tf: setup failed: venv {venv} cannot be activated (no {venv}/bin/activate): "
+            "check environment.venv in job.yaml") in batch
+    assert "job step finished" not in batch and not (tmp_path / "ran").exists()
+
+
 def test_status_of_a_job_whose_supervisor_is_gone_says_so(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "orphan", ["sleep", "600"], resources={"gpus_per_node": 0})
     job_id = hpc_tf(tmp_path, "launch", spec.name).stdout.strip()

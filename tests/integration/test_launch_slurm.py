@@ -81,6 +81,38 @@ def test_logs_by_job_id_show_every_worker(
         assert "hello from a worker" in hpc_tf(researcher_run, project, "logs", job_id, "--task", task).stdout
 
 
+# a site's module system that knows no module: Lmod's answer to an unknown one, non-zero
+NO_MODULES = 'module() { echo "Lmod has detected the following error: unknown module $2" >&2; return 1; }\n'
+
+
+@pytest.mark.parametrize("broken", ["venv", "module"])
+def test_a_job_whose_environment_cannot_be_set_up_ends_failed_naming_the_step(
+    researcher_run: Run, project: Path, wait_for_job: Callable[..., JobStatus], broken: str
+) -> None:
+    venv = project / "venvs" / "not made"
+    (project / "lmod.sh").write_text(NO_MODULES)
+    environment, message = {
+        "venv": ({"venv": str(venv)}, f"venv {venv} cannot be activated (no {venv}/bin/activate): "
+                                      "check environment.venv in job.yaml"),
+        "module": ({"modules": ["tf/9.9"]}, "module load tf/9.9 failed: check environment.modules in job.yaml"),
+    }[broken]
+    spec = {"name": f"no-{broken}", "command": ["python3", "-c", "open('ran', 'w')"],
+            "resources": {"nodes": 1, "time": "2:00"}, "environment": environment,
+            "preemption": {"enabled": True, "warning_seconds": 30, "max_restarts": 2}}
+    (project / "job.yaml").write_text(yaml.safe_dump(spec))
+    launched = hpc_tf(researcher_run, project, "launch", "job.yaml", "--wait",
+                      "--set", f"module_init={project / 'lmod.sh'}", check=False)
+    job_id = launched.stdout.strip()
+    job = wait_for_job(job_id)
+    assert (job.state, job.exit_code) == ("FAILED", "1:0")  # sacct: failed, and not requeued
+    (row,) = json.loads(hpc_tf(researcher_run, project, "status", job_id, "--json").stdout)
+    assert (row["state"], row["restarts"]) == ("FAILED", 0)
+    (run_dir,) = run_dirs(project)
+    log = hpc_tf(researcher_run, project, "logs", str(run_dir)).stdout
+    assert f"hpc-tf: setup failed: {message}" in log
+    assert "job step finished" not in log and not (project / "ran").exists()
+
+
 def test_cancel_stops_a_running_job(
     researcher_run: Run, project: Path, wait_for_job: Callable[..., JobStatus]
 ) -> None:
