@@ -24,6 +24,7 @@ SCENARIO = Path(__file__).parents[1] / "fixtures" / "scheduler" / "slurm-22.05" 
 ROLES: dict[str, str] = json.loads((SCENARIO / "scenario.json").read_text())
 SACCT = load_recording(SCENARIO / "query-sacct.rec").result
 SQUEUE = load_recording(SCENARIO / "query-squeue.rec").result
+OUTAGE = SCENARIO.parent / "outage"
 
 
 def scheduler_with(*results: CommandResult) -> tuple[SlurmScheduler, ReplayRunner]:
@@ -207,6 +208,30 @@ def test_controller_down_answers_from_accounting_marked() -> None:
     assert array.unanswered == "slurmctld" and all(statuses[t].unanswered for t in array.tasks)
     (warning,) = degraded_warnings(statuses.values())
     assert "slurmctld" in warning and "from accounting" in warning and "\n" not in warning
+
+
+def test_the_stopped_controller_recording_answers_from_accounting() -> None:
+    # recorded with slurmctld really stopped: sacct answered about a completed and a running job
+    sacct, squeue = (load_recording(OUTAGE / f"{tool}.rec").result for tool in ("sacct", "squeue"))
+    completed, running = sacct.argv[-1].removeprefix("--jobs=").split(",")
+    assert list(squeue.argv) == commands.squeue([running])  # what query asks the controller
+    scheduler, runner = scheduler_with(sacct, squeue)
+    scheduler.cli.retry = RetryPolicy()
+    statuses = scheduler.query([completed, running])
+    assert len(runner.calls) == 2
+    assert (statuses[completed].state, statuses[completed].unanswered) == (JobState.COMPLETED, "")
+    assert (statuses[running].state, statuses[running].unanswered) == (JobState.RUNNING, "slurmctld")
+    assert statuses[running].node_list == "cpu1" and statuses[running].exit_code is None
+
+
+def test_cancel_without_the_controller_says_it_is_the_controller() -> None:
+    scancel = load_recording(OUTAGE / "scancel.rec").result
+    scheduler, runner = scheduler_with(scancel)
+    scheduler.cli.retry = RetryPolicy()
+    with pytest.raises(SchedulerUnavailable) as raised:
+        scheduler.cancel(list(scancel.argv[1:]))
+    assert raised.value.summary == "the Slurm controller (slurmctld) is not answering"
+    assert len(runner.calls) == 1  # scancel itself already spent ~9 s retrying
 
 
 def test_a_controller_that_never_answers_costs_the_status_budget_not_a_minute() -> None:
