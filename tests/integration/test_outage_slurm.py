@@ -2,10 +2,11 @@
 ``cancel`` says in one line that it needs the controller; once the controller is back, a job that ran
 through the outage is seen running again.
 
-Unlike tests/integration/test_scheduler_slurm.py (copies of slurm.conf; the cluster untouched), this
-test stops slurmctld itself, with the cluster scripts' own functions (tests/cluster/common.sh:
+Unlike tests/integration/test_scheduler_slurm.py (copies of slurm.conf; the cluster untouched), the
+first test stops slurmctld itself, with the cluster scripts' own functions (tests/cluster/common.sh:
 stop_daemons, start_slurmctld), and always starts it again. The cluster is shared with every other
-test: the outage lasts about ten seconds.
+test: the outage lasts about ten seconds. slurmdbd unreachable is the other way round, and produced with
+a slurm.conf copy (tests/integration/_outage.py), as the other outage tests do.
 
 With HPC_TF_RECORD_SCHEDULER_FIXTURES=DIR what sacct, squeue and scancel printed during the outage is
 also written to DIR/outage/ (the unit tests replay it). Regenerate (as root,
@@ -29,12 +30,14 @@ import pytest
 from hpc.scheduler import commands
 from hpc.scheduler.replay import format_recording
 from tests.conftest import CLUSTER_SCRIPTS, SlurmCluster
+from tests.integration._outage import conf_copy, free_port
 from tests.integration.test_scheduler_slurm import UserRunner
 
 pytestmark = pytest.mark.slurm
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 RECORD_DIR = os.environ.get("HPC_TF_RECORD_SCHEDULER_FIXTURES")
+SLURM_CONF = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
 
 
 def cluster_shell(snippet: str) -> subprocess.CompletedProcess[str]:
@@ -137,5 +140,28 @@ def test_status_answers_from_accounting_while_the_controller_is_stopped(
                     f"job {finished} had completed, job {running} was running")
             for name, result in recorded.items():
                 (out / f"{name}.rec").write_text(format_recording(result, note))
+    finally:
+        researcher_run(["scancel", running], cwd=scratch_dir, check=False)
+
+
+def test_status_answers_from_the_controller_when_accounting_does_not(
+    researcher_run: Run, scratch_dir: Path, slurm_cluster: SlurmCluster
+) -> None:
+    running = researcher_run(["sbatch", "--parsable", "-p", slurm_cluster.cpu_partition, "-t", "5",
+                              "-o", "/dev/null", "--wrap", "sleep 300"], cwd=scratch_dir).stdout.strip()
+    try:
+        conf = conf_copy(SLURM_CONF, scratch_dir / "dbd-down",
+                         AccountingStoragePort=str(free_port()))
+        started = time.monotonic()
+        status = researcher_run(["hpc-tf", "status", running, "--json", "--site", "sandbox",
+                                 "--set", f"runs_dir={scratch_dir / 'runs'}"],
+                                cwd=scratch_dir, env={"SLURM_CONF": str(conf)}, check=False)
+        assert time.monotonic() - started < 15
+        assert status.returncode == 0, status.stderr
+        (row,) = json.loads(status.stdout)
+        assert row["state"] in ("PENDING", "RUNNING") and row["unanswered"] == "slurmdbd"
+        assert row["info"].startswith("accounting not answering: state from the controller")
+        (warning,) = status.stderr.strip().splitlines()
+        assert warning.startswith("hpc-tf: warning: Slurm's accounting daemon (slurmdbd) is not answering")
     finally:
         researcher_run(["scancel", running], cwd=scratch_dir, check=False)
