@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
+
+from hpc.errors import HpcTfError
+from hpc.text import shown
 
 
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
@@ -21,3 +25,24 @@ def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# Why a write failed, for the errors a user can do something about: (what happened, what to do)
+_WRITE_FAILURES = {
+    errno.ENOSPC: ("no space left on {where}", "free space there or set {setting} to another directory"),
+    errno.EDQUOT: ("disk quota exceeded on {where}", "free space there or set {setting} to another directory"),
+    errno.EROFS: ("{where} is on a read-only filesystem", "set {setting} to a writable directory"),
+    errno.EACCES: ("no permission to write in {where}", "set {setting} to a directory you can write to"),
+    errno.EPERM: ("no permission to write in {where}", "set {setting} to a directory you can write to"),
+}
+
+
+def write_failure(err: OSError, directory: Path, setting: str) -> HpcTfError:
+    """One line for a write under ``directory`` (chosen by the setting ``setting``) that failed:
+    where, why and what to do, e.g. ``no space left on '/scratch/runs' (runs_dir): free space there
+    or set runs_dir to another directory``."""
+    where = f"{shown(str(directory))} ({setting})"
+    cause, fix = _WRITE_FAILURES.get(
+        err.errno or 0, (f"cannot write in {{where}}: {err.strerror or err}", "check it or set {setting}")
+    )
+    return HpcTfError(f"{cause.format(where=where)}: {fix.format(setting=setting)}")

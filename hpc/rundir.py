@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from hpc.atomic import write_text_atomic
+from hpc.atomic import write_failure, write_text_atomic
 from hpc.errors import HpcTfError
 from hpc.paths import RunPaths
 from hpc.resolve import ResolvedJob
@@ -29,10 +29,7 @@ def write_run_dir(job: ResolvedJob, script: str) -> RunPaths:
     try:
         paths.root.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise HpcTfError(
-            f"cannot create the runs directory {paths.root.parent}: {err.strerror}",
-            hint="set runs_dir in your site config (or --set runs_dir=PATH) to a writable shared path",
-        ) from None
+        raise write_failure(err, paths.root.parent, "runs_dir") from None
     staging = RunPaths.at(paths.root.parent / f".{paths.root.name}.partial")
     try:
         staging.logs_dir.mkdir(parents=True)
@@ -40,8 +37,10 @@ def write_run_dir(job: ResolvedJob, script: str) -> RunPaths:
         write_text_atomic(staging.resolved, job.to_json())
         install_into(staging.runtime_dir)
         os.rename(staging.root, paths.root)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging.root, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk, a quota, a read-only mount: one line, nothing left
+            raise write_failure(err, paths.root.parent, "runs_dir") from None
         raise
     return paths
 

@@ -18,10 +18,11 @@ from rich.table import Table
 from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, scheduler_for
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
-from hpc.errors import HpcTfError
+from hpc.errors import HpcTfError, SchedulerUnavailable
 from hpc.quota import explain_waits
 from hpc.runs import Run, find_run, list_runs, runs_root
 from hpc.scheduler import Follower, JobState, JobStatus, Scheduler
+from hpc.scheduler.status import degraded_warnings
 from hpc.site.load import load_site
 from hpc.units import format_duration
 
@@ -56,6 +57,10 @@ def _time(status: JobStatus) -> str:
 
 
 def _info(status: JobStatus) -> str:
+    return "; ".join(filter(None, (status.unanswered_note, _state_info(status))))
+
+
+def _state_info(status: JobStatus) -> str:
     if status.reason is not None:
         return status.reason_sentence or ""
     if status.state.is_terminal and status.exit_code is not None and not status.state.is_success:
@@ -79,6 +84,7 @@ def status_rows(
             "run_dir": str(run.paths.root) if run.paths else None,
             "reason": st.reason.code if st.reason else None,
             "exit_code": st.exit_code.shell_code if st.exit_code else None,
+            "unanswered": st.unanswered or None,
         })
     return rows
 
@@ -96,6 +102,8 @@ def status(
     statuses = query_runs(runs, where.launcher, where.root) if runs else {}
     # jobs waiting on a GPU limit get the limit and who holds the GPUs (no scheduler call otherwise)
     rows = status_rows(runs, statuses, explain_waits(statuses))
+    for warning in degraded_warnings(statuses.values()):
+        err().print(f"hpc-tf: warning: {warning}", markup=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -114,7 +122,12 @@ def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -
     """Cancel jobs by id or run directory (already finished jobs are fine)."""
     where = _where(site, set_)
     runs = _runs(targets, False, where.root)
-    cancel_runs(runs, where.launcher, where.root)
+    try:
+        cancel_runs(runs, where.launcher, where.root)
+    except SchedulerUnavailable as error:
+        raise HpcTfError(f"cannot cancel {', '.join(r.job_id for r in runs)}: {error.summary}, and only the "
+                         "controller can cancel jobs; hpc-tf status still works (from accounting): try again "
+                         "once it answers") from None
     err().print(f"cancelled {', '.join(r.job_id for r in runs)}")
 
 

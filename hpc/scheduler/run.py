@@ -2,9 +2,11 @@
 
 A failed call becomes :class:`SchedulerUnavailable` when a daemon did not answer (controller or
 accounting: the messages below are the ones Slurm 22.05 prints, recorded in
-``tests/fixtures/scheduler/slurm-22.05/errors/``), else :class:`SchedulerCommandFailed`. Transient failures
-are retried a bounded number of times with backoff; a call that may already have taken effect
-(``sbatch`` whose request reached the controller before the reply was lost) is never repeated.
+``tests/fixtures/scheduler/slurm-22.05/errors/``), else :class:`SchedulerCommandFailed`. A daemon that is
+slow or busy is asked again a bounded number of times with backoff, within an optional deadline; one
+that refused the connection is not (the tool itself already kept trying for about MessageTimeout). A
+call that may already have taken effect (``sbatch`` whose request reached the controller before the
+reply was lost) is never repeated.
 
 The process runner is injectable (:class:`Runner`), so everything above this module can be tested
 with recorded outputs (:mod:`hpc.scheduler.replay`) instead of a cluster.
@@ -82,23 +84,29 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
 
 @dataclass(frozen=True)
 class Failure:
-    """What a failed call means. ``request_sent``: the daemon may have acted on it."""
+    """What a failed call means. ``transient``: it may work later; ``retry_now``: asking again at
+    once can help; ``request_sent``: the daemon may have acted on it."""
 
     unavailable: bool
     transient: bool
     request_sent: bool
     summary: str
+    retry_now: bool = True
 
 
 # Texts Slurm 22.05's tools print, by what they mean. The first group that matches decides.
-# A daemon is unreachable: the request never left this machine, so repeating it is always safe.
-_UNREACHABLE = {
+# A daemon is down: the connection was refused, after the tool itself kept trying for about
+# MessageTimeout (squeue ~18 s, scancel ~9 s). The request never left this machine.
+_DOWN = {
     "Unable to contact slurm controller": "the Slurm controller (slurmctld) is not answering",
-    "backup controller in standby mode": "the Slurm controller is switching over to its backup",
     # sacct and sacctmgr open a persistent connection to slurmdbd before anything else
     "failed to open persistent connection": "Slurm's accounting daemon (slurmdbd) is not answering",
     "Sending PersistInit msg": "Slurm's accounting daemon (slurmdbd) is not answering",
     "Problem talking to the database": "Slurm's accounting daemon (slurmdbd) cannot reach its database",
+}
+# Unreachable for a moment: the request never left this machine, and asking again soon can work.
+_SWITCHING = {
+    "backup controller in standby mode": "the Slurm controller is switching over to its backup",
 }
 # The request was sent and the answer lost or late: the daemon may have acted on it.
 _NO_ANSWER = {
@@ -116,12 +124,13 @@ _AUTH = {
     "Munge encode failed": "Slurm could not authenticate this request: is munged running on this machine?",
     "Protocol authentication error": "Slurm could not authenticate this request (munge)",
 }
-# (texts, unavailable, transient, request_sent)
+# (texts, unavailable, transient, request_sent, retry_now)
 _GROUPS = (
-    (_UNREACHABLE, True, True, False),
-    (_NO_ANSWER, True, True, True),
-    (_BUSY, False, True, False),
-    (_AUTH, False, False, False),
+    (_DOWN, True, True, False, False),
+    (_SWITCHING, True, True, False, True),
+    (_NO_ANSWER, True, True, True, True),
+    (_BUSY, False, True, False, True),
+    (_AUTH, False, False, False, False),
 )
 
 
@@ -131,16 +140,16 @@ def classify(result: CommandResult, timeout: float | None = None) -> Failure | N
         return None
     tool = result.argv[0] if result.argv else "?"
     if result.returncode is None:
-        limit = f" within {timeout:g} s" if timeout is not None else ""
+        limit = f" within {timeout:.3g} s" if timeout is not None else ""
         return Failure(True, True, True, f"{tool} did not answer{limit}")
     text = f"{result.stderr}\n{result.stdout}"
-    for texts, unavailable, transient, request_sent in _GROUPS:
+    for texts, unavailable, transient, request_sent, retry_now in _GROUPS:
         for needle, summary in texts.items():
             if needle in text:
-                return Failure(unavailable, transient, request_sent, summary)
+                return Failure(unavailable, transient, request_sent, summary, retry_now)
     if result.returncode == 127:
-        return Failure(False, False, False, f"{tool} was not found: is Slurm installed and on PATH?")
-    return Failure(False, False, True, f"{tool} failed: {last_error_line(result)}")
+        return Failure(False, False, False, f"{tool} was not found: is Slurm installed and on PATH?", False)
+    return Failure(False, False, True, f"{tool} failed: {last_error_line(result)}", False)
 
 
 def last_error_line(result: CommandResult) -> str:
@@ -204,25 +213,35 @@ class SlurmCli:
         self.clock = clock
 
     def run(
-        self, argv: Sequence[str], *, repeatable: bool = True, tolerate: Sequence[str] = ()
+        self,
+        argv: Sequence[str],
+        *,
+        repeatable: bool = True,
+        tolerate: Sequence[str] = (),
+        deadline: float | None = None,
     ) -> CommandResult:
         """Run ``argv``; return its result or raise SchedulerCommandFailed / SchedulerUnavailable.
 
         ``repeatable=False`` (sbatch) retries only failures where the request never reached the
         controller. ``tolerate``: output texts that make a non-zero exit an answer, not an error
         (``squeue`` says ``Invalid job id specified`` when none of the ids is still known).
+        ``deadline`` (on ``clock``): every attempt, retries included, ends by then; the call is
+        killed at it and counts as not answered.
         """
         started = self.clock()
         for attempt in range(self.retry.attempts):
-            result = self.runner(argv, self.timeout_s)
+            timeout = self.timeout_s if deadline is None else max(0.1, min(self.timeout_s, deadline - self.clock()))
+            result = self.runner(argv, timeout)
             if result.returncode is not None and any(t in result.stderr + result.stdout for t in tolerate):
                 return result
-            failure = classify(result, self.timeout_s)
+            failure = classify(result, timeout)
             if failure is None:
                 return result
             delay = self.retry.delay_s(attempt)
-            retry_helps = failure.transient and (repeatable or not failure.request_sent)
-            out_of_time = self.clock() - started + delay > self.retry.give_up_after_s
+            retry_helps = failure.retry_now and (repeatable or not failure.request_sent)
+            out_of_time = self.clock() - started + delay > self.retry.give_up_after_s or (
+                deadline is not None and self.clock() + delay >= deadline
+            )
             if not retry_helps or out_of_time or attempt + 1 == self.retry.attempts:
                 raise failure_error(result, failure)
             log.warning("%s: %s; retrying in %.1f s", argv[0], failure.summary, delay)

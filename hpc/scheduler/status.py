@@ -10,6 +10,12 @@ Keys of the result are the ids asked for. An array job id (``12``) maps to a sum
 (:func:`hpc.scheduler.states.summarize`) and every task gets its own entry (``12_3``, and
 ``12_[4-9%2]`` for tasks still pending as one record); a heterogeneous job id (``30``) likewise
 summarizes its components (``30+0``, ``30+1``). Ids nobody knows map to UNKNOWN.
+
+When one daemon does not answer, the other's view is the answer, marked (``JobStatus.unanswered``):
+with slurmctld down, sacct's records (they lag; no pending reasons); with slurmdbd down, squeue's
+(finished jobs are forgotten). Both calls together end within ``STATUS_BUDGET_S`` however the
+daemons fail: with slurmctld down one squeue alone spends ~18 s in Slurm's own connect retries.
+Only when neither answers is there an error.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from hpc.errors import SchedulerOutputError
+from hpc.errors import SchedulerOutputError, SchedulerUnavailable
 from hpc.scheduler import commands
 from hpc.scheduler.fields import ExitCode, JobId, parse_array_tasks, parse_job_id
 from hpc.scheduler.parse import SacctRow, SqueueRow, parse_sacct, parse_squeue
@@ -30,6 +36,25 @@ T = TypeVar("T")
 
 # squeue's answer when none of the ids is in the controller's memory any more
 SQUEUE_NO_SUCH_JOB = "Invalid job id specified"
+
+# The whole answer within STATUS_BUDGET_S; sacct may use ACCOUNTING_BUDGET_S of it, so that squeue
+# still has time when slurmdbd hangs. A healthy daemon answers either in well under a second.
+STATUS_BUDGET_S = 10.0
+ACCOUNTING_BUDGET_S = 6.0
+
+CONTROLLER = "slurmctld"
+ACCOUNTING = "slurmdbd"
+# the part that did not answer → what it means for the statuses shown, one line each
+_DEGRADED = {
+    CONTROLLER: "the Slurm controller (slurmctld) is not answering: job states come from accounting "
+    "(slurmdbd) and may lag, without pending reasons; launch and cancel need the controller",
+    ACCOUNTING: "Slurm's accounting daemon (slurmdbd) is not answering: job states come from the "
+    "controller (squeue), which forgets jobs once they ended; launch and cancel still work",
+}
+_MARK = {
+    CONTROLLER: "controller not answering: state from accounting",
+    ACCOUNTING: "accounting not answering: state from the controller",
+}
 
 
 @dataclass(frozen=True)
@@ -54,10 +79,23 @@ class JobStatus:
     tasks: tuple[str, ...] = ()  # for an array/het summary: the keys of its members in the same result
     raw_id: str = ""  # the controller's number (an array task has its own: SLURM_JOB_ID inside it)
     source: str = "sacct"  # sacct | squeue | summary | none
+    unanswered: str = ""  # CONTROLLER / ACCOUNTING: that daemon did not answer; the state is the other's
 
     @property
     def reason_sentence(self) -> str | None:
         return None if self.reason is None else self.reason.sentence(self.job_id)
+
+    @property
+    def unanswered_note(self) -> str:
+        """``controller not answering: state from accounting``, or "" when both answered."""
+        return _MARK.get(self.unanswered, "")
+
+
+def degraded_warnings(statuses: Iterable[JobStatus]) -> list[str]:
+    """One line per daemon that did not answer: which one, where the states came from instead, and
+    what still works."""
+    parts = dict.fromkeys(s.unanswered for s in statuses if s.unanswered)
+    return [_DEGRADED[part] for part in parts]
 
 
 def query(cli: SlurmCli, job_ids: Sequence[str]) -> dict[str, JobStatus]:
@@ -65,19 +103,36 @@ def query(cli: SlurmCli, job_ids: Sequence[str]) -> dict[str, JobStatus]:
     ids = commands.checked_job_ids(job_ids)
     if not ids:
         return {}
-    members = statuses_from_sacct(_run_parsed(cli, commands.sacct(ids), _parse_sacct))
+    started = cli.clock()
+    unanswered = ""
+    try:
+        sacct = commands.sacct(ids)
+        members = statuses_from_sacct(_run_parsed(cli, sacct, _parse_sacct, deadline=started + ACCOUNTING_BUDGET_S))
+    except SchedulerUnavailable:
+        members, unanswered = {}, ACCOUNTING
     index = _Index(members)
     live = [i for i in ids if _needs_live_view(index.matches(i)[0])]
     if live:
-        rows = _run_parsed(cli, commands.squeue(live), parse_squeue, tolerate=(SQUEUE_NO_SUCH_JOB,))
-        index = _Index(_merge_live(members, rows, [parse_job_id(i) for i in live]))
+        squeue = commands.squeue(live)
+        try:
+            rows = _run_parsed(
+                cli, squeue, parse_squeue, tolerate=(SQUEUE_NO_SUCH_JOB,), deadline=started + STATUS_BUDGET_S
+            )
+        except SchedulerUnavailable:
+            if unanswered:
+                raise
+            unanswered = CONTROLLER
+        else:
+            index = _Index(_merge_live(members, rows, [parse_job_id(i) for i in live]))
     result: dict[str, JobStatus] = {}
     for job_id in ids:
         found, group = index.matches(job_id)
-        result[job_id] = _combine(job_id, found, group)
+        # only the jobs whose state the missing daemon would have given are marked
+        mark = unanswered if job_id in live else ""
+        result[job_id] = replace(_combine(job_id, found, group), unanswered=mark)
         if group:
             for member in found:
-                result.setdefault(member.job_id, member)
+                result.setdefault(member.job_id, replace(member, unanswered=mark))
     return result
 
 
@@ -89,8 +144,14 @@ def _needs_live_view(found: Sequence[JobStatus]) -> bool:
     return not found or any(s.state.is_active for s in found)
 
 
-def _run_parsed(cli: SlurmCli, argv: list[str], parse: Callable[[str], T], tolerate: Sequence[str] = ()) -> T:
-    result: CommandResult = cli.run(argv, tolerate=tolerate)
+def _run_parsed(
+    cli: SlurmCli,
+    argv: list[str],
+    parse: Callable[[str], T],
+    tolerate: Sequence[str] = (),
+    deadline: float | None = None,
+) -> T:
+    result: CommandResult = cli.run(argv, tolerate=tolerate, deadline=deadline)
     try:
         return parse(result.stdout)
     except SchedulerOutputError as err:

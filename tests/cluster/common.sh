@@ -106,6 +106,16 @@ stop_daemons() {
   return 0
 }
 
+# start_slurmctld: start the controller in its own UTS namespace, so that it is "slurmctl"
+# (= SlurmctldHost) whatever this machine is called; slurmctld_up: it answers a ping. Used by up and
+# by the test that stops the controller (tests/integration/test_outage_slurm.py).
+start_slurmctld() {
+  unshare --uts sh -c "hostname $CTL_NAME && exec slurmctld" < /dev/null >> "$LOG_DIR/slurmctld.console" 2>&1 ||
+    return 1
+  mark_started slurmctld
+}
+slurmctld_up() { grep -q "is UP" <<< "$(scontrol ping 2>/dev/null)"; }
+
 # start_mariadb: start MariaDB in the background (no init system here) and wait until it answers
 start_mariadb() {
   install -d -o mysql -g root -m 0755 /run/mysqld

@@ -99,8 +99,8 @@ def test_sbatch_refusals_are_final(name: str, summary: str) -> None:
 
 
 def test_transient_failure_is_retried_with_growing_delays() -> None:
-    argv = recorded("controller-down/squeue.rec").argv
-    runner = ReplayRunner([recorded("controller-down/squeue.rec")] * 2)
+    argv = recorded("controller-hangs/squeue.rec").argv
+    runner = ReplayRunner([recorded("controller-hangs/squeue.rec")] * 2)
     runner.answer(argv, stdout="")
     sleeps = Sleeps()
     result = cli_for(runner, sleeps, attempts=3, first_delay_s=1, factor=2).run(argv)
@@ -110,18 +110,49 @@ def test_transient_failure_is_retried_with_growing_delays() -> None:
 
 
 def test_retries_are_bounded() -> None:
-    down = recorded("controller-down/squeue.rec")
-    runner = ReplayRunner([down])
+    slow = recorded("controller-hangs/squeue.rec")
+    runner = ReplayRunner([slow])
     with pytest.raises(SchedulerUnavailable) as raised:
-        cli_for(runner, attempts=3).run(down.argv)
+        cli_for(runner, attempts=3).run(slow.argv)
     assert len(runner.calls) == 3
     err = raised.value
-    assert err.transient and err.returncode == 1 and "Unable to contact slurm controller" in err.stderr
-    assert "slurmctld" in str(err) and "squeue --noheader" in str(err) and "hint: " in str(err)
+    assert err.transient and err.returncode == 1 and "Socket timed out" in err.stderr
+    assert "controller" in str(err) and "squeue --noheader" in str(err) and "hint: " in str(err)
+
+
+def test_a_controller_that_refused_the_connection_is_not_asked_again() -> None:
+    # the tool already kept trying for about MessageTimeout (squeue ~18 s): asking again only adds that
+    down = recorded("controller-down/squeue.rec")
+    runner = ReplayRunner([down])
+    sleeps = Sleeps()
+    with pytest.raises(SchedulerUnavailable) as raised:
+        cli_for(runner, sleeps, attempts=3).run(down.argv)
+    assert len(runner.calls) == 1 and sleeps.calls == []
+    err = raised.value
+    assert err.transient and "Unable to contact slurm controller" in err.stderr and "slurmctld" in str(err)
+
+
+def test_a_deadline_bounds_every_attempt_and_the_retries() -> None:
+    slow = recorded("controller-hangs/squeue.rec")
+    now = [100.0]
+    timeouts: list[float] = []
+
+    def hung(argv: object, timeout: float) -> CommandResult:
+        timeouts.append(timeout)
+        now[0] += timeout  # killed at its timeout
+        return CommandResult(slow.argv, None, "", "")
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    cli = SlurmCli(hung, timeout_s=30, retry=RetryPolicy(attempts=5), sleep=sleep, clock=lambda: now[0])
+    with pytest.raises(SchedulerUnavailable, match="did not answer within 8 s"):
+        cli.run(slow.argv, deadline=108.0)
+    assert timeouts == [8.0] and now[0] == 108.0
 
 
 def test_retries_stop_when_time_is_up() -> None:
-    down = recorded("controller-down/squeue.rec")
+    down = recorded("controller-hangs/squeue.rec")
     runner = ReplayRunner([down])
     now = [0.0]
 
@@ -151,13 +182,13 @@ def test_a_refusal_is_not_retried() -> None:
     assert len(runner.calls) == 1
 
 
-def test_sbatch_is_retried_only_when_it_never_reached_the_controller() -> None:
+def test_sbatch_to_a_controller_that_is_down_fails_at_once() -> None:
     down = recorded("controller-down/sbatch.rec")
     argv = commands.sbatch("job.sh")
     runner = ReplayRunner([CommandResult(tuple(argv), down.returncode, down.stdout, down.stderr)])
-    runner.answer(argv, stdout="4242\n")
-    assert SlurmScheduler(cli_for(runner)).submit("job.sh") == "4242"
-    assert len(runner.calls) == 2
+    with pytest.raises(SchedulerUnavailable, match="slurmctld") as raised:
+        SlurmScheduler(cli_for(runner)).submit("job.sh")
+    assert len(runner.calls) == 1 and raised.value.transient
 
 
 def test_sbatch_that_may_have_been_submitted_is_not_repeated() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ from hpc.errors import HpcTfError, SchedulerOutputError, SchedulerUnavailable
 from hpc.scheduler import JobState, ReasonCategory, SlurmCli, SlurmScheduler, commands
 from hpc.scheduler.replay import ReplayRunner, load_recording
 from hpc.scheduler.run import CommandResult, RetryPolicy
+from hpc.scheduler.status import ACCOUNTING_BUDGET_S, STATUS_BUDGET_S, degraded_warnings
 
 SCENARIO = Path(__file__).parents[1] / "fixtures" / "scheduler" / "slurm-22.05" / "scenario"
 ROLES: dict[str, str] = json.loads((SCENARIO / "scenario.json").read_text())
 SACCT = load_recording(SCENARIO / "query-sacct.rec").result
 SQUEUE = load_recording(SCENARIO / "query-squeue.rec").result
+OUTAGE = SCENARIO.parent / "outage"
 
 
 def scheduler_with(*results: CommandResult) -> tuple[SlurmScheduler, ReplayRunner]:
@@ -177,11 +180,106 @@ def test_unreadable_output_names_the_command() -> None:
         scheduler.query(["1"])
 
 
-def test_accounting_down_is_reported_as_unavailable() -> None:
-    dbd = load_recording(SCENARIO.parent / "errors" / "slurmdbd-down" / "sacct.rec").result
-    scheduler, _ = scheduler_with(CommandResult(tuple(commands.sacct(["1"])), dbd.returncode, "", dbd.stderr))
-    with pytest.raises(SchedulerUnavailable, match="slurmdbd"):
-        scheduler.query(["1"])
+# --- one daemon not answering: the other one's view, marked ------------------------------------
+
+LIVE = [ROLES[k] for k in ("running", "quota", "held", "array", "never", "unknown")]
+
+
+def failing(argv: list[str], recording: str) -> CommandResult:
+    """What a tool printed in an outage (tests/fixtures/scheduler/slurm-22.05/errors/), for ``argv``."""
+    failed = load_recording(SCENARIO.parent / "errors" / recording).result
+    return CommandResult(tuple(argv), failed.returncode, failed.stdout, failed.stderr)
+
+
+def test_controller_down_answers_from_accounting_marked() -> None:
+    squeue_down = failing(commands.squeue(LIVE), "controller-down/squeue.rec")
+    scheduler, runner = scheduler_with(SACCT, squeue_down)
+    scheduler.cli.retry = RetryPolicy()  # the default policy: a refused connection is not asked again
+    statuses = scheduler.query(list(ROLES.values()))
+    assert [argv[0] for argv in runner.calls] == ["sacct", "squeue"]
+
+    running = statuses[ROLES["running"]]
+    assert (running.state, running.source, running.unanswered) == (JobState.RUNNING, "sacct", "slurmctld")
+    assert running.unanswered_note == "controller not answering: state from accounting"
+    completed = statuses[ROLES["completed"]]  # a finished job's record is accounting's anyway
+    assert completed.state is JobState.COMPLETED and completed.unanswered == "" and completed.unanswered_note == ""
+    assert statuses[ROLES["unknown"]].state is JobState.UNKNOWN and statuses[ROLES["unknown"]].unanswered
+    array = statuses[ROLES["array"]]
+    assert array.unanswered == "slurmctld" and all(statuses[t].unanswered for t in array.tasks)
+    (warning,) = degraded_warnings(statuses.values())
+    assert "slurmctld" in warning and "from accounting" in warning and "\n" not in warning
+
+
+def test_the_stopped_controller_recording_answers_from_accounting() -> None:
+    # recorded with slurmctld really stopped: sacct answered about a completed and a running job
+    sacct, squeue = (load_recording(OUTAGE / f"{tool}.rec").result for tool in ("sacct", "squeue"))
+    completed, running = sacct.argv[-1].removeprefix("--jobs=").split(",")
+    assert list(squeue.argv) == commands.squeue([running])  # what query asks the controller
+    scheduler, runner = scheduler_with(sacct, squeue)
+    scheduler.cli.retry = RetryPolicy()
+    statuses = scheduler.query([completed, running])
+    assert len(runner.calls) == 2
+    assert (statuses[completed].state, statuses[completed].unanswered) == (JobState.COMPLETED, "")
+    assert (statuses[running].state, statuses[running].unanswered) == (JobState.RUNNING, "slurmctld")
+    assert statuses[running].node_list == "cpu1" and statuses[running].exit_code is None
+
+
+def test_cancel_without_the_controller_says_it_is_the_controller() -> None:
+    scancel = load_recording(OUTAGE / "scancel.rec").result
+    scheduler, runner = scheduler_with(scancel)
+    scheduler.cli.retry = RetryPolicy()
+    with pytest.raises(SchedulerUnavailable) as raised:
+        scheduler.cancel(list(scancel.argv[1:]))
+    assert raised.value.summary == "the Slurm controller (slurmctld) is not answering"
+    assert len(runner.calls) == 1  # scancel itself already spent ~9 s retrying
+
+
+def test_a_controller_that_never_answers_costs_the_status_budget_not_a_minute() -> None:
+    hung = failing(commands.squeue(LIVE), "controller-hangs/squeue.rec")
+    now = [0.0]
+    replay = ReplayRunner([SACCT, hung])
+    timeouts: dict[str, float] = {}
+
+    def runner(argv: Sequence[str], timeout: float) -> CommandResult:
+        timeouts[argv[0]] = timeout
+        now[0] += 0.2 if argv[0] == "sacct" else timeout  # squeue is killed at its timeout
+        result = replay(argv, timeout)
+        return result if argv[0] == "sacct" else CommandResult(result.argv, None, "", "")
+
+    cli = SlurmCli(runner, retry=RetryPolicy(), sleep=lambda s: now.__setitem__(0, now[0] + s), clock=lambda: now[0])
+    statuses = SlurmScheduler(cli).query(list(ROLES.values()))
+    assert now[0] <= STATUS_BUDGET_S < 15
+    assert timeouts["sacct"] <= ACCOUNTING_BUDGET_S
+    assert statuses[ROLES["running"]].state is JobState.RUNNING
+    assert statuses[ROLES["running"]].unanswered == "slurmctld"
+
+
+def test_accounting_down_answers_from_the_controller_marked() -> None:
+    ids = list(ROLES.values())
+    sacct_down = failing(commands.sacct(ids), "slurmdbd-down/sacct.rec")
+    squeue_all = CommandResult(tuple(commands.squeue(ids)), 0, SQUEUE.stdout, "")
+    scheduler, runner = scheduler_with(sacct_down, squeue_all)
+    statuses = scheduler.query(ids)
+    assert [argv[0] for argv in runner.calls] == ["sacct", "squeue"]
+    running = statuses[ROLES["running"]]
+    assert (running.state, running.source, running.unanswered) == (JobState.RUNNING, "squeue", "slurmdbd")
+    assert running.unanswered_note == "accounting not answering: state from the controller"
+    assert statuses[ROLES["quota"]].reason is not None  # the controller still gives pending reasons
+    # squeue has forgotten finished jobs: unknown, and marked as such
+    completed = statuses[ROLES["completed"]]
+    assert completed.state is JobState.UNKNOWN and completed.unanswered == "slurmdbd"
+    (warning,) = degraded_warnings(statuses.values())
+    assert "slurmdbd" in warning
+
+
+def test_neither_daemon_answering_is_an_error() -> None:
+    ids = [ROLES["running"]]
+    scheduler, _ = scheduler_with(
+        failing(commands.sacct(ids), "slurmdbd-down/sacct.rec"),
+        failing(commands.squeue(ids), "controller-down/squeue.rec"),
+    )
+    with pytest.raises(SchedulerUnavailable, match="slurmctld"):
+        scheduler.query(ids)
 
 
 def test_bad_ids_never_reach_a_command() -> None:
