@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hpc.errors import HpcTfError, SpecError
 from hpc.local.scheduler import _job_from_script
-from hpc.render.directives import read_directives
-from hpc.render.managed import MANAGED_FLAGS
+from hpc.render.directives import directive_lines, read_directives
+from hpc.render.managed import MANAGED_FLAGS, check_extra_flag
 from hpc.render.script import render_script
 from hpc.resolve import resolve
 from hpc.scheduler.sbatch_option_table import LONG_OPTIONS, SHORT_OPTIONS
@@ -173,3 +175,36 @@ def test_the_local_launcher_reads_abbreviated_options_as_sbatch_would(tmp_path: 
     script.write_text("#!/bin/bash\n#SBATCH -N 2 --mem-per=1G\nhostname\n")
     with pytest.raises(HpcTfError, match=r"job.sbatch: '--mem-per=1G' is ambiguous in sbatch 22\.05"):
         _job_from_script(script, {})
+
+
+# ---- property: whatever is accepted is rendered so that sbatch's reading gives back the intended option ----
+
+FREE_OPTIONS = sorted(
+    name for name, kind in LONG_OPTIONS["22.05"].items()
+    if name not in MANAGED_FLAGS and kind == "required" and LONG_OPTIONS["25.11"].get(name) == "required"
+)
+PRINTABLE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_accepted_entry_reads_back_as_the_intended_option(data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(FREE_OPTIONS))
+    prefixes = [name[:n] for n in range(1, len(name) + 1) if _resolves_to(name[:n], name)]
+    written = data.draw(st.sampled_from(prefixes))
+    value = data.draw(PRINTABLE)
+    entry = data.draw(st.sampled_from([f"--{written}={value}", f"--{written} {value}"]))
+    job = BASE_JOB.model_copy(update={"sbatch_extra": (check_extra_flag(entry),)})
+    script = "#!/bin/bash\n" + "\n".join(directive_lines(job, "log")) + "\ntrue\n"
+    assert read_directives(script)[name] == value
+
+
+def _resolves_to(prefix: str, name: str) -> bool:
+    try:
+        return parse_option(f"--{prefix}=x").name == name
+    except OptionError:
+        return False
+
+
+BASE_JOB = resolve(load_spec_text("name: a\ncommand: x\n", "job.yaml", Path("/x")), load_site("sandbox", environ=ALICE),
+                   "r", ALICE)
