@@ -14,7 +14,7 @@ check, the renderer, the local launcher, submitit) compares whole names.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hpc.scheduler.sbatch_option_table import LONG_OPTIONS, SHORT_OPTIONS
@@ -62,9 +62,9 @@ def parse_option(text: str, versions: Sequence[str] = SUPPORTED_VERSIONS) -> Sba
     ``--name=value``, ``--name value``, ``-x value``, ``-xvalue`` or a bare ``--name``/``-x``; the
     value is everything after the first ``=`` or space (it is quoted for sbatch when rendered).
     """
-    head, space, rest = text.partition(" ")
+    head, space, rest = text.lstrip(" ").partition(" ")
     try:
-        options = _parse([head, rest] if space and "=" not in head else [text], versions)
+        options = _parse([head, rest] if space and "=" not in head else [text.lstrip(" ")], versions)
     except _Refused as err:
         subject = shown(text) if err.word == text else f"{shown(text)}: {shown(err.word)}"
         raise OptionError(f"{subject} {err}") from None
@@ -79,7 +79,7 @@ def _parse(args: Sequence[str], versions: Sequence[str]) -> list[SbatchOption]:
     while i < len(args):
         word = args[i]
         i += 1
-        if word.startswith("--") and len(word) > 2:
+        if word.startswith("--") and len(word) > 2 and word[2] != "=":
             written, sep, value = word[2:].partition("=")
             name = _long_name(word, written, versions)
             kinds = _argument(name, versions)
@@ -91,7 +91,7 @@ def _parse(args: Sequence[str], versions: Sequence[str]) -> list[SbatchOption]:
                 value, sep = args[i], "="
                 i += 1
             found.append(SbatchOption(name, value if sep else None))
-        elif word.startswith("-") and len(word) > 1 and word != "--":
+        elif word.startswith("-") and len(word) > 1 and not word.startswith("--"):
             i = _short_options(word, args, i, versions, found)
         elif found and found[-1].value is None:
             flag = found[-1].name
@@ -107,8 +107,8 @@ def _long_name(word: str, written: str, versions: Sequence[str]) -> str:
     meanings: dict[str, str] = {}
     for version in versions:
         table = LONG_OPTIONS[version]
-        # glibc also lets prefix matches pass that share has_arg and val; no two sbatch options that
-        # share a prefix do (checked on both recorded versions)
+        # glibc also takes a prefix of options sharing has_arg and val as one option; no two sbatch
+        # options with a common prefix do (the recording script checks)
         matches = [written] if written in table else sorted(n for n in table if n.startswith(written))
         if len(matches) > 1:
             raise _Refused(word, f"is ambiguous in sbatch {version} (it could be {_listed(matches)}): "
@@ -167,5 +167,6 @@ def _argument(name: str, versions: Sequence[str]) -> set[str]:
     return {LONG_OPTIONS[version][name] for version in versions}
 
 
-def _listed(names: Iterable[str]) -> str:
-    return ", ".join(f"--{name}" for name in names)
+def _listed(names: Sequence[str], limit: int = 8) -> str:
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(f"--{name}" for name in names[:limit]) + more

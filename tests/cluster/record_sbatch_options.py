@@ -68,14 +68,26 @@ def _library_table(path: str) -> Table:
     letters = set(re.sub(r"[^A-Za-z0-9]", "", (short_string.value or b"").decode()))
     long: dict[str, str] = {}
     short: dict[str, str] = {}
+    values: dict[str, object] = {}
     i = 0
     while table[i].name:
         name = table[i].name.decode()
         long[name] = ARGUMENT[table[i].has_arg]
+        values[name] = table[i].val
         if table[i].val < 128 and chr(table[i].val) in letters:
             short[chr(table[i].val)] = name
         i += 1
+    _check_aliases(long, values)
     return long, short
+
+
+def _check_aliases(long: dict[str, str], values: dict[str, object]) -> None:
+    """glibc's getopt_long takes a prefix of two options that share has_arg and val as one option, not
+    as ambiguous; hpc-tf's parser assumes no such pair shares a first letter (true up to 25.11)."""
+    for a in long:
+        for b in long:
+            if a < b and a[0] == b[0] and (long[a], values[a]) == (long[b], values[b]):
+                sys.exit(f"--{a} and --{b} are one option to getopt_long: teach hpc/scheduler/sbatch_options.py")
 
 
 def from_source(path: str) -> tuple[str, Table]:
@@ -95,15 +107,18 @@ def from_source(path: str) -> tuple[str, Table]:
         sys.exit(f"{path}: no common_options[] in slurm_opt.c")
     long: dict[str, str] = {}
     short: dict[str, str] = {}
+    values: dict[str, object] = {}
     for entry in re.findall(r"&slurm_opt_(\w+)", listed.group(1)):
         fields_of = structs[entry]
         if fields_of.get("name", "NULL") == "NULL" or not {"set_func", "set_func_sbatch"} & fields_of.keys():
             continue
         name = ast.literal_eval(fields_of["name"])
         long[name] = ARGUMENT_NAMES[fields_of["has_arg"]]
+        values[name] = fields_of["val"]
         letter = re.fullmatch(r"'([A-Za-z0-9])'", fields_of["val"])
         if letter:
             short[letter.group(1)] = name
+    _check_aliases(long, values)
     return f"{fields['Major']}.{int(fields['Minor']):02d}.{fields['Micro']}", (long, short)
 
 
