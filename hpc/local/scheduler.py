@@ -134,6 +134,8 @@ def _job_from_script(script: Path, environ: Mapping[str, str]) -> LocalJob:
         options = read_directives(script.read_text(encoding="utf-8"))
     except OSError as err:
         raise HpcTfError(f"cannot read batch script {script}: {err.strerror}") from None
+    except ValueError as err:  # what sbatch would refuse, in sbatch's words
+        raise HpcTfError(f"batch script {script}: {err}") from None
     nodes = int(options.get("nodes") or 1)
     if options.get("ntasks-per-node"):
         tasks_per_node = int(options["ntasks-per-node"] or 1)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from hpc.render.quoting import read_sbatch_value, sbatch_value
+from hpc.render.quoting import sbatch_value, sbatch_words
 from hpc.resolve import ResolvedJob
+from hpc.scheduler.sbatch_options import parse_arguments
 
 
 def gpu_request(gres_name: str, gpu_type: str | None, count: int) -> str:
@@ -57,14 +58,17 @@ def directive_lines(job: ResolvedJob, batch_log: str) -> list[str]:
 
 
 def read_directives(script: str) -> dict[str, str | None]:
-    """The ``--option=value`` pairs of a rendered script's ``#SBATCH`` lines (the inverse of
-    :func:`directive_lines`). Like sbatch, reading stops at the first line that is not a comment."""
-    options: dict[str, str | None] = {}
-    for line in script.splitlines()[1:]:
-        if not line.startswith("#"):
+    """The options of a script's ``#SBATCH`` lines as sbatch reads them, by full long name (the last
+    one wins), None for an option given without a value; the inverse of :func:`directive_lines`.
+
+    Like sbatch: lines end at ``\n`` only, reading stops at the first line that is neither blank nor
+    a comment, and every word must be an option (abbreviated and short ones resolved). ValueError,
+    one line, where sbatch would refuse the script.
+    """
+    words: list[str] = []
+    for line in script.split("\n"):
+        if line.startswith("#SBATCH"):
+            words += sbatch_words(line.removeprefix("#SBATCH"))
+        elif line.strip(" \t\v\f\r") and not line.lstrip(" \t\v\f\r").startswith("#"):
             break
-        if not line.startswith("#SBATCH --"):
-            continue
-        name, sep, value = line.removeprefix("#SBATCH --").partition("=")
-        options[name] = read_sbatch_value(value) if sep else None
-    return options
+    return {option.name: option.value for option in parse_arguments(words)}

@@ -42,11 +42,44 @@ def sbatch_value(value: str, what: str = "value") -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def read_sbatch_value(text: str) -> str:
-    """The value :func:`sbatch_value` wrote: bare, or double-quoted with ``\\`` and ``"`` escaped."""
-    if not (text.startswith('"') and text.endswith('"') and len(text) >= 2):
-        return text
-    return re.sub(r"\\(.)", r"\1", text[1:-1])
+_C_SPACE = " \t\n\v\f\r"  # C's isspace(): what sbatch splits words at
+
+
+def sbatch_words(text: str) -> list[str]:
+    """The arguments sbatch reads from the text after ``#SBATCH`` (its ``get_argument``): words split
+    at whitespace, quotes group, a backslash takes the next character as it is, an unquoted ``#``
+    ends the line. The inverse of :func:`sbatch_value`; ValueError where sbatch stops with an error."""
+    words: list[str] = []
+    word: list[str] = []
+    in_word, quote = False, ""
+    chars = iter(text)
+    for char in chars:
+        if not in_word and char in _C_SPACE:
+            continue
+        if not in_word and char == ":":
+            raise ValueError(f"sbatch refuses an argument that starts with ':' in {text!r}")
+        in_word = True
+        if char == "\\":
+            word.append(next(chars, ""))
+        elif quote:
+            if char == quote:
+                quote = ""
+            else:
+                word.append(char)
+        elif char in "\"'":
+            quote = char
+        elif char == "#" or char in _C_SPACE:
+            if not word:  # sbatch returns "no more arguments" for a word with no characters
+                return words
+            words.append("".join(word))
+            word, in_word = [], False
+            if char == "#":
+                return words
+        else:
+            word.append(char)
+    if quote:
+        raise ValueError(f"unmatched {quote} in {text!r}")
+    return [*words, "".join(word)] if word else words
 
 
 def slurm_filename(path: str) -> str:

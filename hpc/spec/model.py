@@ -23,7 +23,8 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")  # partition, account, qos, gpu typ
 MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "HPC_TF_")
 
-# validated item by item so an error names its index: sbatch_extra[2]
+# validated item by item so an error names its index: sbatch_extra[2]; each item is read as sbatch
+# reads it and kept in full (``--mail-ty END`` becomes ``--mail-type=END``); site sbatch_defaults too
 ExtraFlag = Annotated[str, AfterValidator(check_extra_flag)]
 Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
 

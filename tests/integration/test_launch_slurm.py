@@ -156,7 +156,9 @@ def test_a_job_waiting_for_nodes_says_why_in_words(
         ("name: x\ncommand: c\nresources: {gpu_per_node: 2}\n", "job.yaml:3: resources.gpu_per_node: unknown key"),
         ("name: x\ncommand: c\nresources: {nodes: many}\n", "job.yaml:3: resources.nodes: Input should be a valid"),
         ("name: x\ncommand: c\nresources: {nodes: 1, gpus_per_node: 16}\n", "16 GPUs per node"),
-        ("name: x\ncommand: c\nsbatch_extra: ['--gres=gpu:8']\n", "'--gres' is managed by hpc-tf"),
+        # an abbreviation is the option sbatch would read: refused before anything is submitted
+        ("name: x\ncommand: c\nsbatch_extra: ['--gpus-per-nod=8']\n",
+         "'--gpus-per-nod=8' is --gpus-per-node, which hpc-tf manages"),
     ],
 )
 def test_broken_specs_are_refused_and_nothing_is_submitted(

@@ -81,7 +81,8 @@ def test_spec_error_is_exit_code_2_with_the_line(tmp_path: Path, spec: Path) -> 
     result = subprocess.run([sys.executable, "-m", "hpc.cli", "render", str(spec), "--site", "sandbox"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
-    assert f"{spec}:4: sbatch_extra[0]: '--nodes' is managed by hpc-tf: set resources.nodes" in result.stderr
+    says = "sbatch_extra[0]: '--nodes=4' is --nodes, which hpc-tf manages: set resources.nodes"
+    assert f"{spec}:4: {says}" in result.stderr
 
 
 class RecordingScheduler:

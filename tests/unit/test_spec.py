@@ -59,7 +59,7 @@ def test_missing_command() -> None:
         ("--signal=USR1@60", "preemption.warning_seconds"),
         ("-N 4", "--nodes"),
         ("-p debug", "resources.partition"),
-        ("mail-type=END", "long form"),
+        ("mail-type=END", "is not an sbatch option (options start with - or --)"),
     ],
 )
 def test_managed_sbatch_flags_refused_with_the_field_to_use(flag: str, expected: str) -> None:

@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""Record sbatch's option table for one Slurm version into hpc/scheduler/sbatch_option_table.py.
+
+    tests/cluster/record_sbatch_options.py SOURCE            # add or replace that version's table
+    tests/cluster/record_sbatch_options.py --check SOURCE    # exit 1 with a diff if the table differs
+
+SOURCE is either
+* an installed ``sbatch`` (e.g. /usr/bin/sbatch, or <prefix>/bin/sbatch of a source build): the table
+  is the one sbatch itself builds, got by calling ``slurm_option_table_create`` in the libslurmfull it
+  is linked with, with an options struct whose ``sbatch_opt`` is set. Needs a
+  readable slurm.conf (SLURM_CONF) whose plugstack loads no SPANK plugin, as on the test cluster, or
+  the plugins' options would be recorded as sbatch's; or
+* a Slurm source tarball (slurm-X.Y.Z.tar.xz): the same selection read from ``src/common/slurm_opt.c``
+  (the ``common_options[]`` entries with a name and ``.set_func`` or ``.set_func_sbatch``).
+
+Both are what sbatch hands getopt_long for the options of a command line and of ``#SBATCH`` lines.
+Stdlib only, so it runs on a cluster node without the project installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import ctypes
+import difflib
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+MODULE = Path(__file__).resolve().parents[2] / "hpc" / "scheduler" / "sbatch_option_table.py"
+ARGUMENT = {0: "none", 1: "required", 2: "optional"}  # getopt.h's no/required/optional_argument
+ARGUMENT_NAMES = {"no_argument": "none", "required_argument": "required", "optional_argument": "optional"}
+
+Table = tuple[dict[str, str], dict[str, str]]  # long name -> argument kind, short letter -> long name
+
+
+def from_sbatch(sbatch: str) -> tuple[str, Table]:
+    """The table the installed ``sbatch`` builds, read from the libslurmfull it is linked with."""
+    release = subprocess.run([sbatch, "--version"], capture_output=True, text=True, check=True).stdout.split()[-1]
+    linked = subprocess.run(["ldd", sbatch], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"libslurmfull\.so => (\S+)", linked)
+    if found is None:
+        sys.exit(f"{sbatch} is not linked with libslurmfull.so (ldd: {linked.strip()})")
+    return release, _library_table(found.group(1))
+
+
+def _library_table(path: str) -> Table:
+    class Option(ctypes.Structure):  # struct option from getopt.h
+        _fields_ = [("name", ctypes.c_char_p), ("has_arg", ctypes.c_int),
+                    ("flag", ctypes.c_void_p), ("val", ctypes.c_int)]
+
+    lib = ctypes.CDLL(path)
+    lib.slurm_option_table_create.restype = ctypes.POINTER(Option)
+    lib.slurm_option_table_create.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)]
+    lib.slurm_init(None)
+    if lib.spank_init_allocator() != 0:  # sbatch does this first; without it the table comes back NULL
+        sys.exit(f"{path}: spank_init_allocator failed")
+    # slurm_opt_t starts with the salloc_opt, sbatch_opt, scron_opt, srun_opt pointers: only
+    # sbatch_opt set selects sbatch's options; nothing else in the struct is read.
+    opt = (ctypes.c_char * 65536)()
+    sbatch_opt = (ctypes.c_char * 65536)()
+    ctypes.c_void_p.from_buffer(opt, ctypes.sizeof(ctypes.c_void_p)).value = ctypes.addressof(sbatch_opt)
+    short_string = ctypes.c_char_p()
+    table = lib.slurm_option_table_create(ctypes.addressof(opt), ctypes.byref(short_string))
+    letters = set(re.sub(r"[^A-Za-z0-9]", "", (short_string.value or b"").decode()))
+    long: dict[str, str] = {}
+    short: dict[str, str] = {}
+    values: dict[str, object] = {}
+    i = 0
+    while table[i].name:
+        name = table[i].name.decode()
+        long[name] = ARGUMENT[table[i].has_arg]
+        values[name] = table[i].val
+        if table[i].val < 128 and chr(table[i].val) in letters:
+            short[chr(table[i].val)] = name
+        i += 1
+    _check_aliases(long, values)
+    return long, short
+
+
+def _check_aliases(long: dict[str, str], values: dict[str, object]) -> None:
+    """glibc's getopt_long takes a prefix of two options that share has_arg and val as one option, not
+    as ambiguous; hpc-tf's parser assumes no such pair shares a first letter (true up to 25.11)."""
+    for a in long:
+        for b in long:
+            if a < b and a[0] == b[0] and (long[a], values[a]) == (long[b], values[b]):
+                sys.exit(f"--{a} and --{b} are one option to getopt_long: teach hpc/scheduler/sbatch_options.py")
+
+
+def from_source(path: str) -> tuple[str, Table]:
+    with tarfile.open(path) as tar:
+        top = tar.getnames()[0].split("/")[0]
+        meta = _member(tar, f"{top}/META")
+        source = _member(tar, f"{top}/src/common/slurm_opt.c")
+    fields = dict(re.findall(r"^\s*(Major|Minor|Micro):\s*(\S+)", meta, re.MULTILINE))
+    structs = {}
+    for name, body in re.findall(r"^static slurm_cli_opt_t slurm_opt_(\w+) = \{(.*?)^\};", source, re.S | re.M):
+        body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+        structs[name] = dict(re.findall(r"^\s*\.(\w+)\s*=\s*(.+?),?\s*$", body, re.MULTILINE))
+        if "#if" in body and ("set_func_sbatch" in structs[name] or "set_func" in structs[name]):
+            sys.exit(f"{path}: slurm_opt_{name} has #if inside; read it by hand and extend this script")
+    listed = re.search(r"common_options\[\] = \{(.*?)\};", source, re.S)
+    if listed is None:
+        sys.exit(f"{path}: no common_options[] in slurm_opt.c")
+    long: dict[str, str] = {}
+    short: dict[str, str] = {}
+    values: dict[str, object] = {}
+    for entry in re.findall(r"&slurm_opt_(\w+)", listed.group(1)):
+        fields_of = structs[entry]
+        if fields_of.get("name", "NULL") == "NULL" or not {"set_func", "set_func_sbatch"} & fields_of.keys():
+            continue
+        name = ast.literal_eval(fields_of["name"])
+        long[name] = ARGUMENT_NAMES[fields_of["has_arg"]]
+        values[name] = fields_of["val"]
+        letter = re.fullmatch(r"'([A-Za-z0-9])'", fields_of["val"])
+        if letter:
+            short[letter.group(1)] = name
+    _check_aliases(long, values)
+    return f"{fields['Major']}.{int(fields['Minor']):02d}.{fields['Micro']}", (long, short)
+
+
+def _member(tar: tarfile.TarFile, name: str) -> str:
+    handle = tar.extractfile(name)
+    if handle is None:
+        sys.exit(f"{name} is missing")
+    return handle.read().decode()
+
+
+def read_module() -> tuple[dict[str, str], dict[str, Table]]:
+    """The recorded tables, and where each came from (kept in the module's docstring lines)."""
+    if not MODULE.exists():
+        return {}, {}
+    tree = ast.parse(MODULE.read_text())
+    values = {node.target.id: ast.literal_eval(node.value) for node in tree.body
+              if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value}
+    sources: dict[str, str] = values["RECORDED_FROM"]
+    return sources, {v: (values["LONG_OPTIONS"][v], values["SHORT_OPTIONS"][v]) for v in values["LONG_OPTIONS"]}
+
+
+def render_module(sources: dict[str, str], tables: dict[str, Table]) -> str:
+    q = json.dumps  # a double-quoted Python string literal for these plain names
+    lines = [
+        '"""sbatch\'s options per supported Slurm version, as sbatch hands them to getopt_long.',
+        "",
+        "Generated by tests/cluster/record_sbatch_options.py (see there how); do not edit by hand.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        "# version -> what the table was read from",
+        "RECORDED_FROM: dict[str, str] = {",
+        *(f"    {q(v)}: {q(sources[v])}," for v in sorted(tables)),
+        "}",
+        "# version -> long option -> its argument: 'none', 'required' or 'optional' (only as --name=value)",
+        "LONG_OPTIONS: dict[str, dict[str, str]] = {",
+    ]
+    for version in sorted(tables):
+        lines.append(f"    {q(version)}: {{")
+        lines += [f"        {q(name)}: {q(kind)}," for name, kind in sorted(tables[version][0].items())]
+        lines.append("    },")
+    lines += ["}", "# version -> short option letter -> long option", "SHORT_OPTIONS: dict[str, dict[str, str]] = {"]
+    for version in sorted(tables):
+        pairs = sorted(tables[version][1].items(), key=lambda item: (item[0].lower(), item[0]))
+        lines.append(f"    {q(version)}: {{")
+        lines += [f"        {q(letter)}: {q(name)}," for letter, name in pairs]
+        lines.append("    },")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("source", help="an installed sbatch (e.g. /usr/bin/sbatch), or a slurm-X.Y.Z.tar.xz")
+    parser.add_argument("--check", action="store_true", help="compare with the recorded table, write nothing")
+    args = parser.parse_args()
+    reader = from_source if ".tar" in Path(args.source).name else from_sbatch
+    release, table = reader(args.source)
+    version = ".".join(release.split(".")[:2])  # options change with major releases only
+    sources, tables = read_module()
+    if args.check:
+        recorded = render_module({version: ""}, {version: tables.get(version, ({}, {}))})
+        found = render_module({version: ""}, {version: table})
+        diff = list(difflib.unified_diff(recorded.splitlines(), found.splitlines(), "recorded", args.source,
+                                         lineterm=""))
+        print("\n".join(diff) if diff else f"sbatch {version}: the recorded table matches {args.source}")
+        return 1 if diff else 0
+    sources[version] = f"{Path(args.source).name} (Slurm {release})"
+    tables[version] = table
+    text = render_module(sources, tables)
+    temp = MODULE.with_suffix(".tmp")
+    temp.write_text(text)
+    temp.replace(MODULE)
+    print(f"sbatch {version}: {len(table[0])} long options, {len(table[1])} short, written to {MODULE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
