@@ -166,11 +166,12 @@ def resolve(
         if partition.max_time and res.time_seconds and res.time_seconds > parse_duration(partition.max_time):
             problems.append(doc.problem(("resources", "time"), f"{res.time} exceeds the time limit of partition "
                                         f"'{partition_name}' ({partition.max_time})"))
-        cpus_per_node = (res.cpus_per_task or 0) * res.tasks_per_node
+        cpus_per_node = (res.cpus_per_task or 1) * res.tasks_per_node  # every task takes at least one CPU
         if partition.cpus_per_node and cpus_per_node > partition.cpus_per_node:
-            problems.append(doc.problem(("resources", "cpus_per_task"), f"{res.tasks_per_node} tasks x "
-                                        f"{res.cpus_per_task} CPUs exceed the {partition.cpus_per_node} CPUs of a "
-                                        f"'{partition_name}' node"))
+            cpu_field = "cpus_per_task" if res.cpus_per_task else "tasks_per_node"
+            problems.append(doc.problem(("resources", cpu_field), f"{res.tasks_per_node} tasks x "
+                                        f"{res.cpus_per_task or 1} CPUs exceed the {partition.cpus_per_node} CPUs "
+                                        f"of a '{partition_name}' node"))
         if partition.mem_per_node and res.mem and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node):
             problems.append(doc.problem(("resources", "mem"), f"{res.mem} exceeds the memory of a "
                                         f"'{partition_name}' node ({partition.mem_per_node})"))

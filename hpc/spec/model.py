@@ -10,7 +10,7 @@ import re
 import shlex
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
 from hpc.render.managed import check_extra_flag
@@ -22,6 +22,15 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")  # partition, account, qos, gpu typ
 # Variables the bootstrap and Slurm own; a spec that sets them would silently break the job.
 MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "HPC_TF_")
+
+# Beyond what any cluster has (the largest nodes: a few hundred cores, 8-16 GPUs; the largest Slurm
+# clusters: some ten thousand nodes): such a count is a typo, refused before sbatch takes it literally.
+# The site's partitions bound them further (hpc.resolve).
+MAX_NODES = 100_000
+MAX_CPUS_PER_NODE = 1024
+MAX_GPUS_PER_NODE = 64
+COUNT_LIMITS = {"nodes": MAX_NODES, "tasks_per_node": MAX_CPUS_PER_NODE, "cpus_per_task": MAX_CPUS_PER_NODE,
+                "gpus_per_node": MAX_GPUS_PER_NODE, "gpus_per_task": MAX_GPUS_PER_NODE}
 
 # validated item by item so an error names its index: sbatch_extra[2]
 ExtraFlag = Annotated[str, AfterValidator(check_extra_flag)]
@@ -77,6 +86,14 @@ class Resources(StrictModel):
 
     _tokens = field_validator("gpu_type", "partition", "account", "qos")(_token)
 
+    @field_validator(*COUNT_LIMITS)
+    @classmethod
+    def _count(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = COUNT_LIMITS[str(info.field_name)]
+        if value is not None and value > limit:
+            raise ValueError(f"{value} is more than any cluster has; at most {limit}")
+        return value
+
     @field_validator("constraint")
     @classmethod
     def _constraint(cls, value: str | None) -> str | None:
@@ -95,6 +112,18 @@ class Resources(StrictModel):
         if value is not None:
             parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _per_node(self) -> Resources:
+        # each bounded alone above; their product is what one node must hold
+        cpus = self.tasks_per_node * (self.cpus_per_task or 1)
+        if cpus > MAX_CPUS_PER_NODE:
+            raise ValueError(f"{self.tasks_per_node} tasks x {self.cpus_per_task or 1} CPUs = {cpus} CPUs on each "
+                             f"node, more than any node has; at most {MAX_CPUS_PER_NODE}")
+        if self.gpus_on_each_node > MAX_GPUS_PER_NODE:
+            raise ValueError(f"{self.tasks_per_node} tasks x {self.gpus_per_worker} GPUs = {self.gpus_on_each_node} "
+                             f"GPUs on each node, more than any node has; at most {MAX_GPUS_PER_NODE}")
+        return self
 
     @model_validator(mode="after")
     def _gpu_fields(self) -> Resources:
