@@ -15,13 +15,23 @@ _MEM_FACTOR_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 def parse_duration(text: str) -> int:
     """Seconds in a Slurm time limit: ``90`` (minutes), ``1:30:00``, ``2-00:00:00``, ``1-12``.
 
-    Raises ValueError with the accepted forms.
+    Raises ValueError with the accepted forms. Zero (Slurm's "no limit") is refused rather than passed on
+    or replaced by a default: hpc-tf needs a finite limit to check the GPU-minutes quota and to send the
+    preemption warning before it, and on a partition with a MaxTime an unlimited job would pend forever.
     """
     match = _TIME.match(text.strip())
-    if match is None:
+    if match is None and text.strip().lower() not in ("unlimited", "infinite"):
         raise ValueError(
             f"'{text}' is not a Slurm time; use minutes ('90'), 'H:MM:SS' ('1:30:00') or 'D-HH:MM:SS' ('2-00:00:00')"
         )
+    seconds = 0 if match is None else _seconds(match)
+    if seconds == 0:
+        raise ValueError(f"'{text}' is no time limit to Slurm, which hpc-tf does not submit: give the longest "
+                         "the job may run, e.g. '2-00:00:00'")
+    return seconds
+
+
+def _seconds(match: re.Match[str]) -> int:
     g = match.groupdict()
     if g["days"] is not None:
         return (int(g["days"]) * 24 + int(g["dh"])) * 3600 + int(g["dm"] or 0) * 60 + int(g["ds"] or 0)

@@ -74,3 +74,15 @@ def test_largest_real_requests_still_pass() -> None:
     spec = load_spec_text("name: a\ncommand: x\nresources: {nodes: 4096, tasks_per_node: 8, gpus_per_node: 8, "
                           "cpus_per_task: 24}\n", "job.yaml", BASE).spec
     assert spec.resources.total_gpus == 4096 * 8
+
+
+@pytest.mark.parametrize("zero", ["0", "00:00:00", "0-00:00", "UNLIMITED"])
+def test_time_zero_is_refused_not_replaced_by_the_site_default(zero: str) -> None:
+    (message,) = spec_problems(f"{{time: '{zero}'}}")
+    assert message.startswith("job.yaml:3: resources.time:")
+    assert "no time limit to Slurm" in message and "e.g. '2-00:00:00'" in message
+
+
+def test_a_site_default_time_of_zero_is_refused_too() -> None:
+    with pytest.raises(SpecError, match=r"default_time: .*no time limit to Slurm"):
+        load_site("sandbox", ["default_time='0'"], environ=ALICE)
