@@ -18,7 +18,7 @@ from hpc.errors import FieldProblem, SpecError
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import Strategy
-from hpc.units import format_duration, parse_duration, parse_memory_mb
+from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
 
 class Frozen(BaseModel):
@@ -172,7 +172,8 @@ def resolve(
             problems.append(doc.problem(("resources", cpu_field), f"{res.tasks_per_node} tasks x "
                                         f"{res.cpus_per_task or 1} CPUs exceed the {partition.cpus_per_node} CPUs "
                                         f"of a '{partition_name}' node"))
-        if partition.mem_per_node and res.mem and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node):
+        if (partition.mem_per_node and res.mem and res.mem != ALL_MEMORY
+                and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node)):
             problems.append(doc.problem(("resources", "mem"), f"{res.mem} exceeds the memory of a "
                                         f"'{partition_name}' node ({partition.mem_per_node})"))
     time_seconds = res.time_seconds or parse_duration(cfg.default_time)

@@ -10,6 +10,9 @@ _TIME = re.compile(
 )
 _MEM = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)B?$", re.IGNORECASE)
 _MEM_FACTOR_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+# ``mem: all``: every megabyte of each node, which Slurm spells --mem=0 (so a bare 0 is refused: it
+# looks like "none" to a reader and would silently take the whole node)
+ALL_MEMORY = "all"
 
 
 def parse_duration(text: str) -> int:
@@ -54,4 +57,7 @@ def parse_memory_mb(text: str) -> int:
     match = _MEM.match(text.strip())
     if match is None:
         raise ValueError(f"'{text}' is not a memory size; use e.g. '16G', '500M' or '16000' (megabytes)")
+    if int(match["n"]) == 0:
+        raise ValueError(f"'{text}' asks Slurm for all of each node's memory; write mem: {ALL_MEMORY} if that is "
+                         "meant, else a size such as '16G'")
     return max(1, round(int(match["n"]) * _MEM_FACTOR_MB[match["unit"].upper()]))

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 
 from hpc.modelbase import StrictModel
 from hpc.render.managed import check_extra_flag
-from hpc.units import parse_duration, parse_memory_mb
+from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -76,7 +76,7 @@ class Resources(StrictModel):
     gpus_per_task: int | None = Field(None, ge=0)
     gpu_type: str | None = None
     cpus_per_task: int | None = Field(None, ge=1)
-    mem: str | None = Field(None, description="memory per node, e.g. 32G")
+    mem: str | None = Field(None, description=f"memory per node, e.g. 32G, or '{ALL_MEMORY}' (all of each node's)")
     time: str | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
     partition: str | None = None
     account: str | None = None
@@ -102,6 +102,8 @@ class Resources(StrictModel):
     @field_validator("mem")
     @classmethod
     def _mem(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() == ALL_MEMORY:
+            return ALL_MEMORY
         if value is not None:
             parse_memory_mb(value)
         return value

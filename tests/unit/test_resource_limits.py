@@ -9,8 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from hpc.cli import app
 from hpc.errors import SpecError
+from hpc.render.directives import read_directives
+from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
 from hpc.site.load import load_site
 from hpc.spec import load_spec_text
@@ -86,3 +90,24 @@ def test_time_zero_is_refused_not_replaced_by_the_site_default(zero: str) -> Non
 def test_a_site_default_time_of_zero_is_refused_too() -> None:
     with pytest.raises(SpecError, match=r"default_time: .*no time limit to Slurm"):
         load_site("sandbox", ["default_time='0'"], environ=ALICE)
+
+
+@pytest.mark.parametrize("zero", ["0", "0G", "0M"])
+def test_mem_zero_is_refused_pointing_to_mem_all(zero: str) -> None:
+    (message,) = spec_problems(f"{{mem: '{zero}'}}")
+    assert message.startswith("job.yaml:3: resources.mem:")
+    assert "all of each node's memory" in message and "mem: all" in message
+
+
+def test_mem_all_renders_slurms_mem_zero_and_fits_any_partition() -> None:
+    job = resolved("{mem: all}")  # the sandbox partitions name their memory: 'all' always fits
+    assert read_directives(render_script(job))["mem"] == "0"
+
+
+def test_dry_run_says_the_job_takes_all_of_each_nodes_memory(tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text("name: a\ncommand: x\nresources: {mem: all}\n")
+    result = CliRunner().invoke(app, ["launch", str(spec), "--site", "sandbox", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "#SBATCH --mem=0" in result.stdout
+    assert "memory: all of each node's (--mem=0)" in result.stderr
