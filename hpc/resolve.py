@@ -72,7 +72,7 @@ HANDOFF_TIME_S = 30 * 60
 class ResolvedJob(Frozen):
     name: str
     spec_source: str
-    site: str
+    site: str  # as --site takes it: the site's name, or its file's absolute path (LoadedSite.ref)
     launcher: Literal["slurm", "local"]
     run_dir: str
     partition: str | None
@@ -200,7 +200,7 @@ def resolve(
     return ResolvedJob(
         name=spec.name,
         spec_source=doc.source,
-        site=cfg.name,
+        site=site.ref,
         launcher=cfg.launcher,
         run_dir=run_dir,
         partition=partition_name,

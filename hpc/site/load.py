@@ -56,6 +56,9 @@ NOT_SITE_PREFIXES = ("HPC_TF_PARAM_",)  # a campaign task's parameters, one vari
 class LoadedSite:
     config: SiteConfig
     provenance: Mapping[str, str]  # dotted key -> where its value came from
+    # what ``--site`` takes to load this site again from anywhere (a job's hand-off): the name as
+    # given, or the absolute path of the site file given as a path
+    ref: str = DEFAULT_SITE
 
     def source_of(self, key: str) -> str:
         return self.provenance.get(key, "built-in default")
@@ -131,8 +134,12 @@ def env_site_key(name: str) -> str | None:
     )
 
 
+def _is_path(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or os.sep in name
+
+
 def find_site_file(name: str, environ: Mapping[str, str]) -> Path:
-    if name.endswith((".yaml", ".yml")) or os.sep in name:
+    if _is_path(name):
         path = Path(name).expanduser()
         if not path.is_file():
             raise ConfigError(f"site config file not found: {path}")
@@ -194,7 +201,8 @@ def load_site(
             problems.append(FieldProblem(path=key, message=str(e["msg"]).removeprefix("Value error, "),
                                          source=provenance.get(key, "site config")))
         raise SpecError(problems) from None
-    return LoadedSite(config=config, provenance=provenance)
+    ref = str(site_path.resolve()) if _is_path(site_name) else site_name
+    return LoadedSite(config=config, provenance=provenance, ref=ref)
 
 
 def describe(site: LoadedSite) -> list[tuple[str, str, str]]:
