@@ -125,6 +125,9 @@ def test_a_job_waiting_for_nodes_says_why_in_words(
         ("name: x\ncommand: c\nresources: {nodes: many}\n", "job.yaml:3: resources.nodes: Input should be a valid"),
         ("name: x\ncommand: c\nresources: {nodes: 1, gpus_per_node: 16}\n", "16 GPUs per node"),
         ("name: x\ncommand: c\nsbatch_extra: ['--gres=gpu:8']\n", "'--gres' is managed by hpc-tf"),
+        ("name: x\ncommand: c\nresources: {tasks_per_node: 1000000000}\n", "at most 1024"),
+        ("name: x\ncommand: c\nresources: {time: '0'}\n", "'0' is no time limit to Slurm"),
+        ("name: x\ncommand: c\nresources: {mem: '0'}\n", "write mem: all if that is meant"),
     ],
 )
 def test_broken_specs_are_refused_and_nothing_is_submitted(
