@@ -18,7 +18,7 @@ from hpc.errors import FieldProblem, SpecError
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import Strategy
-from hpc.units import format_duration, parse_duration, parse_memory_mb
+from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
 
 class Frozen(BaseModel):
@@ -72,7 +72,7 @@ HANDOFF_TIME_S = 30 * 60
 class ResolvedJob(Frozen):
     name: str
     spec_source: str
-    site: str
+    site: str  # as --site takes it: the site's name, or its file's absolute path (LoadedSite.ref)
     launcher: Literal["slurm", "local"]
     run_dir: str
     partition: str | None
@@ -166,12 +166,14 @@ def resolve(
         if partition.max_time and res.time_seconds and res.time_seconds > parse_duration(partition.max_time):
             problems.append(doc.problem(("resources", "time"), f"{res.time} exceeds the time limit of partition "
                                         f"'{partition_name}' ({partition.max_time})"))
-        cpus_per_node = (res.cpus_per_task or 0) * res.tasks_per_node
+        cpus_per_node = (res.cpus_per_task or 1) * res.tasks_per_node  # every task takes at least one CPU
         if partition.cpus_per_node and cpus_per_node > partition.cpus_per_node:
-            problems.append(doc.problem(("resources", "cpus_per_task"), f"{res.tasks_per_node} tasks x "
-                                        f"{res.cpus_per_task} CPUs exceed the {partition.cpus_per_node} CPUs of a "
-                                        f"'{partition_name}' node"))
-        if partition.mem_per_node and res.mem and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node):
+            cpu_field = "cpus_per_task" if res.cpus_per_task else "tasks_per_node"
+            problems.append(doc.problem(("resources", cpu_field), f"{res.tasks_per_node} tasks x "
+                                        f"{res.cpus_per_task or 1} CPUs exceed the {partition.cpus_per_node} CPUs "
+                                        f"of a '{partition_name}' node"))
+        if (partition.mem_per_node and res.mem and res.mem != ALL_MEMORY
+                and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node)):
             problems.append(doc.problem(("resources", "mem"), f"{res.mem} exceeds the memory of a "
                                         f"'{partition_name}' node ({partition.mem_per_node})"))
     time_seconds = res.time_seconds or parse_duration(cfg.default_time)
@@ -198,7 +200,7 @@ def resolve(
     return ResolvedJob(
         name=spec.name,
         spec_source=doc.source,
-        site=cfg.name,
+        site=site.ref,
         launcher=cfg.launcher,
         run_dir=run_dir,
         partition=partition_name,

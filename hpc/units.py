@@ -10,18 +10,31 @@ _TIME = re.compile(
 )
 _MEM = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)B?$", re.IGNORECASE)
 _MEM_FACTOR_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+# ``mem: all``: every megabyte of each node, which Slurm spells --mem=0 (so a bare 0 is refused: it
+# looks like "none" to a reader and would silently take the whole node)
+ALL_MEMORY = "all"
 
 
 def parse_duration(text: str) -> int:
     """Seconds in a Slurm time limit: ``90`` (minutes), ``1:30:00``, ``2-00:00:00``, ``1-12``.
 
-    Raises ValueError with the accepted forms.
+    Raises ValueError with the accepted forms. Zero (Slurm's "no limit") is refused rather than passed on
+    or replaced by a default: hpc-tf needs a finite limit to check the GPU-minutes quota and to send the
+    preemption warning before it, and on a partition with a MaxTime an unlimited job would pend forever.
     """
     match = _TIME.match(text.strip())
-    if match is None:
+    if match is None and text.strip().lower() not in ("unlimited", "infinite"):
         raise ValueError(
             f"'{text}' is not a Slurm time; use minutes ('90'), 'H:MM:SS' ('1:30:00') or 'D-HH:MM:SS' ('2-00:00:00')"
         )
+    seconds = 0 if match is None else _seconds(match)
+    if seconds == 0:
+        raise ValueError(f"'{text}' is no time limit to Slurm, which hpc-tf does not submit: give the longest "
+                         "the job may run, e.g. '2-00:00:00'")
+    return seconds
+
+
+def _seconds(match: re.Match[str]) -> int:
     g = match.groupdict()
     if g["days"] is not None:
         return (int(g["days"]) * 24 + int(g["dh"])) * 3600 + int(g["dm"] or 0) * 60 + int(g["ds"] or 0)
@@ -44,4 +57,7 @@ def parse_memory_mb(text: str) -> int:
     match = _MEM.match(text.strip())
     if match is None:
         raise ValueError(f"'{text}' is not a memory size; use e.g. '16G', '500M' or '16000' (megabytes)")
+    if int(match["n"]) == 0:
+        raise ValueError(f"'{text}' asks Slurm for all of each node's memory; write mem: {ALL_MEMORY} if that is "
+                         "meant, else a size such as '16G'")
     return max(1, round(int(match["n"]) * _MEM_FACTOR_MB[match["unit"].upper()]))

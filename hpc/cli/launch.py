@@ -11,6 +11,7 @@ from hpc.cli.options import SetOpt, SiteOpt, SpecArg
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
 from hpc.paths import RunPaths
 from hpc.quota import QuotaVerdict, StoredAnswers, VerdictKind, check_launch, current_user
+from hpc.units import ALL_MEMORY
 
 
 def _say(text: str) -> None:
@@ -31,7 +32,10 @@ def _summary(plan: LaunchPlan) -> str:
     gpus = f"{job.total_gpus} GPU(s) ({job.gpus_per_node}/node)" if job.total_gpus else "no GPUs"
     where = ", ".join(p for p in (f"partition {job.partition}" if job.partition else "",
                                   f"account {job.account}" if job.account else "") if p)
-    return (f"{job.name}: {job.nodes} node(s) x {job.tasks_per_node} worker(s), {gpus}, "
+    memory = "" if job.mem is None else f", memory {job.mem}/node"
+    if job.mem == ALL_MEMORY:
+        memory = ", memory: all of each node's (--mem=0)"
+    return (f"{job.name}: {job.nodes} node(s) x {job.tasks_per_node} worker(s), {gpus}{memory}, "
             f"time {job.time_limit}, strategy {job.runtime.strategy}" + (f"; {where}" if where else ""))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hpc.render.quoting import sbatch_value, sbatch_words
 from hpc.resolve import ResolvedJob
 from hpc.scheduler.sbatch_options import parse_arguments
+from hpc.units import ALL_MEMORY
 
 
 def gpu_request(gres_name: str, gpu_type: str | None, count: int) -> str:
@@ -32,7 +33,7 @@ def sbatch_options(job: ResolvedJob, batch_log: str) -> list[tuple[str, str | No
     if job.cpus_per_task:
         opts.append(("cpus-per-task", str(job.cpus_per_task)))
     if job.mem:
-        opts.append(("mem", job.mem))
+        opts.append(("mem", "0" if job.mem == ALL_MEMORY else job.mem))  # Slurm's spelling of "all of it"
     if job.constraint:
         opts.append(("constraint", job.constraint))
     if job.exclusive:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
+from pathlib import Path
 
 import jinja2
 
@@ -13,6 +16,8 @@ from hpc.render.quoting import sh, sh_words, slurm_filename
 from hpc.resolve import ResolvedJob
 from hpc.resources import data_dir, user_cache_dir
 from hpc.runtime.node.preemption import REQUEUE_EXIT_CODE
+
+log = logging.getLogger(__name__)
 
 
 def template_environment() -> jinja2.Environment:
@@ -30,13 +35,29 @@ def template_environment() -> jinja2.Environment:
 
 def _compiled_templates() -> jinja2.BytecodeCache | None:
     """Compiled templates kept in the user's cache: compiling job.sbatch.j2 costs ~10 ms of every
-    launch. Jinja2 checks each entry against the template's source, and writes by rename."""
-    directory = user_cache_dir() / "templates"
+    launch. Jinja2 checks each entry against the template's source, and writes by rename.
+
+    Compiled templates are code that runs here, so the cache is used only if no other user can
+    change it: the cache's ``hpc-tf`` directory and its ``templates`` directory both this user's and
+    not writable by group or others (the directories above are the user's own ``$XDG_CACHE_HOME``)."""
+    root = user_cache_dir()
+    directory = root / "templates"
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        private = all(_only_mine(d) for d in (root, directory))
     except OSError:
         return None
+    if not private:
+        log.debug("not caching compiled templates: %s is not private to this user", directory)
+        return None
     return jinja2.FileSystemBytecodeCache(str(directory)) if os.access(directory, os.W_OK) else None
+
+
+def _only_mine(directory: Path) -> bool:
+    info = directory.lstat()  # a symlink put in its place is not followed
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+            and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
 def container_prefix(job: ResolvedJob) -> str:

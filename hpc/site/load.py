@@ -7,12 +7,15 @@ Order, later wins: built-in defaults < site file < user file < environment (``HP
 * user file: ``~/.config/hpc-tf/config.yaml`` (``$XDG_CONFIG_HOME`` respected): site keys that apply to
   every site, plus ``site: NAME`` to pick the default site;
 * environment: ``HPC_TF_ACCOUNT=lab``, nested keys with a double underscore (``HPC_TF_SERVING__FORMAT``);
-  ``HPC_TF_SITE`` picks the site;
+  ``HPC_TF_SITE`` picks the site; any other ``HPC_TF_*`` name that is not one of hpc-tf's own variables
+  is an error, as an unknown key in a file is: a misspelt ``HPC_TF_ACOUNT`` would otherwise charge the
+  job to another account without a word;
 * ``--set account=lab --set partitions.gpu.gpus_per_node=8`` on the command line.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,12 +34,31 @@ from hpc.yamlsource import load_scalar, load_yaml_file
 DEFAULT_SITE = "local"
 ENV_PREFIX = "HPC_TF_"
 Flat = dict[str, Any]
+# HPC_TF_* variables that are not site keys. hpc-tf sets most of them for jobs and tasks, and a command in
+# a job (the hand-off, a campaign task) inherits them and may run hpc-tf again; the others are read by
+# its scripts and tests. tests/unit/test_site.py checks that every HPC_TF_ name in the code is here or a
+# site key.
+NOT_SITE_VARIABLES = frozenset({
+    "HPC_TF_SITE",  # picks the site (not a key of it)
+    # the job and its tasks (templates, runtime, local launcher, campaigns, functions)
+    "HPC_TF_RUN_DIR", "HPC_TF_OUTPUT_DIR", "HPC_TF_HOOKS", "HPC_TF_NODE_ADDRESS_MAP", "HPC_TF_REQUEUED_JOB",
+    "HPC_TF_LOCAL_REQUEUE_FILE", "HPC_TF_CAMPAIGN_DIR", "HPC_TF_TASK_ID", "HPC_TF_TASK_DIR", "HPC_TF_TASK_OFFSET",
+    "HPC_TF_PARAMS",
+    # the CLI, install and example scripts, the test cluster and the test suite
+    "HPC_TF_DEBUG", "HPC_TF_VENV", "HPC_TF_EXTRAS", "HPC_TF_QUICKSTART_DIR", "HPC_TF_CGROUP",
+    "HPC_TF_REQUIRE_CLUSTER", "HPC_TF_REQUIRE_INSTALLED", "HPC_TF_REGEN_GOLDEN", "HPC_TF_RECORD_CAMPAIGN_FIXTURES",
+    "HPC_TF_RECORD_QUOTA_FIXTURES", "HPC_TF_RECORD_SCHEDULER_FIXTURES",
+})
+NOT_SITE_PREFIXES = ("HPC_TF_PARAM_",)  # a campaign task's parameters, one variable each
 
 
 @dataclass(frozen=True)
 class LoadedSite:
     config: SiteConfig
     provenance: Mapping[str, str]  # dotted key -> where its value came from
+    # what ``--site`` takes to load this site again from anywhere (a job's hand-off): the name as
+    # given, or the absolute path of the site file given as a path
+    ref: str = DEFAULT_SITE
 
     def source_of(self, key: str) -> str:
         return self.provenance.get(key, "built-in default")
@@ -94,8 +116,30 @@ def _scalar(text: str) -> Any:
         return text
 
 
+def env_site_key(name: str) -> str | None:
+    """The dotted site key an ``HPC_TF_*`` variable sets (``HPC_TF_SERVING__FORMAT`` -> ``serving.format``),
+    or None for one of hpc-tf's own variables; any other name is a ConfigError with the nearest name."""
+    if name in NOT_SITE_VARIABLES or name.startswith(NOT_SITE_PREFIXES):
+        return None
+    key = name[len(ENV_PREFIX):].lower().replace("__", ".")
+    if key.split(".")[0] in SiteConfig.model_fields:
+        return key
+    # the top-level key compared without the common prefix, which would make every name look alike
+    top, sep, rest = name[len(ENV_PREFIX):].partition("__")
+    near = difflib.get_close_matches(top, [*(field.upper() for field in SiteConfig.model_fields), "SITE"], n=1)
+    raise ConfigError(
+        f"environment variable {name} is not a site setting"
+        + (f" (did you mean {ENV_PREFIX}{near[0]}{sep}{rest}?)" if near else ""),
+        hint=f"unset it, or name a site key: {ENV_PREFIX}ACCOUNT, {ENV_PREFIX}SERVING__FORMAT (hpc-tf config show)",
+    )
+
+
+def _is_path(name: str) -> bool:
+    return name.endswith((".yaml", ".yml")) or os.sep in name
+
+
 def find_site_file(name: str, environ: Mapping[str, str]) -> Path:
-    if name.endswith((".yaml", ".yml")) or os.sep in name:
+    if _is_path(name):
         path = Path(name).expanduser()
         if not path.is_file():
             raise ConfigError(f"site config file not found: {path}")
@@ -138,12 +182,8 @@ def load_site(
     _merge(flat, provenance, _flatten(SiteConfig(name=site_path.stem).model_dump()), "built-in default")
     _merge(flat, provenance, _flatten(site_doc.data), f"site file {site_path}")
     _merge(flat, provenance, user_layer, f"user file {user_file}")
-    top_level = set(SiteConfig.model_fields)
-    env_layer = {
-        key[len(ENV_PREFIX):].lower().replace("__", "."): _scalar(value)
-        for key, value in env.items()
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower().split("__")[0] in top_level
-    }
+    env_keys = {name: env_site_key(name) for name in env if name.startswith(ENV_PREFIX)}
+    env_layer = {key: _scalar(env[name]) for name, key in env_keys.items() if key is not None}
     for key in sorted(env_layer):
         _merge(flat, provenance, {key: env_layer[key]}, f"environment {ENV_PREFIX}{key.upper().replace('.', '__')}")
     for item in overrides:
@@ -161,7 +201,8 @@ def load_site(
             problems.append(FieldProblem(path=key, message=str(e["msg"]).removeprefix("Value error, "),
                                          source=provenance.get(key, "site config")))
         raise SpecError(problems) from None
-    return LoadedSite(config=config, provenance=provenance)
+    ref = str(site_path.resolve()) if _is_path(site_name) else site_name
+    return LoadedSite(config=config, provenance=provenance, ref=ref)
 
 
 def describe(site: LoadedSite) -> list[tuple[str, str, str]]:

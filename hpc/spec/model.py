@@ -10,11 +10,11 @@ import re
 import shlex
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
 from hpc.render.managed import check_extra_flag
-from hpc.units import parse_duration, parse_memory_mb
+from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -22,6 +22,15 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")  # partition, account, qos, gpu typ
 # Variables the bootstrap and Slurm own; a spec that sets them would silently break the job.
 MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "HPC_TF_")
+
+# Beyond what any cluster has (the largest nodes: a few hundred cores, 8-16 GPUs; the largest Slurm
+# clusters: some ten thousand nodes): such a count is a typo, refused before sbatch takes it literally.
+# The site's partitions bound them further (hpc.resolve).
+MAX_NODES = 100_000
+MAX_CPUS_PER_NODE = 1024
+MAX_GPUS_PER_NODE = 64
+COUNT_LIMITS = {"nodes": MAX_NODES, "tasks_per_node": MAX_CPUS_PER_NODE, "cpus_per_task": MAX_CPUS_PER_NODE,
+                "gpus_per_node": MAX_GPUS_PER_NODE, "gpus_per_task": MAX_GPUS_PER_NODE}
 
 # validated item by item so an error names its index: sbatch_extra[2]; each item is read as sbatch
 # reads it and kept in full (``--mail-ty END`` becomes ``--mail-type=END``); site sbatch_defaults too
@@ -68,7 +77,7 @@ class Resources(StrictModel):
     gpus_per_task: int | None = Field(None, ge=0)
     gpu_type: str | None = None
     cpus_per_task: int | None = Field(None, ge=1)
-    mem: str | None = Field(None, description="memory per node, e.g. 32G")
+    mem: str | None = Field(None, description=f"memory per node, e.g. 32G, or '{ALL_MEMORY}' (all of each node's)")
     time: str | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
     partition: str | None = None
     account: str | None = None
@@ -78,6 +87,14 @@ class Resources(StrictModel):
 
     _tokens = field_validator("gpu_type", "partition", "account", "qos")(_token)
 
+    @field_validator(*COUNT_LIMITS)
+    @classmethod
+    def _count(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = COUNT_LIMITS[str(info.field_name)]
+        if value is not None and value > limit:
+            raise ValueError(f"{value} is more than any cluster has; at most {limit}")
+        return value
+
     @field_validator("constraint")
     @classmethod
     def _constraint(cls, value: str | None) -> str | None:
@@ -86,6 +103,8 @@ class Resources(StrictModel):
     @field_validator("mem")
     @classmethod
     def _mem(cls, value: str | None) -> str | None:
+        if value is not None and value.strip().lower() == ALL_MEMORY:
+            return ALL_MEMORY
         if value is not None:
             parse_memory_mb(value)
         return value
@@ -96,6 +115,18 @@ class Resources(StrictModel):
         if value is not None:
             parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _per_node(self) -> Resources:
+        # each bounded alone above; their product is what one node must hold
+        cpus = self.tasks_per_node * (self.cpus_per_task or 1)
+        if cpus > MAX_CPUS_PER_NODE:
+            raise ValueError(f"{self.tasks_per_node} tasks x {self.cpus_per_task or 1} CPUs = {cpus} CPUs on each "
+                             f"node, more than any node has; at most {MAX_CPUS_PER_NODE}")
+        if self.gpus_on_each_node > MAX_GPUS_PER_NODE:
+            raise ValueError(f"{self.tasks_per_node} tasks x {self.gpus_per_worker} GPUs = {self.gpus_on_each_node} "
+                             f"GPUs on each node, more than any node has; at most {MAX_GPUS_PER_NODE}")
+        return self
 
     @model_validator(mode="after")
     def _gpu_fields(self) -> Resources:

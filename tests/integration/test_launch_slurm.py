@@ -159,6 +159,9 @@ def test_a_job_waiting_for_nodes_says_why_in_words(
         # an abbreviation is the option sbatch would read: refused before anything is submitted
         ("name: x\ncommand: c\nsbatch_extra: ['--gpus-per-nod=8']\n",
          "'--gpus-per-nod=8' is --gpus-per-node, which hpc-tf manages"),
+        ("name: x\ncommand: c\nresources: {tasks_per_node: 1000000000}\n", "at most 1024"),
+        ("name: x\ncommand: c\nresources: {time: '0'}\n", "'0' is no time limit to Slurm"),
+        ("name: x\ncommand: c\nresources: {mem: '0'}\n", "write mem: all if that is meant"),
     ],
 )
 def test_broken_specs_are_refused_and_nothing_is_submitted(

@@ -7,6 +7,7 @@ scheduler checks what is submitted, in which order, and that a run is launched w
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,10 @@ import pytest
 
 from hpc.errors import SchedulerCommandFailed
 from hpc.launch import plan_launch, submit_plan
+from hpc.render.cpu_jobs import handoff_argv, render_handoff_script
+from hpc.resources import data_dir
 from hpc.scheduler.commands import after_success_args
+from hpc.site.load import load_site
 
 SPEC = ("name: hand\ncommand: python train.py\nresources: {nodes: 2, gpus_per_node: 2}\n"
         "handoff: {model: mlp, savedmodel: export}\n")
@@ -80,3 +84,21 @@ def test_a_job_without_handoff_submits_one_job(spec: Path) -> None:
     launched = submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
     assert len(scheduler.submitted) == 1 and launched.handoff_job_id is None
     assert not launched.paths.handoff_script.exists()
+
+
+def test_a_site_given_as_a_file_reaches_the_handoff_job_as_that_files_absolute_path(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox = load_site("sandbox", environ={"HOME": str(tmp_path)})
+    site_file = tmp_path / "sites" / "x.yaml"
+    site_file.parent.mkdir()
+    site_file.write_text((data_dir("site_configs") / "sandbox.yaml").read_text() + "name: mycluster\n")
+    monkeypatch.chdir(tmp_path)
+    job = plan_launch(spec, "sites/x.yaml").job  # relative, as a user types it
+    argv = handoff_argv(job)
+    given = argv[argv.index("--site") + 1]
+    assert given == str(site_file)
+    exec_line = render_handoff_script(job).splitlines()[-1]
+    assert shlex.split(exec_line)[1:] == list(argv)
+    monkeypatch.chdir("/")  # the hand-off job starts in the run directory, not here
+    assert load_site(given).config.partitions == sandbox.config.partitions

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from hpc.errors import ConfigError, SpecError
-from hpc.site.load import builtin_sites, describe, load_site
+from hpc.site.load import builtin_sites, describe, env_site_key, load_site
 
 
 @pytest.fixture()
@@ -30,7 +31,7 @@ def test_shipped_sites_all_load() -> None:
 
 def test_layers_in_order_with_provenance(home: dict[str, str]) -> None:
     user = write_user_config(home, "account: from-user\nqos: user-qos\ndefault_time: '2:00:00'\n")
-    env = {**home, "HPC_TF_QOS": "env-qos", "HPC_TF_SERVING__FORMAT": "onnx", "HPC_TF_RESOLVED": "ignored"}
+    env = {**home, "HPC_TF_QOS": "env-qos", "HPC_TF_SERVING__FORMAT": "onnx", "HPC_TF_RUN_DIR": "ignored"}
     site = load_site("sandbox", ["default_time=45:00"], environ=env)
     cfg = site.config
     assert (cfg.account, cfg.qos, cfg.default_time, cfg.serving.format) == ("from-user", "env-qos", "45:00", "onnx")
@@ -89,3 +90,31 @@ def test_default_partition_must_exist(tmp_path: Path, home: dict[str, str]) -> N
     path.write_text("partitions: {gpu: {gpus_per_node: 4}}\ndefault_partition: gpus\n")
     with pytest.raises(SpecError, match="default_partition 'gpus' is not among partitions: gpu"):
         load_site(str(path), environ=home)
+
+
+def test_a_misspelt_environment_variable_is_an_error_with_a_suggestion(home: dict[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_site("sandbox", environ={**home, "HPC_TF_ACOUNT": "lab2"})
+    assert "HPC_TF_ACOUNT" in info.value.message and "did you mean HPC_TF_ACCOUNT?" in info.value.message
+
+
+def test_variables_hpc_tf_sets_for_jobs_are_not_site_keys_and_not_errors(home: dict[str, str]) -> None:
+    # a command inside a job (the hand-off, a campaign task) inherits them and may run hpc-tf again
+    env = {**home, "HPC_TF_RUN_DIR": "/r", "HPC_TF_TASK_ID": "3", "HPC_TF_PARAM_LR": "0.1", "HPC_TF_VENV": "/v"}
+    assert load_site("sandbox", environ=env).config.account == "lab"
+
+
+def test_every_hpc_tf_variable_in_the_code_is_a_site_key_or_known() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    files = [*repo.glob("*.md")]
+    for folder in ("hpc", "templates", "launchers", "tests", "examples", "bench", ".ci", "site_configs"):
+        files += [p for p in (repo / folder).rglob("*") if p.is_file() and p.suffix != ".pyc"]
+    names = {name for path in files for name in re.findall(r"\bHPC_TF_[A-Z0-9_]*[A-Z0-9]\b", path.read_text("latin-1"))}
+    names -= {"HPC_TF_ACOUNT"}  # the misspelling tested above
+    unknown = []
+    for name in sorted(names):
+        try:
+            env_site_key(name)
+        except ConfigError:
+            unknown.append(name)
+    assert unknown == [], f"add them to hpc.site.load.NOT_SITE_VARIABLES (or make them site keys): {unknown}"
