@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError
+from hpc.records import read_record
 
 STATE_DIR_NAME = ".local-jobs"
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
@@ -90,7 +91,7 @@ class LocalJobStore:
 
     def read(self, job_id: str) -> LocalJob | None:
         try:
-            data = json.loads(self.path(job_id).read_text(encoding="utf-8"))
+            return read_record(self.path(job_id), "the local job record", parse=lambda data: LocalJob(**data),
+                               fix="remove it if the job is over")
         except FileNotFoundError:
             return None
-        return LocalJob(**data)
