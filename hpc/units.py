@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from hpc.text import shown
+
 _TIME = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"  # D-H, D-H:M, D-H:M:S
     r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$"  # M, M:S, H:M:S
@@ -19,9 +21,8 @@ def parse_duration(text: str) -> int:
     """
     match = _TIME.match(text.strip())
     if match is None:
-        raise ValueError(
-            f"'{text}' is not a Slurm time; use minutes ('90'), 'H:MM:SS' ('1:30:00') or 'D-HH:MM:SS' ('2-00:00:00')"
-        )
+        raise ValueError(f"{shown(text)} is not a Slurm time; use minutes ('90'), 'H:MM:SS' ('1:30:00') "
+                         "or 'D-HH:MM:SS' ('2-00:00:00')")
     g = match.groupdict()
     if g["days"] is not None:
         return (int(g["days"]) * 24 + int(g["dh"])) * 3600 + int(g["dm"] or 0) * 60 + int(g["ds"] or 0)
@@ -43,5 +44,5 @@ def parse_memory_mb(text: str) -> int:
     """Megabytes in a Slurm memory size: ``16G``, ``500M``, ``16000`` (MB, Slurm's default unit)."""
     match = _MEM.match(text.strip())
     if match is None:
-        raise ValueError(f"'{text}' is not a memory size; use e.g. '16G', '500M' or '16000' (megabytes)")
+        raise ValueError(f"{shown(text)} is not a memory size; use e.g. '16G', '500M' or '16000' (megabytes)")
     return max(1, round(int(match["n"]) * _MEM_FACTOR_MB[match["unit"].upper()]))

@@ -17,6 +17,7 @@ from pathlib import Path
 from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError
 from hpc.records import read_record
+from hpc.text import shown
 
 STATE_DIR_NAME = ".local-jobs"
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
@@ -62,7 +63,7 @@ class LocalJobStore:
 
     def path(self, job_id: str) -> Path:
         if not job_id.isdigit():
-            raise HpcTfError(f"'{job_id}' is not a local job id (a number)")
+            raise HpcTfError(f"{shown(job_id)} is not a local job id (a number)")
         return self.directory / f"{job_id}.json"
 
     def requeue_flag(self, job_id: str) -> Path:
