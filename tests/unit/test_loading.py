@@ -216,3 +216,10 @@ def test_an_unforeseen_error_is_one_line_with_the_traceback_on_request(
 def test_a_bad_time_option_is_a_usage_error_not_an_internal_one(tmp_path: Path) -> None:
     line = one_error_line(hpc_tf("serve", "up", "--slurm", "--time", "soon", "--repository", tmp_path / "repo"))
     assert line.startswith("hpc-tf: error: --time: 'soon' is not a Slurm time")
+
+
+def test_a_resolved_job_nested_too_deep_is_one_line_on_the_node_side_too(tmp_path: Path) -> None:
+    resolved = tmp_path / "resolved.json"
+    resolved.write_text("[" * 100_000)
+    line = one_error_line(hpc_tf("node-env", "--resolved", resolved), code=4)
+    assert f"the resolved job {resolved} is not valid JSON" in line
