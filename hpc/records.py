@@ -35,8 +35,9 @@ class NotText(ValueError):
         self.fix = fix
 
 
-def _size(limit: int) -> str:
-    return f"{limit // MIB} MiB" if limit % MIB == 0 else f"{limit} bytes"
+def too_large(limit: int) -> NotText:
+    size = f"{limit // MIB} MiB" if limit % MIB == 0 else f"{limit} bytes"
+    return NotText(f"larger than {size}, the most hpc-tf reads")
 
 
 def read_text(path: Path, limit: int) -> str:
@@ -48,7 +49,7 @@ def read_text(path: Path, limit: int) -> str:
     with open(path, "rb") as fh:
         data = fh.read(limit + 1)  # never more: /dev/zero or a huge file must not fill memory
     if len(data) > limit:
-        raise NotText(f"larger than {_size(limit)}, the most hpc-tf reads")
+        raise too_large(limit)
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise NotText("UTF-16 text, not UTF-8", line=1, fix="save it as UTF-8")
     nul = data.find(b"\0")

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from hpc.errors import FieldProblem, SpecError
-from hpc.records import MIB, NotText, read_text
+from hpc.records import MIB, NotText, read_text, too_large
 from hpc.text import shown
 
 Location = tuple[str | int, ...]
@@ -156,9 +156,13 @@ def _refusal(message: str, source: str, line: int | None = None) -> SpecError:
     return SpecError([FieldProblem(path="", message=message, line=line, source=source)])
 
 
+def _not_text(err: NotText, source: str) -> SpecError:
+    return _refusal(f"{err}; {err.fix}", source, err.line)
+
+
 def parse_yaml(text: str, source: str) -> YamlDocument:
     if len(text) > MAX_BYTES:
-        raise _refusal(f"larger than {MAX_BYTES // MIB} MiB, the most hpc-tf reads; is it the right file?", source)
+        raise _not_text(too_large(MAX_BYTES), source)
     loader: _Loader | None = None
     try:
         loader = _Loader(text)  # the reader refuses control characters here, before any parsing
@@ -193,5 +197,5 @@ def load_yaml_file(path: Path) -> YamlDocument:
     except OSError as err:
         raise SpecError([FieldProblem(path="", message=f"cannot read {shown(source, 300)}: {err.strerror}")]) from None
     except NotText as err:
-        raise _refusal(f"{err}; {err.fix}", source, err.line) from None
+        raise _not_text(err, source) from None
     return parse_yaml(text, source)

@@ -116,6 +116,16 @@ def test_duplicate_keys_are_refused_in_nested_and_flow_mappings() -> None:
     assert parse_yaml("a: {x: 1}\nb: {x: 2}\n", "f.yaml").data == {"a": {"x": 1}, "b": {"x": 2}}
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("name: a\ncommand: \x07\n", "f.yaml:2: not YAML text: it contains the control character '\\x07'"),
+    ("a: " + "x" * (1 << 20), "f.yaml: larger than 1 MiB, the most hpc-tf reads; is it the right file?"),
+])
+def test_text_handed_over_directly_has_the_same_limits(text: str, expected: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_yaml(text, "f.yaml")
+    assert str(info.value) == expected
+
+
 def test_a_date_that_is_no_date_stays_text() -> None:
     assert parse_yaml("workdir: 2001-13-45\n", "f.yaml").data == {"workdir": "2001-13-45"}
 
