@@ -79,6 +79,12 @@ class ConfigError(HpcTfError):
     exit_code = 2
 
 
+class RecordError(HpcTfError):
+    """A record an earlier hpc-tf command wrote (resolved.json, a hand-off record…) cannot be read."""
+
+    exit_code = 2
+
+
 class QuotaRefused(HpcTfError):
     """The job can never run under the account's GPU limits (or --no-queue refused a wait)."""
 

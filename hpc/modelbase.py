@@ -2,7 +2,8 @@
 
 Pydantic reports ``('resources', 'gpus_per_node')`` and "Input should be a valid integer";
 users get ``job.yaml:7: resources.gpus_per_node: expected an integer`` plus, for unknown keys,
-the keys that are allowed there.
+the keys that are allowed there. A message that quotes the user's value gets it as hpc.text.shown
+shows it (escaped, shortened), whichever validator wrote the message.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hpc.errors import FieldProblem, SpecError
+from hpc.text import shown
 from hpc.yamlsource import YamlDocument
 
 M = TypeVar("M", bound=BaseModel)
@@ -56,7 +58,15 @@ def allowed_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str] 
     return sorted(current.model_fields) if current is not None else None
 
 
-def _message(model: type[BaseModel], error: Any) -> str:
+def _shown_input(message: str, value: object) -> str:
+    """``message`` with the raw ``value`` (as a validator may have quoted it) replaced by its shown form."""
+    if not isinstance(value, str) or not value or shown(value) == f"'{value}'" or value not in message:
+        return message
+    return message.replace(f"'{value}'", shown(value)).replace(value, shown(value))
+
+
+def error_message(model: type[BaseModel], error: Any) -> str:
+    """One pydantic error (an item of ``ValidationError.errors()``) in the words users get."""
     kind = error["type"]
     loc = error["loc"]
     if kind == "extra_forbidden":
@@ -66,9 +76,8 @@ def _message(model: type[BaseModel], error: Any) -> str:
         return f"unknown key{guess}; allowed here: {', '.join(allowed)}"
     if kind == "missing":
         return "required key is missing"
-    msg = str(error["msg"])
     # pydantic prefixes custom ValueErrors with "Value error, "
-    return msg.removeprefix("Value error, ")
+    return _shown_input(str(error["msg"]).removeprefix("Value error, "), error.get("input"))
 
 
 def validate_document(model: type[M], doc: YamlDocument, *, what: str) -> M:
@@ -80,5 +89,5 @@ def validate_document(model: type[M], doc: YamlDocument, *, what: str) -> M:
     try:
         return model.model_validate(doc.data)
     except ValidationError as err:
-        problems = [doc.problem(e["loc"], _message(model, e)) for e in err.errors()]
+        problems = [doc.problem(e["loc"], error_message(model, e)) for e in err.errors()]
         raise SpecError(problems) from None

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from hpc.errors import FieldProblem, SpecError
+from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import Strategy
@@ -277,6 +278,7 @@ def _handoff_plan(
 
 
 def load_resolved(path: Path) -> ResolvedJob:
-    return ResolvedJob.model_validate_json(path.read_text(encoding="utf-8"))
+    return read_record(path, "the resolved job", parse=ResolvedJob.model_validate,
+                       fix="it is written at launch: launch the job again")
 
 

@@ -8,10 +8,12 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from hpc.atomic import write_failure, write_text_atomic
 from hpc.errors import HpcTfError
 from hpc.paths import RunPaths
+from hpc.records import read_record
 from hpc.resolve import ResolvedJob
 from hpc.runtime import install_into
 
@@ -70,9 +72,12 @@ def record_submission(paths: RunPaths, job_id: str, cluster: str | None, launche
 
 
 def read_submission(paths: RunPaths) -> Submission:
+    def parse(data: dict[str, Any]) -> Submission:
+        return Submission(job_id=str(data["job_id"]), cluster=data.get("cluster"), submitted_at=data["submitted_at"],
+                          launcher=data.get("launcher", "slurm"))
+
     try:
-        data = json.loads(paths.submission.read_text(encoding="utf-8"))
+        return read_record(paths.submission, "the run's submission record", parse=parse,
+                           fix="the job id is in the batch log's name (logs/batch-JOBID.out): hpc-tf status JOBID")
     except FileNotFoundError:
         raise HpcTfError(f"{paths.root} is not a submitted run (no {paths.submission.name})") from None
-    return Submission(job_id=str(data["job_id"]), cluster=data.get("cluster"), submitted_at=data["submitted_at"],
-                      launcher=data.get("launcher", "slurm"))

@@ -15,6 +15,7 @@ from hpc.paths import RunPaths
 from hpc.resolve import expand_path
 from hpc.rundir import Submission, read_submission
 from hpc.site.load import LoadedSite
+from hpc.text import shown
 
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
 
@@ -52,7 +53,7 @@ def find_run(target: str, root: Path) -> Run:
         submission = read_submission(paths)
         return Run(job_id=submission.job_id, paths=paths, submission=submission)
     if not _JOB_ID.match(target):
-        raise HpcTfError(f"'{target}' is neither a run directory nor a job id",
+        raise HpcTfError(f"{shown(target)} is neither a run directory nor a job id",
                          hint="pass the directory hpc-tf launch printed, or a numeric job id")
     base = target.split("_")[0]
     for run in reversed(list_runs(root)) if root.is_dir() else []:

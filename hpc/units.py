@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from hpc.text import shown
+
 _TIME = re.compile(
     r"^(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"  # D-H, D-H:M, D-H:M:S
     r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$"  # M, M:S, H:M:S
@@ -25,11 +27,12 @@ def parse_duration(text: str) -> int:
     match = _TIME.match(text.strip())
     if match is None and text.strip().lower() not in ("unlimited", "infinite"):
         raise ValueError(
-            f"'{text}' is not a Slurm time; use minutes ('90'), 'H:MM:SS' ('1:30:00') or 'D-HH:MM:SS' ('2-00:00:00')"
+            f"{shown(text)} is not a Slurm time; use minutes ('90'), 'H:MM:SS' ('1:30:00') "
+            "or 'D-HH:MM:SS' ('2-00:00:00')"
         )
     seconds = 0 if match is None else _seconds(match)
     if seconds == 0:
-        raise ValueError(f"'{text}' is no time limit to Slurm, which hpc-tf does not submit: give the longest "
+        raise ValueError(f"{shown(text)} is no time limit to Slurm, which hpc-tf does not submit: give the longest "
                          "the job may run, e.g. '2-00:00:00'")
     return seconds
 
@@ -56,8 +59,8 @@ def parse_memory_mb(text: str) -> int:
     """Megabytes in a Slurm memory size: ``16G``, ``500M``, ``16000`` (MB, Slurm's default unit)."""
     match = _MEM.match(text.strip())
     if match is None:
-        raise ValueError(f"'{text}' is not a memory size; use e.g. '16G', '500M' or '16000' (megabytes)")
+        raise ValueError(f"{shown(text)} is not a memory size; use e.g. '16G', '500M' or '16000' (megabytes)")
     if int(match["n"]) == 0:
-        raise ValueError(f"'{text}' asks Slurm for all of each node's memory; write mem: {ALL_MEMORY} if that is "
+        raise ValueError(f"{shown(text)} asks Slurm for all of each node's memory; write mem: {ALL_MEMORY} if that is "
                          "meant, else a size such as '16G'")
     return max(1, round(int(match["n"]) * _MEM_FACTOR_MB[match["unit"].upper()]))

@@ -20,6 +20,7 @@ from hpc.rundir import new_run_id
 from hpc.scheduler import Scheduler
 from hpc.scheduler.parse import config_number
 from hpc.site.load import LoadedSite, load_site
+from hpc.text import shown
 
 MAX_ARRAY_SIZE_KEY = "MaxArraySize"  # in Scheduler.show_config()
 
@@ -107,5 +108,5 @@ def find_campaign(target: str, root: Path) -> CampaignPaths:
         named = sorted((p.parent for p in root.glob(f"{target}-*/{MANIFEST}")), key=lambda p: p.stat().st_mtime)
         if named:
             return CampaignPaths.at(named[-1])
-    raise HpcTfError(f"'{target}' is not a campaign directory, id or name",
+    raise HpcTfError(f"{shown(target)} is not a campaign directory, id or name",
                      hint=f"pass the directory hpc-tf campaign run printed (campaigns live under {root})")

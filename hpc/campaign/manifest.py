@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from hpc.atomic import write_text_atomic
 from hpc.campaign.model import Value
 from hpc.campaign.paths import CampaignPaths
 from hpc.errors import HpcTfError
+from hpc.records import read_record
 from hpc.scheduler import JobState
 
 FORMAT = 1
@@ -150,14 +151,11 @@ def now_iso() -> str:
 
 def read_manifest(paths: CampaignPaths) -> Manifest:
     try:
-        text = paths.manifest.read_text(encoding="utf-8")
+        manifest = read_record(paths.manifest, "the campaign manifest", parse=Manifest.model_validate,
+                               fix="its jobs are still in Slurm (squeue, sacct); run the campaign again elsewhere")
     except FileNotFoundError:
         raise HpcTfError(f"{paths.root} is not a campaign directory (no {paths.manifest.name})",
                          hint="pass the directory hpc-tf campaign run printed") from None
-    try:
-        manifest = Manifest.model_validate_json(text)
-    except ValidationError as err:
-        raise HpcTfError(f"{paths.manifest} is damaged: {err.errors()[0]['msg']}") from None
     if manifest.format > FORMAT:
         raise HpcTfError(f"{paths.manifest} was written by a newer hpc-tf (format {manifest.format})",
                          hint="upgrade hpc-tf")

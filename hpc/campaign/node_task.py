@@ -43,7 +43,7 @@ def load_stage(tasks_dir: str, task: int, stage: str) -> dict[str, object]:
             document = json.load(fh)
     except OSError as err:
         raise TaskSetupError(f"cannot read {path}: {err.strerror}") from None
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise TaskSetupError(f"{path} is not valid JSON: {err}") from None
     stages = document.get("stages", {}) if isinstance(document, dict) else {}
     entry = stages.get(stage) if isinstance(stages, dict) else None

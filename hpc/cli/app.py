@@ -1,9 +1,12 @@
-"""The typer application and the single place where HpcTfError becomes an exit code."""
+"""The typer application and the single place where an error becomes a message and an exit code."""
 
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import sys
+import traceback
 from typing import TYPE_CHECKING
 
 import typer
@@ -16,6 +19,7 @@ if TYPE_CHECKING:  # typer's own copy of click (0.29); only the types are needed
 from hpc import __version__
 from hpc.cli.options import plain_typer
 from hpc.errors import HpcTfError
+from hpc.text import shown
 
 # Commands are imported when they run (click's "lazily loading subcommands" pattern): a command's
 # start-up is most of its time, and `hpc-tf launch` should not pay for status tables, campaigns
@@ -79,9 +83,44 @@ def _root(
     """hpc-tf: TensorFlow on Slurm without sbatch boilerplate."""
 
 
+DEBUG_VARIABLE = "HPC_TF_DEBUG"  # set to 1: every error also prints its traceback
+_TERMINAL_CONTROLS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")  # a newline stays: hints
+PATH_SHOWN = 300
+
+
+def _printable(message: str) -> str:
+    """``message`` with every character a terminal would act on escaped: a value that reached a message
+    without going through hpc.text.shown still cannot move the cursor or change colours."""
+    return _TERMINAL_CONTROLS.sub(lambda found: shown(found.group())[1:-1], message)
+
+
+def _fail(message: str, code: int) -> None:
+    if os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+        traceback.print_exc()
+    print(f"hpc-tf: error: {_printable(message)}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _os_message(err: OSError) -> str:
+    names = [shown(str(name), PATH_SHOWN) for name in (err.filename, err.filename2) if name is not None]
+    reason = err.strerror or str(err) or type(err).__name__
+    return f"{' -> '.join(names)}: {reason}" if names else reason
+
+
 def main() -> None:
+    """Run the CLI: an HpcTfError, an OSError (a full disk, a permission) or anything unforeseen ends in one
+    message on stderr and an exit code, never a traceback unless HPC_TF_DEBUG=1."""
     try:
         app()
     except HpcTfError as err:
-        print(f"hpc-tf: error: {err}", file=sys.stderr)
-        sys.exit(err.exit_code)
+        _fail(str(err), err.exit_code)
+    except BrokenPipeError:
+        # the reader went away (hpc-tf status | head): nothing left to say, and no one to say it to
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+    except OSError as err:
+        _fail(_os_message(err), 1)
+    except Exception as err:  # a bug: one line, the traceback on request
+        detail = str(err).splitlines()[0] if str(err) else ""
+        _fail(f"internal error: {type(err).__name__}{': ' + shown(detail) if detail else ''} "
+              f"(set {DEBUG_VARIABLE}=1 for the traceback; please report)", 1)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
@@ -80,7 +81,7 @@ def run(
             for stage in plan.stages:
                 if stage.per_task:
                     typer.echo(f"task {task.id} {stage.name}: {json.dumps(plan.task_command(stage.name, task))}")
-        err().print(f"[bold]dry run[/]: {_plan_text(plan)}\nnothing written or submitted")
+        err().print(Text.assemble(("dry run", "bold"), f": {_plan_text(plan)}\nnothing written or submitted"))
         return
     submitted = api.run(plan, scheduler or SlurmScheduler())
     typer.echo(str(submitted.paths.root))
@@ -101,9 +102,9 @@ def _more(count: int) -> None:
 
 
 def _print_view(view: CampaignView) -> None:
-    out().print(f"campaign [bold]{view.id}[/] ({view.tasks} task(s))  {view.root}")
+    out().print(Text.assemble("campaign ", (view.id, "bold"), f" ({view.tasks} task(s))  {view.root}"))
     if view.error:
-        out().print(f"[red]{view.error}[/]")
+        out().print(view.error, style="red")
     states = sorted({label for counts in view.counts.values() for label in counts})
     table = Table("stage", "partition", "GPUs/task", "throttle", "jobs", *states, box=None)
     for stage in view.stages:
@@ -114,7 +115,7 @@ def _print_view(view: CampaignView) -> None:
                       ",".join(jobs) if isinstance(jobs, list) else "", *(str(counts.get(s, "")) for s in states))
     out().print(table)
     if view.failures:
-        out().print("[bold]failed[/]")
+        out().print("failed", style="bold")
         failed = Table("stage", "task", "params", "job", "state", "exit", "why", "log", box=None)
         for f in view.failures[:MAX_ROWS]:
             failed.add_row(f.stage, "-" if f.task_id is None else str(f.task_id), _params(f.params), f.job_id or "-",
@@ -122,7 +123,7 @@ def _print_view(view: CampaignView) -> None:
         out().print(failed)
         _more(len(view.failures))
     if view.blocked:
-        out().print("[bold]blocked[/] (Slurm leaves these pending forever)")
+        out().print(Text.assemble(("blocked", "bold"), " (Slurm leaves these pending forever)"))
         blocked = Table("stage", "task", "params", "job", "why", box=None)
         for b in view.blocked[:MAX_ROWS]:
             blocked.add_row(b.stage, "-" if b.task_id is None else str(b.task_id), _params(b.params), b.job_id or "-",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from rich.text import Text
 
 from hpc.cli.console import err
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
@@ -39,7 +40,7 @@ def handoff(
 
     target = serving_target(site, set_ or (), repository)
     def progress(stage: str, detail: str) -> None:
-        err().print(f"[bold]{stage}[/]: {detail}")
+        err().print(Text.assemble((stage, "bold"), f": {detail}"))
 
     record = run_handoff(source, model, target.repository, fmt or target.format, grpc_url=grpc_url,
                          signature_key=signature, savedmodel_subdir=savedmodel, on_stage=progress)

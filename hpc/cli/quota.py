@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt
@@ -23,7 +23,7 @@ def quota(
     # always asks slurmdbd, and leaves its answers for the next launch
     report = quota_report(account, stored=StoredAnswers.for_user(current_user(), reuse=False))
     for warning in report.warnings:
-        err().print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        err().print(Text.assemble(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -40,13 +40,13 @@ def _in_use(row: LimitRow) -> str:
         text = str(limit.used)
     if row.running:
         text += " (" + ", ".join(str(j.job_id) for j in row.running) + ")"
-    return escape(text)
+    return text
 
 
 def _pending(row: LimitRow) -> str:
     if row.limit.kind.per_job or not row.pending:
         return "-"
-    return escape(f"{row.pending_gpus} ({', '.join(str(j.job_id) for j in row.pending)})")
+    return f"{row.pending_gpus} ({', '.join(str(j.job_id) for j in row.pending)})"
 
 
 def _table(rows: tuple[LimitRow, ...]) -> Table:
@@ -62,16 +62,16 @@ def _table(rows: tuple[LimitRow, ...]) -> Table:
 
 
 def render(report: QuotaReport) -> None:
-    out().print(f"[bold]GPU quota of {report.user} on cluster {report.cluster}[/]")
+    out().print(f"GPU quota of {report.user} on cluster {report.cluster}", style="bold")
     for assoc in report.associations:
         qos = ", ".join(assoc.qos) if assoc.qos is not None else "not known"
-        head = f"\naccount [bold]{assoc.account}[/]" + (" (default)" if assoc.is_default else "")
-        head += f"{f', partition {assoc.partition}' if assoc.partition else ''} · QOS {qos}"
-        head += f" (default {assoc.job_qos})" if assoc.job_qos else ""
+        head = Text.assemble("\naccount ", (assoc.account, "bold"), " (default)" if assoc.is_default else "")
+        head.append(f"{f', partition {assoc.partition}' if assoc.partition else ''} · QOS {qos}")
+        head.append(f" (default {assoc.job_qos})" if assoc.job_qos else "")
         out().print(head)
         path = Table("  association (up to the root)", "GPUs in use", "GPU-min used", box=None)
         for node in assoc.path:
-            path.add_row(f"  {escape(str(node.owner))}", str(node.gpus_in_use), str(node.gpu_minutes_used))
+            path.add_row(f"  {node.owner}", str(node.gpus_in_use), str(node.gpu_minutes_used))
         out().print(path)
         if assoc.limits:
             out().print(_table(assoc.limits))
@@ -79,7 +79,7 @@ def render(report: QuotaReport) -> None:
             out().print("  no GPU limits on this path")
     for qos_quota in report.qos:
         flags = f" (flags {', '.join(qos_quota.flags)})" if qos_quota.flags else ""
-        out().print(f"\nQOS [bold]{qos_quota.name}[/]{flags}")
+        out().print(Text.assemble("\nQOS ", (qos_quota.name, "bold"), flags))
         out().print(_table(qos_quota.limits) if qos_quota.limits else "  no GPU limits")
     if report.jobs:
         out().print("\nGPU jobs in your accounts")
@@ -87,5 +87,5 @@ def render(report: QuotaReport) -> None:
         for job in report.jobs:
             reason = job.reason if job.state.is_waiting else ""
             cells = (str(job.job_id), job.user, job.account, job.qos, job.state.value, str(job.gpus), reason)
-            jobs.add_row(*(escape(c) for c in cells))
+            jobs.add_row(*cells)
         out().print(jobs)

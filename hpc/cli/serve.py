@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from hpc.cli.console import err
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
@@ -41,7 +42,8 @@ def up(
         from hpc.scheduler import SlurmScheduler
 
         def submitted(job_id: str, script: Path) -> None:
-            err().print(f"submitted serving-node job [bold]{job_id}[/] ({script}); waiting until it is ready")
+            err().print(Text.assemble("submitted serving-node job ", (job_id, "bold"),
+                                      f" ({script}); waiting until it is ready"))
 
         endpoint = slurm_node.start_slurm_node(site, overrides, SlurmScheduler(), repository, time_limit, submitted)
         where = f"job {endpoint.job_id} on {endpoint.hostname}"

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError
+from hpc.records import read_record
+from hpc.text import shown
 
 STATE_DIR_NAME = ".local-jobs"
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"})
@@ -61,7 +63,7 @@ class LocalJobStore:
 
     def path(self, job_id: str) -> Path:
         if not job_id.isdigit():
-            raise HpcTfError(f"'{job_id}' is not a local job id (a number)")
+            raise HpcTfError(f"{shown(job_id)} is not a local job id (a number)")
         return self.directory / f"{job_id}.json"
 
     def requeue_flag(self, job_id: str) -> Path:
@@ -90,7 +92,7 @@ class LocalJobStore:
 
     def read(self, job_id: str) -> LocalJob | None:
         try:
-            data = json.loads(self.path(job_id).read_text(encoding="utf-8"))
+            return read_record(self.path(job_id), "the local job record", parse=lambda data: LocalJob(**data),
+                               fix="remove it if the job is over")
         except FileNotFoundError:
             return None
-        return LocalJob(**data)

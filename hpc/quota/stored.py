@@ -78,7 +78,7 @@ class StoredAnswers:
     def _read(self) -> dict[str, tuple[float, str]]:
         try:
             document = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # a broken cache is no cache
             return {}
         if not isinstance(document, dict):
             return {}

@@ -30,6 +30,7 @@ from typing import Any
 from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError, ServingError
 from hpc.paths import RunPaths
+from hpc.records import read_record
 from hpc.serving.config import FORMATS, MODEL_FILE, Format, ServingOptions, config_pbtxt
 from hpc.serving.control import LOAD_TIMEOUT_S, ModelControl
 from hpc.serving.formats import build_version
@@ -89,7 +90,8 @@ def find_savedmodel(source: Path, subdir: str = DEFAULT_EXPORT_SUBDIR) -> Path:
         return source
     run = RunPaths.at(source)
     if run.resolved.is_file():
-        output_dir = json.loads(run.resolved.read_text(encoding="utf-8")).get("output_dir")
+        output_dir = read_record(run.resolved, "the resolved job", parse=lambda job: job.get("output_dir"),
+                                 fix="pass the SavedModel directory instead of the run directory")
         candidate = Path(output_dir or source / "output") / subdir
         if (candidate / SAVED_MODEL_PB).is_file():
             return candidate

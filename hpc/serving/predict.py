@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc.errors import ServingError
+from hpc.records import read_record
 from hpc.serving.names import check_model_name
 from hpc.serving.repository import Repository
 from hpc.serving.samples import compare, load_samples
@@ -38,9 +39,10 @@ def latest_handoff(repo: Repository, model: str) -> dict[str, Any]:
     """The newest successful hand-off record of ``model``."""
     records = sorted(repo.records_dir(model).glob("*.json")) if repo.records_dir(model).is_dir() else []
     for path in reversed(records):
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = read_record(path, "the hand-off record", parse=dict,
+                             fix=f"move it aside, or hand the model over again: hpc-tf handoff RUN_DIR --model {model}")
         if record.get("ok"):
-            return dict(record)
+            return record
     raise ServingError(f"model '{model}' has no successful hand-off in {repo.root}",
                        hint=f"hand a trained model over first: hpc-tf handoff RUN_DIR --model {model}")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from hpc.atomic import write_text_atomic
 from hpc.errors import ServingError
+from hpc.records import read_record
 from hpc.serving.repository import Repository
 
 READY_TIMEOUT_S = 60.0
@@ -67,10 +68,8 @@ def read_endpoint(repo: Repository) -> Endpoint:
     if not path.is_file():
         raise ServingError(f"no serving node is registered for {repo.root} ({path} missing)",
                            hint="start one with: hpc-tf serve up")
-    try:
-        return Endpoint(**json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError) as err:
-        raise ServingError(f"cannot read the serving node endpoint {path}: {err}") from None
+    return read_record(path, "the serving node's endpoint", parse=lambda data: Endpoint(**data),
+                       fix="if its serving node still runs, stop it (squeue, or ps for tritonserver); then remove it")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
-from hpc.errors import ServingError
+from hpc.errors import ConfigError, ServingError
 from hpc.render.cpu_jobs import ServeJob, render_serve_script
 from hpc.resolve import expand_path
 from hpc.scheduler import JobState, Scheduler
@@ -64,6 +64,10 @@ def plan_slurm_node(
                                hint="pass --repository or --set serving.model_repository=PATH")
         root = Path(expand_path(config.serving.model_repository, Path.cwd(), dict(os.environ)))
     repo = Repository.at(Path(root).resolve())
+    try:
+        time_seconds = parse_duration(time_limit or config.default_time)
+    except ValueError as err:  # --time as typed (the site's default_time was checked when the site loaded)
+        raise ConfigError(f"--time: {err}") from None
     job = ServeJob(
         site=config.name,
         repository=str(repo.root),
@@ -72,7 +76,7 @@ def plan_slurm_node(
         partition=config.serving.partition or config.cpu_partition,
         account=config.account,
         qos=config.qos,
-        time_seconds=parse_duration(time_limit or config.default_time),
+        time_seconds=time_seconds,
         cpus=SERVE_CPUS,
         mem=SERVE_MEM,
         module_init=config.module_init,

@@ -26,9 +26,10 @@ import yaml
 from pydantic import ValidationError
 
 from hpc.errors import ConfigError, FieldProblem, SpecError
-from hpc.modelbase import validate_document
+from hpc.modelbase import error_message, validate_document
 from hpc.resources import data_dir
 from hpc.site.model import SiteConfig
+from hpc.text import shown
 from hpc.yamlsource import load_scalar, load_yaml_file
 
 DEFAULT_SITE = "local"
@@ -189,7 +190,7 @@ def load_site(
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set '{item}' must be KEY=VALUE, e.g. --set account=lab")
+            raise ConfigError(f"--set {shown(item)} must be KEY=VALUE, e.g. --set account=lab")
         _merge(flat, provenance, {key.strip(): _scalar(value)}, f"--set {key.strip()}")
 
     try:
@@ -198,7 +199,7 @@ def load_site(
         problems = []
         for e in err.errors():
             key = ".".join(str(p) for p in e["loc"])
-            problems.append(FieldProblem(path=key, message=str(e["msg"]).removeprefix("Value error, "),
+            problems.append(FieldProblem(path=key, message=error_message(SiteConfig, e),
                                          source=provenance.get(key, "site config")))
         raise SpecError(problems) from None
     ref = str(site_path.resolve()) if _is_path(site_name) else site_name

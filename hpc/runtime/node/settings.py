@@ -80,7 +80,7 @@ def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
             document = json.load(file)
     except OSError as err:
         raise RuntimeSetupError(f"cannot read the resolved job {source}: {err.strerror}") from err
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than json can follow
         raise RuntimeSetupError(f"the resolved job {source} is not valid JSON: {err}") from err
     if not isinstance(document, dict):
         raise RuntimeSetupError(f"the resolved job {source} is not a JSON object")
