@@ -23,6 +23,7 @@ class HpcTfError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.reason = message.splitlines()[0] if message else ""  # what went wrong, without the details
 
     def __str__(self) -> str:
         return self.message if self.hint is None else f"{self.message}\nhint: {self.hint}"
@@ -111,12 +112,16 @@ class SchedulerCommandFailed(HpcTfError):
         self.summary = summary
         tool = argv[0] if argv else "?"
         status = "timed out" if returncode is None else f"exited {returncode}"
-        detail = stderr.strip() or stdout.strip() or "(no output)"
-        head = summary or f"{tool} {status}"
+        said = [line.strip() for line in (stderr or stdout).splitlines() if line.strip()]
+        head = summary or f"{tool} {status}: {said[-1] if said else '(no output)'}"
+        # one line: the summary says what failed and what it means; the command is what to re-run by hand
+        command = " ".join(argv)
+        command = command if len(command) <= 200 else f"{command[:200]}..."
         super().__init__(
-            f"{head}\n  command: {' '.join(argv)}\n  {detail}",
+            f"{head} (command: {command})",
             hint="the controller may be busy; try again" if transient else None,
         )
+        self.reason = head
 
 
 class SchedulerUnavailable(SchedulerCommandFailed):

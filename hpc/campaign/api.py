@@ -66,7 +66,7 @@ def plan_from_file(
     try:
         limits = [limit for limit in (gpu_limit(job) for job in gpu_jobs) if limit is not None]
     except HpcTfError as err:
-        return plan(None, f"GPU quota not read: {err.message.splitlines()[0]}")
+        return plan(None, f"GPU quota not read: {err.reason}")
     return plan(min(limits)) if limits else plan(None, "no GPU quota")
 
 

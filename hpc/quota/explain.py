@@ -68,7 +68,7 @@ def explain_waits(
     try:
         snapshot = quota_snapshot(cli, user=user)
     except HpcTfError as err:  # Slurm failed or answered oddly; a name it cannot take
-        log.warning("GPU quota details not available: %s", err.message.splitlines()[0])
+        log.warning("GPU quota details not available: %s", err.reason)
         return {}
     result: dict[str, str] = {}
     for status in waiting:
