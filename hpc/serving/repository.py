@@ -13,8 +13,8 @@
                                      are never reused, so a record's version names one model only)
 
 Triton never sees a half-written version: it is built under ``.hpc-tf/staging`` and renamed into
-``<model>/<N>``; removal renames it out first. ``.hpc-tf`` is not a valid model name, so Triton never
-treats it as a model.
+``<model>/<N>``; removal renames it out first. ``.hpc-tf`` is not a valid model name, so it is never
+loaded (Triton's repository index still lists it; ``serve status`` leaves it out).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from hpc.errors import ServingError
 from hpc.render.cpu_jobs import ServeJob, render_serve_script
 from hpc.resolve import expand_path
 from hpc.scheduler import JobState, Scheduler
+from hpc.serving import secret as node_secret
 from hpc.serving.repository import Repository
 from hpc.serving.server import Endpoint, read_endpoint, run_foreground
 from hpc.site.load import load_site
@@ -37,6 +38,7 @@ class SlurmNodePlan:
     repository: Repository
     job: ServeJob
     script: str
+    inference_token: bool = False
 
     @property
     def script_path(self) -> Path:
@@ -54,6 +56,7 @@ def plan_slurm_node(
     overrides: Sequence[str],
     repository: Path | None = None,
     time_limit: str | None = None,
+    inference_token: bool | None = None,
 ) -> SlurmNodePlan:
     """The serving-node job for the site's repository (or ``repository``), rendered, not submitted."""
     config = load_site(site, overrides).config
@@ -78,7 +81,8 @@ def plan_slurm_node(
         module_init=config.module_init,
         modules=tuple(config.modules),
     )
-    return SlurmNodePlan(repo, job, render_serve_script(job))
+    token = config.serving.inference_token if inference_token is None else inference_token
+    return SlurmNodePlan(repo, job, render_serve_script(job), token)
 
 
 def _registered(repo: Repository) -> Endpoint | None:
@@ -89,13 +93,16 @@ def _registered(repo: Repository) -> Endpoint | None:
 
 
 def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
-    """Refuse when a node registered for the repository still runs; else write the script and submit it."""
+    """Refuse when a node registered for the repository still runs; else store a fresh owner's secret (read
+    by the job from the owner's config directory: never in the script or on sbatch's command line), write
+    the script and submit it."""
     old = _registered(plan.repository)
     if old is not None and old.job_id is not None:
         state = scheduler.query([old.job_id]).get(old.job_id)
         if state is not None and not state.state.is_terminal:
             raise ServingError(f"a serving node for {plan.repository.root} already runs as Slurm job {old.job_id} "
                                f"({old.http_url})", hint="use it, or stop it first: hpc-tf serve down")
+    node_secret.create(plan.repository.root, inference_token=plan.inference_token)
     write_text_atomic(plan.script_path, plan.script, mode=0o755)
     return scheduler.submit(plan.script_path)
 
@@ -107,9 +114,10 @@ def start_slurm_node(
     repository: Path | None = None,
     time_limit: str | None = None,
     on_submitted: Callable[[str, Path], None] | None = None,
+    inference_token: bool | None = None,
 ) -> Endpoint:
     """``hpc-tf serve up`` on Slurm: plan, submit, then wait until the node registered its endpoint."""
-    plan = plan_slurm_node(site, overrides, repository, time_limit)
+    plan = plan_slurm_node(site, overrides, repository, time_limit, inference_token)
     job_id = submit_slurm_node(plan, scheduler)
     if on_submitted is not None:
         on_submitted(job_id, plan.script_path)
