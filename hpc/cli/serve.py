@@ -105,7 +105,7 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
     typer.echo(f"serving node {endpoint['grpc_url']} (pid {endpoint['pid']} on {endpoint['hostname']}): "
                f"{'ready' if info['ready'] else 'NOT READY'}")
     if "error" in info:
-        err().print(info["error"], markup=False)
+        typer.echo(info["error"], err=True)  # one line, however narrow the terminal
     for model in info["models"]:
         reason = f"  {model['reason']}" if model["reason"] else ""
         typer.echo(f"  {model['name']}  v{model['version'] or '-'}  {model['state']}{reason}")

@@ -88,6 +88,11 @@ def create(repository: Path, *, inference_token: bool = False) -> NodeSecret:
     return secret
 
 
+def remove(repository: Path) -> None:
+    """Forget the secret of a node that was stopped (``serve down``)."""
+    key_file(repository).unlink(missing_ok=True)
+
+
 def load(repository: Path) -> NodeSecret:
     """The owner's secret for the node serving ``repository``; refused unless only the owner can read it."""
     path = key_file(repository)

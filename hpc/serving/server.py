@@ -274,6 +274,7 @@ def stop_server(repo: Repository) -> Endpoint:
     if _alive(endpoint.pid) and _is_tritonserver(endpoint.pid):
         _stop_pid(endpoint.pid)
     repo.endpoint_file.unlink(missing_ok=True)
+    node_secret.remove(repo.root)
     return endpoint
 
 

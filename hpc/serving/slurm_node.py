@@ -159,6 +159,8 @@ def stop_slurm_node(repo: Repository, endpoint: Endpoint, scheduler: Scheduler, 
     current = _registered(repo)
     if current is not None and current.job_id == endpoint.job_id:
         repo.endpoint_file.unlink(missing_ok=True)  # killed before it could unregister itself
+    if current is None or current.job_id == endpoint.job_id:  # no newer node took over the repository
+        node_secret.remove(repo.root)
 
 
 def node_address(hostname: str | None = None) -> str:
