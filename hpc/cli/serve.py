@@ -60,6 +60,12 @@ def up(
         where = f"pid {endpoint.pid}"
     typer.echo(endpoint.to_json(), nl=False)
     err().print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {where}")
+    from hpc.serving import secret
+
+    if secret.load(Path(endpoint.repository)).inference is not None:
+        typer.echo(f"inference needs the token: header {secret.INFERENCE_HEADER} (gRPC "
+                   f"{secret.GRPC_HEADER_PREFIX}{secret.INFERENCE_HEADER}), value 'inference' in "
+                   f"{secret.key_file(Path(endpoint.repository))}", err=True)
 
 
 @serve_app.command("node", hidden=True)
