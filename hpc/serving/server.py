@@ -187,8 +187,7 @@ def start_server(
     _refuse_running(repo)
     bundle = Bundle.find()
     repo.root.mkdir(parents=True, exist_ok=True)
-    work = repo.state_dir / "server"
-    work.mkdir(parents=True, exist_ok=True)
+    work = repo.make_server_dir()
     env = server_env(bundle)
     backends = backend_dir(bundle, work)
     preflight_stub(backends / "python" / "triton_python_backend_stub", env)

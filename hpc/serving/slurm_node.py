@@ -42,7 +42,7 @@ class SlurmNodePlan:
 
     @property
     def script_path(self) -> Path:
-        return self.repository.state_dir / "server" / "serve.sbatch"
+        return self.repository.server_dir / "serve.sbatch"
 
 
 def uses_slurm(site: str | None, overrides: Sequence[str]) -> bool:
@@ -71,7 +71,7 @@ def plan_slurm_node(
         site=config.name,
         repository=str(repo.root),
         command=(config.python, "-m", "hpc.cli", "serve", "node", "--repository", str(repo.root)),
-        log=str(repo.state_dir / "server" / "slurm"),
+        log=str(repo.server_dir / "slurm"),
         partition=config.serving.partition or config.cpu_partition,
         account=config.account,
         qos=config.qos,
@@ -103,6 +103,7 @@ def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
             raise ServingError(f"a serving node for {plan.repository.root} already runs as Slurm job {old.job_id} "
                                f"({old.http_url})", hint="use it, or stop it first: hpc-tf serve down")
     node_secret.create(plan.repository.root, inference_token=plan.inference_token)
+    plan.repository.make_server_dir()
     write_text_atomic(plan.script_path, plan.script, mode=0o755)
     return scheduler.submit(plan.script_path)
 
@@ -135,7 +136,7 @@ def wait_for_endpoint(repo: Repository, job_id: str, scheduler: Scheduler, timeo
         status = scheduler.query([job_id]).get(job_id)
         if status is not None and status.state.is_terminal:
             raise ServingError(f"serving-node job {job_id} ended ({status.state.value}) before it was ready",
-                               hint=f"its log: {repo.state_dir / 'server'}/slurm-{job_id}.out")
+                               hint=f"its log: {repo.server_dir / f'slurm-{job_id}.out'}")
         if time.monotonic() > deadline:
             where = f"still {status.state.value}" if status is not None else "not known to Slurm yet"
             raise ServingError(f"serving-node job {job_id} is not ready after {timeout:.0f} s ({where})",

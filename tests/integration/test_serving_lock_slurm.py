@@ -59,7 +59,8 @@ def test_another_user_cannot_control_the_serving_node_and_the_owner_still_can(
         assert secret.inference is not None
         assert secret.control not in (repo / ".hpc-tf" / "server" / "serve.sbatch").read_text()
         assert stat.S_IMODE((repo / ".hpc-tf" / "server.json").stat().st_mode) == 0o600
-        assert intruder_run(["cat", str(repo / ".hpc-tf" / "server.json")], cwd=scratch_dir, check=False).returncode
+        for private in ("server.json", "server/serve.sbatch", f"server/slurm-{node['job_id']}.out"):
+            assert intruder_run(["cat", str(repo / ".hpc-tf" / private)], cwd=scratch_dir, check=False).returncode
         # tritonserver's command line holds the secret: no other user's job may share the node
         job = subprocess.run(["scontrol", "-o", "show", "job", node["job_id"]], capture_output=True, text=True,
                              timeout=30, check=True).stdout

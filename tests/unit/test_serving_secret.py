@@ -117,3 +117,28 @@ def test_server_argv_restricts_control_always_and_inference_on_request(tmp_path:
                                            f"--grpc-restricted-protocol={control}:hpc-tf-key=C"]
     assert restricted(NodeSecret("C", "I"))[2:] == ["--http-restricted-api=inference:hpc-tf-inference-key=I",
                                                     "--grpc-restricted-protocol=inference:hpc-tf-inference-key=I"]
+
+
+def test_failed_calls_say_refused_or_lost_in_one_line() -> None:
+    from tritonclient.utils import InferenceServerException
+
+    from hpc.serving.control import call_error
+
+    url = "10.0.0.1:8001"
+    refused = call_error("loading 'mlp'", url, InferenceServerException(
+        "This protocol is restricted, expecting header 'triton-grpc-protocol-hpc-tf-key'", "StatusCode.UNAVAILABLE"))
+    assert refused.message == f"loading 'mlp' refused by the serving node at {url}: it does not accept this user's key"
+    lost = call_error("inference on 'mlp'", url, InferenceServerException(
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:10.0.0.1:8001: Connection refused",
+        "StatusCode.UNAVAILABLE"))
+    assert lost.message == (f"inference on 'mlp': the serving node at {url} is not answering; the model repository "
+                            "and its published versions are intact (start a new node: hpc-tf serve up)")
+    other = call_error("loading 'mlp'", url,
+                       InferenceServerException("load failed: bad weights", "StatusCode.INTERNAL"))
+    assert other.message == f"loading 'mlp' failed at {url}: load failed: bad weights"
+
+
+def test_the_serving_node_directory_is_the_owners_alone(tmp_path: Path) -> None:
+    repo = Repository.at(tmp_path / "models")
+    repo.server_dir.mkdir(parents=True, mode=0o755)
+    assert mode(repo.make_server_dir()) == 0o700
