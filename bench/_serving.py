@@ -35,7 +35,7 @@ class Node:
 def serving_node(prefix: str) -> Iterator[Node]:
     """Train the quickstart model (1 epoch, one worker, no TF_CONFIG), start a Triton node; stop it after."""
     from hpc.serving.repository import Repository
-    from hpc.serving.server import start_server, stop_server
+    from hpc.serving.server import start_local, stop_server
 
     with tempfile.TemporaryDirectory(prefix=f"hpc-tf-bench-{prefix}-") as tmp:
         work = Path(tmp)
@@ -46,7 +46,7 @@ def serving_node(prefix: str) -> Iterator[Node]:
                        cwd=work, env=env, check=True, capture_output=True, timeout=600)
         train_s = time.monotonic() - t0
         repo = Repository.at(work / "repo")
-        endpoint, _ = start_server(repo)
+        endpoint = start_local(repo)
         try:
             yield Node(repo, endpoint.grpc_url, work / "train" / "export", train_s, work)
         finally:

@@ -43,6 +43,7 @@ def run(args: argparse.Namespace, quick: bool) -> Result:
 def _measure(node: Node, reps: int, result: Result) -> None:
     import tritonclient.grpc as grpcclient
 
+    from hpc.serving import secret as node_secret
     from hpc.serving.config import config_pbtxt
     from hpc.serving.control import ModelControl
     from hpc.serving.formats import build_version
@@ -57,7 +58,8 @@ def _measure(node: Node, reps: int, result: Result) -> None:
     bare_dir.mkdir(parents=True)
     (bare_dir / "config.pbtxt").write_text(config_pbtxt(BARE, signature, "python"))
     client = grpcclient.InferenceServerClient(node.grpc_url)
-    control = ModelControl(node.grpc_url)
+    secret = node_secret.load(node.repo.root)
+    control = ModelControl(node.grpc_url, secret)
     stages: dict[str, list[float]] = {name: [] for name in STAGES}
     bare_version = [0]
 
@@ -74,7 +76,7 @@ def _measure(node: Node, reps: int, result: Result) -> None:
         version = bare_version[0]
         shutil.copytree(template, bare_dir / str(version))
         t0 = time.perf_counter()
-        client.load_model(BARE)
+        client.load_model(BARE, headers=secret.grpc_headers())
         control.wait_ready(BARE, version, time.monotonic() + 120)
         return (time.perf_counter() - t0) * 1000
 

@@ -8,6 +8,8 @@ saying how to start it. Jobs are submitted as the cluster's non-root user, like 
         job_id = researcher_run(["sbatch", "--parsable", "--wrap", "true"], cwd=scratch_dir).stdout.strip()
         assert wait_for_job(job_id).state == "COMPLETED"
 
+A second ordinary user (``intruder_run``, same signature) plays another user of the shared cluster.
+
 When a ``slurm`` test fails, its report gets sinfo/squeue/sacct and the daemon log tails.
 """
 
@@ -66,6 +68,7 @@ class SlurmCluster:
     gpu_quota: int
     scratch_dir: Path
     log_dir: Path
+    other_user: str | None = None  # another ordinary user in its own account (None: cluster from an older up)
 
     @classmethod
     def load(cls, path: Path = STATE_ENV) -> SlurmCluster:
@@ -86,6 +89,7 @@ class SlurmCluster:
             gpu_quota=int(values["GPU_QUOTA"]),
             scratch_dir=Path(values["SCRATCH_DIR"]),
             log_dir=Path(values["LOG_DIR"]),
+            other_user=values.get("OTHER_USER"),
         )
 
 
@@ -133,6 +137,37 @@ def _require_cluster() -> None:
     pytest.skip(problem)
 
 
+def run_as_user(
+    user: str,
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run argv as ``user`` with a clean environment (root's PATH and HOME must not leak into
+    jobs: sbatch exports the submitter's environment). PATH starts with the test venv's bin."""
+    clean = {
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": pwd.getpwnam(user).pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "LANG": "C.UTF-8",
+        **(env or {}),
+    }
+    assignments = [f"{key}={value}" for key, value in clean.items()]
+    command = ["runuser", "-u", user, "--", "env", "-i", *assignments, *argv]
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"as {user}: {' '.join(argv)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
+            pytrace=False,
+        )
+    return result
+
+
 def run_as_researcher(
     cluster: SlurmCluster,
     argv: Sequence[str],
@@ -142,26 +177,8 @@ def run_as_researcher(
     timeout: float = 60,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv as the cluster user with a clean environment (root's PATH and HOME must not leak into
-    jobs: sbatch exports the submitter's environment). PATH starts with the test venv's bin."""
-    clean = {
-        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": pwd.getpwnam(cluster.user).pw_dir,
-        "USER": cluster.user,
-        "LOGNAME": cluster.user,
-        "LANG": "C.UTF-8",
-        **(env or {}),
-    }
-    assignments = [f"{key}={value}" for key, value in clean.items()]
-    command = ["runuser", "-u", cluster.user, "--", "env", "-i", *assignments, *argv]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and result.returncode != 0:
-        pytest.fail(
-            f"as {cluster.user}: {' '.join(argv)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}",
-            pytrace=False,
-        )
-    return result
+    """Run argv as the cluster user (see :func:`run_as_user`)."""
+    return run_as_user(cluster.user, argv, cwd=cwd, env=env, timeout=timeout, check=check)
 
 
 def query_jobs(job_ids: Sequence[str]) -> dict[str, JobStatus]:
@@ -289,10 +306,7 @@ def restart_cluster() -> Callable[[str], SlurmCluster]:
     return restart
 
 
-@pytest.fixture
-def researcher_run(slurm_cluster: SlurmCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``researcher_run(argv, cwd=..., env=None, timeout=60, check=True)``: run argv as the cluster user."""
-
+def _runner(user: str) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(
         argv: Sequence[str],
         *,
@@ -301,9 +315,25 @@ def researcher_run(slurm_cluster: SlurmCluster) -> Callable[..., subprocess.Comp
         timeout: float = 60,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        return run_as_researcher(slurm_cluster, argv, cwd=cwd, env=env, timeout=timeout, check=check)
+        return run_as_user(user, argv, cwd=cwd, env=env, timeout=timeout, check=check)
 
     return run
+
+
+@pytest.fixture
+def researcher_run(slurm_cluster: SlurmCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``researcher_run(argv, cwd=..., env=None, timeout=60, check=True)``: run argv as the cluster user."""
+    return _runner(slurm_cluster.user)
+
+
+@pytest.fixture
+def intruder_run(slurm_cluster: SlurmCluster) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``intruder_run(argv, cwd=..., ...)``: run argv as another ordinary user of the cluster (own account,
+    no share in the researcher's files), as a hostile neighbour would."""
+    if slurm_cluster.other_user is None:
+        pytest.fail(f"the test cluster has no second user (OTHER_USER missing from {STATE_ENV}); "
+                    f"re-run: sudo tests/cluster/up", pytrace=False)
+    return _runner(slurm_cluster.other_user)
 
 
 @pytest.fixture(name="wait_for_job")

@@ -31,6 +31,10 @@ def up(
              "(default: Slurm on a Slurm site that sets serving.partition, else local)."),
     time_limit: str | None = typer.Option(None, "--time", metavar="TIME",
                                           help="Time limit of the serving-node job (default: site's)."),
+    inference_token: bool | None = typer.Option(
+        None, "--inference-token/--open-inference", show_default=False,
+        help="Answer inference only with the owner's inference token, or to anyone who reaches the node "
+             "(default: the site's serving.inference_token). Model control always needs the owner's key."),
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -45,16 +49,25 @@ def up(
             err().print(Text.assemble("submitted serving-node job ", (job_id, "bold"),
                                       f" ({script}); waiting until it is ready"))
 
-        endpoint = slurm_node.start_slurm_node(site, overrides, SlurmScheduler(), repository, time_limit, submitted)
+        endpoint = slurm_node.start_slurm_node(site, overrides, SlurmScheduler(), repository, time_limit, submitted,
+                                               inference_token)
         where = f"job {endpoint.job_id} on {endpoint.hostname}"
     else:
-        from hpc.serving.server import start_server
+        from hpc.serving.server import start_local
         from hpc.serving.service import serving_target
 
-        endpoint, _ = start_server(serving_target(site, overrides, repository).repository, host=host)
+        target = serving_target(site, overrides, repository)
+        token = target.inference_token if inference_token is None else inference_token
+        endpoint = start_local(target.repository, host=host, inference_token=token)
         where = f"pid {endpoint.pid}"
     typer.echo(endpoint.to_json(), nl=False)
     err().print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {where}")
+    from hpc.serving import secret
+
+    if secret.load(Path(endpoint.repository)).inference is not None:
+        typer.echo(f"inference needs the token: header {secret.INFERENCE_HEADER} (gRPC "
+                   f"{secret.GRPC_HEADER_PREFIX}{secret.INFERENCE_HEADER}), value 'inference' in "
+                   f"{secret.key_file(Path(endpoint.repository))}", err=True)
 
 
 @serve_app.command("node", hidden=True)
@@ -99,6 +112,8 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
     endpoint = info["endpoint"]
     typer.echo(f"serving node {endpoint['grpc_url']} (pid {endpoint['pid']} on {endpoint['hostname']}): "
                f"{'ready' if info['ready'] else 'NOT READY'}")
+    if "error" in info:
+        typer.echo(info["error"], err=True)  # one line, however narrow the terminal
     for model in info["models"]:
         reason = f"  {model['reason']}" if model["reason"] else ""
         typer.echo(f"  {model['name']}  v{model['version'] or '-'}  {model['state']}{reason}")

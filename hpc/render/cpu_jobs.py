@@ -87,6 +87,9 @@ class ServeJob:
 def render_serve_script(job: ServeJob) -> str:
     opts = _cpu_job_options(name=job.name, output=f"{slurm_filename(job.log)}-%j.out", cpus=job.cpus, mem=job.mem,
                             time_seconds=job.time_seconds, partition=job.partition, account=job.account, qos=job.qos)
+    # tritonserver holds the owner's secret on its command line, which /proc shows to every user of the
+    # node: no other user's job may share it (hpc.serving.secret)
+    opts.append(("exclusive", "user"))
     return template_environment().get_template("serve.sbatch.j2").render(
         site=job.site, repository=job.repository, version=__version__, directives=_directive_lines(opts),
         command=job.command, module_init=job.module_init, modules=job.modules, conda=None, venv=None,

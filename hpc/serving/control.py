@@ -1,14 +1,19 @@
 """Model control and versioned inference over gRPC (an HTTP load stalls HTTP inference on the
 same server for the whole load: triton-inference-server/server#8958). Every call has a deadline:
-a python stub that cannot start makes a load hang forever."""
+a python stub that cannot start makes a load hang forever. Every call carries the owner's secret
+(:mod:`hpc.serving.secret`): the node refuses control calls without it."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpc.errors import ServingError
+from hpc.serving.secret import NodeSecret
+
+if TYPE_CHECKING:
+    from tritonclient.utils import InferenceServerException
 
 LOAD_TIMEOUT_S = 600.0
 CALL_TIMEOUT_S = 30.0
@@ -23,7 +28,7 @@ class ModelState:
 
 
 class ModelControl:
-    def __init__(self, grpc_url: str) -> None:
+    def __init__(self, grpc_url: str, secret: NodeSecret) -> None:
         try:
             import tritonclient.grpc as grpcclient
         except ImportError as err:
@@ -32,6 +37,7 @@ class ModelControl:
         self._mod = grpcclient
         self.url = grpc_url
         self.client = grpcclient.InferenceServerClient(url=grpc_url)
+        self._headers = secret.grpc_headers()
 
     def close(self) -> None:
         self.client.close()
@@ -40,15 +46,15 @@ class ModelControl:
         from tritonclient.utils import InferenceServerException
 
         try:
-            return fn(*args, **kwargs)
+            return fn(*args, headers=self._headers, **kwargs)
         except InferenceServerException as err:
-            raise ServingError(f"{what} failed at {self.url}: {err.message()}") from None
+            raise call_error(what, self.url, err) from None
 
     def server_ready(self) -> bool:
         from tritonclient.utils import InferenceServerException
 
         try:
-            return bool(self.client.is_server_ready(client_timeout=5))
+            return bool(self.client.is_server_ready(headers=self._headers, client_timeout=5))
         except InferenceServerException:
             return False
 
@@ -71,7 +77,8 @@ class ModelControl:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                if self.client.is_model_ready(model, str(version), client_timeout=max(0.1, min(5.0, remaining))):
+                if self.client.is_model_ready(model, str(version), headers=self._headers,
+                                              client_timeout=max(0.1, min(5.0, remaining))):
                     return time.monotonic() - t0
             except InferenceServerException:
                 pass
@@ -101,3 +108,22 @@ class ModelControl:
         response = result.get_response()
         outputs = {out.name: result.as_numpy(out.name) for out in response.outputs}
         return outputs, str(response.model_version)
+
+
+def call_error(what: str, url: str, err: InferenceServerException) -> ServingError:
+    """One line for a failed call: refused for want of the owner's secret, a node that does not answer
+    (what still works), or Triton's own message."""
+    text = str(err.message() or "")
+    if "restricted" in text:
+        return ServingError(f"{what} refused by the serving node at {url}: it does not accept this user's key",
+                            hint="only the user who started the node controls it; if that is you, the key file "
+                                 "was replaced since (another hpc-tf serve up): restart the node")
+    if err.status() == "StatusCode.UNAVAILABLE":  # gRPC's word for "could not reach the server"
+        return not_answering(url, what)
+    return ServingError(f"{what} failed at {url}: {text}")
+
+
+def not_answering(url: str, what: str | None = None) -> ServingError:
+    """A lost serving node, in one line: which part, and what still works."""
+    return ServingError(f"{what + ': ' if what else ''}the serving node at {url} is not answering; the model "
+                        "repository and its published versions are intact (start a new node: hpc-tf serve up)")

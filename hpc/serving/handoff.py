@@ -31,8 +31,9 @@ from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError, ServingError
 from hpc.paths import RunPaths
 from hpc.records import read_record
+from hpc.serving import secret as node_secret
 from hpc.serving.config import FORMATS, MODEL_FILE, Format, ServingOptions, config_pbtxt
-from hpc.serving.control import LOAD_TIMEOUT_S, ModelControl
+from hpc.serving.control import LOAD_TIMEOUT_S, ModelControl, not_answering
 from hpc.serving.formats import build_version
 from hpc.serving.names import check_model_name
 from hpc.serving.repository import Repository
@@ -155,9 +156,9 @@ def handoff(
             stage = "connect"
             url = grpc_url or read_endpoint(repository).grpc_url
             record.server = url
-            control = ModelControl(url)
+            control = ModelControl(url, node_secret.load(repository.root))
             if not control.server_ready():
-                raise ServingError(f"the serving node at {url} is not ready", hint="hpc-tf serve status")
+                raise not_answering(url)
             done("connect", url)
 
             stage = "publish"

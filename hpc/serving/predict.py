@@ -10,6 +10,7 @@ from typing import Any
 
 from hpc.errors import ServingError
 from hpc.records import read_record
+from hpc.serving import secret as node_secret
 from hpc.serving.names import check_model_name
 from hpc.serving.repository import Repository
 from hpc.serving.samples import compare, load_samples
@@ -57,7 +58,7 @@ def predict_samples(repo: Repository, model: str, rows: int = 1, grpc_url: str |
         raise ServingError(f"the newest hand-off of '{model}' recorded no samples", hint="hand the model over again")
     samples = load_samples(Path(record["samples"]))
     url = grpc_url or read_endpoint(repo).grpc_url
-    control = ModelControl(url)
+    control = ModelControl(url, node_secret.load(repo.root))
     try:
         # the whole sample batch, as the hand-off's parity check sent it: a batch of another size may
         # round differently in the last bit, which would not be a difference between the models

@@ -5,7 +5,8 @@
     <repository>/
       <model>/config.pbtxt          one config for the model (version_policy latest{1})
       <model>/<N>/                   integer versions assigned by hpc-tf, highest = served
-      .hpc-tf/server.json            the serving node's endpoint (written by ``hpc-tf serve up``)
+      .hpc-tf/server.json            the serving node's endpoint (written by ``hpc-tf serve up``; 0600)
+      .hpc-tf/server/                the serving node's script, logs, backends (0700: the owner's only)
       .hpc-tf/staging/               versions being built (same filesystem: renamed into place)
       .hpc-tf/handoffs/<model>/      one JSON record per hand-off
       .hpc-tf/locks/<model>.lock     one hand-off per model at a time
@@ -13,8 +14,8 @@
                                      are never reused, so a record's version names one model only)
 
 Triton never sees a half-written version: it is built under ``.hpc-tf/staging`` and renamed into
-``<model>/<N>``; removal renames it out first. ``.hpc-tf`` is not a valid model name, so Triton never
-treats it as a model.
+``<model>/<N>``; removal renames it out first. ``.hpc-tf`` is not a valid model name, so it is never
+loaded (Triton's repository index still lists it; ``serve status`` leaves it out).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ class Repository:
     @property
     def endpoint_file(self) -> Path:
         return self.state_dir / "server.json"
+
+    @property
+    def server_dir(self) -> Path:
+        return self.state_dir / "server"
 
     @property
     def staging_dir(self) -> Path:
@@ -92,6 +97,16 @@ class Repository:
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
     # ---------------------------------------------------------------- changing
+    def make_server_dir(self) -> Path:
+        """The serving node's own directory, for its owner alone (its logs name the node's address)."""
+        try:
+            self.server_dir.mkdir(parents=True, exist_ok=True)
+            self.server_dir.chmod(0o700)
+        except OSError as err:
+            raise ServingError(f"cannot make the serving node's directory {self.server_dir} yours alone: "
+                               f"{err.strerror}", hint="serve a repository of your own (--repository DIR)") from None
+        return self.server_dir
+
     @contextlib.contextmanager
     def lock(self, model: str) -> Iterator[None]:
         """Exclusive per-model lock (flock) for the whole hand-off: versions are assigned one at a time."""

@@ -7,8 +7,9 @@ interpreter, which keeps the stub's RPATH valid); the stub ignores PYTHONPATH an
 libpython found on LD_LIBRARY_PATH, so this interpreter's LIBDIR goes first. A stub that cannot
 start makes every load hang, so it is run once before the server starts (rc 1 = fine).
 
-The endpoint (addresses, ports, pid, host) is written to the repository's ``.hpc-tf/server.json``,
-where ``hpc-tf handoff`` finds it.
+The endpoint (addresses, ports, pid, host) is written to the repository's ``.hpc-tf/server.json``
+(0600: the owner's commands need it, nobody else), where ``hpc-tf handoff`` finds it. The control
+APIs answer only requests carrying the owner's secret (:mod:`hpc.serving.secret`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from pathlib import Path
 from hpc.atomic import write_text_atomic
 from hpc.errors import ServingError
 from hpc.records import read_record
+from hpc.serving import secret as node_secret
 from hpc.serving.repository import Repository
+from hpc.serving.secret import NodeSecret
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -155,7 +158,7 @@ def _http_ready(url: str) -> bool:
 
 
 def server_argv(bundle: Bundle, repo: Repository, backends: Path, host: str,
-                ports: tuple[int, int, int]) -> list[str]:
+                ports: tuple[int, int, int], secret: NodeSecret) -> list[str]:
     http, grpc, metrics = ports
     return [
         str(bundle.binary), f"--model-repository={repo.root}", "--model-control-mode=explicit",
@@ -166,33 +169,31 @@ def server_argv(bundle: Bundle, repo: Repository, backends: Path, host: str,
         # ready = able to serve; with strict readiness one failed (rolled back) version would make the
         # whole node report not-ready although the previous version serves
         "--strict-readiness=false",
+        *secret.server_flags(),
     ]
 
 
 def start_server(
     repo: Repository,
+    secret: NodeSecret,
     host: str = "127.0.0.1",
     ports: tuple[int, int, int] | None = None,
     job_id: str | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> tuple[Endpoint, subprocess.Popen[bytes]]:
-    """Start tritonserver in the background on ``repo``, wait until ready, register its endpoint."""
-    if repo.endpoint_file.is_file():
-        old = read_endpoint(repo)
-        if old.hostname == socket.gethostname() and _alive(old.pid):
-            raise ServingError(f"a serving node for {repo.root} is already running (pid {old.pid}, {old.http_url})",
-                               hint="hpc-tf serve down first, or use it")
+    """Start tritonserver in the background on ``repo``, locked with ``secret``, wait until ready, register
+    its endpoint."""
+    _refuse_running(repo)
     bundle = Bundle.find()
     repo.root.mkdir(parents=True, exist_ok=True)
-    work = repo.state_dir / "server"
-    work.mkdir(parents=True, exist_ok=True)
+    work = repo.make_server_dir()
     env = server_env(bundle)
     backends = backend_dir(bundle, work)
     preflight_stub(backends / "python" / "triton_python_backend_stub", env)
     ports = ports or (free_port(host), free_port(host), free_port(host))
     log = work / "tritonserver.log"
     with log.open("ab") as out:
-        proc = subprocess.Popen(server_argv(bundle, repo, backends, host, ports), env=env, stdout=out,
+        proc = subprocess.Popen(server_argv(bundle, repo, backends, host, ports, secret), env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     endpoint = Endpoint(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid,
                         hostname=socket.gethostname(), repository=str(repo.root), log=str(log),
@@ -205,8 +206,25 @@ def start_server(
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
             raise ServingError(f"tritonserver did not become ready (exit {proc.poll()}); log {log}:\n{tail}")
         time.sleep(0.05)
-    write_text_atomic(repo.endpoint_file, endpoint.to_json())
+    write_text_atomic(repo.endpoint_file, endpoint.to_json(), mode=0o600)
     return endpoint, proc
+
+
+def start_local(repo: Repository, host: str = "127.0.0.1", *, inference_token: bool = False) -> Endpoint:
+    """``hpc-tf serve up --local``: a fresh owner's secret (the running node's is never replaced), then
+    the server. The secret reaches tritonserver's command line, which this host's other users can read:
+    a local node on a shared login node is not protected from them (a Slurm node is: --exclusive=user)."""
+    _refuse_running(repo)
+    endpoint, _ = start_server(repo, node_secret.create(repo.root, inference_token=inference_token), host=host)
+    return endpoint
+
+
+def _refuse_running(repo: Repository) -> None:
+    if repo.endpoint_file.is_file():
+        old = read_endpoint(repo)
+        if old.hostname == socket.gethostname() and _alive(old.pid):
+            raise ServingError(f"a serving node for {repo.root} is already running (pid {old.pid}, {old.http_url})",
+                               hint="hpc-tf serve down first, or use it")
 
 
 def _alive(pid: int) -> bool:
@@ -254,12 +272,14 @@ def stop_server(repo: Repository) -> Endpoint:
     if _alive(endpoint.pid) and _is_tritonserver(endpoint.pid):
         _stop_pid(endpoint.pid)
     repo.endpoint_file.unlink(missing_ok=True)
+    node_secret.remove(repo.root)
     return endpoint
 
 
 def run_foreground(repo: Repository, host: str, job_id: str | None) -> int:
-    """Serving node inside a Slurm job: start, register, wait for the server; unregister at the end."""
-    endpoint, proc = start_server(repo, host=host, job_id=job_id)
+    """Serving node inside a Slurm job: start with the secret ``serve up`` stored, register, wait for the
+    server; unregister at the end."""
+    endpoint, proc = start_server(repo, node_secret.load(repo.root), host=host, job_id=job_id)
     print(f"serving node ready: http {endpoint.http_url} grpc {endpoint.grpc_url} pid {endpoint.pid}", flush=True)
 
     def forward(signum: int, _frame: object) -> None:

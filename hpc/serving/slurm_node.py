@@ -22,6 +22,7 @@ from hpc.errors import ConfigError, ServingError
 from hpc.render.cpu_jobs import ServeJob, render_serve_script
 from hpc.resolve import expand_path
 from hpc.scheduler import JobState, Scheduler
+from hpc.serving import secret as node_secret
 from hpc.serving.repository import Repository
 from hpc.serving.server import Endpoint, read_endpoint, run_foreground
 from hpc.site.load import load_site
@@ -37,10 +38,11 @@ class SlurmNodePlan:
     repository: Repository
     job: ServeJob
     script: str
+    inference_token: bool = False
 
     @property
     def script_path(self) -> Path:
-        return self.repository.state_dir / "server" / "serve.sbatch"
+        return self.repository.server_dir / "serve.sbatch"
 
 
 def uses_slurm(site: str | None, overrides: Sequence[str]) -> bool:
@@ -54,6 +56,7 @@ def plan_slurm_node(
     overrides: Sequence[str],
     repository: Path | None = None,
     time_limit: str | None = None,
+    inference_token: bool | None = None,
 ) -> SlurmNodePlan:
     """The serving-node job for the site's repository (or ``repository``), rendered, not submitted."""
     config = load_site(site, overrides).config
@@ -72,7 +75,7 @@ def plan_slurm_node(
         site=config.name,
         repository=str(repo.root),
         command=(config.python, "-m", "hpc.cli", "serve", "node", "--repository", str(repo.root)),
-        log=str(repo.state_dir / "server" / "slurm"),
+        log=str(repo.server_dir / "slurm"),
         partition=config.serving.partition or config.cpu_partition,
         account=config.account,
         qos=config.qos,
@@ -82,7 +85,8 @@ def plan_slurm_node(
         module_init=config.module_init,
         modules=tuple(config.modules),
     )
-    return SlurmNodePlan(repo, job, render_serve_script(job))
+    token = config.serving.inference_token if inference_token is None else inference_token
+    return SlurmNodePlan(repo, job, render_serve_script(job), token)
 
 
 def _registered(repo: Repository) -> Endpoint | None:
@@ -93,13 +97,17 @@ def _registered(repo: Repository) -> Endpoint | None:
 
 
 def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
-    """Refuse when a node registered for the repository still runs; else write the script and submit it."""
+    """Refuse when a node registered for the repository still runs; else store a fresh owner's secret (read
+    by the job from the owner's config directory: never in the script or on sbatch's command line), write
+    the script and submit it."""
     old = _registered(plan.repository)
     if old is not None and old.job_id is not None:
         state = scheduler.query([old.job_id]).get(old.job_id)
         if state is not None and not state.state.is_terminal:
             raise ServingError(f"a serving node for {plan.repository.root} already runs as Slurm job {old.job_id} "
                                f"({old.http_url})", hint="use it, or stop it first: hpc-tf serve down")
+    node_secret.create(plan.repository.root, inference_token=plan.inference_token)
+    plan.repository.make_server_dir()
     write_text_atomic(plan.script_path, plan.script, mode=0o755)
     return scheduler.submit(plan.script_path)
 
@@ -111,9 +119,10 @@ def start_slurm_node(
     repository: Path | None = None,
     time_limit: str | None = None,
     on_submitted: Callable[[str, Path], None] | None = None,
+    inference_token: bool | None = None,
 ) -> Endpoint:
     """``hpc-tf serve up`` on Slurm: plan, submit, then wait until the node registered its endpoint."""
-    plan = plan_slurm_node(site, overrides, repository, time_limit)
+    plan = plan_slurm_node(site, overrides, repository, time_limit, inference_token)
     job_id = submit_slurm_node(plan, scheduler)
     if on_submitted is not None:
         on_submitted(job_id, plan.script_path)
@@ -131,7 +140,7 @@ def wait_for_endpoint(repo: Repository, job_id: str, scheduler: Scheduler, timeo
         status = scheduler.query([job_id]).get(job_id)
         if status is not None and status.state.is_terminal:
             raise ServingError(f"serving-node job {job_id} ended ({status.state.value}) before it was ready",
-                               hint=f"its log: {repo.state_dir / 'server'}/slurm-{job_id}.out")
+                               hint=f"its log: {repo.server_dir / f'slurm-{job_id}.out'}")
         if time.monotonic() > deadline:
             where = f"still {status.state.value}" if status is not None else "not known to Slurm yet"
             raise ServingError(f"serving-node job {job_id} is not ready after {timeout:.0f} s ({where})",
@@ -155,6 +164,8 @@ def stop_slurm_node(repo: Repository, endpoint: Endpoint, scheduler: Scheduler, 
     current = _registered(repo)
     if current is not None and current.job_id == endpoint.job_id:
         repo.endpoint_file.unlink(missing_ok=True)  # killed before it could unregister itself
+    if current is None or current.job_id == endpoint.job_id:  # no newer node took over the repository
+        node_secret.remove(repo.root)
 
 
 def node_address(hostname: str | None = None) -> str:

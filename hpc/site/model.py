@@ -35,6 +35,7 @@ class Serving(StrictModel):
     model_repository: str | None = None
     format: Literal["onnx", "savedmodel", "python"] = "python"
     partition: str | None = None
+    inference_token: bool = Field(False, description="serving nodes answer inference only with the owner's token")
 
 
 class SiteConfig(StrictModel):

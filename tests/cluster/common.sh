@@ -5,6 +5,8 @@
 CLUSTER=lab
 ACCOUNT=lab
 RESEARCHER=researcher          # the non-root Unix + Slurm user that submits every test job
+INTRUDER=intruder              # another ordinary user (own account, no GPU quota): plays the hostile neighbour
+INTRUDER_ACCOUNT=others
 GPU_QUOTA=4                    # GrpTRES=gres/gpu of account lab
 GPUS_PER_NODE=4
 GPU_NODES=(node1 node2)

@@ -10,6 +10,7 @@ Run from the serving venv (numpy<2, tritonserver, TensorFlow): every job uses th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -25,6 +26,7 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
+    from hpc.serving.secret import NodeSecret
     from tests.conftest import JobStatus, SlurmCluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf]
@@ -54,10 +56,11 @@ def hpc_tf(researcher_run: Run, project: Path, *args: str, check: bool = True,
     return researcher_run(["hpc-tf", *args, *site], cwd=project, check=check, timeout=timeout)
 
 
-@pytest.fixture
-def serving_node(researcher_run: Run, project: Path, slurm_cluster: SlurmCluster) -> Iterator[dict[str, Any]]:
-    """``hpc-tf serve up`` on the sandbox site: a Slurm job on the CPU partition (site-driven)."""
-    up = hpc_tf(researcher_run, project, "serve", "up", "--time", "20:00", check=False, timeout=400)
+@contextlib.contextmanager
+def running_node(researcher_run: Run, project: Path, *options: str) -> Iterator[dict[str, Any]]:
+    """``hpc-tf serve up [options]`` on the sandbox site: a Slurm job on the CPU partition (site-driven);
+    its endpoint while it runs, ``serve down`` after."""
+    up = hpc_tf(researcher_run, project, "serve", "up", "--time", "20:00", *options, check=False, timeout=400)
     endpoint = json.loads(up.stdout) if up.returncode == 0 else {}
     try:
         assert up.returncode == 0, up.stderr
@@ -69,15 +72,25 @@ def serving_node(researcher_run: Run, project: Path, slurm_cluster: SlurmCluster
         assert down.returncode == 0, down.stderr
 
 
+@pytest.fixture
+def serving_node(researcher_run: Run, project: Path) -> Iterator[dict[str, Any]]:
+    with running_node(researcher_run, project) as endpoint:
+        yield endpoint
+
+
 def infer_both(endpoint: dict[str, Any], model: str, version: str, inputs: dict[str, np.ndarray],
-               output: str) -> tuple[np.ndarray, np.ndarray]:
-    """The same request over gRPC and over HTTP, addressed to ``version``; both answers."""
+               output: str, secret: NodeSecret | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The same request over gRPC and over HTTP, addressed to ``version`` (with the node's inference token
+    from ``secret``, if given); both answers."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
     answers = []
-    for mod, url, kwargs in ((grpcclient, f"{endpoint['host']}:{endpoint['grpc_port']}", {"client_timeout": 60}),
-                             (httpclient, f"{endpoint['host']}:{endpoint['http_port']}", {"timeout": 60})):
+    grpc_headers, http_headers = (secret.grpc_headers(), secret.http_headers()) if secret else (None, None)
+    for mod, url, kwargs in ((grpcclient, f"{endpoint['host']}:{endpoint['grpc_port']}",
+                              {"client_timeout": 60, "headers": grpc_headers}),
+                             (httpclient, f"{endpoint['host']}:{endpoint['http_port']}",
+                              {"timeout": 60, "headers": http_headers})):
         client = mod.InferenceServerClient(url)
         request = []
         for name, value in inputs.items():

@@ -35,6 +35,15 @@ def hpc_tf(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
                           check=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def owner_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The owner's config directory (serving-node keys) for this module's hpc-tf commands, not the runner's."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("config")
+        patch.setenv("XDG_CONFIG_HOME", str(path))
+        yield path
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("models")
@@ -157,3 +166,45 @@ def test_onnx_and_savedmodel_formats_without_their_backends(models: dict[str, Pa
     sm_cfg = parse_config(config_pbtxt("mlp_sm", sig, "savedmodel"))
     assert sm_cfg.platform == "tensorflow_savedmodel"
     assert (sm_dir / sm_cfg.default_model_filename / "saved_model.pb").is_file()
+
+
+def test_a_local_node_is_locked_for_everyone_but_its_owner_and_a_lost_node_is_one_line(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """Finding 1 on a local node (the cluster variant with another Unix user: test_serving_lock_slurm.py):
+    control needs the owner's key, the endpoint file is the owner's alone, ``serve status`` lists models
+    only; a node that died is one line naming it and what still works."""
+    import os
+    import signal
+
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    from hpc.serving import secret as node_secret
+
+    repo = tmp_path / "repo"
+    up = hpc_tf("serve", "up", "--repository", str(repo), timeout=120)
+    assert up.returncode == 0, up.stderr
+    endpoint = json.loads(up.stdout)
+    try:
+        assert (repo / ".hpc-tf" / "server.json").stat().st_mode & 0o077 == 0
+        secret = node_secret.load(repo)
+        client = grpcclient.InferenceServerClient(f"{endpoint['host']}:{endpoint['grpc_port']}")
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.get_model_repository_index(client_timeout=30)
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.load_model("mlp", client_timeout=30)
+        assert client.get_model_repository_index(headers=secret.grpc_headers(), client_timeout=30) is not None
+        client.close()
+        status = hpc_tf("serve", "status", "--json", "--repository", str(repo))
+        assert status.returncode == 0 and json.loads(status.stdout)["models"] == [], status.stdout  # no ".hpc-tf"
+    finally:
+        os.kill(endpoint["pid"], signal.SIGKILL)  # the node we started is lost; its registration stays
+    lost = hpc_tf("serve", "status", "--repository", str(repo))
+    line = f"the serving node at {endpoint['host']}:{endpoint['grpc_port']} is not answering"
+    assert "NOT READY" in lost.stdout and line in lost.stderr and "published versions are intact" in lost.stderr
+    handoff = hpc_tf("handoff", str(models["v1"]), "--model", "mlp", "--repository", str(repo))
+    assert handoff.returncode == 5 and line in handoff.stderr and "Traceback" not in handoff.stderr
+    down = hpc_tf("serve", "down", "--repository", str(repo))
+    assert down.returncode == 0 and not (repo / ".hpc-tf" / "server.json").exists(), down.stderr
+    assert not node_secret.key_file(repo).exists()  # a stopped node's key is forgotten
