@@ -4,6 +4,7 @@ One run directory per submission, under the site's ``runs_dir`` as for ``hpc-tf 
 
     <run_dir>/
       resolved.json        the resolved job (its command names the function)
+      runtime/             the node runtime: submitit's teardown requeues through its batch driver
       submission.json      job id (Slurm executor), so ``hpc-tf status RUN_DIR`` finds the job
       submitit/            submitit's folder: its batch script, pickles, results and task logs
       logs/task-<jobid>-<rank>.out, batch-<jobid>.out   links to submitit's task logs (``hpc-tf logs``)
@@ -23,6 +24,7 @@ from hpc.functions.plan import ExecutorKind, FunctionPlan, SpecInput, function_n
 from hpc.functions.task import FunctionTask
 from hpc.paths import RunPaths
 from hpc.rundir import record_submission
+from hpc.runtime import install_into
 from hpc.spec.model import JobSpec
 
 if TYPE_CHECKING:
@@ -93,6 +95,7 @@ def submit_plan(
         ) from None
     try:
         write_text_atomic(paths.resolved, plan.job.to_json())
+        install_into(paths.runtime_dir)  # the batch driver: submitit's teardown requeues through it
         job = _executor(plan).submit(task, *args, **kwargs)
     except BaseException:
         shutil.rmtree(paths.root, ignore_errors=True)

@@ -35,6 +35,7 @@ class RuntimeSettings(Record):
         "gpus_per_node",
         "gpus_per_task",
         "keras_mwms_fix",
+        "max_restarts",
         "memory_growth",
         "port_range",
         "preemption",
@@ -57,6 +58,7 @@ class RuntimeSettings(Record):
         checkpoint_every_steps: int | None = None,
         checkpoint_keep: int = 3,
         preemption: bool = False,
+        max_restarts: int = 3,
     ) -> None:
         self.gpus_per_task: Final = gpus_per_task
         self.gpus_per_node: Final = gpus_per_node
@@ -70,10 +72,16 @@ class RuntimeSettings(Record):
         self.checkpoint_every_steps: Final = checkpoint_every_steps
         self.checkpoint_keep: Final = checkpoint_keep
         self.preemption: Final = preemption
+        self.max_restarts: Final = max_restarts
 
 
 def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
     """Read ``path`` (a resolved job) and return its runtime settings."""
+    return settings_from_mapping(read_resolved(path)[1], source=os.fspath(path))
+
+
+def read_resolved(path: str | os.PathLike[str]) -> tuple[dict[str, object], dict[str, object]]:
+    """The resolved job at ``path`` (a JSON object) and its ``runtime`` object (default ``{}``)."""
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as file:
@@ -87,7 +95,7 @@ def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
     runtime = document.get("runtime", {})
     if not isinstance(runtime, dict):
         raise RuntimeSetupError(f"{source}: runtime: expected an object")
-    return settings_from_mapping(runtime, source=source)
+    return document, runtime
 
 
 def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runtime") -> RuntimeSettings:
@@ -107,6 +115,7 @@ def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runti
         checkpoint_every_steps=reader.optional_count("checkpoint_every_steps") or None,
         checkpoint_keep=reader.positive_int("checkpoint_keep", defaults.checkpoint_keep),
         preemption=reader.boolean("preemption", defaults.preemption),
+        max_restarts=reader.count("max_restarts", defaults.max_restarts),
     )
 
 
@@ -128,6 +137,12 @@ class _Reader:
         # bool is an int in Python; true/false here is a mistake, not 1/0
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise self._fail(key, "a whole number >= 0 or null")
+        return value
+
+    def count(self, key: str, default: int) -> int:
+        value = self._runtime.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self._fail(key, "a whole number >= 0")
         return value
 
     def positive_int(self, key: str, default: int) -> int:
