@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 
 from . import slurm_node
@@ -78,14 +77,14 @@ def run(job: BatchJob, command: Sequence[str], environ: Mapping[str, str]) -> in
     """Start the step, wait for it, then :func:`finish` with its exit status."""
     restarts = restart_count(environ)
     job_id = environ.get("SLURM_JOB_ID", "")
-    step: list[subprocess.Popen[bytes]] = []
+    step: list[int] = []  # the step's pid, once started
     warned: list[bool] = []
 
     def forward_warning(_signum: int, _frame: FrameType | None) -> None:
         warned.append(True)
         if step:  # else forwarded right after the step starts
             say("preemption warning, forwarding USR1 to the tasks")
-            step[0].send_signal(signal.SIGUSR1)  # a step that has ended is skipped
+            os.kill(step[0], signal.SIGUSR1)  # not yet reaped, so the pid is still the step's
 
     def on_term(_signum: int, _frame: FrameType | None) -> None:
         # Slurm ends this run: cancelled, or requeued (then the controller's count is already one up).
@@ -108,13 +107,17 @@ def run(job: BatchJob, command: Sequence[str], environ: Mapping[str, str]) -> in
         signal.signal(signal.SIGUSR1, forward_warning)
         signal.signal(signal.SIGTERM, on_term)
     try:
-        step.append(subprocess.Popen(list(command)))
+        # posix_spawn, not subprocess: its imports would double the driver's start-up. Python ignores
+        # SIGPIPE for itself; the step gets the default back, as from a shell.
+        step.append(os.posix_spawnp(command[0], list(command), os.environ,
+                                    setsigdef=(signal.SIGPIPE, signal.SIGXFSZ)))
     except OSError as err:
         say(f"cannot start the job step {command[0]!r}: {err.strerror}", error=True)
         return 127
     if warned:
         forward_warning(signal.SIGUSR1, None)
-    returned = step[0].wait()  # a handled signal does not end the wait (PEP 475)
+    _, wait_status = os.waitpid(step[0], 0)  # a handled signal does not end the wait (PEP 475)
+    returned = os.waitstatus_to_exitcode(wait_status)
     status = returned if returned >= 0 else 128 - returned
     say(f"job step finished with exit code {status}")
     return finish(job, status, restarts, job_id, environ) if job.preemption else status

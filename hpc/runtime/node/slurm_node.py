@@ -7,7 +7,6 @@ argv lists, a timeout on every call; standard library only.
 from __future__ import annotations
 
 import os
-import subprocess
 
 from .record import Record
 
@@ -48,6 +47,8 @@ def requeue(job_id: str) -> bool:
 
 def controller_restarts(job_id: str) -> int | None:
     """The controller's restart count of the job (``Restarts=`` of ``scontrol show job``); None if unknown."""
+    import subprocess  # here, not at the top: the driver imports this module at every start
+
     try:
         shown = subprocess.run(["scontrol", "show", "job", job_id], stdin=subprocess.DEVNULL, capture_output=True,
                                text=True, timeout=TIMEOUT_S, check=False)
@@ -76,6 +77,8 @@ def submit_restart_helper(helper: HelperJob, job_id: str) -> bool:
 
 
 def _run(argv: list[str], env: dict[str, str] | None = None, quiet: bool = False) -> int:
+    import subprocess
+
     try:
         return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL if quiet else None,
                               env=env, timeout=TIMEOUT_S, check=False).returncode
