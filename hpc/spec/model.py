@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 
 from hpc.modelbase import StrictModel
 from hpc.render.managed import check_extra_flag
+from hpc.runtime.node.settings import PORT_RANGE_RULE, RuntimeSettings, valid_port_range
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -209,29 +210,33 @@ class Environment(StrictModel):
         return self
 
 
+# the runtime's defaults (hpc/runtime/node/settings.py): declared there once, read by the node
+_RUNTIME = RuntimeSettings()
+
+
 class TFOptions(StrictModel):
     strategy: Strategy | None = Field(
         None, description="default: multi_worker_mirrored when nodes x tasks_per_node > 1"
     )
-    port_range: tuple[int, int] = (20000, 29999)
-    coordination_timeout: int = Field(300, ge=10, description="seconds to wait for every worker to join")
-    memory_growth: bool = True
+    port_range: tuple[int, int] = _RUNTIME.port_range
+    coordination_timeout: int = Field(_RUNTIME.coordination_timeout_s, ge=10,
+                                      description="seconds to wait for every worker to join")
+    memory_growth: bool = _RUNTIME.memory_growth
     gpu_allocator: Literal["cuda_malloc_async", "bfc"] | None = None
-    keras_mwms_fix: bool = True
+    keras_mwms_fix: bool = _RUNTIME.keras_mwms_fix
 
     @field_validator("port_range")
     @classmethod
     def _ports(cls, value: tuple[int, int]) -> tuple[int, int]:
-        low, high = value
-        if not 1024 <= low < high <= 65535:
-            raise ValueError("must be [low, high] with 1024 <= low < high <= 65535")
+        if not valid_port_range(*value):
+            raise ValueError(f"must be {PORT_RANGE_RULE}")
         return value
 
 
 class Checkpoint(StrictModel):
     dir: str | None = Field(None, description="default: <output_dir>/checkpoints")
     every_steps: int | None = Field(None, ge=1)
-    keep: int = Field(3, ge=1)
+    keep: int = Field(_RUNTIME.checkpoint_keep, ge=1)
 
     _plain = field_validator("dir")(lambda v: None if v is None else _no_control_chars(v))
 
@@ -239,7 +244,7 @@ class Checkpoint(StrictModel):
 class Preemption(StrictModel):
     enabled: bool = False
     warning_seconds: int = Field(300, ge=10, le=65535)
-    max_restarts: int = Field(3, ge=0)
+    max_restarts: int = Field(_RUNTIME.max_restarts, ge=0)
 
 
 class Handoff(StrictModel):

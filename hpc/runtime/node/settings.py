@@ -1,5 +1,9 @@
 """The runtime part of a resolved job (``resolved.json`` → ``"runtime"``), as a frozen object.
 
+The one declaration of the runtime settings and their defaults: the job spec (hpc/spec/model.py)
+takes its defaults and the port-range rule from here, resolve (``RuntimePlan``) writes exactly these
+keys, and tests/unit/test_runtime_settings.py fails the moment the three disagree.
+
 The file may come from a newer hpc-tf than this copy of the runtime: unknown keys are
 ignored, missing keys take the defaults below, wrong types are errors that name the key.
 """
@@ -23,6 +27,12 @@ STRATEGIES: tuple[Strategy, ...] = ("multi_worker_mirrored", "mirrored", "none")
 
 # Below Linux's ephemeral range (32768-60999), so outgoing connections never hold our ports.
 DEFAULT_PORT_RANGE = (20000, 29999)
+# One port is a range too (one task per node); tf_config.task_port says when a range is too small.
+PORT_RANGE_RULE = "[low, high] with 1024 <= low <= high <= 65535"
+
+
+def valid_port_range(low: int, high: int) -> bool:
+    return 1024 <= low <= high <= 65535
 
 
 class RuntimeSettings(Record):
@@ -49,7 +59,9 @@ class RuntimeSettings(Record):
         port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         # TF's own default is one hour; a job whose peer never starts should fail long before.
         coordination_timeout_s: int = 300,
-        memory_growth: bool = False,
+        # TF otherwise reserves nearly all memory of every GPU it sees at its first op: a second
+        # process on the same GPU (tasks sharing GPUs, a helper or eval process) then fails to start.
+        memory_growth: bool = True,
         gpu_allocator: str | None = None,
         strategy: Strategy = "multi_worker_mirrored",
         keras_mwms_fix: bool = True,
@@ -180,6 +192,6 @@ class _Reader:
             and all(isinstance(port, int) and not isinstance(port, bool) for port in value)
         ):
             low, high = value
-            if 1024 <= low <= high <= 65535:
+            if valid_port_range(low, high):
                 return low, high
-        raise self._fail(key, "[low, high] with 1024 <= low <= high <= 65535")
+        raise self._fail(key, PORT_RANGE_RULE)
