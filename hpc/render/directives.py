@@ -60,7 +60,7 @@ def read_directives(script: str) -> dict[str, str | None]:
     """The ``--option=value`` pairs of a rendered script's ``#SBATCH`` lines (the inverse of
     :func:`directive_lines`). Like sbatch, reading stops at the first line that is not a comment."""
     options: dict[str, str | None] = {}
-    for line in script.splitlines()[1:]:
+    for line in script.split("\n")[1:]:  # lines as bash and sbatch split them (not str.splitlines)
         if not line.startswith("#"):
             break
         if not line.startswith("#SBATCH --"):

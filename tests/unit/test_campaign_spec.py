@@ -102,7 +102,8 @@ def test_an_inline_job_needs_no_name_and_reports_its_own_lines(tmp_path: Path) -
         ("name: c\nstages:\n  - {name: a}\n", "set 'job' (the base job), or a 'job' in every stage"),
         ("name: c\njob: job.yaml\nenv: {SLURM_X: '1'}\n", "campaign.yaml:3: env: SLURM_X is set by hpc-tf/Slurm"),
         ("name: c\njob: job.yaml\nthrottle: 0\n", "campaign.yaml:3: throttle: Input should be greater than or equal"),
-        ("name: c\njob: job.yaml\nparameters:\n  grid: {a: [\"x\\ny\"]}\n", "must not contain newlines"),
+        ("name: c\njob: job.yaml\nparameters:\n  grid: {a: [\"x\\ny\"]}\n",
+         "campaign.yaml:4: parameters.grid.a[0]: the value must be one line of printable text; it contains \\n"),
         ("name: c\njob: job.yaml\nstages:\n  - {name: e, per_task: false, args: [x]}\n", "it has no task arguments"),
         ("name: c\njob: job.yaml\nparameters: {grid: {a: [1]}}\n"
          "stages:\n  - {name: e, per_task: false, env: {X: '{a}'}}\n",

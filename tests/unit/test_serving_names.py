@@ -16,5 +16,5 @@ def test_accepts_triton_names(name: str) -> None:
     "x" * 65, "a..b", "ünï",
 ])
 def test_refuses_traversal_and_odd_characters(name: str) -> None:
-    with pytest.raises(ModelNameError, match="not a model name"):
+    with pytest.raises(ModelNameError, match="is not valid: a model name"):
         check_model_name(name)
