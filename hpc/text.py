@@ -75,6 +75,17 @@ def _one_value(value: str) -> str:
 # free text that reaches a script, an #SBATCH line or a terminal: paths, command words, env values
 OneLine = Annotated[str, AfterValidator(_one_value)]
 
+T = TypeVar("T")
+
+
+def _one_value_if_text(value: T) -> T:
+    return one_line(value, "the value") if isinstance(value, str) else value  # type: ignore[return-value]
+
+
+# the same for a union such as ``str | dict``: ``Annotated[str | dict[...], ONE_LINE_IF_TEXT]`` (a OneLine
+# member of a union would make pydantic report every member that did not match)
+ONE_LINE_IF_TEXT = AfterValidator(_one_value_if_text)
+
 
 def matching(pattern: re.Pattern[str], rule: str) -> AfterValidator:
     """A field check: the whole value matches ``pattern`` (``Annotated[str, matching(NAME, "...")]``)."""

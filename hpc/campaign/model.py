@@ -32,19 +32,16 @@ import re
 import string
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
 from hpc.spec.model import Command, EnvVars, Resources
-from hpc.text import OneLine, matching, named, one_line, shown
-
-
-def _one_line_text(value: bool | int | float | str) -> bool | int | float | str:
-    return one_line(value, "the value") if isinstance(value, str) else value
-
+from hpc.text import ONE_LINE_IF_TEXT, OneLine, matching, named, shown
 
 # a parameter value: substituted into arguments and env values of the tasks' scripts
-Value = Annotated[bool | int | float | str, AfterValidator(_one_line_text)]
+Value = Annotated[bool | int | float | str, ONE_LINE_IF_TEXT]
+# a job: a job.yaml path, or a spec written inline
+JobRef = Annotated[str | dict[str, Any] | None, ONE_LINE_IF_TEXT]
 DependencyType = Literal["afterok", "afterany", "aftercorr"]
 # names matched as whole strings (hpc.text.named): they become variable names, directories, job names
 PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -212,7 +209,7 @@ def _check_env(value: dict[str, str]) -> dict[str, str]:
 
 class Stage(StrictModel):
     name: StageName
-    job: OneLine | dict[str, Any] | None = Field(None, description="this stage's job: a job.yaml path or inline spec")
+    job: JobRef = Field(None, description="this stage's job: a job.yaml path or inline spec")
     command: Command | None = Field(None, description="replaces the job's command")
     resources: Resources | None = Field(None, description="keys given here replace the job's")
     env: EnvVars = Field(default_factory=dict, description="environment templates (per task)")
@@ -239,7 +236,7 @@ class Stage(StrictModel):
 
 class CampaignSpec(StrictModel):
     name: CampaignName
-    job: OneLine | dict[str, Any] | None = Field(None, description="the base job: a job.yaml path or inline spec")
+    job: JobRef = Field(None, description="the base job: a job.yaml path or inline spec")
     parameters: Parameters | None = Field(None, description="none: one task")
     args: builtins.list[OneLine] | None = Field(
         None, description="argument templates appended to array tasks' commands; default --name value per parameter"
