@@ -36,6 +36,8 @@ ModelName = Annotated[str, matching(MODEL_NAME_RE, MODEL_NAME_RULE)]
 # Variables the bootstrap and Slurm own; a spec that sets them would silently break the job.
 MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "HPC_TF_")
+# bash's read-only variables: `export UID=…` fails in the batch script and the job runs without it
+BASH_READONLY_ENV = ("BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID")
 
 # validated item by item so an error names its index: sbatch_extra[2]
 ExtraFlag = Annotated[str, AfterValidator(check_extra_flag)]
@@ -46,6 +48,8 @@ def _unmanaged_env(value: dict[str, str]) -> dict[str, str]:
     for key in value:
         if key in MANAGED_ENV or key.startswith(MANAGED_ENV_PREFIXES):
             raise ValueError(f"{key} is set by hpc-tf/Slurm for each task; choose another name")
+        if key in BASH_READONLY_ENV:
+            raise ValueError(f"{key} is read-only in bash, which runs the batch script; choose another name")
     return value
 
 

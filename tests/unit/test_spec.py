@@ -147,6 +147,12 @@ def test_every_line_break_and_control_character_is_refused(field: str, path: str
                        f"it contains {shown}")
 
 
+@pytest.mark.parametrize("key", ["UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO"])
+def test_env_keys_bash_will_not_export_are_refused(key: str) -> None:
+    (message,) = problems(f"name: a\ncommand: x\nenv: {{{key}: '1'}}\n")
+    assert message == f"job.yaml:3: env: {key} is read-only in bash, which runs the batch script; choose another name"
+
+
 def test_mirrored_with_several_workers_refused() -> None:
     (message,) = problems("name: a\ncommand: x\nresources: {nodes: 2}\ntf: {strategy: mirrored}\n")
     assert "multi_worker_mirrored" in message
