@@ -31,7 +31,7 @@ def _check(value: str, what: str) -> str:
     return value
 
 
-_SBATCH_BARE = re.compile(r"^[A-Za-z0-9_.,:@%/+=-]+$")
+_SBATCH_BARE = re.compile(r"[A-Za-z0-9_.,:@%/+=-]+")
 
 
 def sbatch_value(value: str, what: str = "value") -> str:
@@ -41,7 +41,7 @@ def sbatch_value(value: str, what: str = "value") -> str:
     escaped (inside quotes sbatch treats ``#`` and spaces literally).
     """
     _check(value, what)
-    if _SBATCH_BARE.match(value):
+    if _SBATCH_BARE.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
