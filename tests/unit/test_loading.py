@@ -130,6 +130,15 @@ def test_a_date_that_is_no_date_stays_text() -> None:
     assert parse_yaml("workdir: 2001-13-45\n", "f.yaml").data == {"workdir": "2001-13-45"}
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [(".", "."), ("-.", "-."), ("._", "._"), ("0x_", "0x_"), ("0o_", "0o_"),  # no digit: text, not a crash
+     (".5", 0.5), ("-2.", -2.0), ("1e3", 1000.0), ("0x1F", 31), ("0o17", 15), ("1_000", 1000)],
+)
+def test_a_number_needs_a_digit(text: str, value: object) -> None:
+    assert parse_yaml(f"name: {text}\n", "f.yaml").data == {"name": value}
+
+
 def test_nesting_up_to_the_limit_loads() -> None:
     depth = MAX_DEPTH
     assert parse_yaml("a: " + "[" * (depth - 1) + "]" * (depth - 1) + "\n", "f.yaml").data is not None
