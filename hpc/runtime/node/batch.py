@@ -109,7 +109,7 @@ def run(job: BatchJob, command: Sequence[str], environ: Mapping[str, str]) -> in
     try:
         # posix_spawn, not subprocess: its imports would double the driver's start-up. Python ignores
         # SIGPIPE for itself; the step gets the default back, as from a shell.
-        step.append(os.posix_spawnp(command[0], list(command), os.environ,
+        step.append(os.posix_spawnp(command[0], list(command), dict(environ),
                                     setsigdef=(signal.SIGPIPE, signal.SIGXFSZ)))
     except OSError as err:
         say(f"cannot start the job step {command[0]!r}: {err.strerror}", error=True)
