@@ -13,7 +13,7 @@ from hpc.paths import RunPaths
 from hpc.render.cpu_jobs import render_handoff_script
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
-from hpc.rundir import discard_run_dir, new_run_id, record_submission, write_run_dir
+from hpc.rundir import discarded_on_failure, new_run_id, record_submission, write_run_dir
 from hpc.scheduler import Scheduler
 from hpc.site.load import LoadedSite, load_site
 from hpc.spec import load_spec
@@ -52,14 +52,9 @@ def plan_launch(
 
 def submit_plan(plan: LaunchPlan, scheduler: Scheduler) -> Launched:
     """Write the run directory, submit it; on a failed submit the run directory is removed again."""
-    paths = write_run_dir(plan.job, plan.script)
-    try:
-        if plan.handoff_script is not None:
-            write_text_atomic(paths.handoff_script, plan.handoff_script, mode=0o755)
+    paths = write_run_dir(plan.job, plan.script, plan.handoff_script)
+    with discarded_on_failure(paths.root):
         job_id = scheduler.submit(paths.script)
-    except BaseException:
-        discard_run_dir(paths)
-        raise
     record_submission(paths, job_id, cluster=None, launcher=plan.job.launcher)
     handoff_id = _submit_handoff(paths, job_id, scheduler) if plan.handoff_script is not None else None
     return Launched(job_id=job_id, paths=paths, job=plan.job, handoff_job_id=handoff_id)
@@ -71,12 +66,12 @@ def _submit_handoff(paths: RunPaths, training_id: str, scheduler: Scheduler) -> 
     A run is launched whole or not at all: when the hand-off cannot be submitted, the training job
     is cancelled and the run directory removed before the error is raised.
     """
-    try:
-        handoff_id = scheduler.submit(paths.handoff_script, after_ok=[training_id])
-    except BaseException:
-        scheduler.cancel([training_id])
-        discard_run_dir(paths)
-        raise
+    with discarded_on_failure(paths.root):
+        try:
+            handoff_id = scheduler.submit(paths.handoff_script, after_ok=[training_id])
+        except BaseException:
+            scheduler.cancel([training_id])
+            raise
     record = {"job_id": handoff_id, "after_ok": training_id,
               "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_text_atomic(paths.handoff_submission, json.dumps(record, indent=2) + "\n")

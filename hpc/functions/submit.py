@@ -12,17 +12,14 @@ One run directory per submission, under the site's ``runs_dir`` as for ``hpc-tf 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpc.atomic import write_text_atomic
-from hpc.errors import HpcTfError
 from hpc.functions.plan import ExecutorKind, FunctionPlan, SpecInput, function_name, plan_function
 from hpc.functions.task import FunctionTask
 from hpc.paths import RunPaths
-from hpc.rundir import record_submission
+from hpc.rundir import discarded_on_failure, record_submission, write_run_dir
 from hpc.spec.model import JobSpec
 
 if TYPE_CHECKING:
@@ -81,22 +78,9 @@ def submit_plan(
     plan: FunctionPlan, task: FunctionTask, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> submitit.Job[Any]:
     """Create the run directory, submit; on a failed submit the run directory is removed again."""
-    paths = RunPaths.at(plan.run_dir)
-    if paths.root.exists():
-        raise HpcTfError(f"run directory already exists: {paths.root}")
-    try:
-        paths.logs_dir.mkdir(parents=True)
-    except OSError as err:
-        raise HpcTfError(
-            f"cannot create the run directory {paths.root}: {err.strerror}",
-            hint="set runs_dir in your site config (or overrides=['runs_dir=PATH']) to a writable shared path",
-        ) from None
-    try:
-        write_text_atomic(paths.resolved, plan.job.to_json())
+    paths = write_run_dir(plan.job)
+    with discarded_on_failure(paths.root):
         job = _executor(plan).submit(task, *args, **kwargs)
-    except BaseException:
-        shutil.rmtree(paths.root, ignore_errors=True)
-        raise
     if plan.executor == "slurm":
         record_submission(paths, job.job_id, cluster=None)
     _link_logs(paths, plan, job.job_id)
