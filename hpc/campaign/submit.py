@@ -2,7 +2,7 @@
 
 The directory is written complete under a temporary name and renamed, as a run directory is
 (:func:`hpc.rundir.staged_directory`).
-Then each planned submission is one ``sbatch --array=… [--dependency=…]``, and the manifest is
+Then each planned submission is one array (or job) with its dependencies, and the manifest is
 rewritten (atomically) after each, so a failure half-way leaves a manifest that says exactly
 which jobs exist.
 """
@@ -36,8 +36,7 @@ from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, load_resolved
 from hpc.rundir import staged_directory
 from hpc.runtime import install_into
-from hpc.scheduler import JobState, Scheduler
-from hpc.scheduler.commands import array_option, dependency_option
+from hpc.scheduler import ArrayRequest, JobState, Scheduler, SubmitOptions
 
 _NODE_TASK = Path(__file__).resolve().parent / "node_task.py"
 Dependencies = tuple[tuple[DependencyType, tuple[str, ...]], ...]
@@ -82,11 +81,8 @@ def _record(
     number = 1 + sum(1 for s in manifest.submissions if s.stage == stage)
     script_path = paths.submission_script(stage, number)
     write_text_atomic(script_path, render_script(with_offset(job, offset) if record.per_task else job), mode=0o755)
-    extra = [array_option([t - offset for t in task_ids], throttle)] if record.per_task else []
-    dependency = dependency_option(after)
-    if dependency is not None:
-        extra.append(dependency)
-    job_id = scheduler.submit(script_path, extra)
+    array = ArrayRequest(tuple(t - offset for t in task_ids), throttle) if record.per_task else None
+    job_id = scheduler.submit(script_path, SubmitOptions(array=array, after=after))
     submission = SubmissionRecord(job_id=job_id, stage=stage, offset=offset, task_ids=list(task_ids),
                                   throttle=throttle if record.per_task else None,
                                   after=[(kind, list(ids)) for kind, ids in after], script=str(script_path),

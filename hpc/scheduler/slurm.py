@@ -16,6 +16,7 @@ from hpc.scheduler.parse import (
 )
 from hpc.scheduler.run import CommandResult, SlurmCli, classify
 from hpc.scheduler.status import SQUEUE_NO_SUCH_JOB, JobStatus, query
+from hpc.scheduler.submission import NO_OPTIONS, SubmitOptions
 
 # scancel's complaints about jobs that have already ended: cancelling them is already done.
 _ALREADY_OVER = ("already completing or completed", SQUEUE_NO_SUCH_JOB)
@@ -29,12 +30,12 @@ class SlurmScheduler:
     def __init__(self, cli: SlurmCli | None = None) -> None:
         self.cli = cli or SlurmCli()
 
-    def submit(self, script_path: Path | str, extra_args: Sequence[str] = (), after_ok: Sequence[str] = ()) -> str:
-        """``sbatch --parsable [extra_args] script`` → the job id. Retried only if sbatch never
-        reached the controller, so a job is never submitted twice."""
-        if after_ok:
-            extra_args = [*commands.after_success_args(after_ok), *extra_args]
-        argv = commands.sbatch(script_path, extra_args)
+    def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS, *,
+               sbatch_args: Sequence[str] = ()) -> str:
+        """``sbatch --parsable [options] [sbatch_args] script`` → the job id. Retried only if sbatch never
+        reached the controller, so a job is never submitted twice. ``sbatch_args``: further sbatch
+        options, for callers that speak Slurm (the cluster tests)."""
+        argv = commands.sbatch(script_path, [*commands.submit_args(options), *sbatch_args])
         try:
             result = self.cli.run(argv, repeatable=False)
         except SchedulerUnavailable as err:

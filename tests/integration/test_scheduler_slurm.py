@@ -94,7 +94,7 @@ def test_one_query_maps_every_state(slurm_cluster: SlurmCluster, runner: UserRun
     submitted: list[str] = []
 
     def submit(script: Path, *args: str) -> str:
-        job_id = scheduler.submit(script, [*common, *args])
+        job_id = scheduler.submit(script, sbatch_args=[*common, *args])
         submitted.append(job_id)
         return job_id
 
@@ -184,12 +184,12 @@ def test_errors_and_config(slurm_cluster: SlurmCluster, runner: UserRunner) -> N
     scheduler = SlurmScheduler(SlurmCli(runner))
     script = write_script(runner.workdir, "true.sh", "true")
     with pytest.raises(SchedulerCommandFailed) as refused:
-        scheduler.submit(script, ["--partition=no-such-partition", "--output=/dev/null"])
+        scheduler.submit(script, sbatch_args=["--partition=no-such-partition", "--output=/dev/null"])
     assert not refused.value.transient
     assert "invalid partition" in str(refused.value).lower()
     assert [r.argv[0] for r in runner.results] == ["sbatch"]  # a refusal is not retried
 
-    job_id = scheduler.submit(script, [f"--partition={slurm_cluster.cpu_partition}", "--output=/dev/null"])
+    job_id = scheduler.submit(script, sbatch_args=[f"--partition={slurm_cluster.cpu_partition}", "--output=/dev/null"])
     wait_for(scheduler, [job_id], lambda s: s[job_id].state.is_terminal)
     scheduler.cancel([job_id])  # already over: not an error
     config = scheduler.show_config()
