@@ -20,8 +20,9 @@ from pathlib import Path
 from hpc.atomic import write_text_atomic
 from hpc.errors import ConfigError, ServingError
 from hpc.modelbase import validate_document
+from hpc.paths import expand_path
 from hpc.render.cpu_jobs import ServeJob, render_serve_script
-from hpc.resolve import ResolvedJob, expand_path, resolve
+from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import new_run_id
 from hpc.scheduler import JobState, Scheduler
 from hpc.serving import secret as node_secret
