@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
-from hpc.render.managed import check_extra_flag
+from hpc.scheduler.managed import check_extra_flag
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
