@@ -7,13 +7,7 @@ from pathlib import Path
 
 from hpc.errors import SchedulerUnavailable
 from hpc.scheduler import commands
-from hpc.scheduler.parse import (
-    Diagnostics,
-    parse_sbatch_parsable,
-    parse_scontrol_config,
-    parse_scontrol_show_job,
-    parse_sdiag,
-)
+from hpc.scheduler.parse import parse_sbatch_parsable, parse_scontrol_config
 from hpc.scheduler.run import CommandResult, SlurmCli, classify
 from hpc.scheduler.status import SQUEUE_NO_SUCH_JOB, JobStatus, query
 from hpc.scheduler.submission import NO_OPTIONS, SubmitOptions
@@ -64,11 +58,3 @@ class SlurmScheduler:
     def show_config(self) -> dict[str, str]:
         """``scontrol show config`` as a dict (``MaxArraySize``, ``MinJobAge``, ``MessageTimeout`` …)."""
         return parse_scontrol_config(self.cli.run(commands.scontrol_show_config()).stdout)
-
-    def show_job(self, job_id: str) -> list[dict[str, str]]:
-        """``scontrol show job -o``: the controller's full record (one per array record)."""
-        return parse_scontrol_show_job(self.cli.run(commands.scontrol_show_job(job_id)).stdout)
-
-    def diagnostics(self) -> Diagnostics:
-        """``sdiag``: controller RPC counters, e.g. to prove a status call costs one query."""
-        return parse_sdiag(self.cli.run(commands.sdiag()).stdout)

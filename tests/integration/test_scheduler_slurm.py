@@ -29,6 +29,7 @@ from hpc.errors import SchedulerCommandFailed, SchedulerUnavailable
 from hpc.scheduler import JobState, JobStatus, ReasonCategory, SlurmCli, SlurmScheduler
 from hpc.scheduler.replay import format_recording
 from hpc.scheduler.run import CommandResult, RetryPolicy, classify, subprocess_runner
+from tests._slurm_probes import diagnostics, show_job
 from tests.conftest import SlurmCluster
 from tests.integration._outage import SilentListener, conf_copy, free_port
 
@@ -195,7 +196,7 @@ def test_errors_and_config(slurm_cluster: SlurmCluster, runner: UserRunner) -> N
     config = scheduler.show_config()
     assert int(config["MaxArraySize"]) > 0
     assert config["ClusterName"] == slurm_cluster.name
-    assert scheduler.diagnostics().rpc_by_type  # the counters the campaign benchmark compares
+    assert diagnostics(scheduler.cli).rpc_by_type  # the counters the campaign benchmark compares
 
 
 def record_scenario(
@@ -213,9 +214,9 @@ def record_scenario(
     extra = {
         "squeue-unknown": lambda: scheduler.query(["99999999"]),
         "scancel-finished": lambda: scheduler.cancel([ids["completed"]]),
-        "scontrol-show-job-array": lambda: scheduler.show_job(ids["array"]),
+        "scontrol-show-job-array": lambda: show_job(scheduler.cli, ids["array"]),
         "scontrol-show-config": scheduler.show_config,
-        "sdiag": scheduler.diagnostics,
+        "sdiag": lambda: diagnostics(scheduler.cli),
     }
     for name, call in extra.items():
         before = len(runner.results)
