@@ -20,7 +20,6 @@ from pathlib import Path
 from hpc.atomic import write_text_atomic
 from hpc.errors import ConfigError, ServingError
 from hpc.modelbase import validate_document
-from hpc.paths import expand_path
 from hpc.render.cpu_jobs import ServeJob, render_serve_script
 from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import new_run_id
@@ -28,6 +27,7 @@ from hpc.scheduler import JobState, Scheduler
 from hpc.serving import secret as node_secret
 from hpc.serving.repository import Repository
 from hpc.serving.server import Endpoint, read_endpoint, run_foreground
+from hpc.serving.service import serving_target
 from hpc.site.load import LoadedSite, load_site
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import JobSpec
@@ -68,33 +68,18 @@ def plan_slurm_node(
     """The serving-node job for the site's repository (or ``repository``), resolved and rendered, not submitted."""
     loaded = load_site(site, overrides)
     config = loaded.config
-    root = repository
-    if root is None:
-        if config.serving.model_repository is None:
-            raise ServingError(f"site '{config.name}' sets no serving.model_repository",
-                               hint="pass --repository or --set serving.model_repository=PATH")
-        root = Path(expand_path(config.serving.model_repository, Path.cwd(), dict(os.environ)))
-    repo = Repository.at(Path(root).resolve())
+    target = serving_target(site, overrides, repository)
+    repo = Repository.at(target.repository.root.resolve())
     try:
         time_seconds = parse_duration(time_limit or config.default_time)
     except ValueError as err:  # --time as typed (the site's default_time was checked when the site loaded)
         raise ConfigError(f"--time: {err}") from None
     job = _resolved(loaded, repo, time_seconds)
-    serve = ServeJob(
-        site=config.name,
-        repository=str(repo.root),
-        command=job.command,
-        log=str(repo.server_dir / "slurm"),
-        partition=job.partition,
-        account=job.account,
-        qos=job.qos,
-        time_seconds=job.time_seconds,
-        cpus=SERVE_CPUS,
-        mem=job.mem,
-        module_init=job.module_init,
-        modules=job.modules,
-    )
-    token = config.serving.inference_token if inference_token is None else inference_token
+    serve = ServeJob(site=config.name, repository=str(repo.root), command=job.command,
+                     log=str(repo.server_dir / "slurm"), partition=job.partition, account=job.account, qos=job.qos,
+                     time_seconds=job.time_seconds, cpus=SERVE_CPUS, mem=job.mem, module_init=job.module_init,
+                     modules=job.modules)
+    token = target.inference_token if inference_token is None else inference_token
     return SlurmNodePlan(repo, serve, render_serve_script(serve), token)
 
 
