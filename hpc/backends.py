@@ -1,9 +1,13 @@
 """The one submission path: a :class:`Backend` per launcher (Slurm's CLI, or the local launcher).
 
-Every job hpc-tf submits (``launch`` and its hand-off, a campaign's arrays, ``submit_function``, the
-serving node) is resolved first, then handed to its launcher's backend, which owns the GPU quota
-preflight, the run directory (staged, renamed, removed again when the submission fails), the
-submission itself, status and cancel. A new scheduler is one Backend and one line in :func:`backend_for`.
+A job is resolved first (:func:`hpc.resolve.resolve`), then handed to its launcher's backend, which
+owns the GPU quota preflight, the run directory (staged, renamed, removed again when the submission
+fails), the submission with typed options (:class:`hpc.scheduler.SubmitOptions`), status and cancel.
+``launch`` (and its hand-off job) and ``submit_function`` go through it. A campaign writes its own
+directory through the same staging (:func:`hpc.rundir.staged_directory`) and submits its arrays
+through the scheduler with the same typed options, its GPU quota being its throttle; the serving
+node, a CPU job with no run directory, is resolved and submitted the same way. A new scheduler is one
+:class:`~hpc.scheduler.Scheduler`, one Backend and one line in :func:`backend_for`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class QuotaPolicy:
 
 
 CHECK_QUOTA = QuotaPolicy()  # refuse a job that can never fit, let one that must wait queue
+
 
 class Backend:
     """A launcher's way to run jobs; this base class has no quota (the local launcher's machine always fits)."""
