@@ -64,14 +64,10 @@ def write_run_dir(job: ResolvedJob, script: str | None = None, handoff_script: s
     return paths
 
 
-def discard_run_dir(paths: RunPaths) -> None:
-    """Remove a run directory whose submission failed, so no run looks submitted that never was."""
-    shutil.rmtree(paths.root, ignore_errors=True)
-
-
 @contextmanager
 def discarded_on_failure(root: Path) -> Iterator[None]:
-    """Remove ``root`` again when the block (the submission) fails, whatever the failure."""
+    """Remove ``root`` again when the block (its submission) fails, whatever the failure, so no run
+    looks submitted that never was."""
     try:
         yield
     except BaseException:

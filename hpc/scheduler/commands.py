@@ -130,11 +130,6 @@ def submit_args(options: SubmitOptions) -> list[str]:
     return args
 
 
-def after_success_args(job_ids: Sequence[str]) -> list[str]:
-    """Options for a job that runs only once ``job_ids`` all completed successfully (``afterok``)."""
-    return submit_args(SubmitOptions.after_success(job_ids))
-
-
 def sbatch(script: Path | str, extra_args: Sequence[str] = ()) -> list[str]:
     """Submit a script; prints ``35`` (or ``36;cluster``). ``extra_args`` (:func:`submit_args`) go
     before the script so sbatch reads them as options."""

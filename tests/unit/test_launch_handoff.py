@@ -19,7 +19,7 @@ from hpc.launch import plan_launch, submit_plan
 from hpc.render.cpu_jobs import handoff_argv, render_handoff_script
 from hpc.resources import data_dir
 from hpc.scheduler import NO_OPTIONS, SubmitOptions
-from hpc.scheduler.commands import after_success_args
+from hpc.scheduler.commands import submit_args
 from hpc.site.load import load_site
 
 SPEC = ("name: hand\ncommand: python train.py\nresources: {nodes: 2, gpus_per_node: 2}\n"
@@ -56,7 +56,7 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_after_success_args_name_the_dependency_and_never_wait_forever() -> None:
-    assert after_success_args(["42"]) == ["--dependency=afterok:42", "--kill-on-invalid-dep=yes"]
+    assert submit_args(SubmitOptions.after_success(["42"])) == ["--dependency=afterok:42", "--kill-on-invalid-dep=yes"]
 
 
 def test_handoff_job_is_submitted_after_training_with_afterok_and_recorded(spec: Path) -> None:
