@@ -98,6 +98,37 @@ def test_a_hostile_site_config_is_one_line(tmp_path: Path) -> None:
     assert f"{site}:3: key 'account' appears twice, lines 2 and 3" in line
 
 
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        # bytes of argv that are not UTF-8 reach Python as lone surrogates; no file can be written with them
+        (os.fsdecode(b"runs_dir=/tmp/a\x85b"), "--set runs_dir: runs_dir: the value must be one line of printable "
+                                                "text; it contains \\udc85"),
+        # U+0085 is a line break to YAML, which would fold it into a space: refused, not changed
+        ("runs_dir=/tmp/a\u0085b", "--set runs_dir: runs_dir: the value must be one line of printable text; "
+                                   "it contains \\x85"),
+    ],
+)
+def test_a_set_value_that_is_not_one_line_of_text_is_one_line(tmp_path: Path, setting: str, expected: str) -> None:
+    (tmp_path / "job.yaml").write_bytes(SPEC)
+    result = hpc_tf("launch", "job.yaml", "--dry-run", "--site", "local", "--set", setting, cwd=tmp_path)
+    assert expected in one_error_line(result)
+
+
+def test_a_site_in_the_user_config_that_is_not_a_name_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_bytes(SPEC)
+    config = tmp_path / "config" / "hpc-tf" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("site: {a: 1}\n")
+    result = subprocess.run([sys.executable, "-m", "hpc.cli", "render", "job.yaml"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=30, check=False,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    first, hint = result.stderr.splitlines()
+    assert first == f"hpc-tf: error: {config}: site: '{{'a': 1}}' is not a site name or a site file's path"
+    assert hint.startswith("hint: write e.g. site: mycluster")
+
+
 def test_site_spec_and_campaign_files_share_the_limits(tmp_path: Path) -> None:
     path = tmp_path / "x.yaml"
     path.write_text("a: &x 1\nb: *x\n")

@@ -3,6 +3,7 @@ every user-facing model applies it to every field that holds text."""
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -18,7 +19,9 @@ from hpc.text import forbidden_character, named, one_line, shown
 
 # every character some reader of our output takes as a line break or a command (bash: \n; sbatch:
 # \n and refuses \r; str.splitlines: \v \f \x1c-\x1e \x85 \u2028 \u2029 too; a terminal: ESC, ...)
-REFUSED = ["\n", "\r", "\0", "\t", "\v", "\f", "\x1b", "\x1c", "\x1d", "\x1e", "\x7f", "\x85", "\u2028", "\u2029"]
+# ...and lone surrogates: how Python hands over bytes of argv or the environment that are not UTF-8
+REFUSED = ["\n", "\r", "\0", "\t", "\v", "\f", "\x1b", "\x1c", "\x1d", "\x1e", "\x7f", "\x85", "\u2028", "\u2029",
+           os.fsdecode(b"\xff"), "\ud800"]
 ACCEPTED = ["plain", "two words", "it's \"quoted\"", "$(id) `id` ;x", "# not a comment", "100%", "back\\slash",
             "ünïcødé ∑ 漢字 🙂", ""]
 
