@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -217,6 +218,47 @@ def test_a_damaged_endpoint_record_is_one_line(tmp_path: Path) -> None:
     (state / "server.json").write_text(json.dumps({"host": "x" * 100_000}))
     line = one_error_line(hpc_tf("serve", "status", "--repository", tmp_path / "repo"))
     assert "the serving node's endpoint" in line and "server.json' is damaged" in line
+
+
+ENDPOINT = {"host": "10.0.0.9", "http_port": 1, "grpc_port": 2, "metrics_port": 3, "pid": 1, "hostname": "n",
+            "repository": "/r", "log": "/l", "started": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("plant", "expected"),
+    [
+        # someone who can write in the repository points the owner's next call, and its secret, elsewhere
+        (lambda path: os.chown(path, 54321, 54321), "is owned by uid 54321, not by you: hpc-tf does not trust it"),
+        (lambda path: path.chmod(0o664), "is writable by others (mode 0664): hpc-tf does not trust it"),
+    ],
+)
+def test_an_endpoint_someone_else_could_have_written_is_not_trusted(
+    tmp_path: Path, plant: Any, expected: str
+) -> None:
+    if os.geteuid() != 0 and "uid" in expected:
+        pytest.fail("needs root, to give the file to another uid (tests/run runs as root)")
+    state = tmp_path / "repo" / ".hpc-tf"
+    state.mkdir(parents=True)
+    endpoint = state / "server.json"
+    endpoint.write_text(json.dumps(ENDPOINT))
+    plant(endpoint)
+    line = one_error_line(hpc_tf("serve", "status", "--repository", tmp_path / "repo"))
+    assert "the serving node's endpoint" in line and expected in line
+
+
+def test_an_endpoint_behind_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    state = tmp_path / "repo" / ".hpc-tf"
+    state.mkdir(parents=True)
+    (tmp_path / "elsewhere.json").write_text(json.dumps(ENDPOINT))
+    (state / "server.json").symlink_to(tmp_path / "elsewhere.json")
+    line = one_error_line(hpc_tf("serve", "status", "--repository", tmp_path / "repo"), code=2)
+    assert "cannot read the serving node's endpoint" in line and "symbolic links" in line
+
+
+def test_a_spec_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "job.yaml")  # open() would wait for a writer forever
+    line = one_error_line(hpc_tf("render", "job.yaml", cwd=tmp_path, timeout=20))
+    assert "job.yaml: not a regular file" in line
 
 
 # ------------------------------------------------------------------ what reaches the terminal
