@@ -30,27 +30,31 @@ from __future__ import annotations
 import builtins
 import re
 import string
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
-from hpc.spec.model import ENV_NAME_RE, MANAGED_ENV, MANAGED_ENV_PREFIXES, NAME_RE, Command, Resources
+from hpc.spec.model import Command, EnvVars, Resources
+from hpc.text import ONE_LINE_IF_TEXT, OneLine, matching, named, shown
 
-Value = bool | int | float | str
+# a parameter value: substituted into arguments and env values of the tasks' scripts
+Value = Annotated[bool | int | float | str, ONE_LINE_IF_TEXT]
+# a job: a job.yaml path, or a spec written inline
+JobRef = Annotated[str | dict[str, Any] | None, ONE_LINE_IF_TEXT]
 DependencyType = Literal["afterok", "afterany", "aftercorr"]
-PARAM_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-STAGE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+# names matched as whole strings (hpc.text.named): they become variable names, directories, job names
+PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+PARAM_NAME_RULE = "a parameter name has up to 64 letters, digits and '_' and does not start with a digit"
+STAGE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+CAMPAIGN_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
+StageName = Annotated[str, matching(STAGE_NAME_RE, "a stage name has up to 32 letters, digits, '_', '-'")]
+CampaignName = Annotated[str, matching(
+    CAMPAIGN_NAME_RE, "a campaign name has up to 48 letters, digits, '_', '.', '-' and starts with a letter or digit")]
 # placeholders every argument/env template may use besides the parameters
 BUILTIN_FIELDS = ("task_id", "task_dir", "output_dir", "campaign_dir")
 SINGLE_JOB_FIELDS = ("campaign_dir", "output_dir")  # what a per_task: false stage's env may use
 DEFAULT_STAGE = "main"
-
-
-def _plain(value: str) -> str:
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise ValueError("must not contain newlines or NUL characters")
-    return value
 
 
 def template_fields(template: str) -> list[str]:
@@ -58,14 +62,14 @@ def template_fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as err:
-        raise ValueError(f"'{template}' is not a valid template ({err}); write literal braces as {{{{ and }}}}"
+        raise ValueError(f"{shown(template)} is not a valid template ({err}); write literal braces as {{{{ and }}}}"
                          ) from None
     names = []
     for _, field, spec, conversion in parsed:
         if field is None:
             continue
-        if not PARAM_NAME_RE.match(field) or spec or conversion:
-            raise ValueError(f"'{{{field}}}' in '{template}': use plain {{name}} placeholders "
+        if PARAM_NAME_RE.fullmatch(field) is None or spec or conversion:
+            raise ValueError(f"{shown(f'{{{field}}}')} in {shown(template)}: use plain {{name}} placeholders "
                              "(no indexing, attributes or format specs)")
         names.append(field)
     return names
@@ -74,14 +78,10 @@ def template_fields(template: str) -> list[str]:
 def _check_values(name: str, values: builtins.list[Value]) -> None:
     if not values:
         raise ValueError(f"parameter '{name}' needs at least one value")
-    for value in values:
-        if isinstance(value, str):
-            _plain(value)
 
 
 def _check_name(name: str) -> None:
-    if not PARAM_NAME_RE.match(name):
-        raise ValueError(f"'{name}' is not a parameter name (letters, digits, '_'; not starting with a digit)")
+    named(name, PARAM_NAME_RE, PARAM_NAME_RULE)
     if name in BUILTIN_FIELDS:
         raise ValueError(f"'{name}' is reserved for hpc-tf ({', '.join(BUILTIN_FIELDS)})")
 
@@ -188,7 +188,6 @@ class Parameters(StrictModel):
 
 def _check_templates(values: builtins.list[str] | dict[str, str] | None) -> None:
     for template in (values.values() if isinstance(values, dict) else values or []):
-        _plain(template)
         template_fields(template)
 
 
@@ -204,40 +203,22 @@ def _known_fields(where: str, templates: builtins.list[str], info: ValidationInf
 
 
 def _check_env(value: dict[str, str]) -> dict[str, str]:
-    for key in value:
-        if not ENV_NAME_RE.match(key):
-            raise ValueError(f"'{key}' is not an environment variable name")
-        if key in MANAGED_ENV or key.startswith(MANAGED_ENV_PREFIXES):
-            raise ValueError(f"{key} is set by hpc-tf/Slurm for each task; choose another name")
     _check_templates(value)
     return value
 
 
 class Stage(StrictModel):
-    name: str
-    job: str | dict[str, Any] | None = Field(None, description="this stage's job: a job.yaml path or inline spec")
+    name: StageName
+    job: JobRef = Field(None, description="this stage's job: a job.yaml path or inline spec")
     command: Command | None = Field(None, description="replaces the job's command")
     resources: Resources | None = Field(None, description="keys given here replace the job's")
-    env: dict[str, str] = Field(default_factory=dict, description="environment templates (per task)")
+    env: EnvVars = Field(default_factory=dict, description="environment templates (per task)")
     per_task: bool = Field(True, description="an array with one task per parameter combination, or one job")
     after: dict[str, DependencyType | None] = Field(
         default_factory=dict, description="stages this one waits for; type defaults to aftercorr between arrays"
     )
-    args: builtins.list[str] | None = Field(None, description="argument templates (default: the campaign's)")
+    args: builtins.list[OneLine] | None = Field(None, description="argument templates (default: the campaign's)")
     throttle: int | None = Field(None, ge=1, description="tasks running at once (default: from the GPU quota)")
-
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not STAGE_NAME_RE.match(value):
-            raise ValueError(f"'{value}' is not a stage name: up to 32 letters, digits, '_', '-'")
-        return value
-
-    @field_validator("job")
-    @classmethod
-    def _job(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        return _plain(value) if isinstance(value, str) else value
 
     @field_validator("after", mode="before")
     @classmethod
@@ -254,27 +235,15 @@ class Stage(StrictModel):
 
 
 class CampaignSpec(StrictModel):
-    name: str
-    job: str | dict[str, Any] | None = Field(None, description="the base job: a job.yaml path or inline spec")
+    name: CampaignName
+    job: JobRef = Field(None, description="the base job: a job.yaml path or inline spec")
     parameters: Parameters | None = Field(None, description="none: one task")
-    args: builtins.list[str] | None = Field(
+    args: builtins.list[OneLine] | None = Field(
         None, description="argument templates appended to array tasks' commands; default --name value per parameter"
     )
-    env: dict[str, str] = Field(default_factory=dict, description="environment templates for every task")
+    env: EnvVars = Field(default_factory=dict, description="environment templates for every task")
     throttle: int | None = Field(None, ge=1, description="default for every array stage")
     stages: builtins.list[Stage] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value) or len(value) > 48:
-            raise ValueError(f"'{value}' is not a campaign name: up to 48 letters, digits, '_', '.', '-'")
-        return value
-
-    @field_validator("job")
-    @classmethod
-    def _job(cls, value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        return _plain(value) if isinstance(value, str) else value
 
     @field_validator("env")
     @classmethod
@@ -318,7 +287,7 @@ class CampaignSpec(StrictModel):
                 if upstream not in seen:
                     later = any(s.name == upstream for s in value)
                     raise ValueError(
-                        f"stage '{stage.name}' waits for '{upstream}', "
+                        f"stage '{stage.name}' waits for {shown(upstream)}, "
                         + ("which comes later: list stages in the order they run" if later
                            else f"which is not a stage; stages: {', '.join(s.name for s in value)}")
                     )

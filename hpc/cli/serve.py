@@ -60,6 +60,7 @@ def up(
         token = target.inference_token if inference_token is None else inference_token
         endpoint = start_local(target.repository, host=host, inference_token=token)
         where = f"pid {endpoint.pid}"
+        _warn_if_shared_host()
     typer.echo(endpoint.to_json(), nl=False)
     err().print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {where}")
     from hpc.serving import secret
@@ -68,6 +69,16 @@ def up(
         typer.echo(f"inference needs the token: header {secret.INFERENCE_HEADER} (gRPC "
                    f"{secret.GRPC_HEADER_PREFIX}{secret.INFERENCE_HEADER}), value 'inference' in "
                    f"{secret.key_file(Path(endpoint.repository))}", err=True)
+
+
+def _warn_if_shared_host() -> None:
+    from hpc.serving.secret import users_who_can_read_command_lines
+
+    others = users_who_can_read_command_lines()
+    if others:
+        typer.echo(f"hpc-tf: warning: {len(others)} other user(s) have processes on this host and can read "
+                   "tritonserver's command line, which holds the node's control secret (/proc has no hidepid): "
+                   "on a shared login node, run the serving node as a Slurm job (hpc-tf serve up --slurm)", err=True)
 
 
 @serve_app.command("node", hidden=True)

@@ -5,7 +5,9 @@
 * Slurm expands ``%j``, ``%t``… in ``--output`` file names; a literal ``%`` is ``%%``.
 * Script lines are read by bash: :func:`shlex.quote` gives one single-quoted word.
 
-Values with newlines or NUL are refused everywhere: no quoting makes them safe in a line-based file.
+Values with a line break or another control character are refused everywhere (:func:`hpc.text.one_line`,
+the check the spec, site and campaign models apply at load time, repeated here for values that come
+from elsewhere, such as ``$VAR`` expanded in a path): no quoting makes them safe in a line-based file.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shlex
 from collections.abc import Iterable
 
 from hpc.errors import HpcTfError
+from hpc.text import forbidden_character, shown
 
 
 class UnsafeValue(HpcTfError):
@@ -22,12 +25,13 @@ class UnsafeValue(HpcTfError):
 
 
 def _check(value: str, what: str) -> str:
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise UnsafeValue(f"{what} contains a newline or NUL character: {value!r}")
+    bad = forbidden_character(value)
+    if bad is not None:
+        raise UnsafeValue(f"{what} {shown(value)} contains {bad}: it must be one line of printable text")
     return value
 
 
-_SBATCH_BARE = re.compile(r"^[A-Za-z0-9_.,:@%/+=-]+$")
+_SBATCH_BARE = re.compile(r"[A-Za-z0-9_.,:@%/+=-]+")
 
 
 def sbatch_value(value: str, what: str = "value") -> str:
@@ -37,7 +41,7 @@ def sbatch_value(value: str, what: str = "value") -> str:
     escaped (inside quotes sbatch treats ``#`` and spaces literally).
     """
     _check(value, what)
-    if _SBATCH_BARE.match(value):
+    if _SBATCH_BARE.fullmatch(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -124,3 +124,39 @@ def load(repository: Path) -> NodeSecret:
         raise ServingError(f"the serving node key {path} is damaged",
                            hint=f"remove it and start the node again: rm {path}; hpc-tf serve up") from None
     return NodeSecret(control, inference)
+
+
+# /proc mount options that hide other users' processes (and so their command lines) from you
+_HIDING = ("hidepid=1", "hidepid=2", "hidepid=4", "hidepid=noaccess", "hidepid=invisible", "hidepid=ptraceable")
+ORDINARY_UIDS = range(1000, 60000)  # login.defs' UID_MIN..UID_MAX; system accounts lie outside
+
+
+def proc_hides_others(mountinfo: str) -> bool:
+    """Whether /proc, as described by /proc/self/mountinfo, hides other users' processes (``hidepid``)."""
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == "/proc" and " - proc " in line:
+            options = line.rsplit(" ", 1)[-1].split(",")
+            return any(option in _HIDING for option in options)
+    return False
+
+
+def users_who_can_read_command_lines(proc: Path = Path("/proc")) -> set[int]:
+    """The ordinary users (not you) with processes on this host, when /proc shows them every command line:
+    on a shared login node they could read a local serving node's secret from tritonserver's."""
+    try:
+        if proc_hides_others((proc / "self" / "mountinfo").read_text()):
+            return set()
+        entries = list(proc.iterdir())
+    except OSError:
+        return set()
+    uids = set()
+    for entry in entries:
+        if entry.name.isdigit():
+            try:
+                uid = entry.stat().st_uid
+            except OSError:  # ended meanwhile
+                continue
+            if uid in ORDINARY_UIDS and uid != os.geteuid():
+                uids.add(uid)
+    return uids

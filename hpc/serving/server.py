@@ -71,7 +71,8 @@ def read_endpoint(repo: Repository) -> Endpoint:
     if not path.is_file():
         raise ServingError(f"no serving node is registered for {repo.root} ({path} missing)",
                            hint="start one with: hpc-tf serve up")
-    return read_record(path, "the serving node's endpoint", parse=lambda data: Endpoint(**data),
+    # owned: hpc-tf sends the owner's secret to the address this file names
+    return read_record(path, "the serving node's endpoint", parse=lambda data: Endpoint(**data), owned=True,
                        fix="if its serving node still runs, stop it (squeue, or ps for tritonserver); then remove it")
 
 

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
-from hpc.spec.model import ExtraFlag
+from hpc.spec.model import TOKEN_RE, TOKEN_RULE, Bind, ExtraFlag, ModuleName, Name, Token
+from hpc.text import OneLine, keys_matching
 from hpc.units import parse_duration
 
 
 class Partition(StrictModel):
     gpus_per_node: int = Field(0, ge=0)
-    gpu_types: list[str] = Field(default_factory=list)
+    gpu_types: list[Token] = Field(default_factory=list)
     cpus_per_node: int | None = Field(None, ge=1)
-    mem_per_node: str | None = None
-    max_time: str | None = None
+    mem_per_node: OneLine | None = None
+    max_time: OneLine | None = None
     max_nodes: int | None = Field(None, ge=1)
 
     @field_validator("max_time")
@@ -32,28 +33,28 @@ class Partition(StrictModel):
 
 
 class Serving(StrictModel):
-    model_repository: str | None = None
+    model_repository: OneLine | None = None
     format: Literal["onnx", "savedmodel", "python"] = "python"
-    partition: str | None = None
+    partition: Token | None = None
     inference_token: bool = Field(False, description="serving nodes answer inference only with the owner's token")
 
 
 class SiteConfig(StrictModel):
-    name: str
-    description: str = ""
+    name: Name
+    description: OneLine = ""
     launcher: Literal["slurm", "local"] = "slurm"
-    partitions: dict[str, Partition] = Field(default_factory=dict)
-    default_partition: str | None = None
-    cpu_partition: str | None = Field(None, description="partition for CPU stages (preprocessing, hand-off)")
-    account: str | None = None
-    qos: str | None = None
-    gres_name: str = "gpu"
-    default_time: str = "1:00:00"
-    runs_dir: str = Field("~/hpc-tf-runs", description="where run directories are created (a shared filesystem)")
-    python: str = Field("python3", description="interpreter that starts the bootstrap on compute nodes")
-    modules: list[str] = Field(default_factory=list, description="modules every job loads first")
-    module_init: str | None = Field(None, description="file to source before 'module load' (e.g. lmod init)")
-    container_binds: list[str] = Field(default_factory=list)
+    partitions: Annotated[dict[str, Partition], keys_matching(TOKEN_RE, TOKEN_RULE)] = Field(default_factory=dict)
+    default_partition: Token | None = None
+    cpu_partition: Token | None = Field(None, description="partition for CPU stages (preprocessing, hand-off)")
+    account: Token | None = None
+    qos: Token | None = None
+    gres_name: Token = "gpu"
+    default_time: OneLine = "1:00:00"
+    runs_dir: OneLine = Field("~/hpc-tf-runs", description="where run directories are created (a shared filesystem)")
+    python: OneLine = Field("python3", description="interpreter that starts the bootstrap on compute nodes")
+    modules: list[ModuleName] = Field(default_factory=list, description="modules every job loads first")
+    module_init: OneLine | None = Field(None, description="file to source before 'module load' (e.g. lmod init)")
+    container_binds: list[Bind] = Field(default_factory=list)
     sbatch_defaults: list[ExtraFlag] = Field(default_factory=list)
     serving: Serving = Field(default_factory=lambda: Serving())
 

@@ -14,14 +14,30 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, fie
 
 from hpc.modelbase import StrictModel
 from hpc.scheduler.managed import check_extra_flag
+from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
+from hpc.text import OneLine, keys_matching, matching, shown
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-TOKEN_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")  # partition, account, qos, gpu type, module names
+# Names and tokens, each matched as a whole string (hpc.text.named): they reach scripts and #SBATCH
+# lines unquoted or as file names. Free text (paths, command words, values) is OneLine.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "a name has up to 64 letters, digits, '_', '.', '-' and starts with a letter or digit"
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_NAME_RULE = "an environment variable name has letters, digits and '_' and does not start with a digit"
+TOKEN_RE = re.compile(r"[A-Za-z0-9_.+-]+")
+TOKEN_RULE = "a Slurm name (partition, account, qos, GPU type) has letters, digits, '_', '.', '+', '-'"
+MODULE_RE = re.compile(r"[A-Za-z0-9_.+/-]+")
+MODULE_RULE = "a module name has letters, digits, '_', '.', '+', '/', '-'"
+
+Name = Annotated[str, matching(NAME_RE, NAME_RULE)]  # job, site
+Token = Annotated[str, matching(TOKEN_RE, TOKEN_RULE)]  # partition, account, qos, GPU type, gres name
+ModuleName = Annotated[str, matching(MODULE_RE, MODULE_RULE)]
+ModelName = Annotated[str, matching(MODEL_NAME_RE, MODEL_NAME_RULE)]
 # Variables the bootstrap and Slurm own; a spec that sets them would silently break the job.
 MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
 MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "HPC_TF_")
+# bash's read-only variables: `export UID=…` fails in the batch script and the job runs without it
+BASH_READONLY_ENV = ("BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID")
 
 # Beyond what any cluster has (the largest nodes: a few hundred cores, 8-16 GPUs; the largest Slurm
 # clusters: some ten thousand nodes): such a count is a typo, refused before sbatch takes it literally.
@@ -38,16 +54,27 @@ ExtraFlag = Annotated[str, AfterValidator(check_extra_flag)]
 Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
 
 
-def _no_control_chars(value: str) -> str:
-    if "\n" in value or "\r" in value or "\0" in value:
-        raise ValueError("must not contain newlines or NUL characters")
+def _unmanaged_env(value: dict[str, str]) -> dict[str, str]:
+    for key in value:
+        if key in MANAGED_ENV or key.startswith(MANAGED_ENV_PREFIXES):
+            raise ValueError(f"{key} is set by hpc-tf/Slurm for each task; choose another name")
+        if key in BASH_READONLY_ENV:
+            raise ValueError(f"{key} is read-only in bash, which runs the batch script; choose another name")
     return value
 
 
-def _token(value: str | None) -> str | None:
-    if value is not None and not TOKEN_RE.match(value):
-        raise ValueError(f"'{value}' is not a valid name (letters, digits, '_', '.', '+', '-')")
+# variables exported by the batch script: `export KEY=value`, the key unquoted
+EnvVars = Annotated[dict[str, OneLine], keys_matching(ENV_NAME_RE, ENV_NAME_RULE), AfterValidator(_unmanaged_env)]
+
+
+def _no_comma(value: str) -> str:
+    if "," in value:
+        raise ValueError(f"bind {shown(value)} must not contain ',' (list each bind separately)")
     return value
+
+
+# a container bind (src[:dst[:opts]]); hpc-tf joins them with ','
+Bind = Annotated[OneLine, AfterValidator(_no_comma)]
 
 
 def command_words(value: object) -> object:
@@ -57,17 +84,14 @@ def command_words(value: object) -> object:
             value = shlex.split(value)
         except ValueError as err:
             raise ValueError(f"cannot split the command like a shell would: {err}") from None
-    if isinstance(value, list | tuple):
-        if not value:
-            raise ValueError("must name a program or script to run")
-        for arg in value:
-            if isinstance(arg, str):
-                _no_control_chars(arg)
+    if isinstance(value, list | tuple) and not value:
+        raise ValueError("must name a program or script to run")
     return value
 
 
-# argv of a program: written as a YAML list, or as one string split like a shell would
-Command = Annotated[tuple[str, ...], BeforeValidator(command_words)]
+# argv of a program: written as a YAML list, or as one string split like a shell would (a line break
+# between words separates them; one inside a word is refused with the word's index)
+Command = Annotated[tuple[OneLine, ...], BeforeValidator(command_words)]
 
 
 class Resources(StrictModel):
@@ -75,17 +99,15 @@ class Resources(StrictModel):
     tasks_per_node: int = Field(1, ge=1, description="TensorFlow workers per node")
     gpus_per_node: int | None = Field(None, ge=0)
     gpus_per_task: int | None = Field(None, ge=0)
-    gpu_type: str | None = None
+    gpu_type: Token | None = None
     cpus_per_task: int | None = Field(None, ge=1)
-    mem: str | None = Field(None, description=f"memory per node, e.g. 32G, or '{ALL_MEMORY}' (all of each node's)")
-    time: str | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
+    mem: OneLine | None = Field(None, description=f"memory per node, e.g. 32G, or '{ALL_MEMORY}' (all of each node's)")
+    time: OneLine | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
+    partition: Token | None = None
+    account: Token | None = None
+    qos: Token | None = None
+    constraint: OneLine | None = None
     exclusive: bool = False
-
-    _tokens = field_validator("gpu_type", "partition", "account", "qos")(_token)
 
     @field_validator(*COUNT_LIMITS)
     @classmethod
@@ -94,11 +116,6 @@ class Resources(StrictModel):
         if value is not None and value > limit:
             raise ValueError(f"{value} is more than any cluster has; at most {limit}")
         return value
-
-    @field_validator("constraint")
-    @classmethod
-    def _constraint(cls, value: str | None) -> str | None:
-        return None if value is None else _no_control_chars(value)
 
     @field_validator("mem")
     @classmethod
@@ -165,42 +182,18 @@ class Resources(StrictModel):
 
 
 class Container(StrictModel):
-    image: str
+    image: OneLine
     runtime: Literal["apptainer", "singularity"] = "apptainer"
-    binds: list[str] = Field(default_factory=list)
+    binds: list[Bind] = Field(default_factory=list)
     nv: bool = Field(True, description="pass --nv so the container sees the host's NVIDIA driver")
-
-    _plain = field_validator("image")(_no_control_chars)
-
-    @field_validator("binds")
-    @classmethod
-    def _binds(cls, value: list[str]) -> list[str]:
-        for bind in value:
-            _no_control_chars(bind)
-            if "," in bind:
-                raise ValueError(f"bind '{bind}' must not contain ',' (list each bind separately)")
-        return value
 
 
 class Environment(StrictModel):
-    modules: list[str] = Field(default_factory=list)
-    conda: str | None = Field(None, description="name or path of a conda environment to activate")
-    venv: str | None = Field(None, description="path of a Python virtual environment to activate")
+    modules: list[ModuleName] = Field(default_factory=list)
+    conda: OneLine | None = Field(None, description="name or path of a conda environment to activate")
+    venv: OneLine | None = Field(None, description="path of a Python virtual environment to activate")
     container: Container | None = None
-    python: str | None = Field(None, description="interpreter that starts the bootstrap (default: site's)")
-
-    @field_validator("modules")
-    @classmethod
-    def _modules(cls, value: list[str]) -> list[str]:
-        for module in value:
-            if not re.match(r"^[A-Za-z0-9_.+/-]+$", module):
-                raise ValueError(f"'{module}' is not a module name")
-        return value
-
-    @field_validator("conda", "venv", "python")
-    @classmethod
-    def _paths(cls, value: str | None) -> str | None:
-        return None if value is None else _no_control_chars(value)
+    python: OneLine | None = Field(None, description="interpreter that starts the bootstrap (default: site's)")
 
     @model_validator(mode="after")
     def _one_activation(self) -> Environment:
@@ -229,11 +222,9 @@ class TFOptions(StrictModel):
 
 
 class Checkpoint(StrictModel):
-    dir: str | None = Field(None, description="default: <output_dir>/checkpoints")
+    dir: OneLine | None = Field(None, description="default: <output_dir>/checkpoints")
     every_steps: int | None = Field(None, ge=1)
     keep: int = Field(3, ge=1)
-
-    _plain = field_validator("dir")(lambda v: None if v is None else _no_control_chars(v))
 
 
 class Preemption(StrictModel):
@@ -243,24 +234,17 @@ class Preemption(StrictModel):
 
 
 class Handoff(StrictModel):
-    model: str
+    model: ModelName
     format: Literal["onnx", "savedmodel", "python"] | None = None
-    savedmodel: str = Field("export", description="SavedModel directory, relative to output_dir")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError("model names use letters, digits, '_', '.', '-' and start with a letter or digit")
-        return value
+    savedmodel: OneLine = Field("export", description="SavedModel directory, relative to output_dir")
 
 
 class JobSpec(StrictModel):
-    name: str
+    name: Name
     command: Command = Field(description="the unmodified training command: a list, or a shell-like string")
-    workdir: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    output_dir: str | None = None
+    workdir: OneLine | None = None
+    env: EnvVars = Field(default_factory=dict)
+    output_dir: OneLine | None = None
     resources: Resources = Field(default_factory=lambda: Resources())
     environment: Environment = Field(default_factory=lambda: Environment())
     tf: TFOptions = Field(default_factory=lambda: TFOptions())
@@ -268,33 +252,6 @@ class JobSpec(StrictModel):
     preemption: Preemption = Field(default_factory=lambda: Preemption())
     handoff: Handoff | None = None
     sbatch_extra: list[ExtraFlag] = Field(default_factory=list)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
-            raise ValueError(
-                f"'{value}' is not a job name: use up to 64 letters, digits, '_', '.', '-', "
-                "starting with a letter or digit"
-            )
-        return value
-
-
-    @field_validator("workdir", "output_dir")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        return None if value is None else _no_control_chars(value)
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, val in value.items():
-            if not ENV_NAME_RE.match(key):
-                raise ValueError(f"'{key}' is not an environment variable name")
-            if key in MANAGED_ENV or key.startswith(MANAGED_ENV_PREFIXES):
-                raise ValueError(f"{key} is set by hpc-tf/Slurm for each task; remove it from env")
-            _no_control_chars(val)
-        return value
 
     @model_validator(mode="after")
     def _strategy(self) -> JobSpec:

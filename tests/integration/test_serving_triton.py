@@ -139,7 +139,7 @@ def test_handoff_rollover_and_rollback(server: dict[str, Any], models: dict[str,
 def test_clear_errors(server: dict[str, Any], models: dict[str, Path], tmp_path: Path) -> None:
     repo = str(server["repo"])
     bad = hpc_tf("handoff", str(models["v1"]), "--model", "../escape", "--repository", repo)
-    assert bad.returncode == 2 and "not a model name" in bad.stderr
+    assert bad.returncode == 2 and "is not valid: a model name" in bad.stderr
     nosig = hpc_tf("handoff", str(models["v1"]), "--model", "m2", "--repository", repo, "--signature", "predict")
     assert nosig.returncode == 2 and "no signature 'predict'" in nosig.stderr
     empty = hpc_tf("handoff", str(tmp_path), "--model", "m2", "--repository", repo)

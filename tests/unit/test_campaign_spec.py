@@ -102,7 +102,8 @@ def test_an_inline_job_needs_no_name_and_reports_its_own_lines(tmp_path: Path) -
         ("name: c\nstages:\n  - {name: a}\n", "set 'job' (the base job), or a 'job' in every stage"),
         ("name: c\njob: job.yaml\nenv: {SLURM_X: '1'}\n", "campaign.yaml:3: env: SLURM_X is set by hpc-tf/Slurm"),
         ("name: c\njob: job.yaml\nthrottle: 0\n", "campaign.yaml:3: throttle: Input should be greater than or equal"),
-        ("name: c\njob: job.yaml\nparameters:\n  grid: {a: [\"x\\ny\"]}\n", "must not contain newlines"),
+        ("name: c\njob: job.yaml\nparameters:\n  grid: {a: [\"x\\ny\"]}\n",
+         "campaign.yaml:4: parameters.grid.a[0]: the value must be one line of printable text; it contains \\n"),
         ("name: c\njob: job.yaml\nstages:\n  - {name: e, per_task: false, args: [x]}\n", "it has no task arguments"),
         ("name: c\njob: job.yaml\nparameters: {grid: {a: [1]}}\n"
          "stages:\n  - {name: e, per_task: false, env: {X: '{a}'}}\n",
@@ -113,6 +114,36 @@ def test_an_inline_job_needs_no_name_and_reports_its_own_lines(tmp_path: Path) -
 )
 def test_broken_campaigns_name_the_field_and_line(tmp_path: Path, text: str, expected: str) -> None:
     assert expected in problems(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('name: c\njob: job.yaml\nparameters:\n  grid: {"lr\\n": [1]}\n',
+         "campaign.yaml:4: parameters.grid: 'lr\\n' is not valid: a parameter name"),
+        ('name: c\njob: job.yaml\nparameters:\n  random: {samples: 1, space: {"lr\\n": {uniform: [0, 1]}}}\n',
+         "campaign.yaml:4: parameters.random.space: 'lr\\n' is not valid: a parameter name"),
+        ('name: c\njob: job.yaml\nparameters:\n  list: [{"lr\\n": 1}]\n',
+         "campaign.yaml:4: parameters.list: 'lr\\n' is not valid: a parameter name"),
+        ('name: c\njob: job.yaml\nparameters:\n  grid: {lr: ["0.1\\u2028echo x"]}\n',
+         "campaign.yaml:4: parameters.grid.lr[0]: the value must be one line of printable text; it contains \\u2028"),
+        ('name: c\njob: job.yaml\nargs: ["--x\\vy"]\n',
+         "campaign.yaml:3: args[0]: the value must be one line of printable text; it contains \\x0b"),
+        ('name: c\njob: job.yaml\nenv: {"FOO\\n": v}\n',
+         "campaign.yaml:3: env: 'FOO\\n' is not valid: an environment variable name"),
+        ('name: c\njob: job.yaml\nenv: {FOO: "v\\u2029"}\n',
+         "campaign.yaml:3: env.FOO: the value must be one line of printable text; it contains \\u2029"),
+        ('name: "c\\n"\njob: job.yaml\n', "campaign.yaml:1: name: 'c\\n' is not valid: a campaign name"),
+        ('name: c\njob: "job.yaml\\x85"\n',
+         "campaign.yaml:2: job: the value must be one line of printable text; it contains \\x85"),
+        ('name: c\njob: job.yaml\nstages:\n  - {name: "a\\n"}\n',
+         "campaign.yaml:4: stages[0].name: 'a\\n' is not valid: a stage name"),
+    ],
+)
+def test_campaign_names_are_matched_whole_and_values_are_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    found = problems(tmp_path, text)
+    assert found.startswith(f"{tmp_path}/{expected}")
+    assert "\n" not in found
 
 
 def test_a_stage_override_that_does_not_fit_points_into_the_campaign_file(tmp_path: Path) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hpc.errors import HpcTfError
+from hpc.errors import HpcTfError, SpecError
 from hpc.local.jobs import LocalJobStore
 from hpc.local.scheduler import LocalScheduler, _job_from_script
+from hpc.render.directives import read_directives
 from hpc.render.script import render_script
 from hpc.resolve import resolve
 from hpc.runtime.node.local_step import expand_filename_pattern, log_path, task_environments
@@ -97,3 +98,17 @@ def test_unknown_ids_are_unknown_and_sbatch_options_are_refused(tmp_path: Path) 
         scheduler.submit(tmp_path / "job.sbatch", SubmitOptions(array=ArrayRequest((0, 1, 2, 3))))
     with pytest.raises(HpcTfError, match="no such job"):
         scheduler.submit(tmp_path / "job.sbatch", SubmitOptions.after_success(["99"]))
+
+
+def test_a_line_break_bash_does_not_see_cannot_move_the_log(tmp_path: Path) -> None:
+    # Finding 3 of issue 15: a constraint carrying U+2028 and a second #SBATCH line moved a local job's
+    # log out of its run directory. The spec refuses the value, and the launcher reads lines as bash
+    # and sbatch do (split on \n only), so a script carrying one anyway keeps its own --output.
+    attack = 'name: a\ncommand: x\nresources: {constraint: "fast\\u2028#SBATCH --output=/tmp/elsewhere"}\n'
+    with pytest.raises(SpecError, match=r"job.yaml:3: resources.constraint: .*it contains \\u2028"):
+        load_spec_text(attack, "job.yaml", tmp_path)
+    script = tmp_path / "job.sbatch"
+    script.write_text("#!/bin/bash\n#SBATCH --job-name=a\n#SBATCH --output=/runs/a/logs/batch-%j.out\n"
+                      '#SBATCH --constraint="fast\u2028#SBATCH --output=/tmp/elsewhere"\nexit 0\n')
+    assert _job_from_script(script, {}).output == "/runs/a/logs/batch-%j.out"
+    assert read_directives(script.read_text())["constraint"] == "fast\u2028#SBATCH --output=/tmp/elsewhere"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,51 @@ def test_the_serving_node_directory_is_the_owners_alone(tmp_path: Path) -> None:
     repo = Repository.at(tmp_path / "models")
     repo.server_dir.mkdir(parents=True, mode=0o755)
     assert mode(repo.make_server_dir()) == 0o700
+
+
+def test_a_serving_node_directory_planted_by_someone_else_is_refused(tmp_path: Path) -> None:
+    """Its script is what sbatch runs as the owner: a directory someone else made, or a symlink to
+    one, would let them swap it."""
+    repo = Repository.at(tmp_path / "models")
+    repo.state_dir.mkdir(parents=True)
+    (tmp_path / "theirs").mkdir()
+    repo.server_dir.symlink_to(tmp_path / "theirs")
+    with pytest.raises(ServingError, match="is not your own directory"):
+        repo.make_server_dir()
+    if os.geteuid() == 0:  # as root (tests/run): one owned by another uid, which root could chmod
+        repo.server_dir.unlink()
+        repo.server_dir.mkdir()
+        os.chown(repo.server_dir, 54321, 54321)
+        with pytest.raises(ServingError, match="is not your own directory"):
+            repo.make_server_dir()
+
+
+# /proc/self/mountinfo lines as the kernel writes them: this machine's, and a login node's with hidepid
+PROC_PLAIN = "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+PROC_HIDDEN = "22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw,hidepid=invisible\n"
+PROC_HIDDEN_OLD = "22 27 0:21 / /proc rw,relatime - proc proc rw,hidepid=2,gid=27\n"
+
+
+@pytest.mark.parametrize(("mountinfo", "hidden"), [(PROC_PLAIN, False), (PROC_HIDDEN, True), (PROC_HIDDEN_OLD, True),
+                                                   ("", False)])
+def test_proc_mount_options_tell_whether_command_lines_are_hidden(mountinfo: str, hidden: bool) -> None:
+    other_mounts = "30 22 0:26 / /sys rw - sysfs sysfs rw,hidepid=2\n"  # not /proc: ignored
+    assert node_secret.proc_hides_others(other_mounts + mountinfo) is hidden
+
+
+def test_another_users_process_on_this_host_is_reported() -> None:
+    """A local node's secret is on tritonserver's command line: serve up warns when another ordinary user
+    runs processes here and /proc shows them command lines (as on this machine)."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root, to start a process as another user (tests/run runs as root)")
+    if node_secret.proc_hides_others(Path("/proc/self/mountinfo").read_text()):
+        pytest.fail("this host's /proc hides other users' processes: nothing to warn about here")
+    uid = 54321  # an ordinary uid no account has here: certainly no process of its own yet
+    assert uid not in node_secret.users_who_can_read_command_lines()
+    sleeper = subprocess.Popen(["sleep", "60"], user=uid, group=uid, extra_groups=[])
+    try:
+        assert uid in node_secret.users_who_can_read_command_lines()
+        assert 64030 not in node_secret.users_who_can_read_command_lines()  # system accounts (60000+) are not users
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -118,3 +118,34 @@ def test_every_hpc_tf_variable_in_the_code_is_a_site_key_or_known() -> None:
         except ConfigError:
             unknown.append(name)
     assert unknown == [], f"add them to hpc.site.load.NOT_SITE_VARIABLES (or make them site keys): {unknown}"
+
+
+# Site values reach every job's script (python, modules, module_init, runs_dir, binds) and its #SBATCH
+# lines (partitions, account, qos, gres_name): the same whole-name and one-line checks as a job spec.
+ONE_LINE = "the value must be one line of printable text; it contains "
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('python: "python3\\u2028echo owned"', f"python: {ONE_LINE}\\u2028"),
+        ('module_init: "/etc/lmod\\x85"', f"module_init: {ONE_LINE}\\x85"),
+        ('runs_dir: "/runs\\v"', f"runs_dir: {ONE_LINE}\\x0b"),
+        ('modules: ["cuda\\n"]', "modules[0]: 'cuda\\n' is not valid: a module name"),
+        ('account: "lab\\n"', "account: 'lab\\n' is not valid: a Slurm name"),
+        ('gres_name: "gpu\\n"', "gres_name: 'gpu\\n' is not valid: a Slurm name"),
+        ('container_binds: ["/a,/b"]', "container_binds[0]: bind '/a,/b' must not contain ','"),
+        ('partitions: {"gpu\\n": {gpus_per_node: 1}}', "partitions: 'gpu\\n' is not valid: a Slurm name"),
+        ('serving: {model_repository: "/m\\u2029"}',
+         f"serving.model_repository: {ONE_LINE}\\u2029"),
+    ],
+)
+def test_site_values_that_reach_a_script_are_checked_like_a_specs(
+    tmp_path: Path, home: dict[str, str], line: str, expected: str
+) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(f"name: mine\nlauncher: slurm\n{line}\n")
+    with pytest.raises(SpecError) as info:
+        load_site(str(path), environ=home)
+    (problem,) = info.value.problems
+    assert str(problem).startswith(f"{path}:3: {expected}")

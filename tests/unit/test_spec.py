@@ -93,9 +93,64 @@ def test_managed_environment_variables_refused() -> None:
     assert "set by hpc-tf/Slurm" in message
 
 
-def test_newline_in_command_refused() -> None:
-    (message,) = problems('name: a\ncommand: ["echo", "a\\nb"]\n')
-    assert "newlines" in message
+# Finding 3 of issue 15: names matched as whole strings, every line break refused, each error one line
+# with the file, line and field path. (YAML double quotes carry the escapes: "\\u2028" is U+2028.)
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('name: a\ncommand: x\nenv: {"FOO\\n": v}\n',
+         "job.yaml:3: env: 'FOO\\n' is not valid: an environment variable name"),
+        ('name: "a\\n"\ncommand: x\n', "job.yaml:1: name: 'a\\n' is not valid: a name has"),
+        ('name: a\ncommand: x\nresources: {partition: "gpu\\n"}\n',
+         "job.yaml:3: resources.partition: 'gpu\\n' is not valid: a Slurm name"),
+        ('name: a\ncommand: x\nresources: {gpus_per_node: 1, gpu_type: "a100\\n"}\n',
+         "job.yaml:3: resources.gpu_type: 'a100\\n' is not valid: a Slurm name"),
+        ('name: a\ncommand: x\nresources: {account: "lab\\n", qos: "q\\n"}\n',
+         "job.yaml:3: resources.account: 'lab\\n' is not valid: a Slurm name"),
+        ('name: a\ncommand: x\nenvironment: {modules: ["cuda\\n"]}\n',
+         "job.yaml:3: environment.modules[0]: 'cuda\\n' is not valid: a module name"),
+        ('name: a\ncommand: x\nhandoff: {model: "mlp\\n"}\n',
+         "job.yaml:3: handoff.model: 'mlp\\n' is not valid: a model name"),
+    ],
+)
+def test_a_trailing_newline_does_not_pass_a_name_check(text: str, expected: str) -> None:
+    (message, *_) = problems(text)
+    assert message.startswith(expected)
+    assert "\n" not in message
+
+
+# (as written in YAML, as the message shows it)
+LINE_BREAKS = [("\\n", "\\n"), ("\\r", "\\r"), ("\\u2028", "\\u2028"), ("\\u2029", "\\u2029"),
+               ("\\x85", "\\x85"), ("\\v", "\\x0b"), ("\\f", "\\x0c"), ("\\x1c", "\\x1c"),
+               ("\\x1e", "\\x1e"), ("\\0", "\\x00"), ("\\e", "\\x1b")]
+
+
+@pytest.mark.parametrize(("escape", "shown"), LINE_BREAKS)
+@pytest.mark.parametrize(
+    ("field", "path"),
+    [
+        ('resources: {constraint: "a%s#SBATCH --output=/tmp/x"}', "resources.constraint"),
+        ('env: {A: "x%secho owned"}', "env.A"),
+        ('command: [python, "train.py%secho owned"]', "command[1]"),
+        ('command: "python \'train.py%secho owned\'"', "command[1]"),
+        ('workdir: "/w%sx"', "workdir"),
+        ('environment: {venv: "/v%sx"}', "environment.venv"),
+        ('environment: {container: {image: "i.sif", binds: ["/a%s"]}}', "environment.container.binds[0]"),
+        ('checkpoint: {dir: "/c%s"}', "checkpoint.dir"),
+    ],
+)
+def test_every_line_break_and_control_character_is_refused(field: str, path: str, escape: str, shown: str) -> None:
+    spec = "name: a\n" + ("" if field.startswith("command") else "command: x\n") + (field % escape) + "\n"
+    (message,) = problems(spec)
+    line = spec.count("\n")
+    assert message == (f"job.yaml:{line}: {path}: the value must be one line of printable text; "
+                       f"it contains {shown}")
+
+
+@pytest.mark.parametrize("key", ["UID", "EUID", "PPID", "SHELLOPTS", "BASHOPTS", "BASH_VERSINFO"])
+def test_env_keys_bash_will_not_export_are_refused(key: str) -> None:
+    (message,) = problems(f"name: a\ncommand: x\nenv: {{{key}: '1'}}\n")
+    assert message == f"job.yaml:3: env: {key} is read-only in bash, which runs the batch script; choose another name"
 
 
 def test_mirrored_with_several_workers_refused() -> None:
