@@ -118,12 +118,15 @@ def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
             raise ServingError(f"a serving node for {plan.repository.root} already runs as Slurm job {old.job_id} "
                                f"({old.http_url})", hint="use it, or stop it first: hpc-tf serve down")
     node_secret.create(plan.repository.root, inference_token=plan.inference_token)
-    try:
+    try:  # not submitted: no secret of a node that never ran, no script that looks submitted
         plan.repository.make_server_dir()
         write_text_atomic(plan.script_path, plan.script, mode=0o755)
-        return scheduler.submit(plan.script_path)
-    except BaseException:  # not submitted: no script that looks submitted, no secret of a node that never ran
-        plan.script_path.unlink(missing_ok=True)
+        try:
+            return scheduler.submit(plan.script_path)
+        except BaseException:
+            plan.script_path.unlink(missing_ok=True)  # only once written: the directory was checked to be ours
+            raise
+    except BaseException:
         node_secret.remove(plan.repository.root)
         raise
 
