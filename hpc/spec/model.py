@@ -22,12 +22,13 @@ from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 # lines unquoted or as file names. Free text (paths, command words, values) is OneLine.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE = "a name has up to 64 letters, digits, '_', '.', '-' and starts with a letter or digit"
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-ENV_NAME_RULE = "an environment variable name has letters, digits and '_' and does not start with a digit"
-TOKEN_RE = re.compile(r"[A-Za-z0-9_.+-]+")
-TOKEN_RULE = "a Slurm name (partition, account, qos, GPU type) has letters, digits, '_', '.', '+', '-'"
-MODULE_RE = re.compile(r"[A-Za-z0-9_.+/-]+")
-MODULE_RULE = "a module name has letters, digits, '_', '.', '+', '/', '-'"
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+ENV_NAME_RULE = ("an environment variable name has up to 128 letters, digits and '_' and does not start with a "
+                 "digit")
+TOKEN_RE = re.compile(r"[A-Za-z0-9_.+-]{1,128}")
+TOKEN_RULE = "a Slurm name (partition, account, qos, GPU type) has up to 128 letters, digits, '_', '.', '+', '-'"
+MODULE_RE = re.compile(r"[A-Za-z0-9_.+/-]{1,255}")
+MODULE_RULE = "a module name has up to 255 letters, digits, '_', '.', '+', '/', '-'"
 
 Name = Annotated[str, matching(NAME_RE, NAME_RULE)]  # job, site
 Token = Annotated[str, matching(TOKEN_RE, TOKEN_RULE)]  # partition, account, qos, GPU type, gres name
