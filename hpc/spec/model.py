@@ -10,7 +10,7 @@ import re
 import shlex
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
 from hpc.render.managed import check_extra_flag
@@ -53,6 +53,8 @@ COUNT_LIMITS = {"nodes": MAX_NODES, "tasks_per_node": MAX_CPUS_PER_NODE, "cpus_p
 # reads it and kept in full (``--mail-ty END`` becomes ``--mail-type=END``); site sbatch_defaults too
 ExtraFlag = Annotated[str, AfterValidator(check_extra_flag)]
 Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
+# a whole number as written: not `true` (1 to pydantic), not 2.0, not "2"
+Count = Annotated[int, Strict()]
 
 
 def _unmanaged_env(value: dict[str, str]) -> dict[str, str]:
@@ -96,12 +98,12 @@ Command = Annotated[tuple[OneLine, ...], BeforeValidator(command_words)]
 
 
 class Resources(StrictModel):
-    nodes: int = Field(1, ge=1)
-    tasks_per_node: int = Field(1, ge=1, description="TensorFlow workers per node")
-    gpus_per_node: int | None = Field(None, ge=0)
-    gpus_per_task: int | None = Field(None, ge=0)
+    nodes: Count = Field(1, ge=1)
+    tasks_per_node: Count = Field(1, ge=1, description="TensorFlow workers per node")
+    gpus_per_node: Count | None = Field(None, ge=0)
+    gpus_per_task: Count | None = Field(None, ge=0)
     gpu_type: Token | None = None
-    cpus_per_task: int | None = Field(None, ge=1)
+    cpus_per_task: Count | None = Field(None, ge=1)
     mem: OneLine | None = Field(None, description=f"memory per node, e.g. 32G, or '{ALL_MEMORY}' (all of each node's)")
     time: OneLine | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
     partition: Token | None = None
