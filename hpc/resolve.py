@@ -19,6 +19,7 @@ from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import Strategy
+from hpc.text import shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
 
@@ -156,7 +157,7 @@ def resolve(
             problems.append(doc.problem(("resources", "nodes"), f"partition '{partition_name}' allows at most "
                                         f"{partition.max_nodes} nodes per job"))
         if partition.max_time and res.time_seconds and res.time_seconds > parse_duration(partition.max_time):
-            problems.append(doc.problem(("resources", "time"), f"{res.time} exceeds the time limit of partition "
+            problems.append(doc.problem(("resources", "time"), f"{shown(res.time)} exceeds the time limit of partition "
                                         f"'{partition_name}' ({partition.max_time})"))
         cpus_per_node = (res.cpus_per_task or 1) * res.tasks_per_node  # every task takes at least one CPU
         if partition.cpus_per_node and cpus_per_node > partition.cpus_per_node:
@@ -166,7 +167,7 @@ def resolve(
                                         f"of a '{partition_name}' node"))
         if (partition.mem_per_node and res.mem and res.mem != ALL_MEMORY
                 and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node)):
-            problems.append(doc.problem(("resources", "mem"), f"{res.mem} exceeds the memory of a "
+            problems.append(doc.problem(("resources", "mem"), f"{shown(res.mem)} exceeds the memory of a "
                                         f"'{partition_name}' node ({partition.mem_per_node})"))
     time_seconds = res.time_seconds or parse_duration(cfg.default_time)
     if spec.preemption.enabled and time_seconds <= spec.preemption.warning_seconds:

@@ -11,6 +11,7 @@ from pathlib import Path
 from hpc.errors import HpcTfError, SchedulerOutputError
 from hpc.scheduler.fields import parse_job_id
 from hpc.scheduler.submission import DependencyType, SubmitOptions
+from hpc.text import forbidden_character, shown
 
 # sacct: explicit fields, none of them user-controlled free text (a job name may contain "|",
 # the --parsable2 separator, and sacct does not escape it).
@@ -66,15 +67,16 @@ def checked_job_ids(job_ids: Sequence[str]) -> list[str]:
         except SchedulerOutputError:
             job_id = None
         if job_id is None or job_id.step is not None or job_id.is_task_range:
-            raise HpcTfError(f"'{raw}' is not a Slurm job id", hint="job ids look like 123, 123_4 or 123+1")
+            raise HpcTfError(f"{shown(raw)} is not a Slurm job id", hint="job ids look like 123, 123_4 or 123+1")
         seen.setdefault(text, None)
     return list(seen)
 
 
 def _check_args(args: Sequence[str]) -> list[str]:
     for arg in args:
-        if "\n" in arg or "\0" in arg:
-            raise HpcTfError(f"sbatch argument {arg!r} contains a newline or NUL")
+        bad = forbidden_character(arg)
+        if bad is not None:
+            raise HpcTfError(f"sbatch argument {shown(arg)} contains {bad}")
     return list(args)
 
 

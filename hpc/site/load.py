@@ -29,6 +29,7 @@ from hpc.errors import ConfigError, FieldProblem, SpecError
 from hpc.modelbase import error_message, validate_document
 from hpc.resources import data_dir
 from hpc.site.model import SiteConfig
+from hpc.spec.model import TOKEN_RE
 from hpc.text import forbidden_character, shown
 from hpc.yamlsource import load_scalar, load_yaml_file
 
@@ -197,6 +198,9 @@ def load_site(
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {shown(item)} must be KEY=VALUE, e.g. --set account=lab")
+        if not all(TOKEN_RE.fullmatch(part) for part in key.strip().split(".")):
+            raise ConfigError(f"--set {shown(key)}: not a site key; keys are dotted names such as account, "
+                              "serving.format or partitions.gpu.max_time")
         _merge(flat, provenance, {key.strip(): _scalar(value)}, f"--set {key.strip()}")
 
     try:

@@ -116,6 +116,20 @@ def test_a_set_value_that_is_not_one_line_of_text_is_one_line(tmp_path: Path, se
     assert expected in one_error_line(result)
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--set", "k" * 100_000 + "=1"], "not a site key; keys are dotted names"),
+        (["--set", "account=" + "a" * 100_000], "account: 'aaaa"),  # a name has at most 128 characters
+        (["--set", "default_time=" + "9" * 100_000], "default_time: '9999"),
+    ],
+)
+def test_a_huge_value_anywhere_is_one_short_line(tmp_path: Path, argv: list[str], expected: str) -> None:
+    (tmp_path / "job.yaml").write_bytes(SPEC)
+    line = one_error_line(hpc_tf("launch", "job.yaml", "--dry-run", "--site", "local", *argv, cwd=tmp_path))
+    assert expected in line  # and one_error_line checked it is short
+
+
 def test_a_site_in_the_user_config_that_is_not_a_name_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "job.yaml").write_bytes(SPEC)
     config = tmp_path / "config" / "hpc-tf" / "config.yaml"
