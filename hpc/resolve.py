@@ -7,7 +7,6 @@ the node-side bootstrap all read the frozen ResolvedJob (saved as resolved.json)
 from __future__ import annotations
 
 import os
-import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -15,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from hpc.errors import FieldProblem, SpecError
+from hpc.paths import expand_path, runs_root
 from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
@@ -122,15 +122,6 @@ class ResolvedJob(Frozen):
         return self.model_dump_json(indent=2) + "\n"
 
 
-def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
-    """``~`` and ``$VAR`` expanded with ``environ``; relative paths anchored at ``base_dir``."""
-    if text.startswith("~"):
-        text = environ.get("HOME", "~") + text[1:]
-    text = string.Template(text).safe_substitute(environ)
-    path = Path(text)
-    return str(path if path.is_absolute() else base_dir / path)
-
-
 def resolve(
     loaded: LoadedSpec,
     site: LoadedSite,
@@ -187,8 +178,7 @@ def resolve(
     if problems:
         raise SpecError(problems)
 
-    runs_root = expand_path(cfg.runs_dir, base, env)
-    run_dir = str(Path(runs_root) / run_id)
+    run_dir = str(runs_root(cfg.runs_dir, env) / run_id)
     output_dir = expand_path(spec.output_dir, base, env) if spec.output_dir else str(Path(run_dir) / "output")
     checkpoint_dir = (expand_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
                       else str(Path(output_dir) / "checkpoints"))

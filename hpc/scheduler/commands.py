@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from hpc.errors import HpcTfError, SchedulerOutputError
 from hpc.scheduler.fields import parse_job_id
+from hpc.scheduler.submission import DependencyType, SubmitOptions
 from hpc.text import forbidden_character, shown
 
 # sacct: explicit fields, none of them user-controlled free text (a job name may contain "|",
@@ -82,8 +82,6 @@ def _check_args(args: Sequence[str]) -> list[str]:
 
 # --- options for job arrays and dependencies (campaigns) ------------------------------------------
 
-DependencyType = Literal["afterok", "afterany", "afternotok", "aftercorr"]
-
 
 def array_option(indices: Sequence[int], throttle: int | None = None) -> str:
     """``--array=0-11%4`` / ``--array=1,3,5-7``: array indices as sbatch reads them, runs compressed.
@@ -117,19 +115,26 @@ def dependency_option(dependencies: Sequence[tuple[DependencyType, Sequence[str]
     return f"--dependency={','.join(parts)}" if parts else None
 
 
-def after_success_args(job_ids: Sequence[str]) -> list[str]:
-    """Options for a job that runs only once ``job_ids`` all completed successfully (``afterok``);
-    it is cancelled at once (``--kill-on-invalid-dep=yes``) instead of pending forever with
-    ``DependencyNeverSatisfied`` when one of them fails."""
-    option = dependency_option([("afterok", job_ids)])
-    if option is None:
+def submit_args(options: SubmitOptions) -> list[str]:
+    """sbatch's spelling of typed submit options: ``--array``, ``--dependency``, ``--kill-on-invalid-dep``
+    (a job whose dependency can never be met is cancelled instead of pending with DependencyNeverSatisfied),
+    ``--hold``."""
+    args = [array_option(options.array.indices, options.array.throttle)] if options.array is not None else []
+    dependency = dependency_option(options.after)
+    if dependency is not None:
+        args.append(dependency)
+    elif options.cancel_if_never_satisfied:
         raise HpcTfError("a dependent job needs at least one job id to wait for")
-    return [option, "--kill-on-invalid-dep=yes"]
+    if options.cancel_if_never_satisfied:
+        args.append("--kill-on-invalid-dep=yes")
+    if options.hold:
+        args.append("--hold")
+    return args
 
 
 def sbatch(script: Path | str, extra_args: Sequence[str] = ()) -> list[str]:
-    """Submit a script; prints ``35`` (or ``36;cluster``). ``extra_args`` e.g. ``--array=0-9%2``,
-    ``--dependency=afterok:35``; they go before the script so sbatch reads them as options."""
+    """Submit a script; prints ``35`` (or ``36;cluster``). ``extra_args`` (:func:`submit_args`) go
+    before the script so sbatch reads them as options."""
     return ["sbatch", "--parsable", *_check_args(extra_args), str(script)]
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
-from hpc.render.managed import check_extra_flag
+from hpc.scheduler.managed import check_extra_flag
 from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
 from hpc.text import OneLine, keys_matching, matching, shown
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb

@@ -61,7 +61,7 @@ BASES: dict[type[BaseModel], dict[str, Any]] = {
     CampaignSpec: {"name": "c", "job": "job.yaml", "stages": [{"name": "s", "resources": {"gpus_per_node": 1}}],
                    "parameters": {"random": {"samples": 1, "space": {"p": {"choice": [1]}}}}},
 }
-# sbatch_extra / sbatch_defaults: checked by hpc.render.managed (the sbatch option parser's own field
+# sbatch_extra / sbatch_defaults: checked by hpc.scheduler.managed (the sbatch option parser's own field
 # type); their values are also refused by the quoting layer at render time (test_render.py)
 # stages[].after: its keys must equal the name of an earlier stage, a StageName
 NOT_HERE = {"sbatch_extra", "sbatch_defaults", "after"}
