@@ -1,14 +1,98 @@
-"""Which scheduler runs a job: Slurm, or the local launcher's emulation (``launcher: local`` sites)."""
+"""The one submission path: a :class:`Backend` per launcher (Slurm's CLI, or the local launcher).
+
+A job is resolved first (:func:`hpc.resolve.resolve`), then handed to its launcher's backend, which
+owns the GPU quota preflight, the run directory (staged, renamed, removed again when the submission
+fails), the submission with typed options (:class:`hpc.scheduler.SubmitOptions`), status and cancel.
+``launch`` (and its hand-off job) and ``submit_function`` go through it. A campaign writes its own
+directory through the same staging (:func:`hpc.rundir.staged_directory`) and submits its arrays
+through the scheduler with the same typed options, its GPU quota being its throttle; the serving
+node, a CPU job with no run directory, is resolved and submitted the same way. A new scheduler is one
+:class:`~hpc.scheduler.Scheduler`, one Backend and one line in :func:`backend_for`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpc.local.jobs import STATE_DIR_NAME
 from hpc.local.scheduler import LocalScheduler
+from hpc.paths import RunPaths
+from hpc.resolve import ResolvedJob
+from hpc.rundir import discarded_on_failure, write_run_dir
 from hpc.runs import Run
-from hpc.scheduler import JobStatus, PollBackoff, Scheduler, SlurmScheduler
+from hpc.scheduler import NO_OPTIONS, JobStatus, PollBackoff, Scheduler, SlurmScheduler, SubmitOptions
+
+if TYPE_CHECKING:
+    from hpc.quota import QuotaVerdict
+
+
+@dataclass(frozen=True)
+class QuotaPolicy:
+    """What to do with a job the GPU quota cannot take now (``hpc-tf launch --force / --no-queue``)."""
+
+    force: bool = False  # submit even a job that can never fit (the verdict is still returned, to be shown)
+    no_queue: bool = False  # refuse a job that would wait for quota
+
+
+CHECK_QUOTA = QuotaPolicy()  # refuse a job that can never fit, let one that must wait queue
+
+
+class Backend:
+    """A launcher's way to run jobs; this base class has no quota (the local launcher's machine always fits)."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    @property
+    def name(self) -> str:
+        return self.scheduler.name
+
+    def check_quota(self, job: ResolvedJob, policy: QuotaPolicy = CHECK_QUOTA) -> QuotaVerdict | None:
+        """Raise QuotaRefused for a job the quota refuses under ``policy``; else the verdict to show
+        (None: this launcher has no quota to check)."""
+        return None
+
+    def create_run_dir(self, job: ResolvedJob, script: str | None = None,
+                       handoff_script: str | None = None) -> RunPaths:
+        """The job's run directory, complete (staged, then renamed); see :func:`hpc.rundir.write_run_dir`."""
+        return write_run_dir(job, script, handoff_script)
+
+    def submitting(self, paths: RunPaths) -> AbstractContextManager[None]:
+        """Wrap the submission of a run: when it fails, the run directory is removed again."""
+        return discarded_on_failure(paths.root)
+
+    def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS) -> str:
+        return self.scheduler.submit(script_path, options)
+
+    def query(self, job_ids: Sequence[str]) -> Mapping[str, JobStatus]:
+        return self.scheduler.query(job_ids)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        self.scheduler.cancel(job_ids)
+
+
+class LocalBackend(Backend):
+    """The local launcher (:mod:`hpc.local`): this machine, no quota."""
+
+
+class SlurmBackend(Backend):
+    """Slurm through its command-line tools; the GPU quota is checked before sbatch."""
+
+    def check_quota(self, job: ResolvedJob, policy: QuotaPolicy = CHECK_QUOTA) -> QuotaVerdict | None:
+        from hpc.quota import StoredAnswers, check_launch, current_user  # only when submitting to Slurm
+
+        return check_launch(job, force=policy.force, no_queue=policy.no_queue,
+                            stored=StoredAnswers.for_user(current_user()))
+
+
+def backend_for(launcher: str, runs_root: Path) -> Backend:
+    """The backend of a launcher (``launcher:`` of the site); ``runs_root`` holds the local launcher's records."""
+    scheduler = scheduler_for(launcher, runs_root)
+    return LocalBackend(scheduler) if launcher == "local" else SlurmBackend(scheduler)
 
 
 def scheduler_for(launcher: str, runs_root: Path) -> Scheduler:

@@ -1,4 +1,5 @@
-"""``hpc-tf launch``: validate -> resolve -> (quota preflight) -> render -> write run dir -> submit."""
+"""``hpc-tf launch``: validate -> resolve -> render, then through the launcher's backend
+(:mod:`hpc.backends`): quota preflight -> write run dir -> submit."""
 
 from __future__ import annotations
 
@@ -7,16 +8,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hpc.atomic import write_text_atomic
+from hpc.backends import CHECK_QUOTA, Backend, QuotaPolicy
 from hpc.paths import RunPaths
 from hpc.render.cpu_jobs import render_handoff_script
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
-from hpc.rundir import discard_run_dir, new_run_id, record_submission, write_run_dir
-from hpc.scheduler import Scheduler
-from hpc.site.load import LoadedSite, load_site
+from hpc.rundir import new_run_id, record_submission
+from hpc.scheduler import SubmitOptions
+from hpc.site.load import load_site
 from hpc.spec import load_spec
+
+if TYPE_CHECKING:
+    from hpc.quota import QuotaVerdict
 
 
 @dataclass(frozen=True)
@@ -25,7 +31,6 @@ class LaunchPlan:
 
     job: ResolvedJob
     script: str
-    site: LoadedSite
     handoff_script: str | None = None  # the dependent hand-off job (job.yaml ``handoff:``)
 
 
@@ -35,6 +40,7 @@ class Launched:
     paths: RunPaths
     job: ResolvedJob
     handoff_job_id: str | None = None
+    quota: QuotaVerdict | None = None  # the GPU quota preflight's verdict, to be shown (None: no quota)
 
 
 def plan_launch(
@@ -47,36 +53,33 @@ def plan_launch(
     site = load_site(site_name, overrides, environ)
     job = resolve(loaded, site, new_run_id(loaded.spec.name), environ)
     handoff = render_handoff_script(job) if job.handoff is not None else None
-    return LaunchPlan(job=job, script=render_script(job), site=site, handoff_script=handoff)
+    return LaunchPlan(job=job, script=render_script(job), handoff_script=handoff)
 
 
-def submit_plan(plan: LaunchPlan, scheduler: Scheduler) -> Launched:
-    """Write the run directory, submit it; on a failed submit the run directory is removed again."""
-    paths = write_run_dir(plan.job, plan.script)
-    try:
-        if plan.handoff_script is not None:
-            write_text_atomic(paths.handoff_script, plan.handoff_script, mode=0o755)
-        job_id = scheduler.submit(paths.script)
-    except BaseException:
-        discard_run_dir(paths)
-        raise
+def submit_plan(plan: LaunchPlan, backend: Backend, quota: QuotaPolicy = CHECK_QUOTA) -> Launched:
+    """Check the GPU quota, write the run directory, submit it (and its hand-off job); a launch is
+    whole or not at all: on a failed submit the run directory is removed again."""
+    verdict = backend.check_quota(plan.job, quota)
+    paths = backend.create_run_dir(plan.job, plan.script, plan.handoff_script)
+    with backend.submitting(paths):
+        job_id = backend.submit(paths.script)
     record_submission(paths, job_id, cluster=None, launcher=plan.job.launcher)
-    handoff_id = _submit_handoff(paths, job_id, scheduler) if plan.handoff_script is not None else None
-    return Launched(job_id=job_id, paths=paths, job=plan.job, handoff_job_id=handoff_id)
+    handoff_id = _submit_handoff(paths, job_id, backend) if plan.handoff_script is not None else None
+    return Launched(job_id=job_id, paths=paths, job=plan.job, handoff_job_id=handoff_id, quota=verdict)
 
 
-def _submit_handoff(paths: RunPaths, training_id: str, scheduler: Scheduler) -> str:
+def _submit_handoff(paths: RunPaths, training_id: str, backend: Backend) -> str:
     """Submit the hand-off job to start once the training job completed successfully; record its id.
 
-    A run is launched whole or not at all: when the hand-off cannot be submitted, the training job
-    is cancelled and the run directory removed before the error is raised.
+    When the hand-off cannot be submitted, the training job is cancelled (and the run directory
+    removed) before the error is raised.
     """
-    try:
-        handoff_id = scheduler.submit(paths.handoff_script, after_ok=[training_id])
-    except BaseException:
-        scheduler.cancel([training_id])
-        discard_run_dir(paths)
-        raise
+    with backend.submitting(paths):
+        try:
+            handoff_id = backend.submit(paths.handoff_script, SubmitOptions.after_success([training_id]))
+        except BaseException:
+            backend.cancel([training_id])
+            raise
     record = {"job_id": handoff_id, "after_ok": training_id,
               "submitted_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_text_atomic(paths.handoff_submission, json.dumps(record, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""The one owner of file names inside a run directory.
+"""The one owner of file names inside a run directory, and of where run directories go (:func:`runs_root`).
 
 A run directory holds everything about one launched job, so a user (or ``hpc-tf
 status RUN_DIR``) can find the script, the resolved job, the job id and the logs
@@ -19,8 +19,28 @@ without knowing any naming convention::
 
 from __future__ import annotations
 
+import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
+    """``~`` and ``$VAR`` expanded with ``environ``; relative paths anchored at ``base_dir``."""
+    if text.startswith("~"):
+        text = environ.get("HOME", "~") + text[1:]
+    text = string.Template(text).safe_substitute(environ)
+    path = Path(text)
+    return str(path if path.is_absolute() else base_dir / path)
+
+
+def runs_root(runs_dir: str, environ: Mapping[str, str]) -> Path:
+    """The directory that holds every run and campaign directory (the site's ``runs_dir``, expanded).
+
+    A relative ``runs_dir`` is relative to the current directory, for every command alike, so that
+    ``hpc-tf status`` finds what ``hpc-tf launch`` created when both run from the same place.
+    """
+    return Path(expand_path(runs_dir, Path.cwd(), environ))
 
 
 @dataclass(frozen=True)

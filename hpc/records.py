@@ -10,6 +10,8 @@ else is reported as damaged, naming the file and what to do, never as a tracebac
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,13 +42,26 @@ def too_large(limit: int) -> NotText:
     return NotText(f"larger than {size}, the most hpc-tf reads")
 
 
-def read_text(path: Path, limit: int) -> str:
+class NotYours(ValueError):
+    """A file that decides where hpc-tf sends a secret, but that someone else wrote or could have."""
+
+
+def read_text(path: Path, limit: int, *, owned: bool = False) -> str:
     """The UTF-8 text of ``path`` (a leading byte-order mark dropped).
 
-    NotText when it is larger than ``limit`` bytes, not UTF-8 (UTF-16, binary) or holds a NUL byte;
-    OSError (FileNotFoundError, IsADirectoryError, …) as ``open`` raises it.
+    NotText when it is not a regular file (a FIFO would block), larger than ``limit`` bytes, not UTF-8
+    (UTF-16, binary) or holds a NUL byte; with ``owned``, NotYours unless it is a file of this user's
+    that nobody else may write (no symlink followed). OSError (FileNotFoundError, …) as ``open`` raises it.
     """
-    with open(path, "rb") as fh:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | (os.O_NOFOLLOW if owned else 0))
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise NotText("not a regular file", fix="is it the right path?")
+        if owned and info.st_uid != os.geteuid():
+            raise NotYours(f"owned by uid {info.st_uid}, not by you")
+        if owned and info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise NotYours(f"writable by others (mode {stat.S_IMODE(info.st_mode):04o})")
         data = fh.read(limit + 1)  # never more: /dev/zero or a huge file must not fill memory
     if len(data) > limit:
         raise too_large(limit)
@@ -82,20 +97,23 @@ def _reason(err: Exception) -> str:
     return shown(lines[0]) if lines else type(err).__name__
 
 
-def read_record(path: Path, what: str, *, fix: str, parse: Callable[[dict[str, Any]], T]) -> T:
+def read_record(path: Path, what: str, *, fix: str, parse: Callable[[dict[str, Any]], T], owned: bool = False) -> T:
     """``parse`` applied to the JSON object in ``path``.
 
     FileNotFoundError passes through (callers say what a missing record means); every other failure,
     including a KeyError, TypeError or ValueError from ``parse``, is one RecordError of one line naming
-    ``what``, the file, the problem and ``fix`` (what to do).
+    ``what``, the file, the problem and ``fix`` (what to do). ``owned``: a record that says where hpc-tf
+    sends a secret must be this user's alone (see :func:`read_text`).
     """
     try:
-        document = json.loads(read_text(path, RECORD_LIMIT))
+        document = json.loads(read_text(path, RECORD_LIMIT, owned=owned))
         if not isinstance(document, dict):
             raise NotText(f"not a JSON object (found {type(document).__name__})")
         return parse(document)
     except FileNotFoundError:
         raise
+    except NotYours as err:
+        raise RecordError(f"{what} {shown(str(path), 300)} is {err}: hpc-tf does not trust it; {fix}") from None
     except OSError as err:
         raise RecordError(f"cannot read {what} {shown(str(path), 300)}: {err.strerror or err}") from None
     except (ValueError, KeyError, TypeError, RecursionError) as err:  # ValidationError and NotText are ValueErrors

@@ -7,7 +7,6 @@ the node-side bootstrap all read the frozen ResolvedJob (saved as resolved.json)
 from __future__ import annotations
 
 import os
-import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -15,10 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from hpc.errors import FieldProblem, SpecError
+from hpc.paths import expand_path, runs_root
 from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import Strategy
+from hpc.text import shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
 
@@ -122,15 +123,6 @@ class ResolvedJob(Frozen):
         return self.model_dump_json(indent=2) + "\n"
 
 
-def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
-    """``~`` and ``$VAR`` expanded with ``environ``; relative paths anchored at ``base_dir``."""
-    if text.startswith("~"):
-        text = environ.get("HOME", "~") + text[1:]
-    text = string.Template(text).safe_substitute(environ)
-    path = Path(text)
-    return str(path if path.is_absolute() else base_dir / path)
-
-
 def resolve(
     loaded: LoadedSpec,
     site: LoadedSite,
@@ -166,7 +158,7 @@ def resolve(
             problems.append(doc.problem(("resources", "nodes"), f"partition '{partition_name}' allows at most "
                                         f"{partition.max_nodes} nodes per job"))
         if partition.max_time and res.time_seconds and res.time_seconds > parse_duration(partition.max_time):
-            problems.append(doc.problem(("resources", "time"), f"{res.time} exceeds the time limit of partition "
+            problems.append(doc.problem(("resources", "time"), f"{shown(res.time)} exceeds the time limit of partition "
                                         f"'{partition_name}' ({partition.max_time})"))
         cpus_per_node = (res.cpus_per_task or 1) * res.tasks_per_node  # every task takes at least one CPU
         if partition.cpus_per_node and cpus_per_node > partition.cpus_per_node:
@@ -176,7 +168,7 @@ def resolve(
                                         f"of a '{partition_name}' node"))
         if (partition.mem_per_node and res.mem and res.mem != ALL_MEMORY
                 and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node)):
-            problems.append(doc.problem(("resources", "mem"), f"{res.mem} exceeds the memory of a "
+            problems.append(doc.problem(("resources", "mem"), f"{shown(res.mem)} exceeds the memory of a "
                                         f"'{partition_name}' node ({partition.mem_per_node})"))
     time_seconds = res.time_seconds or parse_duration(cfg.default_time)
     if spec.preemption.enabled and time_seconds <= spec.preemption.warning_seconds:
@@ -187,8 +179,7 @@ def resolve(
     if problems:
         raise SpecError(problems)
 
-    runs_root = expand_path(cfg.runs_dir, base, env)
-    run_dir = str(Path(runs_root) / run_id)
+    run_dir = str(runs_root(cfg.runs_dir, env) / run_id)
     output_dir = expand_path(spec.output_dir, base, env) if spec.output_dir else str(Path(run_dir) / "output")
     checkpoint_dir = (expand_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
                       else str(Path(output_dir) / "checkpoints"))

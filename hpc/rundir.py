@@ -6,8 +6,11 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from hpc.atomic import write_failure, write_text_atomic
@@ -23,33 +26,54 @@ def new_run_id(name: str, now: datetime | None = None) -> str:
     return f"{name}-{stamp}-{secrets.token_hex(2)}"
 
 
-def write_run_dir(job: ResolvedJob, script: str) -> RunPaths:
-    """Write script, resolved job, bootstrap and an empty logs dir under a temporary name, then rename."""
-    paths = RunPaths.at(job.run_dir)
-    if paths.root.exists():
-        raise HpcTfError(f"run directory already exists: {paths.root}")
+@contextmanager
+def staged_directory(final: Path, what: str = "run directory") -> Iterator[Path]:
+    """Yield a hidden sibling of ``final`` to fill; rename it to ``final`` when the block ends, or
+    remove it on any failure: a run or campaign directory is complete or absent, never half-written."""
+    if final.exists():
+        raise HpcTfError(f"{what} already exists: {final}")
     try:
-        paths.root.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise write_failure(err, paths.root.parent, "runs_dir") from None
-    staging = RunPaths.at(paths.root.parent / f".{paths.root.name}.partial")
+        raise write_failure(err, final.parent, "runs_dir") from None
+    staging = final.parent / f".{final.name}.partial"
     try:
-        staging.logs_dir.mkdir(parents=True)
-        write_text_atomic(staging.script, script, mode=0o755)
+        staging.mkdir()
+        yield staging
+        os.rename(staging, final)
+    except BaseException as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, OSError):  # a full disk, a quota, a read-only mount: one line, nothing left
+            raise write_failure(err, final.parent, "runs_dir") from None
+        raise
+
+
+def write_run_dir(job: ResolvedJob, script: str | None = None, handoff_script: str | None = None) -> RunPaths:
+    """Write the resolved job, an empty logs dir and the node runtime (bootstrap, batch driver; a
+    function job's teardown requeues through the driver too), and for a command job its script and
+    the hand-off job's script, under a temporary name, then rename."""
+    paths = RunPaths.at(job.run_dir)
+    with staged_directory(paths.root) as root:
+        staging = RunPaths.at(root)
+        staging.logs_dir.mkdir()
         write_text_atomic(staging.resolved, job.to_json())
         install_into(staging.runtime_dir)
-        os.rename(staging.root, paths.root)
-    except BaseException as err:
-        shutil.rmtree(staging.root, ignore_errors=True)
-        if isinstance(err, OSError):  # a full disk, a quota, a read-only mount: one line, nothing left
-            raise write_failure(err, paths.root.parent, "runs_dir") from None
-        raise
+        if script is not None:
+            write_text_atomic(staging.script, script, mode=0o755)
+        if handoff_script is not None:
+            write_text_atomic(staging.handoff_script, handoff_script, mode=0o755)
     return paths
 
 
-def discard_run_dir(paths: RunPaths) -> None:
-    """Remove a run directory whose submission failed, so no run looks submitted that never was."""
-    shutil.rmtree(paths.root, ignore_errors=True)
+@contextmanager
+def discarded_on_failure(root: Path) -> Iterator[None]:
+    """Remove ``root`` again when the block (its submission) fails, whatever the failure, so no run
+    looks submitted that never was."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 @dataclass(frozen=True)

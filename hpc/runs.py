@@ -12,9 +12,7 @@ from pathlib import Path
 
 from hpc.errors import HpcTfError
 from hpc.paths import RunPaths
-from hpc.resolve import expand_path
 from hpc.rundir import Submission, read_submission
-from hpc.site.load import LoadedSite
 from hpc.text import shown
 
 _JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
@@ -29,10 +27,6 @@ class Run:
     @property
     def name(self) -> str:
         return self.paths.root.name if self.paths else "-"
-
-
-def runs_root(site: LoadedSite, environ: dict[str, str]) -> Path:
-    return Path(expand_path(site.config.runs_dir, Path.cwd(), environ))
 
 
 def list_runs(root: Path) -> list[Run]:

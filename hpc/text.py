@@ -24,7 +24,9 @@ from pydantic import AfterValidator
 
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators: every character that some
 # reader of our output (bash, sbatch, str.splitlines, a terminal) takes as a line break or a command.
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Lone surrogates too: Python's stand-ins for bytes of argv or the environment that are not UTF-8,
+# which no file can be written with.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 SHOWN_LIMIT = 80
 
 

@@ -6,11 +6,12 @@ import re
 
 from hpc.text import shown
 
+# at most 9 digits a part (Slurm keeps these in 32 bits): a longer number is a typo, not a time
 _TIME = re.compile(
-    r"^(?:(?P<days>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"  # D-H, D-H:M, D-H:M:S
-    r"|(?P<a>\d+)(?::(?P<b>\d+)(?::(?P<c>\d+))?)?)$"  # M, M:S, H:M:S
+    r"(?:(?P<days>\d{1,9})-(?P<dh>\d{1,9})(?::(?P<dm>\d{1,9})(?::(?P<ds>\d{1,9}))?)?"  # D-H, D-H:M, D-H:M:S
+    r"|(?P<a>\d{1,9})(?::(?P<b>\d{1,9})(?::(?P<c>\d{1,9}))?)?)"  # M, M:S, H:M:S
 )
-_MEM = re.compile(r"^(?P<n>\d+)(?P<unit>[KMGT]?)B?$", re.IGNORECASE)
+_MEM = re.compile(r"(?P<n>\d{1,15})(?P<unit>[KMGT]?)B?", re.IGNORECASE)
 _MEM_FACTOR_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 # ``mem: all``: every megabyte of each node, which Slurm spells --mem=0 (so a bare 0 is refused: it
 # looks like "none" to a reader and would silently take the whole node)
@@ -24,7 +25,7 @@ def parse_duration(text: str) -> int:
     or replaced by a default: hpc-tf needs a finite limit to check the GPU-minutes quota and to send the
     preemption warning before it, and on a partition with a MaxTime an unlimited job would pend forever.
     """
-    match = _TIME.match(text.strip())
+    match = _TIME.fullmatch(text.strip())
     if match is None and text.strip().lower() not in ("unlimited", "infinite"):
         raise ValueError(
             f"{shown(text)} is not a Slurm time; use minutes ('90'), 'H:MM:SS' ('1:30:00') "
@@ -57,7 +58,7 @@ def format_duration(seconds: int) -> str:
 
 def parse_memory_mb(text: str) -> int:
     """Megabytes in a Slurm memory size: ``16G``, ``500M``, ``16000`` (MB, Slurm's default unit)."""
-    match = _MEM.match(text.strip())
+    match = _MEM.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"{shown(text)} is not a memory size; use e.g. '16G', '500M' or '16000' (megabytes)")
     if int(match["n"]) == 0:

@@ -15,11 +15,10 @@ from hpc.campaign.status import CampaignView, poll, view
 from hpc.campaign.submit import Submitted, submit_campaign
 from hpc.campaign.throttle import GpuLimit
 from hpc.errors import HpcTfError
-from hpc.resolve import expand_path
 from hpc.rundir import new_run_id
 from hpc.scheduler import Scheduler
 from hpc.scheduler.parse import config_number
-from hpc.site.load import LoadedSite, load_site
+from hpc.site.load import load_site
 from hpc.text import shown
 
 MAX_ARRAY_SIZE_KEY = "MaxArraySize"  # in Scheduler.show_config()
@@ -90,10 +89,6 @@ def status(
         if queried:
             write_manifest(paths, manifest)
     return view(manifest, queried=queried, now=clock())
-
-
-def runs_root(site: LoadedSite, environ: Mapping[str, str] | None = None) -> Path:
-    return Path(expand_path(site.config.runs_dir, Path.cwd(), _environ(environ)))
 
 
 def find_campaign(target: str, root: Path) -> CampaignPaths:

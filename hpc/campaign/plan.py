@@ -25,8 +25,9 @@ from hpc.campaign.model import DependencyType, Stage
 from hpc.campaign.paths import CampaignPaths
 from hpc.campaign.throttle import StageDemand, Throttle, compute_throttles
 from hpc.errors import HpcTfError
+from hpc.paths import runs_root
 from hpc.render.script import render_script
-from hpc.resolve import ContainerPlan, ResolvedJob, expand_path, resolve
+from hpc.resolve import ContainerPlan, ResolvedJob, resolve
 from hpc.site.load import LoadedSite
 
 # Slurm's default MaxArraySize: used when the cluster was not asked (a dry run)
@@ -227,7 +228,7 @@ def plan_campaign(
         raise HpcTfError(f"site '{site.config.name}' uses the {site.config.launcher} launcher; campaigns need Slurm",
                          hint="run the campaign on a Slurm site, e.g. --site sandbox")
     spec = loaded.spec
-    root = Path(expand_path(site.config.runs_dir, loaded.base_dir, environ)) / campaign_id
+    root = runs_root(site.config.runs_dir, environ) / campaign_id
     paths = CampaignPaths.at(root)
     jobs = {s.name: _stage_job(loaded, s, site, campaign_id, paths, environ) for s in spec.stage_list}
     demands = [StageDemand(s.name, s.per_task, jobs[s.name].total_gpus,

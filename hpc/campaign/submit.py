@@ -1,7 +1,8 @@
 """Writing a campaign directory and submitting it; resubmitting failed tasks; cancelling.
 
-The directory is written complete under a temporary name and renamed, like a run directory.
-Then each planned submission is one ``sbatch --array=… [--dependency=…]``, and the manifest is
+The directory is written complete under a temporary name and renamed, as a run directory is
+(:func:`hpc.rundir.staged_directory`).
+Then each planned submission is one array (or job) with its dependencies, and the manifest is
 rewritten (atomically) after each, so a failure half-way leaves a manifest that says exactly
 which jobs exist.
 """
@@ -9,7 +10,6 @@ which jobs exist.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,9 +34,9 @@ from hpc.campaign.status import blocked_units, is_failed, poll, upstream_units
 from hpc.errors import HpcTfError
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, load_resolved
+from hpc.rundir import staged_directory
 from hpc.runtime import install_into
-from hpc.scheduler import JobState, Scheduler
-from hpc.scheduler.commands import array_option, dependency_option
+from hpc.scheduler import ArrayRequest, JobState, Scheduler, SubmitOptions
 
 _NODE_TASK = Path(__file__).resolve().parent / "node_task.py"
 Dependencies = tuple[tuple[DependencyType, tuple[str, ...]], ...]
@@ -44,18 +44,9 @@ Dependencies = tuple[tuple[DependencyType, tuple[str, ...]], ...]
 
 def write_campaign_dir(plan: CampaignPlan) -> CampaignPaths:
     """Campaign file copy, one task.json per task, each stage's run directory, the manifest; then rename."""
-    paths = plan.paths
-    if paths.root.exists():
-        raise HpcTfError(f"campaign directory already exists: {paths.root}")
-    try:
-        paths.root.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise HpcTfError(f"cannot create the runs directory {paths.root.parent}: {err.strerror}",
-                         hint="set runs_dir in your site config (or --set runs_dir=PATH) to a writable shared path"
-                         ) from None
-    staging = CampaignPaths.at(paths.root.parent / f".{paths.root.name}.partial")
-    try:
-        staging.tasks_dir.mkdir(parents=True)
+    with staged_directory(plan.paths.root, "campaign directory") as root:
+        staging = CampaignPaths.at(root)
+        staging.tasks_dir.mkdir()
         if plan.loaded.path.is_file():
             shutil.copyfile(plan.loaded.path, staging.source_copy)
         for task in plan.tasks:
@@ -71,11 +62,7 @@ def write_campaign_dir(plan: CampaignPlan) -> CampaignPaths:
             if stage.per_task:
                 write_text_atomic(staging.task_shim(stage.name), _NODE_TASK.read_text(encoding="utf-8"))
         write_manifest(staging, plan.initial_manifest())
-        os.rename(staging.root, paths.root)
-    except BaseException:
-        shutil.rmtree(staging.root, ignore_errors=True)
-        raise
-    return paths
+    return plan.paths
 
 
 @dataclass(frozen=True)
@@ -94,11 +81,8 @@ def _record(
     number = 1 + sum(1 for s in manifest.submissions if s.stage == stage)
     script_path = paths.submission_script(stage, number)
     write_text_atomic(script_path, render_script(with_offset(job, offset) if record.per_task else job), mode=0o755)
-    extra = [array_option([t - offset for t in task_ids], throttle)] if record.per_task else []
-    dependency = dependency_option(after)
-    if dependency is not None:
-        extra.append(dependency)
-    job_id = scheduler.submit(script_path, extra)
+    array = ArrayRequest(tuple(t - offset for t in task_ids), throttle) if record.per_task else None
+    job_id = scheduler.submit(script_path, SubmitOptions(array=array, after=after))
     submission = SubmissionRecord(job_id=job_id, stage=stage, offset=offset, task_ids=list(task_ids),
                                   throttle=throttle if record.per_task else None,
                                   after=[(kind, list(ids)) for kind, ids in after], script=str(script_path),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.text import Text
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
 from hpc.errors import HpcTfError
+from hpc.paths import runs_root
 from hpc.scheduler import SlurmScheduler
 from hpc.site.load import load_site
 
@@ -37,7 +39,7 @@ TargetArg = Annotated[str, typer.Argument(help="Campaign directory (printed by r
 def _target(target: str, site: str | None, set_: list[str] | None) -> CampaignPaths:
     from hpc.campaign import api
 
-    return api.find_campaign(target, api.runs_root(load_site(site, set_ or ())))
+    return api.find_campaign(target, runs_root(load_site(site, set_ or ()).config.runs_dir, os.environ))
 
 
 def _plan_text(plan: CampaignPlan) -> str:

@@ -19,8 +19,9 @@ from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, sc
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
 from hpc.errors import HpcTfError, SchedulerUnavailable
+from hpc.paths import runs_root
 from hpc.quota import explain_waits
-from hpc.runs import Run, find_run, list_runs, runs_root
+from hpc.runs import Run, find_run, list_runs
 from hpc.scheduler import Follower, JobState, JobStatus, Scheduler
 from hpc.scheduler.status import degraded_warnings
 from hpc.site.load import load_site
@@ -39,7 +40,7 @@ class _Where:
 
 def _where(site: str | None, set_: list[str] | None) -> _Where:
     loaded = load_site(site, set_ or ())
-    return _Where(runs_root(loaded, dict(os.environ)), loaded.config.launcher)
+    return _Where(runs_root(loaded.config.runs_dir, os.environ), loaded.config.launcher)
 
 
 def _runs(targets: list[str] | None, all_: bool, root: Path) -> list[Run]:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import typer
 
-from hpc.backends import scheduler_for
+from hpc.backends import QuotaPolicy, backend_for
 from hpc.cli.options import SetOpt, SiteOpt, SpecArg
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
 from hpc.paths import RunPaths
-from hpc.quota import QuotaVerdict, StoredAnswers, VerdictKind, check_launch, current_user
+from hpc.quota import QuotaVerdict, notices
 from hpc.units import ALL_MEMORY
 
 
@@ -57,11 +57,10 @@ def launch(
         if plan.handoff_script is not None:
             _say(f"then a hand-off job ({RunPaths.at(plan.job.run_dir).handoff_script}):\n{plan.handoff_script}")
         return
-    if plan.job.launcher == "slurm":
-        stored = StoredAnswers.for_user(current_user())
-        _show_quota(check_launch(plan.job, force=force, no_queue=no_queue, stored=stored), force)
-    scheduler = scheduler_for(plan.job.launcher, Path(plan.job.run_dir).parent)
-    launched = submit_plan(plan, scheduler)
+    backend = backend_for(plan.job.launcher, Path(plan.job.run_dir).parent)
+    launched = submit_plan(plan, backend, QuotaPolicy(force=force, no_queue=no_queue))
+    if launched.quota is not None:
+        _show_quota(launched.quota, force)
     typer.echo(launched.job_id)
     _say(f"submitted job {_bold(launched.job_id)}: {_summary(plan)}\n"
          f"run directory: {launched.paths.root}\n"
@@ -74,18 +73,12 @@ def launch(
         from hpc.cli.jobs import wait_for  # the status machinery, only for --wait
 
         waited = [launched.job_id] + ([launched.handoff_job_id] if launched.handoff_job_id else [])
-        raise typer.Exit(wait_for(waited, scheduler))
+        raise typer.Exit(wait_for(waited, backend.scheduler))
 
 
 def _show_quota(verdict: QuotaVerdict, force: bool) -> None:
-    message = verdict.message
-    if verdict.kind is VerdictKind.NEVER_FITS:
-        _say(_warning(f"{message}; submitting anyway (--force)") if force else message)
-    else:
-        _say(message if verdict.kind is VerdictKind.OK else _warning(message))
-    if verdict.kind is not VerdictKind.UNKNOWN:  # an unknown verdict's message already lists them
-        for warning in verdict.warnings:
-            _say(_warning(warning))
+    for sentence, is_warning in notices(verdict, force):
+        _say(_warning(sentence) if is_warning else sentence)
 
 
 def render(spec: SpecArg, site: SiteOpt = None, set_: SetOpt = None) -> None:

@@ -31,6 +31,7 @@ from hpc.rundir import new_run_id
 from hpc.site.load import load_site
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import JobSpec
+from hpc.text import shown
 from hpc.yamlsource import YamlDocument, load_yaml_file
 
 ExecutorKind = Literal["slurm", "local"]
@@ -173,7 +174,21 @@ def slurm_parameters(job: ResolvedJob) -> dict[str, Any]:
         params["teardown"] = requeue_lines(job)
     if extra:
         params["additional_parameters"] = extra
+    for name, value in (*params.items(), *extra.items()):
+        if isinstance(value, str) and name not in ("setup", "teardown"):
+            _submitit_directive_value(value, name)
     return params
+
+
+def _submitit_directive_value(value: str, option: str) -> None:
+    """submitit writes ``#SBATCH --option=<shlex.quote(value)>``; sbatch reads a backslash as an escape
+    even inside single quotes, so a value with ``\\`` or ``'`` could end the quoting and add options of
+    its own (a second --partition, an --array). hpc-tf's own scripts quote for sbatch; submitit's cannot."""
+    for char in ("\\", "'"):
+        if char in value:
+            raise HpcTfError(f"{option.replace('_', '-')} {shown(value)} contains {char!r}, which submitit's "
+                             "#SBATCH lines cannot carry safely",
+                             hint="remove it, or launch the job as a command (hpc-tf launch)")
 
 
 def local_parameters(job: ResolvedJob) -> dict[str, Any]:

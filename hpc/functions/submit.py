@@ -4,7 +4,6 @@ One run directory per submission, under the site's ``runs_dir`` as for ``hpc-tf 
 
     <run_dir>/
       resolved.json        the resolved job (its command names the function)
-      runtime/             the node runtime: submitit's teardown requeues through its batch driver
       submission.json      job id (Slurm executor), so ``hpc-tf status RUN_DIR`` finds the job
       submitit/            submitit's folder: its batch script, pickles, results and task logs
       logs/task-<jobid>-<rank>.out, batch-<jobid>.out   links to submitit's task logs (``hpc-tf logs``)
@@ -13,18 +12,17 @@ One run directory per submission, under the site's ``runs_dir`` as for ``hpc-tf 
 from __future__ import annotations
 
 import os
-import shutil
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpc.atomic import write_text_atomic
-from hpc.errors import HpcTfError
+from hpc.backends import CHECK_QUOTA, QuotaPolicy, backend_for
 from hpc.functions.plan import ExecutorKind, FunctionPlan, SpecInput, function_name, plan_function
 from hpc.functions.task import FunctionTask
 from hpc.paths import RunPaths
+from hpc.quota import QuotaWarning, notices
 from hpc.rundir import record_submission
-from hpc.runtime import install_into
 from hpc.spec.model import JobSpec
 
 if TYPE_CHECKING:
@@ -39,6 +37,7 @@ def submit_function(
     overrides: Sequence[str] = (),
     executor: ExecutorKind | None = None,
     environ: Mapping[str, str] | None = None,
+    quota: QuotaPolicy = CHECK_QUOTA,
     **kwargs: Any,
 ) -> submitit.Job[Any]:
     """Run ``fn(*args, **kwargs)`` in every task of a job with the resources of ``spec``.
@@ -56,6 +55,11 @@ def submit_function(
     ``fn`` is pickled: it must be importable on the compute nodes (a function of a module on the
     job's ``PYTHONPATH``; sbatch passes this process's environment on), or defined in ``__main__``.
     Keyword arguments of ``fn`` named like a parameter here: bind them with ``functools.partial``.
+
+    The GPU quota is checked first, as ``hpc-tf launch`` checks it: a job that can never fit raises
+    :class:`~hpc.errors.QuotaRefused`; one that must wait is submitted with a
+    :class:`~hpc.quota.QuotaWarning` (``quota=QuotaPolicy(force=True)`` / ``no_queue=True`` as
+    ``--force`` / ``--no-queue``).
 
     Returns submitit's job: ``job.result()`` is rank 0's return value, ``job.results()`` every task's,
     ``job.state``, ``job.cancel()``, ``job.stdout()``. The run directory is ``job.paths.folder.parent``.
@@ -76,30 +80,24 @@ def submit_function(
         output_dir=plan.job.output_dir,
         workdir=plan.job.workdir,
         name=function_name(fn),
-    ), args, kwargs)
+    ), args, kwargs, quota)
 
 
 def submit_plan(
-    plan: FunctionPlan, task: FunctionTask, args: Sequence[Any], kwargs: Mapping[str, Any]
+    plan: FunctionPlan, task: FunctionTask, args: Sequence[Any], kwargs: Mapping[str, Any],
+    quota: QuotaPolicy = CHECK_QUOTA,
 ) -> submitit.Job[Any]:
-    """Create the run directory, submit; on a failed submit the run directory is removed again."""
-    paths = RunPaths.at(plan.run_dir)
-    if paths.root.exists():
-        raise HpcTfError(f"run directory already exists: {paths.root}")
-    try:
-        paths.logs_dir.mkdir(parents=True)
-    except OSError as err:
-        raise HpcTfError(
-            f"cannot create the run directory {paths.root}: {err.strerror}",
-            hint="set runs_dir in your site config (or overrides=['runs_dir=PATH']) to a writable shared path",
-        ) from None
-    try:
-        write_text_atomic(paths.resolved, plan.job.to_json())
-        install_into(paths.runtime_dir)  # the batch driver: submitit's teardown requeues through it
+    """Check the quota, create the run directory, submit through submitit; on a failed submit the run
+    directory is removed again."""
+    backend = backend_for(plan.executor, plan.run_dir.parent)
+    verdict = backend.check_quota(plan.job, quota)
+    if verdict is not None:
+        for sentence, is_warning in notices(verdict, quota.force):
+            if is_warning:
+                warnings.warn(sentence, QuotaWarning, stacklevel=3)
+    paths = backend.create_run_dir(plan.job)
+    with backend.submitting(paths):
         job = _executor(plan).submit(task, *args, **kwargs)
-    except BaseException:
-        shutil.rmtree(paths.root, ignore_errors=True)
-        raise
     if plan.executor == "slurm":
         record_submission(paths, job.job_id, cluster=None)
     _link_logs(paths, plan, job.job_id)

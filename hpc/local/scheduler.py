@@ -24,6 +24,7 @@ from hpc.scheduler.fields import ExitCode
 from hpc.scheduler.reasons import parse_reason
 from hpc.scheduler.states import JobState
 from hpc.scheduler.status import JobStatus
+from hpc.scheduler.submission import NO_OPTIONS, SubmitOptions
 from hpc.units import parse_duration
 
 LOCAL_CLUSTER = "local"
@@ -36,10 +37,16 @@ class LocalScheduler:
         self.store = LocalJobStore(state_dir)
         self.environ = dict(os.environ if environ is None else environ)
 
-    def submit(self, script_path: Path | str, extra_args: Sequence[str] = (), after_ok: Sequence[str] = ()) -> str:
-        if extra_args:
-            raise HpcTfError(f"the local launcher takes no sbatch options (got {' '.join(extra_args)})",
+    def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS) -> str:
+        unsupported = [what for what, asked in (
+            ("a job array", options.array is not None),
+            ("a hold", options.hold),
+            ("a dependency other than afterok", any(kind != "afterok" for kind, _ in options.after)),
+        ) if asked]
+        if unsupported:
+            raise HpcTfError(f"the local launcher takes no sbatch options ({', '.join(unsupported)})",
                              hint="run job arrays and campaigns on a Slurm site")
+        after_ok = options.after_ok
         script = Path(script_path).resolve()
         for dependency in after_ok:
             if self.store.read(dependency) is None:

@@ -20,7 +20,7 @@ from hpc.quota.explain import QuotaSnapshot, explain_wait, explain_waits, quota_
 from hpc.quota.facts import PREFLIGHT_BUDGET_S, PREFLIGHT_TIMEOUT_S, QuotaFacts, current_user, quick_cli
 from hpc.quota.limits import GpuCeiling, gpu_ceiling, job_limits
 from hpc.quota.model import GpuLimit, GpuRequest, LimitKind, Owner
-from hpc.quota.preflight import QuotaVerdict, VerdictKind, check_launch, judge, preflight
+from hpc.quota.preflight import QuotaVerdict, QuotaWarning, VerdictKind, check_launch, judge, notices, preflight
 from hpc.quota.report import QuotaReport, quota_report
 from hpc.quota.stored import StoredAnswers
 
@@ -36,6 +36,7 @@ __all__ = [
     "QuotaReport",
     "QuotaSnapshot",
     "QuotaVerdict",
+    "QuotaWarning",
     "StoredAnswers",
     "VerdictKind",
     "check_launch",
@@ -46,6 +47,7 @@ __all__ = [
     "gpu_ceiling",
     "job_limits",
     "judge",
+    "notices",
     "preflight",
     "quick_cli",
     "quota_report",

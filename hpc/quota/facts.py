@@ -81,7 +81,7 @@ class Calls:
         try:
             value = parse(stdout)
         except SchedulerOutputError as err:
-            raise SchedulerOutputError(f"{err.message}\n  command: {' '.join(argv)}") from err
+            raise SchedulerOutputError(f"{err.message} (command: {' '.join(argv)})") from err
         if stored is not None and remembered is None:
             stored.put(argv, stdout)
         return value

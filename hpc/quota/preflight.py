@@ -294,3 +294,18 @@ def check_launch(
     if verdict.kind is VerdictKind.NEVER_FITS or (no_queue and verdict.kind is VerdictKind.MUST_WAIT):
         raise verdict.refusal()
     return verdict
+
+
+class QuotaWarning(UserWarning):
+    """A job submitted through the Python API that must wait for GPU quota (or was not checked)."""
+
+
+def notices(verdict: QuotaVerdict, force: bool = False) -> list[tuple[str, bool]]:
+    """What a submitted job's verdict tells its user, in order: (sentence, whether it is a warning)."""
+    if verdict.kind is VerdictKind.NEVER_FITS:
+        said = [(f"{verdict.message}; submitting anyway (--force)", True) if force else (verdict.message, False)]
+    else:
+        said = [(verdict.message, verdict.kind is not VerdictKind.OK)]
+    if verdict.kind is not VerdictKind.UNKNOWN:  # an unknown verdict's message already lists them
+        said += [(warning, True) for warning in verdict.warnings]
+    return said

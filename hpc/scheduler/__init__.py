@@ -21,14 +21,15 @@ from hpc.scheduler.run import CommandResult, RetryPolicy, Runner, SlurmCli, subp
 from hpc.scheduler.slurm import SlurmScheduler
 from hpc.scheduler.states import JobState
 from hpc.scheduler.status import JobStatus
+from hpc.scheduler.submission import NO_OPTIONS, ArrayRequest, SubmitOptions
 
 
 class Scheduler(Protocol):
     name: str
 
-    def submit(self, script_path: Path | str, extra_args: Sequence[str] = (), after_ok: Sequence[str] = ()) -> str:
-        """Submit a batch script; return the job id. ``after_ok``: start only once those jobs completed
-        successfully, and be cancelled if one of them fails."""
+    def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS) -> str:
+        """Submit a batch script; return the job id. A backend that cannot honour an option (the local
+        launcher runs no arrays) refuses the submission."""
         ...
 
     def query(self, job_ids: Sequence[str]) -> Mapping[str, JobStatus]:
@@ -45,6 +46,8 @@ class Scheduler(Protocol):
 
 
 __all__ = [
+    "NO_OPTIONS",
+    "ArrayRequest",
     "CommandResult",
     "ExitCode",
     "Follower",
@@ -58,6 +61,7 @@ __all__ = [
     "Scheduler",
     "SlurmCli",
     "SlurmScheduler",
+    "SubmitOptions",
     "parse_reason",
     "subprocess_runner",
 ]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 from hpc.errors import HpcTfError, SchedulerOutputError
 from hpc.scheduler.fields import parse_job_id
+from hpc.scheduler.submission import DependencyType, SubmitOptions
+from hpc.text import forbidden_character, shown
 
 # sacct: explicit fields, none of them user-controlled free text (a job name may contain "|",
 # the --parsable2 separator, and sacct does not escape it).
@@ -66,21 +67,20 @@ def checked_job_ids(job_ids: Sequence[str]) -> list[str]:
         except SchedulerOutputError:
             job_id = None
         if job_id is None or job_id.step is not None or job_id.is_task_range:
-            raise HpcTfError(f"'{raw}' is not a Slurm job id", hint="job ids look like 123, 123_4 or 123+1")
+            raise HpcTfError(f"{shown(raw)} is not a Slurm job id", hint="job ids look like 123, 123_4 or 123+1")
         seen.setdefault(text, None)
     return list(seen)
 
 
 def _check_args(args: Sequence[str]) -> list[str]:
     for arg in args:
-        if "\n" in arg or "\0" in arg:
-            raise HpcTfError(f"sbatch argument {arg!r} contains a newline or NUL")
+        bad = forbidden_character(arg)
+        if bad is not None:
+            raise HpcTfError(f"sbatch argument {shown(arg)} contains {bad}")
     return list(args)
 
 
 # --- options for job arrays and dependencies (campaigns) ------------------------------------------
-
-DependencyType = Literal["afterok", "afterany", "afternotok", "aftercorr"]
 
 
 def array_option(indices: Sequence[int], throttle: int | None = None) -> str:
@@ -115,19 +115,26 @@ def dependency_option(dependencies: Sequence[tuple[DependencyType, Sequence[str]
     return f"--dependency={','.join(parts)}" if parts else None
 
 
-def after_success_args(job_ids: Sequence[str]) -> list[str]:
-    """Options for a job that runs only once ``job_ids`` all completed successfully (``afterok``);
-    it is cancelled at once (``--kill-on-invalid-dep=yes``) instead of pending forever with
-    ``DependencyNeverSatisfied`` when one of them fails."""
-    option = dependency_option([("afterok", job_ids)])
-    if option is None:
+def submit_args(options: SubmitOptions) -> list[str]:
+    """sbatch's spelling of typed submit options: ``--array``, ``--dependency``, ``--kill-on-invalid-dep``
+    (a job whose dependency can never be met is cancelled instead of pending with DependencyNeverSatisfied),
+    ``--hold``."""
+    args = [array_option(options.array.indices, options.array.throttle)] if options.array is not None else []
+    dependency = dependency_option(options.after)
+    if dependency is not None:
+        args.append(dependency)
+    elif options.cancel_if_never_satisfied:
         raise HpcTfError("a dependent job needs at least one job id to wait for")
-    return [option, "--kill-on-invalid-dep=yes"]
+    if options.cancel_if_never_satisfied:
+        args.append("--kill-on-invalid-dep=yes")
+    if options.hold:
+        args.append("--hold")
+    return args
 
 
 def sbatch(script: Path | str, extra_args: Sequence[str] = ()) -> list[str]:
-    """Submit a script; prints ``35`` (or ``36;cluster``). ``extra_args`` e.g. ``--array=0-9%2``,
-    ``--dependency=afterok:35``; they go before the script so sbatch reads them as options."""
+    """Submit a script; prints ``35`` (or ``36;cluster``). ``extra_args`` (:func:`submit_args`) go
+    before the script so sbatch reads them as options."""
     return ["sbatch", "--parsable", *_check_args(extra_args), str(script)]
 
 

@@ -7,15 +7,10 @@ from pathlib import Path
 
 from hpc.errors import SchedulerUnavailable
 from hpc.scheduler import commands
-from hpc.scheduler.parse import (
-    Diagnostics,
-    parse_sbatch_parsable,
-    parse_scontrol_config,
-    parse_scontrol_show_job,
-    parse_sdiag,
-)
+from hpc.scheduler.parse import parse_sbatch_parsable, parse_scontrol_config
 from hpc.scheduler.run import CommandResult, SlurmCli, classify
 from hpc.scheduler.status import SQUEUE_NO_SUCH_JOB, JobStatus, query
+from hpc.scheduler.submission import NO_OPTIONS, SubmitOptions
 
 # scancel's complaints about jobs that have already ended: cancelling them is already done.
 _ALREADY_OVER = ("already completing or completed", SQUEUE_NO_SUCH_JOB)
@@ -29,12 +24,12 @@ class SlurmScheduler:
     def __init__(self, cli: SlurmCli | None = None) -> None:
         self.cli = cli or SlurmCli()
 
-    def submit(self, script_path: Path | str, extra_args: Sequence[str] = (), after_ok: Sequence[str] = ()) -> str:
-        """``sbatch --parsable [extra_args] script`` → the job id. Retried only if sbatch never
-        reached the controller, so a job is never submitted twice."""
-        if after_ok:
-            extra_args = [*commands.after_success_args(after_ok), *extra_args]
-        argv = commands.sbatch(script_path, extra_args)
+    def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS, *,
+               sbatch_args: Sequence[str] = ()) -> str:
+        """``sbatch --parsable [options] [sbatch_args] script`` → the job id. Retried only if sbatch never
+        reached the controller, so a job is never submitted twice. ``sbatch_args``: further sbatch
+        options, for callers that speak Slurm (the cluster tests)."""
+        argv = commands.sbatch(script_path, [*commands.submit_args(options), *sbatch_args])
         try:
             result = self.cli.run(argv, repeatable=False)
         except SchedulerUnavailable as err:
@@ -63,11 +58,3 @@ class SlurmScheduler:
     def show_config(self) -> dict[str, str]:
         """``scontrol show config`` as a dict (``MaxArraySize``, ``MinJobAge``, ``MessageTimeout`` …)."""
         return parse_scontrol_config(self.cli.run(commands.scontrol_show_config()).stdout)
-
-    def show_job(self, job_id: str) -> list[dict[str, str]]:
-        """``scontrol show job -o``: the controller's full record (one per array record)."""
-        return parse_scontrol_show_job(self.cli.run(commands.scontrol_show_job(job_id)).stdout)
-
-    def diagnostics(self) -> Diagnostics:
-        """``sdiag``: controller RPC counters, e.g. to prove a status call costs one query."""
-        return parse_sdiag(self.cli.run(commands.sdiag()).stdout)

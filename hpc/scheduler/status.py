@@ -155,7 +155,7 @@ def _run_parsed(
     try:
         return parse(result.stdout)
     except SchedulerOutputError as err:
-        raise SchedulerOutputError(f"{err.message}\n  command: {' '.join(argv)}") from err
+        raise SchedulerOutputError(f"{err.message} (command: {' '.join(argv)})") from err
 
 
 def statuses_from_sacct(rows: Iterable[SacctRow]) -> dict[str, JobStatus]:

@@ -1,21 +1,13 @@
-"""The hand-off as a dependent CPU job after training (job.yaml ``handoff:``): what to run and where.
+"""The hand-off as a dependent CPU job after training (job.yaml ``handoff:``): the command it runs.
 
-Pure functions; the launch path renders them (quoting stays in :mod:`hpc.render`) and submits the job
-with ``--dependency=afterok:<training job id>`` on the site's CPU/serving partition.
+Pure; :mod:`hpc.render.cpu_jobs` renders the job around it (quoting stays in :mod:`hpc.render`) and
+:mod:`hpc.launch` submits it to start once the training job succeeded, on the partition resolved
+for it (:func:`hpc.resolve.resolve`: serving.partition, else cpu_partition).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hpc.serving.names import check_model_name
-
-
-@dataclass(frozen=True)
-class HandoffJob:
-    argv: tuple[str, ...]  # the command the dependent job runs (no shell)
-    partition: str | None
-    dependency: str  # the value of sbatch --dependency
 
 
 def handoff_command(
@@ -39,20 +31,3 @@ def handoff_command(
         argv += ["--repository", repository]
     return tuple(argv)
 
-
-def handoff_job(
-    *,
-    python: str,
-    run_dir: str,
-    model: str,
-    fmt: str | None,
-    savedmodel_subdir: str,
-    site: str,
-    training_job_id: str,
-    partition: str | None,
-    repository: str | None = None,
-) -> HandoffJob:
-    """:func:`handoff_command` to run after the training job."""
-    argv = handoff_command(python=python, run_dir=run_dir, model=model, fmt=fmt, savedmodel_subdir=savedmodel_subdir,
-                           site=site, repository=repository)
-    return HandoffJob(argv, partition, f"afterok:{training_job_id}")

@@ -21,9 +21,11 @@ loaded (Triton's repository index still lists it; ``serve status`` leaves it out
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -101,6 +103,9 @@ class Repository:
         """The serving node's own directory, for its owner alone (its logs name the node's address)."""
         try:
             self.server_dir.mkdir(parents=True, exist_ok=True)
+            info = self.server_dir.lstat()
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():  # planted by someone else
+                raise PermissionError(errno.EPERM, "it is not your own directory")
             self.server_dir.chmod(0o700)
         except OSError as err:
             raise ServingError(f"cannot make the serving node's directory {self.server_dir} yours alone: "

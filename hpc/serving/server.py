@@ -36,6 +36,7 @@ from hpc.records import read_record
 from hpc.serving import secret as node_secret
 from hpc.serving.repository import Repository
 from hpc.serving.secret import NodeSecret
+from hpc.text import shown
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -71,7 +72,8 @@ def read_endpoint(repo: Repository) -> Endpoint:
     if not path.is_file():
         raise ServingError(f"no serving node is registered for {repo.root} ({path} missing)",
                            hint="start one with: hpc-tf serve up")
-    return read_record(path, "the serving node's endpoint", parse=lambda data: Endpoint(**data),
+    # owned: hpc-tf sends the owner's secret to the address this file names
+    return read_record(path, "the serving node's endpoint", parse=lambda data: Endpoint(**data), owned=True,
                        fix="if its serving node still runs, stop it (squeue, or ps for tritonserver); then remove it")
 
 
@@ -203,8 +205,9 @@ def start_server(
         if proc.poll() is not None or time.monotonic() > deadline:
             if proc.poll() is None:
                 _stop_pid(proc.pid)
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            raise ServingError(f"tritonserver did not become ready (exit {proc.poll()}); log {log}:\n{tail}")
+            said = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+            last = f": {shown(said[-1], 200)}" if said else ""
+            raise ServingError(f"tritonserver did not become ready (exit {proc.poll()}){last}; its log: {log}")
         time.sleep(0.05)
     write_text_atomic(repo.endpoint_file, endpoint.to_json(), mode=0o600)
     return endpoint, proc

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hpc.errors import ConfigError, HpcTfError
-from hpc.resolve import expand_path
+from hpc.paths import expand_path
 from hpc.serving import secret as node_secret
 from hpc.serving.config import Format
 from hpc.serving.repository import STATE_DIR, Repository

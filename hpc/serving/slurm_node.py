@@ -19,18 +19,25 @@ from pathlib import Path
 
 from hpc.atomic import write_text_atomic
 from hpc.errors import ConfigError, ServingError
+from hpc.modelbase import validate_document
 from hpc.render.cpu_jobs import ServeJob, render_serve_script
-from hpc.resolve import expand_path
+from hpc.resolve import ResolvedJob, resolve
+from hpc.rundir import new_run_id
 from hpc.scheduler import JobState, Scheduler
 from hpc.serving import secret as node_secret
 from hpc.serving.repository import Repository
 from hpc.serving.server import Endpoint, read_endpoint, run_foreground
-from hpc.site.load import load_site
-from hpc.units import parse_duration
+from hpc.serving.service import serving_target
+from hpc.site.load import LoadedSite, load_site
+from hpc.spec.load import LoadedSpec
+from hpc.spec.model import JobSpec
+from hpc.units import format_duration, parse_duration
+from hpc.yamlsource import YamlDocument
 
 SERVE_CPUS = 2
 SERVE_MEM = "3000M"  # tritonserver + one python stub with TensorFlow per loaded version (~0.5 GB each)
 UP_TIMEOUT_S = 300.0
+SERVE_JOB_NAME = "hpc-tf-serve"
 
 
 @dataclass(frozen=True)
@@ -58,35 +65,39 @@ def plan_slurm_node(
     time_limit: str | None = None,
     inference_token: bool | None = None,
 ) -> SlurmNodePlan:
-    """The serving-node job for the site's repository (or ``repository``), rendered, not submitted."""
-    config = load_site(site, overrides).config
-    root = repository
-    if root is None:
-        if config.serving.model_repository is None:
-            raise ServingError(f"site '{config.name}' sets no serving.model_repository",
-                               hint="pass --repository or --set serving.model_repository=PATH")
-        root = Path(expand_path(config.serving.model_repository, Path.cwd(), dict(os.environ)))
-    repo = Repository.at(Path(root).resolve())
+    """The serving-node job for the site's repository (or ``repository``), resolved and rendered, not submitted."""
+    loaded = load_site(site, overrides)
+    config = loaded.config
+    target = serving_target(site, overrides, repository)
+    repo = Repository.at(target.repository.root.resolve())
     try:
         time_seconds = parse_duration(time_limit or config.default_time)
     except ValueError as err:  # --time as typed (the site's default_time was checked when the site loaded)
         raise ConfigError(f"--time: {err}") from None
-    job = ServeJob(
-        site=config.name,
-        repository=str(repo.root),
-        command=(config.python, "-m", "hpc.cli", "serve", "node", "--repository", str(repo.root)),
-        log=str(repo.server_dir / "slurm"),
-        partition=config.serving.partition or config.cpu_partition,
-        account=config.account,
-        qos=config.qos,
-        time_seconds=time_seconds,
-        cpus=SERVE_CPUS,
-        mem=SERVE_MEM,
-        module_init=config.module_init,
-        modules=tuple(config.modules),
-    )
-    token = config.serving.inference_token if inference_token is None else inference_token
-    return SlurmNodePlan(repo, job, render_serve_script(job), token)
+    job = _resolved(loaded, repo, time_seconds)
+    serve = ServeJob(site=config.name, repository=str(repo.root), command=job.command,
+                     log=str(repo.server_dir / "slurm"), partition=job.partition, account=job.account, qos=job.qos,
+                     time_seconds=job.time_seconds, cpus=SERVE_CPUS, mem=job.mem, module_init=job.module_init,
+                     modules=job.modules)
+    token = target.inference_token if inference_token is None else inference_token
+    return SlurmNodePlan(repo, serve, render_serve_script(serve), token)
+
+
+def _resolved(site: LoadedSite, repo: Repository, time_seconds: int) -> ResolvedJob:
+    """The serving node as a one-task CPU job, resolved as every job is: the site's partitions and their
+    limits apply to it (its partition: serving.partition, else cpu_partition)."""
+    config = site.config
+    partition = config.serving.partition or config.cpu_partition
+    resources: dict[str, object] = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0, "cpus_per_task": SERVE_CPUS,
+                                    "mem": SERVE_MEM, "time": format_duration(time_seconds)}
+    if partition is not None:
+        resources["partition"] = partition
+    data = {"name": SERVE_JOB_NAME, "resources": resources,
+            "command": [config.python, "-m", "hpc.cli", "serve", "node", "--repository", str(repo.root)]}
+    document = YamlDocument(data=data, source=f"the serving-node job of site '{config.name}'")
+    spec = LoadedSpec(spec=validate_document(JobSpec, document, what="serving-node job"), document=document,
+                      base_dir=repo.root)
+    return resolve(spec, site, new_run_id(SERVE_JOB_NAME))
 
 
 def _registered(repo: Repository) -> Endpoint | None:
@@ -107,9 +118,17 @@ def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
             raise ServingError(f"a serving node for {plan.repository.root} already runs as Slurm job {old.job_id} "
                                f"({old.http_url})", hint="use it, or stop it first: hpc-tf serve down")
     node_secret.create(plan.repository.root, inference_token=plan.inference_token)
-    plan.repository.make_server_dir()
-    write_text_atomic(plan.script_path, plan.script, mode=0o755)
-    return scheduler.submit(plan.script_path)
+    try:  # not submitted: no secret of a node that never ran, no script that looks submitted
+        plan.repository.make_server_dir()
+        write_text_atomic(plan.script_path, plan.script, mode=0o755)
+        try:
+            return scheduler.submit(plan.script_path)
+        except BaseException:
+            plan.script_path.unlink(missing_ok=True)  # only once written: the directory was checked to be ours
+            raise
+    except BaseException:
+        node_secret.remove(plan.repository.root)
+        raise
 
 
 def start_slurm_node(

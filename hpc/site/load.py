@@ -29,7 +29,8 @@ from hpc.errors import ConfigError, FieldProblem, SpecError
 from hpc.modelbase import error_message, validate_document
 from hpc.resources import data_dir
 from hpc.site.model import SiteConfig
-from hpc.text import shown
+from hpc.spec.model import TOKEN_RE
+from hpc.text import forbidden_character, shown
 from hpc.yamlsource import load_scalar, load_yaml_file
 
 DEFAULT_SITE = "local"
@@ -111,6 +112,8 @@ def _merge(flat: Flat, provenance: dict[str, str], layer: Flat, source: str) -> 
 
 def _scalar(text: str) -> Any:
     """``4`` -> 4, ``true`` -> True, ``[a, b]`` -> list; anything else stays a string."""
+    if forbidden_character(text) is not None:
+        return text  # as written, for the site model to refuse by its key (YAML would fold a U+0085 to a space)
     try:
         return load_scalar(text) if text.strip() else ""
     except yaml.YAMLError:
@@ -150,7 +153,7 @@ def find_site_file(name: str, environ: Mapping[str, str]) -> Path:
         if path.is_file():
             return path
     raise ConfigError(
-        f"unknown site '{name}'",
+        f"unknown site {shown(name)}",
         hint=f"built-in sites: {', '.join(builtin_sites())}; or pass a path to a site YAML file",
     )
 
@@ -169,6 +172,10 @@ def load_site(
         if not isinstance(data, dict):
             raise ConfigError(f"{user_file} must be a mapping of site keys")
         user_site = data.pop("site", None)
+        if user_site is not None and (not isinstance(user_site, str) or forbidden_character(user_site) or
+                                      not user_site.strip()):
+            raise ConfigError(f"{user_file}: site: {shown(user_site)} is not a site name or a site file's path",
+                              hint=f"write e.g. site: mycluster (built-in sites: {', '.join(builtin_sites())})")
         user_layer = _flatten(data)
 
     site_name = name or env.get(f"{ENV_PREFIX}SITE") or user_site or DEFAULT_SITE
@@ -191,6 +198,9 @@ def load_site(
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {shown(item)} must be KEY=VALUE, e.g. --set account=lab")
+        if not all(TOKEN_RE.fullmatch(part) for part in key.strip().split(".")):
+            raise ConfigError(f"--set {shown(key)}: not a site key; keys are dotted names such as account, "
+                              "serving.format or partitions.gpu.max_time")
         _merge(flat, provenance, {key.strip(): _scalar(value)}, f"--set {key.strip()}")
 
     try:

@@ -10,11 +10,11 @@ import re
 import shlex
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
-from hpc.render.managed import check_extra_flag
 from hpc.runtime.node.settings import PORT_RANGE_RULE, RuntimeSettings, valid_port_range
+from hpc.scheduler.managed import check_extra_flag
 from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
 from hpc.text import OneLine, keys_matching, matching, shown
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
@@ -23,12 +23,13 @@ from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 # lines unquoted or as file names. Free text (paths, command words, values) is OneLine.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE = "a name has up to 64 letters, digits, '_', '.', '-' and starts with a letter or digit"
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-ENV_NAME_RULE = "an environment variable name has letters, digits and '_' and does not start with a digit"
-TOKEN_RE = re.compile(r"[A-Za-z0-9_.+-]+")
-TOKEN_RULE = "a Slurm name (partition, account, qos, GPU type) has letters, digits, '_', '.', '+', '-'"
-MODULE_RE = re.compile(r"[A-Za-z0-9_.+/-]+")
-MODULE_RULE = "a module name has letters, digits, '_', '.', '+', '/', '-'"
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+ENV_NAME_RULE = ("an environment variable name has up to 128 letters, digits and '_' and does not start with a "
+                 "digit")
+TOKEN_RE = re.compile(r"[A-Za-z0-9_.+-]{1,128}")
+TOKEN_RULE = "a Slurm name (partition, account, qos, GPU type) has up to 128 letters, digits, '_', '.', '+', '-'"
+MODULE_RE = re.compile(r"[A-Za-z0-9_.+/-]{1,255}")
+MODULE_RULE = "a module name has up to 255 letters, digits, '_', '.', '+', '/', '-'"
 
 Name = Annotated[str, matching(NAME_RE, NAME_RULE)]  # job, site
 Token = Annotated[str, matching(TOKEN_RE, TOKEN_RULE)]  # partition, account, qos, GPU type, gres name
@@ -53,6 +54,8 @@ COUNT_LIMITS = {"nodes": MAX_NODES, "tasks_per_node": MAX_CPUS_PER_NODE, "cpus_p
 # reads it and kept in full (``--mail-ty END`` becomes ``--mail-type=END``); site sbatch_defaults too
 ExtraFlag = Annotated[str, AfterValidator(check_extra_flag)]
 Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
+# a whole number as written: not `true` (1 to pydantic), not 2.0, not "2"
+Count = Annotated[int, Strict()]
 
 
 def _unmanaged_env(value: dict[str, str]) -> dict[str, str]:
@@ -96,12 +99,12 @@ Command = Annotated[tuple[OneLine, ...], BeforeValidator(command_words)]
 
 
 class Resources(StrictModel):
-    nodes: int = Field(1, ge=1)
-    tasks_per_node: int = Field(1, ge=1, description="TensorFlow workers per node")
-    gpus_per_node: int | None = Field(None, ge=0)
-    gpus_per_task: int | None = Field(None, ge=0)
+    nodes: Count = Field(1, ge=1)
+    tasks_per_node: Count = Field(1, ge=1, description="TensorFlow workers per node")
+    gpus_per_node: Count | None = Field(None, ge=0)
+    gpus_per_task: Count | None = Field(None, ge=0)
     gpu_type: Token | None = None
-    cpus_per_task: int | None = Field(None, ge=1)
+    cpus_per_task: Count | None = Field(None, ge=1)
     mem: OneLine | None = Field(None, description=f"memory per node, e.g. 32G, or '{ALL_MEMORY}' (all of each node's)")
     time: OneLine | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
     partition: Token | None = None

@@ -26,6 +26,7 @@ import pytest
 from hpc.scheduler import SlurmCli, SlurmScheduler, commands
 from hpc.scheduler.replay import format_recording
 from hpc.scheduler.run import CommandResult, subprocess_runner
+from tests._slurm_probes import diagnostics
 
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
@@ -367,11 +368,11 @@ parameters:
         scheduler = SlurmScheduler()
         measurements: list[tuple[float, dict[str, int]]] = []
         for _ in range(5):  # other tests use the controller too: keep the quietest of a few tries
-            before = scheduler.diagnostics().rpc_by_type
+            before = diagnostics(scheduler.cli).rpc_by_type
             started = time.monotonic()
             view = status(researcher_run, project, campaign)
             elapsed = time.monotonic() - started
-            after = scheduler.diagnostics().rpc_by_type
+            after = diagnostics(scheduler.cli).rpc_by_type
             delta = {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}
             measurements.append((elapsed, delta))
             if job_info_rpcs(delta) == 1 and elapsed < 1.0:

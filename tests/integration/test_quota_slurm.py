@@ -31,6 +31,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -419,6 +420,68 @@ def test_a_launch_that_must_wait_is_submitted_and_pends_as_predicted(
     assert row["info"] == sentence.format(holders=held_list)
     runner.record(f"wait-{case}", f"{held} one-GPU jobs hold the quota; job {job_id} (1 GPU) pends {reason}",
                   {"holders": holders, "waiting": job_id, "reason": reason})
+
+
+# ------------------------------------------------------------------ submit_function: the same check
+
+SUBMIT_FUNCTION = """\
+import json, os, sys, warnings
+from hpc.errors import HpcTfError
+from hpc.functions import submit_function
+from hpc.quota import QuotaWarning
+
+spec, runs_dir = json.loads(sys.argv[1]), sys.argv[2]
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    try:
+        job = submit_function(os.getpid, spec=spec, site="sandbox", overrides=[f"runs_dir={runs_dir}"])
+        report = {"job_id": job.job_id}
+    except HpcTfError as err:
+        report = {"refused": err.message, "exit_code": err.exit_code}
+report["warnings"] = [str(w.message) for w in caught if issubclass(w.category, QuotaWarning)]
+print(json.dumps(report))
+"""
+
+
+def submit_function_as_user(researcher_run: Run, workdir: Path, name: str, gpus_per_node: int, nodes: int = 1,
+                            qos: str | None = None) -> dict[str, object]:
+    script = workdir / "quota_function.py"
+    script.write_text(SUBMIT_FUNCTION)
+    resources: dict[str, object] = {"nodes": nodes, "gpus_per_node": gpus_per_node, "partition": "gpu",
+                                    "account": ACCOUNT, "time": "5:00", **({"qos": qos} if qos else {})}
+    argv = [sys.executable, str(script), json.dumps({"name": name, "resources": resources}),
+            str(workdir / "fn-runs")]
+    done = researcher_run(argv, cwd=workdir, timeout=120)
+    report: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def test_submit_function_refuses_a_job_the_quota_can_never_fit_as_launch_does(
+    quota: None, researcher_run: Run, scratch_dir: Path
+) -> None:
+    refused = submit_function_as_user(researcher_run, scratch_dir, "fn-six", gpus_per_node=3, nodes=2)
+    launched = launch(researcher_run, write_spec(scratch_dir, "six", gpus_per_node=3, nodes=2), check=False)
+    assert refused["exit_code"] == launched.returncode == 3
+    message = str(refused["refused"])
+    assert "can never run" in message and "GrpTRES=gres/gpu=4" in message
+    assert flat(message) in flat(launched.stderr)  # the same sentence, word for word
+    assert not (scratch_dir / "fn-runs").exists() or not list((scratch_dir / "fn-runs").iterdir())
+    assert jobs_in_account() == []  # sbatch was never called
+
+
+def test_submit_function_warns_for_a_job_that_must_wait_as_launch_does(
+    quota: None, researcher_run: Run, scratch_dir: Path
+) -> None:
+    holders = hold(researcher_run, scratch_dir, PER_USER, QOS_PU)
+    report = submit_function_as_user(researcher_run, scratch_dir, "fn-wait", gpus_per_node=1, qos=QOS_PU)
+    job_id = str(report["job_id"])
+    (warning,) = report["warnings"]  # type: ignore[misc]
+    assert "must wait" in flat(warning) and "(QOSMaxGRESPerUser)" in flat(warning)
+    for holder in holders:
+        assert f"{holder} (1 GPU)" in flat(warning)
+    launched = launch(researcher_run, write_spec(scratch_dir, "wait", gpus_per_node=1, qos=QOS_PU))
+    assert flat(warning) in flat(launched.stderr)  # the warning launch prints, word for word
+    assert wait_pending_reason(job_id) == "QOSMaxGRESPerUser"  # submitted, and pends as predicted
 
 
 def test_a_used_up_gpu_time_budget(

@@ -29,6 +29,7 @@ from hpc.errors import SchedulerCommandFailed, SchedulerUnavailable
 from hpc.scheduler import JobState, JobStatus, ReasonCategory, SlurmCli, SlurmScheduler
 from hpc.scheduler.replay import format_recording
 from hpc.scheduler.run import CommandResult, RetryPolicy, classify, subprocess_runner
+from tests._slurm_probes import diagnostics, show_job
 from tests.conftest import SlurmCluster
 from tests.integration._outage import SilentListener, conf_copy, free_port
 
@@ -94,7 +95,7 @@ def test_one_query_maps_every_state(slurm_cluster: SlurmCluster, runner: UserRun
     submitted: list[str] = []
 
     def submit(script: Path, *args: str) -> str:
-        job_id = scheduler.submit(script, [*common, *args])
+        job_id = scheduler.submit(script, sbatch_args=[*common, *args])
         submitted.append(job_id)
         return job_id
 
@@ -184,18 +185,18 @@ def test_errors_and_config(slurm_cluster: SlurmCluster, runner: UserRunner) -> N
     scheduler = SlurmScheduler(SlurmCli(runner))
     script = write_script(runner.workdir, "true.sh", "true")
     with pytest.raises(SchedulerCommandFailed) as refused:
-        scheduler.submit(script, ["--partition=no-such-partition", "--output=/dev/null"])
+        scheduler.submit(script, sbatch_args=["--partition=no-such-partition", "--output=/dev/null"])
     assert not refused.value.transient
     assert "invalid partition" in str(refused.value).lower()
     assert [r.argv[0] for r in runner.results] == ["sbatch"]  # a refusal is not retried
 
-    job_id = scheduler.submit(script, [f"--partition={slurm_cluster.cpu_partition}", "--output=/dev/null"])
+    job_id = scheduler.submit(script, sbatch_args=[f"--partition={slurm_cluster.cpu_partition}", "--output=/dev/null"])
     wait_for(scheduler, [job_id], lambda s: s[job_id].state.is_terminal)
     scheduler.cancel([job_id])  # already over: not an error
     config = scheduler.show_config()
     assert int(config["MaxArraySize"]) > 0
     assert config["ClusterName"] == slurm_cluster.name
-    assert scheduler.diagnostics().rpc_by_type  # the counters the campaign benchmark compares
+    assert diagnostics(scheduler.cli).rpc_by_type  # the counters the campaign benchmark compares
 
 
 def record_scenario(
@@ -213,9 +214,9 @@ def record_scenario(
     extra = {
         "squeue-unknown": lambda: scheduler.query(["99999999"]),
         "scancel-finished": lambda: scheduler.cancel([ids["completed"]]),
-        "scontrol-show-job-array": lambda: scheduler.show_job(ids["array"]),
+        "scontrol-show-job-array": lambda: show_job(scheduler.cli, ids["array"]),
         "scontrol-show-config": scheduler.show_config,
-        "sdiag": scheduler.diagnostics,
+        "sdiag": lambda: diagnostics(scheduler.cli),
     }
     for name, call in extra.items():
         before = len(runner.results)

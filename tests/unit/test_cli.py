@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from hpc.backends import Backend
 from hpc.cli import app
 from hpc.errors import SchedulerCommandFailed
 from hpc.launch import plan_launch, submit_plan
@@ -104,7 +105,7 @@ class RecordingScheduler:
 
 def test_launch_writes_a_complete_run_dir_then_submits_it(spec: Path) -> None:
     scheduler = RecordingScheduler()
-    launched = submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
+    launched = submit_plan(plan_launch(spec, "sandbox"), Backend(scheduler))  # type: ignore[arg-type]
     assert scheduler.submitted == [launched.paths.script]
     root = launched.paths.root
     expected = ["job.sbatch", "logs", "resolved.json", "runtime", "submission.json"]
@@ -117,5 +118,5 @@ def test_launch_writes_a_complete_run_dir_then_submits_it(spec: Path) -> None:
 
 def test_a_failed_submit_leaves_no_run_dir(spec: Path, tmp_path: Path) -> None:
     with pytest.raises(SchedulerCommandFailed, match="Invalid account"):
-        submit_plan(plan_launch(spec, "sandbox"), RecordingScheduler(fail=True))  # type: ignore[arg-type]
+        submit_plan(plan_launch(spec, "sandbox"), Backend(RecordingScheduler(fail=True)))  # type: ignore[arg-type]
     assert list((tmp_path / "runs").iterdir()) == []

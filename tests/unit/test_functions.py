@@ -21,6 +21,7 @@ from hpc.errors import HpcTfError, SpecError
 from hpc.functions import FunctionTask, plan_function
 from hpc.functions.plan import FUNCTION_PREFIX, PLACEHOLDER_COMMAND, load_function_spec, requeue_lines
 from hpc.functions.task import SITE_DIR, local_step_env
+from hpc.render.directives import read_directives
 from hpc.spec.model import JobSpec
 
 SANDBOX = ("sandbox", ["runs_dir=/shared/runs"])
@@ -70,6 +71,28 @@ def test_resources_of_a_two_node_spec_become_submitit_slurm_parameters() -> None
     }
     assert "srun --unbuffered --output /shared/runs/x/submitit/%j_%t_log.out --kill-on-bad-exit=1 python" in text
     subprocess.run(["bash", "-n"], input=text, text=True, check=True, timeout=30)
+
+
+# sbatch reads a backslash as an escape even inside submitit's single quotes: these would end the quoting
+SMUGGLERS = [
+    {"sbatch_extra": ["--comment=\\'\"'\" --partition=other --array=0-999 #"]},
+    {"resources": {"constraint": "\\'\"'\" --gpus-per-node=8 #"}},
+    {"resources": {"constraint": "it's"}},
+]
+
+
+@pytest.mark.parametrize("spec", SMUGGLERS)
+def test_a_value_submitits_quoting_cannot_carry_is_refused(spec: dict[str, Any]) -> None:
+    with pytest.raises(HpcTfError, match="which submitit's #SBATCH lines cannot carry safely"):
+        plan({"name": "fn", **spec})
+
+
+@pytest.mark.parametrize("value", ["a b", "x#y", 'say "hi"', "$(id)", "100%", "a&b|c", "é ü"])
+def test_other_hostile_values_reach_submitits_script_exactly(value: str) -> None:
+    p = plan({"name": "fn", "resources": {"constraint": value}, "sbatch_extra": [f"--comment={value}"]})
+    options = read_directives(sbatch_text(p.parameters))  # as sbatch reads them
+    assert options["constraint"] == value and options["comment"] == value
+    assert options["partition"] == "gpu" and "array" not in options
 
 
 def test_gpus_per_task_with_a_type_and_a_time_limit_rounded_up_to_minutes() -> None:

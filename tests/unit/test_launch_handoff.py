@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from hpc.backends import Backend
 from hpc.errors import SchedulerCommandFailed
 from hpc.launch import plan_launch, submit_plan
 from hpc.render.cpu_jobs import handoff_argv, render_handoff_script
 from hpc.resources import data_dir
-from hpc.scheduler.commands import after_success_args
+from hpc.scheduler import NO_OPTIONS, SubmitOptions
+from hpc.scheduler.commands import submit_args
 from hpc.site.load import load_site
 
 SPEC = ("name: hand\ncommand: python train.py\nresources: {nodes: 2, gpus_per_node: 2}\n"
@@ -32,8 +34,8 @@ class RecordingScheduler:
         self.submitted: list[tuple[Path, tuple[str, ...]]] = []
         self.cancelled: list[str] = []
 
-    def submit(self, script_path: Path | str, extra_args: Sequence[str] = (), after_ok: Sequence[str] = ()) -> str:
-        self.submitted.append((Path(script_path), tuple(after_ok)))
+    def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS) -> str:
+        self.submitted.append((Path(script_path), options.after_ok))
         if self.fail_on == len(self.submitted):
             raise SchedulerCommandFailed(argv=["sbatch", str(script_path)], returncode=1,
                                          stderr="sbatch: error: invalid partition specified: cpu")
@@ -54,12 +56,12 @@ def spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_after_success_args_name_the_dependency_and_never_wait_forever() -> None:
-    assert after_success_args(["42"]) == ["--dependency=afterok:42", "--kill-on-invalid-dep=yes"]
+    assert submit_args(SubmitOptions.after_success(["42"])) == ["--dependency=afterok:42", "--kill-on-invalid-dep=yes"]
 
 
 def test_handoff_job_is_submitted_after_training_with_afterok_and_recorded(spec: Path) -> None:
     scheduler = RecordingScheduler()
-    launched = submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
+    launched = submit_plan(plan_launch(spec, "sandbox"), Backend(scheduler))  # type: ignore[arg-type]
     paths = launched.paths
     assert scheduler.submitted == [(paths.script, ()), (paths.handoff_script, ("101",))]
     assert (launched.job_id, launched.handoff_job_id) == ("101", "102")
@@ -73,7 +75,7 @@ def test_handoff_job_is_submitted_after_training_with_afterok_and_recorded(spec:
 def test_a_failed_handoff_submit_cancels_training_and_leaves_no_run_dir(spec: Path, tmp_path: Path) -> None:
     scheduler = RecordingScheduler(fail_on=2)
     with pytest.raises(SchedulerCommandFailed, match="invalid partition"):
-        submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
+        submit_plan(plan_launch(spec, "sandbox"), Backend(scheduler))  # type: ignore[arg-type]
     assert scheduler.cancelled == ["101"]
     assert list((tmp_path / "runs").iterdir()) == []
 
@@ -81,7 +83,7 @@ def test_a_failed_handoff_submit_cancels_training_and_leaves_no_run_dir(spec: Pa
 def test_a_job_without_handoff_submits_one_job(spec: Path) -> None:
     spec.write_text(SPEC.split("handoff")[0])
     scheduler = RecordingScheduler()
-    launched = submit_plan(plan_launch(spec, "sandbox"), scheduler)  # type: ignore[arg-type]
+    launched = submit_plan(plan_launch(spec, "sandbox"), Backend(scheduler))  # type: ignore[arg-type]
     assert len(scheduler.submitted) == 1 and launched.handoff_job_id is None
     assert not launched.paths.handoff_script.exists()
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,6 +97,51 @@ def test_a_hostile_site_config_is_one_line(tmp_path: Path) -> None:
     spec.write_bytes(SPEC)
     line = one_error_line(hpc_tf("render", spec, "--site", site, cwd=tmp_path))
     assert f"{site}:3: key 'account' appears twice, lines 2 and 3" in line
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        # bytes of argv that are not UTF-8 reach Python as lone surrogates; no file can be written with them
+        (os.fsdecode(b"runs_dir=/tmp/a\x85b"), "--set runs_dir: runs_dir: the value must be one line of printable "
+                                                "text; it contains \\udc85"),
+        # U+0085 is a line break to YAML, which would fold it into a space: refused, not changed
+        ("runs_dir=/tmp/a\u0085b", "--set runs_dir: runs_dir: the value must be one line of printable text; "
+                                   "it contains \\x85"),
+    ],
+)
+def test_a_set_value_that_is_not_one_line_of_text_is_one_line(tmp_path: Path, setting: str, expected: str) -> None:
+    (tmp_path / "job.yaml").write_bytes(SPEC)
+    result = hpc_tf("launch", "job.yaml", "--dry-run", "--site", "local", "--set", setting, cwd=tmp_path)
+    assert expected in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--set", "k" * 100_000 + "=1"], "not a site key; keys are dotted names"),
+        (["--set", "account=" + "a" * 100_000], "account: 'aaaa"),  # a name has at most 128 characters
+        (["--set", "default_time=" + "9" * 100_000], "default_time: '9999"),
+    ],
+)
+def test_a_huge_value_anywhere_is_one_short_line(tmp_path: Path, argv: list[str], expected: str) -> None:
+    (tmp_path / "job.yaml").write_bytes(SPEC)
+    line = one_error_line(hpc_tf("launch", "job.yaml", "--dry-run", "--site", "local", *argv, cwd=tmp_path))
+    assert expected in line  # and one_error_line checked it is short
+
+
+def test_a_site_in_the_user_config_that_is_not_a_name_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_bytes(SPEC)
+    config = tmp_path / "config" / "hpc-tf" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("site: {a: 1}\n")
+    result = subprocess.run([sys.executable, "-m", "hpc.cli", "render", "job.yaml"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=30, check=False,
+                            env={**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    first, hint = result.stderr.splitlines()
+    assert first == f"hpc-tf: error: {config}: site: '{{'a': 1}}' is not a site name or a site file's path"
+    assert hint.startswith("hint: write e.g. site: mycluster")
 
 
 def test_site_spec_and_campaign_files_share_the_limits(tmp_path: Path) -> None:
@@ -186,6 +232,47 @@ def test_a_damaged_endpoint_record_is_one_line(tmp_path: Path) -> None:
     (state / "server.json").write_text(json.dumps({"host": "x" * 100_000}))
     line = one_error_line(hpc_tf("serve", "status", "--repository", tmp_path / "repo"))
     assert "the serving node's endpoint" in line and "server.json' is damaged" in line
+
+
+ENDPOINT = {"host": "10.0.0.9", "http_port": 1, "grpc_port": 2, "metrics_port": 3, "pid": 1, "hostname": "n",
+            "repository": "/r", "log": "/l", "started": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("plant", "expected"),
+    [
+        # someone who can write in the repository points the owner's next call, and its secret, elsewhere
+        (lambda path: os.chown(path, 54321, 54321), "is owned by uid 54321, not by you: hpc-tf does not trust it"),
+        (lambda path: path.chmod(0o664), "is writable by others (mode 0664): hpc-tf does not trust it"),
+    ],
+)
+def test_an_endpoint_someone_else_could_have_written_is_not_trusted(
+    tmp_path: Path, plant: Any, expected: str
+) -> None:
+    if os.geteuid() != 0 and "uid" in expected:
+        pytest.fail("needs root, to give the file to another uid (tests/run runs as root)")
+    state = tmp_path / "repo" / ".hpc-tf"
+    state.mkdir(parents=True)
+    endpoint = state / "server.json"
+    endpoint.write_text(json.dumps(ENDPOINT))
+    plant(endpoint)
+    line = one_error_line(hpc_tf("serve", "status", "--repository", tmp_path / "repo"))
+    assert "the serving node's endpoint" in line and expected in line
+
+
+def test_an_endpoint_behind_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    state = tmp_path / "repo" / ".hpc-tf"
+    state.mkdir(parents=True)
+    (tmp_path / "elsewhere.json").write_text(json.dumps(ENDPOINT))
+    (state / "server.json").symlink_to(tmp_path / "elsewhere.json")
+    line = one_error_line(hpc_tf("serve", "status", "--repository", tmp_path / "repo"), code=2)
+    assert "cannot read the serving node's endpoint" in line and "symbolic links" in line
+
+
+def test_a_spec_that_is_a_fifo_is_refused_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "job.yaml")  # open() would wait for a writer forever
+    line = one_error_line(hpc_tf("render", "job.yaml", cwd=tmp_path, timeout=20))
+    assert "job.yaml: not a regular file" in line
 
 
 # ------------------------------------------------------------------ what reaches the terminal

@@ -18,7 +18,7 @@ from hpc.resolve import resolve
 from hpc.runtime.node.local_step import expand_filename_pattern, log_path, task_environments
 from hpc.runtime.node.settings import RuntimeSettings
 from hpc.runtime.node.task_env import plan_task
-from hpc.scheduler import JobState
+from hpc.scheduler import ArrayRequest, JobState, SubmitOptions
 from hpc.site.load import load_site
 from hpc.spec import load_spec_text
 
@@ -95,9 +95,9 @@ def test_unknown_ids_are_unknown_and_sbatch_options_are_refused(tmp_path: Path) 
     assert scheduler.query(["12", "12_3"])["12"].state is JobState.UNKNOWN
     assert scheduler.query(["12_3"])["12_3"].state is JobState.UNKNOWN
     with pytest.raises(HpcTfError, match="takes no sbatch options"):
-        scheduler.submit(tmp_path / "job.sbatch", ["--array=0-3"])
+        scheduler.submit(tmp_path / "job.sbatch", SubmitOptions(array=ArrayRequest((0, 1, 2, 3))))
     with pytest.raises(HpcTfError, match="no such job"):
-        scheduler.submit(tmp_path / "job.sbatch", after_ok=["99"])
+        scheduler.submit(tmp_path / "job.sbatch", SubmitOptions.after_success(["99"]))
 
 
 def test_a_line_break_bash_does_not_see_cannot_move_the_log(tmp_path: Path) -> None:

@@ -269,7 +269,7 @@ def test_hpc_tf_launch_checks_the_quota_before_sbatch(
     from hpc.cli import app
 
     scheduler = Submitted()
-    monkeypatch.setattr("hpc.cli.launch.scheduler_for", lambda launcher, runs_root: scheduler)
+    monkeypatch.setattr("hpc.backends.scheduler_for", lambda launcher, runs_root: scheduler)
 
     def check(job: ResolvedJob, force: bool, no_queue: bool, stored: StoredAnswers) -> QuotaVerdict:
         assert stored.path == tmp_path / ".cache" / "hpc-tf" / f"slurmdbd-{current_user()}.json" and stored.reuse
@@ -277,7 +277,7 @@ def test_hpc_tf_launch_checks_the_quota_before_sbatch(
             job, force=force, no_queue=no_queue, cli=cli(replay("overview")), user=USER, stored=stored
         )
 
-    monkeypatch.setattr("hpc.cli.launch.check_launch", check)
+    monkeypatch.setattr("hpc.quota.check_launch", check)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     spec = tmp_path / "job.yaml"

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from hpc.errors import HpcTfError, SpecError
 from hpc.local.scheduler import _job_from_script
 from hpc.render.directives import directive_lines, read_directives
-from hpc.render.managed import MANAGED_FLAGS, check_extra_flag
 from hpc.render.script import render_script
 from hpc.resolve import resolve
+from hpc.scheduler.managed import MANAGED_FLAGS, check_extra_flag
 from hpc.scheduler.sbatch_option_table import LONG_OPTIONS, SHORT_OPTIONS
 from hpc.scheduler.sbatch_options import SUPPORTED_VERSIONS, OptionError, SbatchOption, parse_arguments, parse_option
 from hpc.site.load import load_site

@@ -11,6 +11,7 @@ from hpc.errors import SchedulerCommandFailed, SchedulerUnavailable
 from hpc.scheduler import SlurmCli, SlurmScheduler, commands
 from hpc.scheduler.replay import ReplayRunner, format_recording, load_recording, parse_recording
 from hpc.scheduler.run import CommandResult, RetryPolicy, classify, subprocess_runner
+from tests._slurm_probes import diagnostics, show_job
 
 ERRORS = Path(__file__).parents[1] / "fixtures" / "scheduler" / "slurm-22.05" / "errors"
 RECORDED = Path(__file__).parents[1] / "fixtures" / "slurm-22.05"
@@ -270,10 +271,10 @@ def test_config_job_record_and_diagnostics_through_the_scheduler() -> None:
     scheduler = SlurmScheduler(cli_for(runner))
     config = scheduler.show_config()
     assert config["ClusterName"] == "lab" and config["MaxArraySize"].isdigit()
-    records = scheduler.show_job(job.argv[-1])
+    records = show_job(scheduler.cli, job.argv[-1])
     assert {r["ArrayJobId"] for r in records} == {job.argv[-1]}
     assert any(r["JobState"] == "RUNNING" for r in records)
-    diag = scheduler.diagnostics()
+    diag = diagnostics(scheduler.cli)
     assert diag.rpc_by_type["REQUEST_JOB_INFO"] > 0 and diag.rpc_by_user["researcher"] > 0
     assert [argv[0] for argv in runner.calls] == ["scontrol", "scontrol", "sdiag"]
 

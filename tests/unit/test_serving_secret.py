@@ -145,6 +145,23 @@ def test_the_serving_node_directory_is_the_owners_alone(tmp_path: Path) -> None:
     assert mode(repo.make_server_dir()) == 0o700
 
 
+def test_a_serving_node_directory_planted_by_someone_else_is_refused(tmp_path: Path) -> None:
+    """Its script is what sbatch runs as the owner: a directory someone else made, or a symlink to
+    one, would let them swap it."""
+    repo = Repository.at(tmp_path / "models")
+    repo.state_dir.mkdir(parents=True)
+    (tmp_path / "theirs").mkdir()
+    repo.server_dir.symlink_to(tmp_path / "theirs")
+    with pytest.raises(ServingError, match="is not your own directory"):
+        repo.make_server_dir()
+    if os.geteuid() == 0:  # as root (tests/run): one owned by another uid, which root could chmod
+        repo.server_dir.unlink()
+        repo.server_dir.mkdir()
+        os.chown(repo.server_dir, 54321, 54321)
+        with pytest.raises(ServingError, match="is not your own directory"):
+            repo.make_server_dir()
+
+
 # /proc/self/mountinfo lines as the kernel writes them: this machine's, and a login node's with hidepid
 PROC_PLAIN = "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
 PROC_HIDDEN = "22 27 0:21 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw,hidepid=invisible\n"

@@ -181,3 +181,10 @@ def test_example_specs_load() -> None:
 def test_clock_times_are_not_yaml_base60_numbers() -> None:
     spec = load_spec_text("name: a\ncommand: x\nresources: {time: 1:30:00}\n", "job.yaml", BASE).spec
     assert spec.resources.time == "1:30:00" and spec.resources.time_seconds == 5400
+
+
+@pytest.mark.parametrize("value", ["true", "2.0", '"2"'])
+def test_a_count_is_a_whole_number_as_written(value: str) -> None:
+    # pydantic alone reads `true` as 1 and 2.0 as 2: a typo would silently become a request
+    (message,) = problems(f"name: a\ncommand: x\nresources: {{nodes: {value}}}\n")
+    assert message.startswith("job.yaml:3: resources.nodes: Input should be a valid integer")

@@ -3,6 +3,7 @@ every user-facing model applies it to every field that holds text."""
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -18,7 +19,9 @@ from hpc.text import forbidden_character, named, one_line, shown
 
 # every character some reader of our output takes as a line break or a command (bash: \n; sbatch:
 # \n and refuses \r; str.splitlines: \v \f \x1c-\x1e \x85 \u2028 \u2029 too; a terminal: ESC, ...)
-REFUSED = ["\n", "\r", "\0", "\t", "\v", "\f", "\x1b", "\x1c", "\x1d", "\x1e", "\x7f", "\x85", "\u2028", "\u2029"]
+# ...and lone surrogates: how Python hands over bytes of argv or the environment that are not UTF-8
+REFUSED = ["\n", "\r", "\0", "\t", "\v", "\f", "\x1b", "\x1c", "\x1d", "\x1e", "\x7f", "\x85", "\u2028", "\u2029",
+           os.fsdecode(b"\xff"), "\ud800"]
 ACCEPTED = ["plain", "two words", "it's \"quoted\"", "$(id) `id` ;x", "# not a comment", "100%", "back\\slash",
             "ünïcødé ∑ 漢字 🙂", ""]
 
@@ -58,7 +61,7 @@ BASES: dict[type[BaseModel], dict[str, Any]] = {
     CampaignSpec: {"name": "c", "job": "job.yaml", "stages": [{"name": "s", "resources": {"gpus_per_node": 1}}],
                    "parameters": {"random": {"samples": 1, "space": {"p": {"choice": [1]}}}}},
 }
-# sbatch_extra / sbatch_defaults: checked by hpc.render.managed (the sbatch option parser's own field
+# sbatch_extra / sbatch_defaults: checked by hpc.scheduler.managed (the sbatch option parser's own field
 # type); their values are also refused by the quoting layer at render time (test_render.py)
 # stages[].after: its keys must equal the name of an earlier stage, a StageName
 NOT_HERE = {"sbatch_extra", "sbatch_defaults", "after"}
