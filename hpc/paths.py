@@ -90,6 +90,11 @@ class RunPaths:
         return self.runtime_dir / "local_step.py"
 
     @property
+    def batch_driver(self) -> Path:
+        """What the batch script execs after its setup (launchers/batch.py)."""
+        return self.runtime_dir / "batch.py"
+
+    @property
     def logs_dir(self) -> Path:
         return self.root / "logs"
 

@@ -35,7 +35,8 @@ class ContainerPlan(Frozen):
 
 
 class RuntimePlan(Frozen):
-    """What the node-side bootstrap reads (the ``runtime`` key of resolved.json)."""
+    """What the node-side runtime reads (the ``runtime`` key of resolved.json): the fields of
+    hpc/runtime/node/settings.py's RuntimeSettings, every one written (tests/unit/test_runtime_settings.py)."""
 
     strategy: Strategy
     gpus_per_task: int
@@ -47,7 +48,7 @@ class RuntimePlan(Frozen):
     keras_mwms_fix: bool
     checkpoint_dir: str
     checkpoint_every_steps: int | None
-    checkpoint_keep: int = 3
+    checkpoint_keep: int
     preemption: bool
     max_restarts: int
 

@@ -49,16 +49,17 @@ def staged_directory(final: Path, what: str = "run directory") -> Iterator[Path]
 
 
 def write_run_dir(job: ResolvedJob, script: str | None = None, handoff_script: str | None = None) -> RunPaths:
-    """Write the resolved job and an empty logs dir (and for a command job its script, the hand-off
-    job's script and the bootstrap) under a temporary name, then rename."""
+    """Write the resolved job, an empty logs dir and the node runtime (bootstrap, batch driver; a
+    function job's teardown requeues through the driver too), and for a command job its script and
+    the hand-off job's script, under a temporary name, then rename."""
     paths = RunPaths.at(job.run_dir)
     with staged_directory(paths.root) as root:
         staging = RunPaths.at(root)
         staging.logs_dir.mkdir()
         write_text_atomic(staging.resolved, job.to_json())
+        install_into(staging.runtime_dir)
         if script is not None:
             write_text_atomic(staging.script, script, mode=0o755)
-            install_into(staging.runtime_dir)
         if handoff_script is not None:
             write_text_atomic(staging.handoff_script, handoff_script, mode=0o755)
     return paths

@@ -25,10 +25,9 @@ from hpc.modelbase import validate_document
 from hpc.paths import RunPaths
 from hpc.render.directives import sbatch_options
 from hpc.render.quoting import sh
-from hpc.render.script import container_prefix, template_environment
+from hpc.render.script import container_prefix, driver_python, log_pattern, template_environment
 from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import new_run_id
-from hpc.runtime.node.preemption import REQUEUE_EXIT_CODE
 from hpc.site.load import load_site
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import JobSpec
@@ -172,7 +171,7 @@ def slurm_parameters(job: ResolvedJob) -> dict[str, Any]:
         params["setup"] = setup
     if job.warning_seconds is not None:
         extra.update(_preemption_options(job.warning_seconds))
-        params["teardown"] = requeue_lines(job.runtime.max_restarts)
+        params["teardown"] = requeue_lines(job)
     if extra:
         params["additional_parameters"] = extra
     for name, value in (*params.items(), *extra.items()):
@@ -222,21 +221,17 @@ def _preemption_options(warning_seconds: int) -> dict[str, Any]:
     return {"signal": f"USR1@{warning_seconds}", "requeue": True}
 
 
-def requeue_lines(max_restarts: int) -> list[str]:
-    """submitit's ``teardown``: requeue the job when the workers checkpointed and asked for it.
+def requeue_lines(job: ResolvedJob) -> list[str]:
+    """submitit's ``teardown``: the batch driver decides and requeues, by the policy of a launched job.
 
-    submitit runs these right after its ``srun`` line, so ``$?`` is the step's exit code.
+    submitit runs these right after its ``srun`` line, so ``$?`` is the step's exit code. The driver
+    is exec'd, as in hpc-tf's own script, so Slurm's TERM after a requeue reaches it (and is ignored).
     """
+    paths = RunPaths.at(job.run_dir)
     return [
         "hpc_tf_status=$?",
-        f"if [ \"$hpc_tf_status\" -eq {REQUEUE_EXIT_CODE} ]; then",
-        f"  if [ \"${{SLURM_RESTART_COUNT:-0}}\" -lt {max_restarts} ]; then",
-        "    echo \"hpc-tf: the workers saved a checkpoint and asked to be requeued: requeueing\"",
-        "    trap '' TERM",
-        "    scontrol requeue \"$SLURM_JOB_ID\" && exit 0",
-        "  else",
-        f"    echo \"hpc-tf: not requeueing: preemption.max_restarts ({max_restarts}) reached\" >&2",
-        "  fi",
-        "fi",
-        "exit \"$hpc_tf_status\"",
+        f"exec {sh(driver_python(job), 'python')} -S {sh(str(paths.batch_driver), 'run_dir')} "
+        f"--resolved {sh(str(paths.resolved), 'run_dir')} "
+        f"--restart-log {sh(log_pattern(paths, RunPaths.RESTART_LOG_PATTERN), 'run_dir')} "
+        '--step-status "$hpc_tf_status"',
     ]

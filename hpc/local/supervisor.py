@@ -7,7 +7,9 @@ of its emulated allocation (``SLURM_JOB_ID``, the node list ``local1,local2,…`
 job's GPU ids), in a process group of its own so that the whole job can be signalled. Like Slurm it
 sends USR1 to the batch shell ``--signal=B:USR1@N`` seconds before the time limit, ends the job with
 TERM (then KILL after a grace period) at the limit or when cancelled, runs the script again when the
-script asks for a requeue, and records every change of state in the job's record.
+script's batch driver asks for a requeue (it decides by the one policy, hpc/runtime/node/requeue.py, and
+leaves the file HPC_TF_LOCAL_REQUEUE_FILE where ``scontrol requeue`` would run under Slurm; SLURM_RESTART_COUNT
+tells the next run how many came before), and records every change of state in the job's record.
 """
 
 from __future__ import annotations

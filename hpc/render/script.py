@@ -15,7 +15,6 @@ from hpc.render.directives import directive_lines
 from hpc.render.quoting import sh, sh_words, slurm_filename
 from hpc.resolve import ResolvedJob
 from hpc.resources import data_dir, user_cache_dir
-from hpc.runtime.node.preemption import REQUEUE_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +70,12 @@ def container_prefix(job: ResolvedJob) -> str:
     return sh_words(words) + " "
 
 
+def driver_python(job: ResolvedJob) -> str:
+    """The python that runs the batch driver in the batch shell: the job's, or the node's python3 when
+    the job's python lives inside a container image."""
+    return "python3" if job.container is not None else job.python
+
+
 def log_pattern(paths: RunPaths, name_pattern: str) -> str:
     """The logs directory taken literally (``%`` escaped), then Slurm's ``%j``/``%t`` pattern."""
     return f"{slurm_filename(str(paths.logs_dir))}/{name_pattern}"
@@ -85,9 +90,10 @@ def render_script(job: ResolvedJob) -> str:
         directives=directive_lines(job, log_pattern(paths, RunPaths.BATCH_LOG_PATTERN)),
         task_log=log_pattern(paths, RunPaths.TASK_LOG_PATTERN),
         restart_log=log_pattern(paths, RunPaths.RESTART_LOG_PATTERN),
-        requeue_exit_code=REQUEUE_EXIT_CODE,
         task_prefix=container_prefix(job),
         bootstrap=str(paths.bootstrap),
+        driver_python=driver_python(job),
+        batch_driver=str(paths.batch_driver),
         resolved=str(paths.resolved),
         local=job.launcher == "local",
         local_step=str(paths.local_step),

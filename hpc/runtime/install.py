@@ -3,6 +3,7 @@
 <run_dir>/runtime/
   bootstrap.py                 launchers/bootstrap.py: the srun entry point
   local_step.py                launchers/local_step.py: srun for the local launcher's emulated allocation
+  batch.py                     launchers/batch.py: the batch script's driver (step, warning, requeue)
   hpc_tf_runtime/              a copy of hpc/runtime/node/ (standard library only)
     _errors.py                 a copy of hpc/errors.py (in the library it re-exports it)
     sitedir/sitecustomize.py   put first on PYTHONPATH for the user's process
@@ -32,6 +33,6 @@ def install_into(runtime_dir: Path) -> Path:
         relative = source.relative_to(_NODE_DIR)
         (package / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_ERRORS if relative == Path("_errors.py") else source, package / relative)
-    for launcher in ("bootstrap.py", LOCAL_STEP):
+    for launcher in ("bootstrap.py", LOCAL_STEP, "batch.py"):
         shutil.copyfile(data_dir("launchers") / launcher, runtime_dir / launcher)
     return runtime_dir / "bootstrap.py"

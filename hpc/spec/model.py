@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
+from hpc.runtime.node.settings import PORT_RANGE_RULE, RuntimeSettings, valid_port_range
 from hpc.scheduler.managed import check_extra_flag
 from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
 from hpc.text import OneLine, keys_matching, matching, shown
@@ -205,35 +206,39 @@ class Environment(StrictModel):
         return self
 
 
+# the runtime's defaults (hpc/runtime/node/settings.py): declared there once, read by the node
+_RUNTIME = RuntimeSettings()
+
+
 class TFOptions(StrictModel):
     strategy: Strategy | None = Field(
         None, description="default: multi_worker_mirrored when nodes x tasks_per_node > 1"
     )
-    port_range: tuple[int, int] = (20000, 29999)
-    coordination_timeout: int = Field(300, ge=10, description="seconds to wait for every worker to join")
-    memory_growth: bool = True
+    port_range: tuple[int, int] = _RUNTIME.port_range
+    coordination_timeout: int = Field(_RUNTIME.coordination_timeout_s, ge=10,
+                                      description="seconds to wait for every worker to join")
+    memory_growth: bool = _RUNTIME.memory_growth
     gpu_allocator: Literal["cuda_malloc_async", "bfc"] | None = None
-    keras_mwms_fix: bool = True
+    keras_mwms_fix: bool = _RUNTIME.keras_mwms_fix
 
     @field_validator("port_range")
     @classmethod
     def _ports(cls, value: tuple[int, int]) -> tuple[int, int]:
-        low, high = value
-        if not 1024 <= low < high <= 65535:
-            raise ValueError("must be [low, high] with 1024 <= low < high <= 65535")
+        if not valid_port_range(*value):
+            raise ValueError(f"must be {PORT_RANGE_RULE}")
         return value
 
 
 class Checkpoint(StrictModel):
     dir: OneLine | None = Field(None, description="default: <output_dir>/checkpoints")
     every_steps: int | None = Field(None, ge=1)
-    keep: int = Field(3, ge=1)
+    keep: int = Field(_RUNTIME.checkpoint_keep, ge=1)
 
 
 class Preemption(StrictModel):
     enabled: bool = False
     warning_seconds: int = Field(300, ge=10, le=65535)
-    max_restarts: int = Field(3, ge=0)
+    max_restarts: int = Field(_RUNTIME.max_restarts, ge=0)
 
 
 class Handoff(StrictModel):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _batch_fixtures import install_run_dir
 from submitit.slurm.slurm import _make_sbatch_string
 
 from hpc.errors import HpcTfError, SpecError
@@ -132,9 +133,18 @@ def test_preemption_signals_the_tasks_and_requeues_on_their_exit_code() -> None:
     p = plan({"name": "fn", "resources": {"time": "30:00"},
               "preemption": {"enabled": True, "warning_seconds": 120, "max_restarts": 2}})
     assert p.parameters["additional_parameters"] == {"requeue": True, "signal": "USR1@120"}
-    assert p.parameters["teardown"] == requeue_lines(2)
+    assert p.parameters["teardown"] == requeue_lines(p.job)
     found = directives(sbatch_text(p.parameters))
     assert (found["signal"], "requeue" in found) == ("USR1@120", True)  # hpc-tf's warning replaces submitit's
+
+
+def preemptible_job(tmp_path: Path) -> Any:
+    """A function job with max_restarts 2 whose run directory holds what its teardown runs."""
+    p = plan({"name": "fn", "resources": {"time": "30:00"},
+              "preemption": {"enabled": True, "warning_seconds": 120, "max_restarts": 2}},
+             overrides=[f"runs_dir={tmp_path / 'runs'}"])
+    install_run_dir(p.job)
+    return p.job
 
 
 @pytest.mark.parametrize(("status", "restarts", "requeued", "exit_code"),
@@ -143,7 +153,8 @@ def test_requeue_teardown_in_bash(tmp_path: Path, status: int, restarts: int, re
     """The lines run right after submitit's srun line: ``$?`` is the step's exit code."""
     (tmp_path / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/scontrol.args\n")
     (tmp_path / "scontrol").chmod(0o755)
-    script = "\n".join([f"(exit {status})", "", "", "# teardown", *requeue_lines(2)])
+    job = preemptible_job(tmp_path)
+    script = "\n".join([f"(exit {status})", "", "", "# teardown", *requeue_lines(job)])
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "SLURM_JOB_ID": "42", "SLURM_RESTART_COUNT": str(restarts)}
     result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == exit_code, result.stderr

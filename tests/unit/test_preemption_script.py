@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _batch_fixtures import install_run_dir
 
 from hpc.render.script import render_script
 from hpc.resolve import resolve
@@ -59,6 +60,7 @@ def render(tmp_path: Path, preemption: str) -> Path:
     job = resolve(load_spec_text(text, "job.yaml", tmp_path), site, "p-run", environ)
     script = tmp_path / "job.sbatch"
     script.write_text(render_script(job), encoding="utf-8")
+    install_run_dir(job)  # the batch driver the script execs, and the resolved job it reads
     return script
 
 

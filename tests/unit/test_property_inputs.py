@@ -110,7 +110,8 @@ def check_script(script: str, spec: dict[str, Any], site: dict[str, Any]) -> Non
         seen = bash(probe)
         assert seen.returncode == 0, seen.stderr
         assert seen.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1] == [env[k] for k in sorted(env)]
-    command_line = lines[next(i for i, line in enumerate(lines) if "--resolved " in line) + 1]
+    # the line after the bootstrap's (the last with --resolved: the batch driver's comes first)
+    command_line = lines[max(i for i, line in enumerate(lines) if "--resolved " in line) + 1]
     words = bash("printf '%s\\0' " + command_line.strip().removesuffix("&"))
     assert words.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1] == list(spec["_command"])
 

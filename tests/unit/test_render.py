@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from _batch_fixtures import install_run_dir
 
 from hpc.errors import SpecError
 from hpc.render.cpu_jobs import ServeJob, render_handoff_script, render_serve_script
@@ -168,6 +169,7 @@ def test_hostile_values_reach_the_job_unchanged_and_run_nothing(tmp_path: Path) 
     env = {"PATH": f"{shims}:/usr/bin:/bin", "SHIM_OUT": str(out), "HOME": str(tmp_path)}
     script_path = tmp_path / "job.sbatch"
     script_path.write_text(script)
+    install_run_dir(job)  # the batch driver the script execs, and the resolved job it reads
     subprocess.run(["bash", str(script_path)], env=env, cwd=tmp_path, check=True, timeout=30)
 
     argv = (out / "srun.argv").read_bytes().decode().split("\0")[:-1]

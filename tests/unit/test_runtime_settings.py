@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from hpc.errors import RuntimeSetupError
+from hpc.resolve import RuntimePlan, resolve
 from hpc.runtime.node.settings import RuntimeSettings, load_settings, settings_from_mapping
+from hpc.site.load import load_site
+from hpc.spec import load_spec_text
+from hpc.spec.model import TFOptions
 
 
 def write(tmp_path: Path, document: object) -> Path:
@@ -86,3 +91,41 @@ def test_unreadable_files_are_setup_errors(tmp_path: Path) -> None:
         load_settings(write(tmp_path, [1, 2]))
     with pytest.raises(RuntimeSetupError, match="runtime: expected an object"):
         load_settings(write(tmp_path, {"runtime": []}))
+
+
+# ---------------------------------------------------------------- one declaration: spec, resolve, runtime
+
+# decided by resolve from the resources and the run directory, not defaults
+DERIVED = {"strategy", "gpus_per_task", "gpus_per_node", "checkpoint_dir"}
+
+
+def test_resolve_writes_exactly_the_runtime_settings() -> None:
+    assert set(RuntimePlan.model_fields) == set(RuntimeSettings.__slots__)
+
+
+def test_a_spec_that_sets_nothing_reaches_the_node_with_the_runtimes_defaults() -> None:
+    environ = {"HOME": "/home/alice", "USER": "alice"}
+    spec = load_spec_text("name: d\ncommand: python t.py\n", "job.yaml", Path("/home/alice/d"))
+    job = resolve(spec, load_site("sandbox", (), environ), "d-run", environ)
+    written = json.loads(job.to_json())["runtime"]
+    assert set(written) == set(RuntimeSettings.__slots__)
+    read, defaults = settings_from_mapping(written), RuntimeSettings()
+    differ = {name: (getattr(read, name), getattr(defaults, name)) for name in RuntimeSettings.__slots__
+              if name not in DERIVED and getattr(read, name) != getattr(defaults, name)}
+    assert differ == {}, "spec/resolve default vs the runtime's (hpc/runtime/node/settings.py)"
+
+
+@pytest.mark.parametrize("ports", [(20000, 29999), (31000, 31000), (1024, 65535), (30001, 30000), (80, 90),
+                                   (30000, 70000), (1023, 2000)])
+def test_the_spec_accepts_exactly_the_port_ranges_the_runtime_reads(ports: tuple[int, int]) -> None:
+    try:
+        settings_from_mapping({"port_range": list(ports)})
+        runtime_reads = True
+    except RuntimeSetupError:
+        runtime_reads = False
+    try:
+        TFOptions.model_validate({"port_range": list(ports)})
+        spec_accepts = True
+    except ValidationError:
+        spec_accepts = False
+    assert spec_accepts is runtime_reads

@@ -19,7 +19,7 @@ SITE = "/opt/run/runtime/hpc_tf_runtime/sitedir"
 
 def test_multi_worker_task_gets_gpus_tf_config_and_hooks() -> None:
     env = recorded_tasks("gres2-2tasks-per-node")[3]
-    plan = plan_task(env, RuntimeSettings(coordination_timeout_s=42), site_dir=SITE)
+    plan = plan_task(env, RuntimeSettings(coordination_timeout_s=42, memory_growth=False), site_dir=SITE)
     assert list(plan.env) == [
         "CUDA_VISIBLE_DEVICES",
         "CUDA_DEVICE_ORDER",
@@ -55,13 +55,14 @@ def test_memory_options_are_set_for_gpu_tasks_only() -> None:
     # growth off: nothing is exported, so a script's own tf.config choice stands
     assert (
         "TF_FORCE_GPU_ALLOW_GROWTH"
-        not in plan_task(recorded_tasks("gres2-1task-per-node")[0], RuntimeSettings(), site_dir=SITE).env
+        not in plan_task(recorded_tasks("gres2-1task-per-node")[0], RuntimeSettings(memory_growth=False),
+                         site_dir=SITE).env
     )
 
 
 @pytest.mark.parametrize("strategy", ["mirrored", "none"])
 def test_single_process_strategies_get_only_the_gpu_variables(strategy: str) -> None:
-    settings = RuntimeSettings(strategy=strategy)  # type: ignore[arg-type]
+    settings = RuntimeSettings(strategy=strategy, memory_growth=False)  # type: ignore[arg-type]
     plan = plan_task(recorded_tasks("gres2-1task-per-node")[1], settings, site_dir=SITE)
     assert plan.env == {"CUDA_VISIBLE_DEVICES": "0,1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     assert plan.address is None

@@ -13,7 +13,7 @@ code has imported it. The facts behind the design are in the lab notes (§4):
   workers agree on (coordination service); hpc-tf gives it the flag as its watcher, its own
   save function and an exit function: the chief writes the checkpoint, every worker waits at
   a barrier (so no one is killed mid-save by ``srun --kill-on-bad-exit``), then every task
-  exits with :data:`REQUEUE_EXIT_CODE`, which the batch script turns into ``scontrol requeue``.
+  exits with :data:`REQUEUE_EXIT_CODE`, on which the batch driver (batch.py) requeues the job.
 * Checkpoints are ``tf.train.Checkpoint``\\ s through a ``CheckpointManager`` (its state file is
   replaced atomically, so a half-written checkpoint is never "latest"), numbered by global
   step, with the position of the next step (:class:`Position`) stored beside the weights.
@@ -43,10 +43,8 @@ from typing import Any, Literal
 
 from ._errors import RuntimeSetupError
 from .hook_config import PreemptionConfig
+from .requeue import REQUEUE_EXIT_CODE as REQUEUE_EXIT_CODE  # the batch driver requeues the job on it
 
-# EX_TEMPFAIL (sysexits.h): "temporary failure, the user is invited to retry". The rendered
-# batch script requeues the job when the step ends with it.
-REQUEUE_EXIT_CODE = 75
 CHECKPOINT_NAME = "ckpt"
 POSITION_KEY = "hpc_tf_position"
 AGREEMENT_TIMEOUT_MS = 300_000

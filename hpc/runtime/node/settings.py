@@ -1,5 +1,9 @@
 """The runtime part of a resolved job (``resolved.json`` → ``"runtime"``), as a frozen object.
 
+The one declaration of the runtime settings and their defaults: the job spec (hpc/spec/model.py)
+takes its defaults and the port-range rule from here, resolve (``RuntimePlan``) writes exactly these
+keys, and tests/unit/test_runtime_settings.py fails the moment the three disagree.
+
 The file may come from a newer hpc-tf than this copy of the runtime: unknown keys are
 ignored, missing keys take the defaults below, wrong types are errors that name the key.
 """
@@ -23,6 +27,12 @@ STRATEGIES: tuple[Strategy, ...] = ("multi_worker_mirrored", "mirrored", "none")
 
 # Below Linux's ephemeral range (32768-60999), so outgoing connections never hold our ports.
 DEFAULT_PORT_RANGE = (20000, 29999)
+# One port is a range too (one task per node); tf_config.task_port says when a range is too small.
+PORT_RANGE_RULE = "[low, high] with 1024 <= low <= high <= 65535"
+
+
+def valid_port_range(low: int, high: int) -> bool:
+    return 1024 <= low <= high <= 65535
 
 
 class RuntimeSettings(Record):
@@ -35,6 +45,7 @@ class RuntimeSettings(Record):
         "gpus_per_node",
         "gpus_per_task",
         "keras_mwms_fix",
+        "max_restarts",
         "memory_growth",
         "port_range",
         "preemption",
@@ -48,7 +59,9 @@ class RuntimeSettings(Record):
         port_range: tuple[int, int] = DEFAULT_PORT_RANGE,
         # TF's own default is one hour; a job whose peer never starts should fail long before.
         coordination_timeout_s: int = 300,
-        memory_growth: bool = False,
+        # TF otherwise reserves nearly all memory of every GPU it sees at its first op: a second
+        # process on the same GPU (tasks sharing GPUs, a helper or eval process) then fails to start.
+        memory_growth: bool = True,
         gpu_allocator: str | None = None,
         strategy: Strategy = "multi_worker_mirrored",
         keras_mwms_fix: bool = True,
@@ -57,6 +70,7 @@ class RuntimeSettings(Record):
         checkpoint_every_steps: int | None = None,
         checkpoint_keep: int = 3,
         preemption: bool = False,
+        max_restarts: int = 3,
     ) -> None:
         self.gpus_per_task: Final = gpus_per_task
         self.gpus_per_node: Final = gpus_per_node
@@ -70,10 +84,16 @@ class RuntimeSettings(Record):
         self.checkpoint_every_steps: Final = checkpoint_every_steps
         self.checkpoint_keep: Final = checkpoint_keep
         self.preemption: Final = preemption
+        self.max_restarts: Final = max_restarts
 
 
 def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
     """Read ``path`` (a resolved job) and return its runtime settings."""
+    return settings_from_mapping(read_resolved(path)[1], source=os.fspath(path))
+
+
+def read_resolved(path: str | os.PathLike[str]) -> tuple[dict[str, object], dict[str, object]]:
+    """The resolved job at ``path`` (a JSON object) and its ``runtime`` object (default ``{}``)."""
     source = os.fspath(path)
     try:
         with open(source, encoding="utf-8") as file:
@@ -87,7 +107,7 @@ def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
     runtime = document.get("runtime", {})
     if not isinstance(runtime, dict):
         raise RuntimeSetupError(f"{source}: runtime: expected an object")
-    return settings_from_mapping(runtime, source=source)
+    return document, runtime
 
 
 def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runtime") -> RuntimeSettings:
@@ -107,6 +127,7 @@ def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runti
         checkpoint_every_steps=reader.optional_count("checkpoint_every_steps") or None,
         checkpoint_keep=reader.positive_int("checkpoint_keep", defaults.checkpoint_keep),
         preemption=reader.boolean("preemption", defaults.preemption),
+        max_restarts=reader.count("max_restarts", defaults.max_restarts),
     )
 
 
@@ -128,6 +149,12 @@ class _Reader:
         # bool is an int in Python; true/false here is a mistake, not 1/0
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise self._fail(key, "a whole number >= 0 or null")
+        return value
+
+    def count(self, key: str, default: int) -> int:
+        value = self._runtime.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self._fail(key, "a whole number >= 0")
         return value
 
     def positive_int(self, key: str, default: int) -> int:
@@ -165,6 +192,6 @@ class _Reader:
             and all(isinstance(port, int) and not isinstance(port, bool) for port in value)
         ):
             low, high = value
-            if 1024 <= low <= high <= 65535:
+            if valid_port_range(low, high):
                 return low, high
-        raise self._fail(key, "[low, high] with 1024 <= low <= high <= 65535")
+        raise self._fail(key, PORT_RANGE_RULE)
