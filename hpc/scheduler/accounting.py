@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from hpc.errors import SchedulerOutputError
 from hpc.scheduler.fields import JobId, gpu_count, parse_array_tasks, parse_duration_s, parse_job_id, parse_tres
@@ -77,7 +77,28 @@ def _name_and_id(text: str) -> tuple[str, int | None]:
 
 
 @dataclass(frozen=True)
-class AssocRecord:
+class TresLimits:
+    """The TRES limits, with their use, that an association and a QOS both carry in assoc_mgr
+    (``key``: the record's field each is read from)."""
+
+    # GPUs held by running jobs (of an account's subtree)
+    grp_tres: dict[str, TresUse] = field(hash=False, metadata={"key": "GrpTRES"})
+    # TRES-minutes used (decayed), the budget
+    grp_tres_mins: dict[str, TresUse] = field(hash=False, metadata={"key": "GrpTRESMins"})
+    # TRES-minutes running jobs may still use
+    grp_tres_run_mins: dict[str, TresUse] = field(hash=False, metadata={"key": "GrpTRESRunMins"})
+    max_tres_per_job: dict[str, TresUse] = field(hash=False, metadata={"key": "MaxTRESPJ"})
+    max_tres_per_node: dict[str, TresUse] = field(hash=False, metadata={"key": "MaxTRESPN"})
+    max_tres_mins_per_job: dict[str, TresUse] = field(hash=False, metadata={"key": "MaxTRESMinsPJ"})
+
+
+def _tres_limits(record: Mapping[str, str]) -> dict[str, dict[str, TresUse]]:
+    """The :class:`TresLimits` fields of one assoc_mgr record, by field name."""
+    return {f.name: parse_tres_use(record.get(f.metadata["key"], "")) for f in fields(TresLimits)}
+
+
+@dataclass(frozen=True)
+class AssocRecord(TresLimits):
     """One association as slurmctld holds it: an account (``user`` None) or a user in an account."""
 
     id: int
@@ -89,26 +110,14 @@ class AssocRecord:
     parent_account: str | None  # for account associations; a user's parent is its account
     parent_id: int | None
     is_default: bool  # the user's default association (DefAssoc=Yes)
-    grp_tres: dict[str, TresUse] = field(hash=False)  # GPUs held by running jobs of the subtree
-    grp_tres_mins: dict[str, TresUse] = field(hash=False)  # TRES-minutes used (decayed), the budget
-    grp_tres_run_mins: dict[str, TresUse] = field(hash=False)  # TRES-minutes running jobs may still use
-    max_tres_per_job: dict[str, TresUse] = field(hash=False)
-    max_tres_per_node: dict[str, TresUse] = field(hash=False)
-    max_tres_mins_per_job: dict[str, TresUse] = field(hash=False)
 
 
 @dataclass(frozen=True)
-class QosRecord:
+class QosRecord(TresLimits):
     """One QOS as slurmctld holds it, with the use it counts per account and per user (by uid)."""
 
     id: int | None
     name: str
-    grp_tres: dict[str, TresUse] = field(hash=False)
-    grp_tres_mins: dict[str, TresUse] = field(hash=False)
-    grp_tres_run_mins: dict[str, TresUse] = field(hash=False)
-    max_tres_per_job: dict[str, TresUse] = field(hash=False)
-    max_tres_per_node: dict[str, TresUse] = field(hash=False)
-    max_tres_mins_per_job: dict[str, TresUse] = field(hash=False)
     min_tres_per_job: dict[str, TresUse] = field(hash=False)
     # MaxTRESPA / MaxTRESPU with the current use; an account or user appears only once it has used
     # the QOS, so a limit nobody has met yet is not visible here (sacctmgr shows it)
@@ -182,9 +191,6 @@ def _add_pairs(record: dict[str, str], line: str) -> None:
 
 
 def _assoc(f: dict[str, str]) -> AssocRecord:
-    def tres(key: str) -> dict[str, TresUse]:
-        return parse_tres_use(f.get(key, ""))
-
     user, uid = _name_and_id(f.get("UserName", ""))
     parent, parent_id = _name_and_id(f.get("ParentAccount", ""))
     try:
@@ -201,19 +207,11 @@ def _assoc(f: dict[str, str]) -> AssocRecord:
         parent_account=parent or None,
         parent_id=parent_id,
         is_default=f.get("DefAssoc") == "Yes",
-        grp_tres=tres("GrpTRES"),
-        grp_tres_mins=tres("GrpTRESMins"),
-        grp_tres_run_mins=tres("GrpTRESRunMins"),
-        max_tres_per_job=tres("MaxTRESPJ"),
-        max_tres_per_node=tres("MaxTRESPN"),
-        max_tres_mins_per_job=tres("MaxTRESMinsPJ"),
+        **_tres_limits(f),
     )
 
 
 def _qos(f: dict[str, str], accounts: dict[str, dict[str, str]], users: dict[str, dict[str, str]]) -> QosRecord:
-    def tres(key: str) -> dict[str, TresUse]:
-        return parse_tres_use(f.get(key, ""))
-
     name, qos_id = _name_and_id(f.get("QOS", ""))
     per_user: dict[int, dict[str, TresUse]] = {}
     for uid, values in users.items():
@@ -222,13 +220,8 @@ def _qos(f: dict[str, str], accounts: dict[str, dict[str, str]], users: dict[str
     return QosRecord(
         id=qos_id,
         name=name,
-        grp_tres=tres("GrpTRES"),
-        grp_tres_mins=tres("GrpTRESMins"),
-        grp_tres_run_mins=tres("GrpTRESRunMins"),
-        max_tres_per_job=tres("MaxTRESPJ"),
-        max_tres_per_node=tres("MaxTRESPN"),
-        max_tres_mins_per_job=tres("MaxTRESMinsPJ"),
-        min_tres_per_job=tres("MinTRESPJ"),
+        min_tres_per_job=parse_tres_use(f.get("MinTRESPJ", "")),
+        **_tres_limits(f),
         per_account={acct: parse_tres_use(v.get("MaxTRESPA", "")) for acct, v in accounts.items()},
         per_user=per_user,
     )

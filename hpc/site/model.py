@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from hpc.modelbase import StrictModel
-from hpc.spec.model import TOKEN_RE, TOKEN_RULE, Bind, ExtraFlag, ModuleName, Name, Token
+from hpc.spec.model import TOKEN_RE, TOKEN_RULE, Bind, ExtraFlag, ModuleName, Name, SlurmTime, Token
 from hpc.text import OneLine, keys_matching
-from hpc.units import parse_duration
 
 
 class Partition(StrictModel):
@@ -17,15 +16,8 @@ class Partition(StrictModel):
     gpu_types: list[Token] = Field(default_factory=list)
     cpus_per_node: int | None = Field(None, ge=1)
     mem_per_node: OneLine | None = None
-    max_time: OneLine | None = None
+    max_time: SlurmTime | None = None
     max_nodes: int | None = Field(None, ge=1)
-
-    @field_validator("max_time")
-    @classmethod
-    def _time(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
-        return value
 
     @property
     def has_gpus(self) -> bool:
@@ -49,7 +41,7 @@ class SiteConfig(StrictModel):
     account: Token | None = None
     qos: Token | None = None
     gres_name: Token = "gpu"
-    default_time: OneLine = "1:00:00"
+    default_time: SlurmTime = "1:00:00"
     runs_dir: OneLine = Field("~/hpc-tf-runs", description="where run directories are created (a shared filesystem)")
     python: OneLine = Field("python3", description="interpreter that starts the bootstrap on compute nodes")
     modules: list[ModuleName] = Field(default_factory=list, description="modules every job loads first")
@@ -57,12 +49,6 @@ class SiteConfig(StrictModel):
     container_binds: list[Bind] = Field(default_factory=list)
     sbatch_defaults: list[ExtraFlag] = Field(default_factory=list)
     serving: Serving = Field(default_factory=lambda: Serving())
-
-    @field_validator("default_time")
-    @classmethod
-    def _time(cls, value: str) -> str:
-        parse_duration(value)
-        return value
 
     @model_validator(mode="after")
     def _partitions_exist(self) -> SiteConfig:

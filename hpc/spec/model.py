@@ -81,6 +81,15 @@ def _no_comma(value: str) -> str:
 Bind = Annotated[OneLine, AfterValidator(_no_comma)]
 
 
+def _slurm_time(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+# a Slurm time limit (1:30:00, 2-00:00:00, 90), refused when written rather than by sbatch
+SlurmTime = Annotated[OneLine, AfterValidator(_slurm_time)]
+
+
 def command_words(value: object) -> object:
     """A command as argv: a list stays a list, a string is split as a shell would (no expansion)."""
     if isinstance(value, str):
@@ -106,7 +115,7 @@ class Resources(StrictModel):
     gpu_type: Token | None = None
     cpus_per_task: Count | None = Field(None, ge=1)
     mem: OneLine | None = Field(None, description=f"memory per node, e.g. 32G, or '{ALL_MEMORY}' (all of each node's)")
-    time: OneLine | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
+    time: SlurmTime | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
     partition: Token | None = None
     account: Token | None = None
     qos: Token | None = None
@@ -128,13 +137,6 @@ class Resources(StrictModel):
             return ALL_MEMORY
         if value is not None:
             parse_memory_mb(value)
-        return value
-
-    @field_validator("time")
-    @classmethod
-    def _time(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_duration(value)
         return value
 
     @model_validator(mode="after")
