@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from hpc.backends import Backend
 from hpc.campaign.load import load_campaign
 from hpc.campaign.manifest import locked, read_manifest, write_manifest
 from hpc.campaign.paths import MANIFEST, CampaignPaths
@@ -75,8 +76,8 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return env
 
 
-def run(plan: CampaignPlan, scheduler: Scheduler) -> Submitted:
-    return submit_campaign(plan, scheduler)
+def run(plan: CampaignPlan, backend: Backend) -> Submitted:
+    return submit_campaign(plan, backend)
 
 
 def status(

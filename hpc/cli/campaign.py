@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from hpc.backends import SlurmBackend
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
 from hpc.errors import HpcTfError
@@ -73,6 +74,7 @@ def run(
     """Expand the parameters, write the campaign directory and submit one array per stage and chunk."""
     from hpc.campaign import api
     from hpc.campaign.throttle import quota_gpu_limit
+    from hpc.quota import notices
 
     scheduler = None if dry_run else SlurmScheduler()
     limit: int | GpuLimit | None = gpu_limit if gpu_limit is not None or dry_run else quota_gpu_limit
@@ -85,7 +87,10 @@ def run(
                     typer.echo(f"task {task.id} {stage.name}: {json.dumps(plan.task_command(stage.name, task))}")
         err().print(Text.assemble(("dry run", "bold"), f": {_plan_text(plan)}\nnothing written or submitted"))
         return
-    submitted = api.run(plan, scheduler or SlurmScheduler())
+    submitted = api.run(plan, SlurmBackend(scheduler or SlurmScheduler()))
+    for verdict in submitted.quota:
+        for sentence, is_warning in notices(verdict):
+            err().print(f"[yellow]warning:[/yellow] {sentence}" if is_warning else sentence)
     typer.echo(str(submitted.paths.root))
     err().print(f"{_plan_text(plan)}\nsubmitted job(s) {', '.join(submitted.job_ids)}\n"
               f"follow it: hpc-tf campaign status {submitted.paths.root}")
@@ -179,7 +184,7 @@ def resubmit(
 
     if not failed:
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
-    result = resubmit_failed(_target(target, site, set_), SlurmScheduler(), include_cancelled=cancelled)
+    result = resubmit_failed(_target(target, site, set_), SlurmBackend(SlurmScheduler()), include_cancelled=cancelled)
     if not result.rerun:
         err().print("nothing failed: nothing resubmitted")
         return

@@ -74,7 +74,7 @@ def test_a_refused_campaign_leaves_no_campaign_directory(home: Path) -> None:
     plan = plan_campaign(load_campaign_text(text, home / "campaign.yaml"), site, "sweep-1", environ=env,
                          gpu_limit=4, max_array_size=1001)
     with pytest.raises(HpcTfError, match="Invalid account"):
-        submit_campaign(plan, refusing_slurm())
+        submit_campaign(plan, Backend(refusing_slurm()))
     assert leftovers(home / "runs") == []
 
 
