@@ -87,9 +87,10 @@ class Backend:
         """The job's run directory, complete (staged, then renamed); see :func:`hpc.rundir.write_run_dir`."""
         return write_run_dir(job, script, handoff_script)
 
-    def submitting(self, paths: RunPaths) -> AbstractContextManager[None]:
-        """Wrap the submission of a run: when it fails, the run directory is removed again."""
-        return discarded_on_failure(paths.root)
+    def submitting(self, written: RunPaths | Path) -> AbstractContextManager[None]:
+        """Wrap the submission of a run (or of a job with no run directory, only its script): when it
+        fails, the run directory (the script) is removed again."""
+        return discarded_on_failure(written.root if isinstance(written, RunPaths) else written)
 
     def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS) -> str:
         return self.scheduler.submit(script_path, options)

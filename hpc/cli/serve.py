@@ -43,13 +43,15 @@ def up(
 
     overrides = set_ or ()
     if slurm if slurm is not None else slurm_node.uses_slurm(site, overrides):
+        from hpc.backends import SlurmBackend
         from hpc.scheduler import SlurmScheduler
 
         def submitted(job_id: str, script: Path) -> None:
             err().print(Text.assemble("submitted serving-node job ", (job_id, "bold"),
                                       f" ({script}); waiting until it is ready"))
 
-        endpoint = slurm_node.start_slurm_node(site, overrides, SlurmScheduler(), repository, time_limit, submitted,
+        backend = SlurmBackend(SlurmScheduler())
+        endpoint = slurm_node.start_slurm_node(site, overrides, backend, repository, time_limit, submitted,
                                                inference_token)
         where = f"job {endpoint.job_id} on {endpoint.hostname}"
     else:

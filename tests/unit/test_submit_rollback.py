@@ -94,6 +94,6 @@ def test_a_refused_function_job_leaves_no_run_directory(home: Path, monkeypatch:
 def test_a_refused_serving_node_leaves_no_script_and_no_secret(home: Path) -> None:
     plan = plan_slurm_node("sandbox", [], repository=home / "repo")
     with pytest.raises(HpcTfError, match="Invalid account"):
-        submit_slurm_node(plan, refusing_slurm())
+        submit_slurm_node(plan, Backend(refusing_slurm()))
     assert not plan.script_path.exists()
     assert not node_secret.key_file(plan.repository.root).exists()
