@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from hpc.campaign.paths import CampaignPaths
     from hpc.campaign.plan import CampaignPlan
     from hpc.campaign.status import CampaignView
-    from hpc.campaign.throttle import GpuLimit
 
 # hpc.campaign (its models take ~0.2 s to build) is imported by the campaign commands only, so that
 # hpc-tf launch/status/logs do not pay for it
@@ -73,24 +72,21 @@ def run(
 ) -> None:
     """Expand the parameters, write the campaign directory and submit one array per stage and chunk."""
     from hpc.campaign import api
-    from hpc.campaign.throttle import quota_gpu_limit
     from hpc.quota import notices
 
-    scheduler = None if dry_run else SlurmScheduler()
-    limit: int | GpuLimit | None = gpu_limit if gpu_limit is not None or dry_run else quota_gpu_limit
-    plan = api.plan_from_file(campaign, site, set_ or (), scheduler=scheduler, gpu_limit=limit,
-                              chunk_size=chunk_size, throttle=throttle)
-    if dry_run:
+    ran = api.run_file(campaign, site, set_ or (), dry_run=dry_run, gpu_limit=gpu_limit, chunk_size=chunk_size,
+                       throttle=throttle)
+    plan, submitted = ran.plan, ran.submitted
+    if submitted is None:
         for task in plan.tasks[:3]:
             for stage in plan.stages:
                 if stage.per_task:
                     typer.echo(f"task {task.id} {stage.name}: {json.dumps(plan.task_command(stage.name, task))}")
         err().print(Text.assemble(("dry run", "bold"), f": {_plan_text(plan)}\nnothing written or submitted"))
         return
-    submitted = api.run(plan, SlurmBackend(scheduler or SlurmScheduler()))
     for verdict in submitted.quota:
         for sentence, is_warning in notices(verdict):
-            err().print(f"[yellow]warning:[/yellow] {sentence}" if is_warning else sentence)
+            err().print(Text.assemble(("warning: ", "yellow") if is_warning else "", sentence))
     typer.echo(str(submitted.paths.root))
     err().print(f"{_plan_text(plan)}\nsubmitted job(s) {', '.join(submitted.job_ids)}\n"
               f"follow it: hpc-tf campaign status {submitted.paths.root}")
