@@ -169,13 +169,13 @@ def wait_for_endpoint(repo: Repository, job_id: str, scheduler: Scheduler, timeo
         delay = min(delay * 1.5, 3.0)
 
 
-def stop_slurm_node(repo: Repository, endpoint: Endpoint, scheduler: Scheduler, timeout: float = 60.0) -> None:
+def stop_slurm_node(repo: Repository, endpoint: Endpoint, backend: Backend, timeout: float = 60.0) -> None:
     """Cancel the serving-node job and wait for it to end; drop its registration if it could not."""
     assert endpoint.job_id is not None
-    scheduler.cancel([endpoint.job_id])
+    backend.cancel([endpoint.job_id])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = scheduler.query([endpoint.job_id]).get(endpoint.job_id)
+        status = backend.query([endpoint.job_id]).get(endpoint.job_id)
         if status is not None and (status.state.is_terminal or status.state is JobState.UNKNOWN):
             break
         time.sleep(1.0)
