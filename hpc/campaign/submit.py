@@ -39,7 +39,7 @@ from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, load_resolved
 from hpc.rundir import staged_directory
 from hpc.runtime import install_into
-from hpc.scheduler import ArrayRequest, JobState, Scheduler, SubmitOptions
+from hpc.scheduler import ArrayRequest, JobState, SubmitOptions
 
 if TYPE_CHECKING:
     from hpc.quota import QuotaVerdict
@@ -90,7 +90,8 @@ def check_campaign_quota(plan: CampaignPlan, backend: Backend,
     for stage in plan.stages:
         if stage.job.total_gpus == 0:
             continue
-        concurrent = (stage.throttle.limit or len(plan.tasks)) if stage.per_task else 1
+        tasks = len(plan.tasks)
+        concurrent = min(stage.throttle.limit or tasks, tasks) if stage.per_task else 1
         verdict = backend.check_array_quota(stage.job, concurrent, policy)
         if verdict is not None:
             verdicts.append(verdict)
@@ -300,19 +301,19 @@ def resubmit_failed(
 # -------------------------------------------------------------------------------------------- cancel
 
 
-def cancel_campaign(paths: CampaignPaths, scheduler: Scheduler, *, blocked_only: bool = False) -> list[str]:
+def cancel_campaign(paths: CampaignPaths, backend: Backend, *, blocked_only: bool = False) -> list[str]:
     """Cancel every job of the campaign (one scancel), or only the blocked tasks; returns the ids."""
     with locked(paths):
         manifest = read_manifest(paths)
         if blocked_only:
-            poll(manifest, scheduler, force=True)
+            poll(manifest, backend.scheduler, force=True)
             keys = blocked_units(manifest)
             ids = [r.unit.current.job_id for r in manifest.all_units()
                    if (r.stage, r.task_id) in keys and r.unit.current is not None]
         else:
             ids = _unfinished_submissions(manifest)
         if ids:
-            scheduler.cancel(ids)
+            backend.cancel(ids)
         manifest.poll.last_at = None
         write_manifest(paths, manifest)
         return ids

@@ -201,5 +201,5 @@ def cancel(
     """Cancel every job of the campaign (one scancel), or only its blocked tasks."""
     from hpc.campaign.submit import cancel_campaign
 
-    ids = cancel_campaign(_target(target, site, set_), SlurmScheduler(), blocked_only=blocked)
+    ids = cancel_campaign(_target(target, site, set_), SlurmBackend(SlurmScheduler()), blocked_only=blocked)
     err().print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")

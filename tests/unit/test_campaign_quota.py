@@ -12,14 +12,14 @@ from hpc.campaign.load import load_campaign_text
 from hpc.campaign.plan import CampaignPlan, plan_campaign
 from hpc.campaign.submit import submit_campaign
 from hpc.errors import QuotaRefused
-from hpc.quota import VerdictKind
-from hpc.scheduler import SlurmScheduler
+from hpc.quota import VerdictKind, notices
+from hpc.scheduler import SlurmScheduler, commands
 from hpc.scheduler.replay import ReplayRunner, load_recording
 from hpc.scheduler.run import RetryPolicy, SlurmCli
 from hpc.site.load import load_site
 from tests.unit._quota_fixtures import QUOTA, USER, cli, replay
 
-SWEEP = "parameters: {list: [{x: 1}, {x: 2}, {x: 3}]}\n"
+SWEEP = "parameters: {list: [{x: 1}, {x: 2}, {x: 3}, {x: 4}]}\n"
 
 
 def make_plan(tmp_path: Path, resources: str, throttle: int | None = None) -> CampaignPlan:
@@ -55,6 +55,11 @@ def test_a_throttled_array_that_must_wait_is_submitted_with_the_warning(tmp_path
     # asked for that QOS's jobs answers with the same lines
     recorded = load_recording(QUOTA / "qos-overrides" / "05-squeue.rec").result
     quota.answer([*recorded.argv[:-1], "--qos=quota-test-wide"], stdout=recorded.stdout)
-    verdict = backend(quota, ReplayRunner()).check_array_quota(plan.stages[0].job, 4)
-    assert verdict is not None and verdict.kind is VerdictKind.MUST_WAIT
+    sbatch = ReplayRunner()
+    sbatch.answer(commands.sbatch(plan.paths.submission_script("main", 1), ["--array=0-3%4"]), stdout="300\n")
+    submitted = submit_campaign(plan, backend(quota, sbatch))
+    assert submitted.job_ids == ("300",)
+    [verdict] = submitted.quota
+    assert verdict.kind is VerdictKind.MUST_WAIT
     assert verdict.message.startswith("must wait:") and "asks for 4 GPUs" in verdict.message
+    assert any(is_warning for _, is_warning in notices(verdict))  # hpc-tf campaign run prints it as a warning

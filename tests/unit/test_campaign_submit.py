@@ -219,11 +219,11 @@ def test_cancel_cancels_every_unfinished_job_in_one_call(tmp_path: Path) -> None
     paths = recorded_campaign(tmp_path)
     runner = ReplayRunner([BLOCKED_SACCT, BLOCKED_SQUEUE])
     runner.answer(["scancel", "468", "469", "470"])
-    assert cancel_campaign(paths, scheduler(runner)) == ["468", "469", "470"]
+    assert cancel_campaign(paths, Backend(scheduler(runner))) == ["468", "469", "470"]
     assert runner.calls == [("scancel", "468", "469", "470")]
     runner2 = ReplayRunner([BLOCKED_SACCT, BLOCKED_SQUEUE])
     runner2.answer(["scancel", "469_1", "470"])
-    assert cancel_campaign(paths, scheduler(runner2), blocked_only=True) == ["469_1", "470"]
+    assert cancel_campaign(paths, Backend(scheduler(runner2)), blocked_only=True) == ["469_1", "470"]
 
 
 def test_status_of_a_thousand_tasks_is_one_query(tmp_path: Path) -> None:
