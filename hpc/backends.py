@@ -59,24 +59,26 @@ class Backend:
                           policy: QuotaPolicy = CHECK_QUOTA) -> QuotaVerdict | None:
         """The quota preflight of an array whose tasks are each ``job``, at most ``concurrent`` running at once.
 
-        An array fits when one task fits: each task is its own job to Slurm, so a per-job or per-node cap
-        judges a task, and a task that can never start is refused as launch refuses it. What its throttle
+        An array fits when one task fits: each task is its own job to Slurm, so per-job and per-node caps
+        judge a task, and a task that can never start is refused as launch refuses it. What the throttle
         lets run together (one task times ``concurrent``) is then checked against what is free now: when
-        that must wait, or is more than the account may ever hold (the tasks over it queue behind the
-        others, they do not block forever), the array is submitted with that verdict, to be shown.
+        that must wait, that verdict is returned, to be shown (refused under ``no_queue``). A throttle over
+        what the account may ever hold is no refusal: the tasks over it queue behind the others.
         """
         verdict = self.check_quota(job, policy)
-        if verdict is None or concurrent <= 1 or verdict.blocks:
+        if verdict is None or concurrent <= 1:
             return verdict
-        from hpc.quota import VerdictKind
+        from hpc.quota import VerdictKind  # only when this backend has a quota
 
+        if verdict.kind is not VerdictKind.OK:
+            return verdict
         together = self.check_quota(job.model_copy(update={"nodes": job.nodes * concurrent}),
                                     QuotaPolicy(force=True))
-        if together is None or together.kind is VerdictKind.OK:
+        if together is None or together.kind is not VerdictKind.MUST_WAIT:
             return verdict
         if policy.no_queue and not policy.force:
             raise together.refusal()
-        return together if together.kind is VerdictKind.MUST_WAIT else verdict
+        return together
 
     def staged(self, final: Path, what: str) -> AbstractContextManager[Path]:
         """A directory written complete under a temporary name, renamed to ``final`` at the end."""
