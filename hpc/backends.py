@@ -3,11 +3,10 @@
 A job is resolved first (:func:`hpc.resolve.resolve`), then handed to its launcher's backend, which
 owns the GPU quota preflight, the run directory (staged, renamed, removed again when the submission
 fails), the submission with typed options (:class:`hpc.scheduler.SubmitOptions`), status and cancel.
-``launch`` (and its hand-off job) and ``submit_function`` go through it. A campaign writes its own
-directory through the same staging (:func:`hpc.rundir.staged_directory`) and submits its arrays
-through the scheduler with the same typed options, its GPU quota being its throttle; the serving
-node, a CPU job with no run directory, is resolved and submitted the same way. A new scheduler is one
-:class:`~hpc.scheduler.Scheduler`, one Backend and one line in :func:`backend_for`.
+``launch`` (and its hand-off job), ``submit_function``, campaigns (their directory staged the same
+way, their arrays checked with :meth:`Backend.check_array_quota`) and the serving node go through
+it. A new scheduler is one :class:`~hpc.scheduler.Scheduler`, one Backend and one line in
+:func:`backend_for`.
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ from hpc.local.jobs import STATE_DIR_NAME
 from hpc.local.scheduler import LocalScheduler
 from hpc.paths import RunPaths
 from hpc.resolve import ResolvedJob
-from hpc.rundir import discarded_on_failure, write_run_dir
+from hpc.rundir import discarded_on_failure, staged_directory, write_run_dir
 from hpc.runs import Run
-from hpc.scheduler import NO_OPTIONS, JobStatus, PollBackoff, Scheduler, SlurmScheduler, SubmitOptions
+from hpc.scheduler import NO_OPTIONS, JobStatus, PollBackoff, Scheduler, SlurmCli, SlurmScheduler, SubmitOptions
 
 if TYPE_CHECKING:
     from hpc.quota import QuotaVerdict
@@ -56,14 +55,44 @@ class Backend:
         (None: this launcher has no quota to check)."""
         return None
 
+    def check_array_quota(self, job: ResolvedJob, concurrent: int,
+                          policy: QuotaPolicy = CHECK_QUOTA) -> QuotaVerdict | None:
+        """The quota preflight of an array whose tasks are each ``job``, at most ``concurrent`` running at once.
+
+        An array fits when one task fits: each task is its own job to Slurm, so per-job and per-node caps
+        judge a task, and a task that can never start is refused as launch refuses it. What the throttle
+        lets run together (one task times ``concurrent``) is then checked against what is free now: when
+        that must wait, that verdict is returned, to be shown (refused under ``no_queue``). A throttle over
+        what the account may ever hold is no refusal: the tasks over it queue behind the others.
+        """
+        verdict = self.check_quota(job, policy)
+        if verdict is None or concurrent <= 1:
+            return verdict
+        from hpc.quota import VerdictKind  # only when this backend has a quota
+
+        if verdict.kind is not VerdictKind.OK:
+            return verdict
+        together = self.check_quota(job.model_copy(update={"nodes": job.nodes * concurrent}),
+                                    QuotaPolicy(force=True))
+        if together is None or together.kind is not VerdictKind.MUST_WAIT:
+            return verdict
+        if policy.no_queue and not policy.force:
+            raise together.refusal()
+        return together
+
+    def staged(self, final: Path, what: str) -> AbstractContextManager[Path]:
+        """A directory written complete under a temporary name, renamed to ``final`` at the end."""
+        return staged_directory(final, what)
+
     def create_run_dir(self, job: ResolvedJob, script: str | None = None,
                        handoff_script: str | None = None) -> RunPaths:
         """The job's run directory, complete (staged, then renamed); see :func:`hpc.rundir.write_run_dir`."""
         return write_run_dir(job, script, handoff_script)
 
-    def submitting(self, paths: RunPaths) -> AbstractContextManager[None]:
-        """Wrap the submission of a run: when it fails, the run directory is removed again."""
-        return discarded_on_failure(paths.root)
+    def submitting(self, written: RunPaths | Path) -> AbstractContextManager[None]:
+        """Wrap the submission of a run (or of a job with no run directory, only its script): when it
+        fails, the run directory (the script) is removed again."""
+        return discarded_on_failure(written.root if isinstance(written, RunPaths) else written)
 
     def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS) -> str:
         return self.scheduler.submit(script_path, options)
@@ -80,11 +109,19 @@ class LocalBackend(Backend):
 
 
 class SlurmBackend(Backend):
-    """Slurm through its command-line tools; the GPU quota is checked before sbatch."""
+    """Slurm through its command-line tools; the GPU quota is checked before sbatch (with ``quota_cli``,
+    else the quota's own quick one)."""
+
+    def __init__(self, scheduler: Scheduler, quota_cli: SlurmCli | None = None, user: str | None = None) -> None:
+        super().__init__(scheduler)
+        self.quota_cli = quota_cli
+        self.user = user
 
     def check_quota(self, job: ResolvedJob, policy: QuotaPolicy = CHECK_QUOTA) -> QuotaVerdict | None:
         from hpc.quota import StoredAnswers, check_launch, current_user  # only when submitting to Slurm
 
+        if self.quota_cli is not None:  # a given Slurm: ask it, nothing remembered
+            return check_launch(job, force=policy.force, no_queue=policy.no_queue, cli=self.quota_cli, user=self.user)
         return check_launch(job, force=policy.force, no_queue=policy.no_queue,
                             stored=StoredAnswers.for_user(current_user()))
 

@@ -67,12 +67,15 @@ def write_run_dir(job: ResolvedJob, script: str | None = None, handoff_script: s
 
 @contextmanager
 def discarded_on_failure(root: Path) -> Iterator[None]:
-    """Remove ``root`` again when the block (its submission) fails, whatever the failure, so no run
-    looks submitted that never was."""
+    """Remove ``root`` (a run directory, or a job's script) again when the block (its submission) fails,
+    whatever the failure, so no run looks submitted that never was."""
     try:
         yield
     except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
+        if root.is_dir():
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            root.unlink(missing_ok=True)
         raise
 
 

@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from hpc.backends import Backend, SlurmBackend
 from hpc.campaign.load import load_campaign
 from hpc.campaign.manifest import locked, read_manifest, write_manifest
 from hpc.campaign.paths import MANIFEST, CampaignPaths
 from hpc.campaign.plan import CampaignPlan, plan_campaign
 from hpc.campaign.status import CampaignView, poll, view
 from hpc.campaign.submit import Submitted, submit_campaign
-from hpc.campaign.throttle import GpuLimit
+from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
 from hpc.errors import HpcTfError
 from hpc.rundir import new_run_id
-from hpc.scheduler import Scheduler
+from hpc.scheduler import Scheduler, SlurmScheduler
 from hpc.scheduler.parse import config_number
 from hpc.site.load import load_site
 from hpc.text import shown
@@ -75,8 +77,37 @@ def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return env
 
 
-def run(plan: CampaignPlan, scheduler: Scheduler) -> Submitted:
-    return submit_campaign(plan, scheduler)
+def run(plan: CampaignPlan, backend: Backend) -> Submitted:
+    return submit_campaign(plan, backend)
+
+
+@dataclass(frozen=True)
+class CampaignRun:
+    plan: CampaignPlan
+    submitted: Submitted | None  # None: a dry run
+
+
+def run_file(
+    path: Path,
+    site_name: str | None = None,
+    overrides: Sequence[str] = (),
+    *,
+    dry_run: bool = False,
+    gpu_limit: int | None = None,
+    chunk_size: int | None = None,
+    throttle: int | None = None,
+    backend: Backend | None = None,
+) -> CampaignRun:
+    """``hpc-tf campaign run``: plan (the GPU limit, unless given, read from the account's quota), then
+    submit through Slurm's backend; a dry run asks the cluster nothing and submits nothing."""
+    if dry_run:
+        return CampaignRun(plan_from_file(path, site_name, overrides, gpu_limit=gpu_limit, chunk_size=chunk_size,
+                                          throttle=throttle), None)
+    backend = backend or SlurmBackend(SlurmScheduler())
+    limit: int | GpuLimit = gpu_limit if gpu_limit is not None else quota_gpu_limit
+    plan = plan_from_file(path, site_name, overrides, scheduler=backend.scheduler, gpu_limit=limit,
+                          chunk_size=chunk_size, throttle=throttle)
+    return CampaignRun(plan, run(plan, backend))
 
 
 def status(

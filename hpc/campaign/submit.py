@@ -1,7 +1,8 @@
 """Writing a campaign directory and submitting it; resubmitting failed tasks; cancelling.
 
-The directory is written complete under a temporary name and renamed, as a run directory is
-(:func:`hpc.rundir.staged_directory`).
+Everything goes through the launcher's :class:`~hpc.backends.Backend`: the GPU stages pass its quota
+preflight first (an array as :meth:`~hpc.backends.Backend.check_array_quota` reads it), the directory
+is written complete under a temporary name and renamed, as a run directory is (``Backend.staged``).
 Then each planned submission is one array (or job) with its dependencies, and the manifest is
 rewritten (atomically) after each, so a failure half-way leaves a manifest that says exactly
 which jobs exist.
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from hpc.atomic import write_text_atomic
+from hpc.backends import CHECK_QUOTA, Backend, QuotaPolicy
 from hpc.campaign.manifest import (
     Attempt,
     Manifest,
@@ -36,15 +39,21 @@ from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, load_resolved
 from hpc.rundir import staged_directory
 from hpc.runtime import install_into
-from hpc.scheduler import ArrayRequest, JobState, Scheduler, SubmitOptions
+from hpc.scheduler import ArrayRequest, JobState, SubmitOptions
+
+if TYPE_CHECKING:
+    from hpc.quota import QuotaVerdict
 
 _NODE_TASK = Path(__file__).resolve().parent / "node_task.py"
 Dependencies = tuple[tuple[DependencyType, tuple[str, ...]], ...]
 
 
-def write_campaign_dir(plan: CampaignPlan) -> CampaignPaths:
+Staging = Callable[[Path, str], AbstractContextManager[Path]]
+
+
+def write_campaign_dir(plan: CampaignPlan, staged: Staging = staged_directory) -> CampaignPaths:
     """Campaign file copy, one task.json per task, each stage's run directory, the manifest; then rename."""
-    with staged_directory(plan.paths.root, "campaign directory") as root:
+    with staged(plan.paths.root, "campaign directory") as root:
         staging = CampaignPaths.at(root)
         staging.tasks_dir.mkdir()
         if plan.loaded.path.is_file():
@@ -70,11 +79,28 @@ class Submitted:
     paths: CampaignPaths
     manifest: Manifest
     job_ids: tuple[str, ...]
+    quota: tuple[QuotaVerdict, ...] = ()  # the GPU stages' quota verdicts, to be shown
+
+
+def check_campaign_quota(plan: CampaignPlan, backend: Backend,
+                         policy: QuotaPolicy = CHECK_QUOTA) -> tuple[QuotaVerdict, ...]:
+    """The quota preflight of every GPU stage: an array with as many tasks at once as its throttle lets
+    run (all of them when it has none), the single job as itself. Raises QuotaRefused as launch does."""
+    verdicts = []
+    for stage in plan.stages:
+        if stage.job.total_gpus == 0:
+            continue
+        tasks = len(plan.tasks)
+        concurrent = min(stage.throttle.limit or tasks, tasks) if stage.per_task else 1
+        verdict = backend.check_array_quota(stage.job, concurrent, policy)
+        if verdict is not None:
+            verdicts.append(verdict)
+    return tuple(verdicts)
 
 
 def _record(
     paths: CampaignPaths, manifest: Manifest, job: ResolvedJob, stage: str, offset: int, task_ids: Sequence[int],
-    throttle: int | None, after: Dependencies, scheduler: Scheduler, purpose: Literal["run", "resubmit"],
+    throttle: int | None, after: Dependencies, backend: Backend, purpose: Literal["run", "resubmit"],
 ) -> SubmissionRecord:
     """Render, write and submit one array (or the single job); record it and its attempts in the manifest."""
     record = manifest.stage(stage)
@@ -82,7 +108,7 @@ def _record(
     script_path = paths.submission_script(stage, number)
     write_text_atomic(script_path, render_script(with_offset(job, offset) if record.per_task else job), mode=0o755)
     array = ArrayRequest(tuple(t - offset for t in task_ids), throttle) if record.per_task else None
-    job_id = scheduler.submit(script_path, SubmitOptions(array=array, after=after))
+    job_id = backend.submit(script_path, SubmitOptions(array=array, after=after))
     submission = SubmissionRecord(job_id=job_id, stage=stage, offset=offset, task_ids=list(task_ids),
                                   throttle=throttle if record.per_task else None,
                                   after=[(kind, list(ids)) for kind, ids in after], script=str(script_path),
@@ -100,13 +126,16 @@ def _record(
     return submission
 
 
-def submit_campaign(plan: CampaignPlan, scheduler: Scheduler) -> Submitted:
-    """Write the campaign directory and submit every planned array and job, in dependency order.
+def submit_campaign(plan: CampaignPlan, backend: Backend, quota: QuotaPolicy = CHECK_QUOTA) -> Submitted:
+    """Check the GPU quota, write the campaign directory and submit every planned array and job, in
+    dependency order.
 
-    If a submission fails, the ones already made are cancelled and the manifest records the error;
-    if none was made, the directory is removed again.
+    A stage the quota can never run is refused before anything is written. If a submission fails,
+    the ones already made are cancelled and the manifest records the error; if none was made, the
+    directory is removed again.
     """
-    paths = write_campaign_dir(plan)
+    verdicts = check_campaign_quota(plan, backend, quota)
+    paths = write_campaign_dir(plan, backend.staged)
     manifest = read_manifest(paths)
     made: dict[tuple[str, int], str] = {}  # (stage, offset) → job id
     submitted: list[str] = []
@@ -116,7 +145,7 @@ def submit_campaign(plan: CampaignPlan, scheduler: Scheduler) -> Submitted:
                 after = _resolve_refs(planned, made)
                 stage = plan.stage(planned.stage)
                 sub = _record(paths, manifest, stage.job, planned.stage, planned.offset, planned.task_ids,
-                              planned.throttle, after, scheduler, "run")
+                              planned.throttle, after, backend, "run")
                 made[(planned.stage, planned.offset)] = sub.job_id
                 submitted.append(sub.job_id)
     except BaseException as err:
@@ -124,14 +153,14 @@ def submit_campaign(plan: CampaignPlan, scheduler: Scheduler) -> Submitted:
             shutil.rmtree(paths.root, ignore_errors=True)
             raise
         try:
-            scheduler.cancel(submitted)
+            backend.cancel(submitted)
             note = f"cancelled the {len(submitted)} job(s) already submitted"
         except HpcTfError as cancel_err:
             note = f"could not cancel the jobs already submitted ({cancel_err.message}): hpc-tf campaign cancel"
         manifest.error = f"submission stopped: {err}; {note}"
         write_manifest(paths, manifest)
         raise
-    return Submitted(paths=paths, manifest=manifest, job_ids=tuple(submitted))
+    return Submitted(paths=paths, manifest=manifest, job_ids=tuple(submitted), quota=verdicts)
 
 
 def _resolve_refs(planned: PlannedSubmission, made: Mapping[tuple[str, int], str]) -> Dependencies:
@@ -225,7 +254,7 @@ def _arrays_fully_current(manifest: Manifest) -> set[str]:
 
 
 def resubmit_failed(
-    paths: CampaignPaths, scheduler: Scheduler, *, include_cancelled: bool = False
+    paths: CampaignPaths, backend: Backend, *, include_cancelled: bool = False
 ) -> Resubmitted:
     """Rerun failed tasks as new arrays of exactly those ids; replace tasks blocked behind them.
 
@@ -235,7 +264,7 @@ def resubmit_failed(
     """
     with locked(paths):
         manifest = read_manifest(paths)
-        poll(manifest, scheduler, force=True)
+        poll(manifest, backend.scheduler, force=True)
         rerun = select_rerun(manifest, include_cancelled=include_cancelled)
         if not rerun:
             write_manifest(paths, manifest)
@@ -244,7 +273,7 @@ def resubmit_failed(
         to_cancel = [r.unit.current.job_id for refs in rerun.values() for r in refs
                      if (r.stage, r.task_id) in blocked and r.unit.current is not None]
         if to_cancel:
-            scheduler.cancel(to_cancel)
+            backend.cancel(to_cancel)
             for refs in rerun.values():
                 for ref in refs:
                     current = ref.unit.current
@@ -257,12 +286,12 @@ def resubmit_failed(
             job = load_resolved(paths.stage(stage_name).resolved)
             for after, ids in _dependencies_for(manifest, stage_name, refs).items():
                 if not record.per_task:
-                    sub = _record(paths, manifest, job, stage_name, 0, [], None, after, scheduler, "resubmit")
+                    sub = _record(paths, manifest, job, stage_name, 0, [], None, after, backend, "resubmit")
                     job_ids.append(sub.job_id)
                     continue
                 for offset, chunk in chunks(ids, manifest.chunk_size):
                     sub = _record(paths, manifest, job, stage_name, offset, chunk, record.throttle, after,
-                                  scheduler, "resubmit")
+                                  backend, "resubmit")
                     job_ids.append(sub.job_id)
         write_manifest(paths, manifest)
         return Resubmitted(manifest, {s: tuple(r.task_id for r in refs) for s, refs in rerun.items()},
@@ -272,19 +301,19 @@ def resubmit_failed(
 # -------------------------------------------------------------------------------------------- cancel
 
 
-def cancel_campaign(paths: CampaignPaths, scheduler: Scheduler, *, blocked_only: bool = False) -> list[str]:
+def cancel_campaign(paths: CampaignPaths, backend: Backend, *, blocked_only: bool = False) -> list[str]:
     """Cancel every job of the campaign (one scancel), or only the blocked tasks; returns the ids."""
     with locked(paths):
         manifest = read_manifest(paths)
         if blocked_only:
-            poll(manifest, scheduler, force=True)
+            poll(manifest, backend.scheduler, force=True)
             keys = blocked_units(manifest)
             ids = [r.unit.current.job_id for r in manifest.all_units()
                    if (r.stage, r.task_id) in keys and r.unit.current is not None]
         else:
             ids = _unfinished_submissions(manifest)
         if ids:
-            scheduler.cancel(ids)
+            backend.cancel(ids)
         manifest.poll.last_at = None
         write_manifest(paths, manifest)
         return ids

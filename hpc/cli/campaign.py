@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from hpc.backends import SlurmBackend
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
 from hpc.errors import HpcTfError
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from hpc.campaign.paths import CampaignPaths
     from hpc.campaign.plan import CampaignPlan
     from hpc.campaign.status import CampaignView
-    from hpc.campaign.throttle import GpuLimit
 
 # hpc.campaign (its models take ~0.2 s to build) is imported by the campaign commands only, so that
 # hpc-tf launch/status/logs do not pay for it
@@ -72,20 +72,21 @@ def run(
 ) -> None:
     """Expand the parameters, write the campaign directory and submit one array per stage and chunk."""
     from hpc.campaign import api
-    from hpc.campaign.throttle import quota_gpu_limit
+    from hpc.quota import notices
 
-    scheduler = None if dry_run else SlurmScheduler()
-    limit: int | GpuLimit | None = gpu_limit if gpu_limit is not None or dry_run else quota_gpu_limit
-    plan = api.plan_from_file(campaign, site, set_ or (), scheduler=scheduler, gpu_limit=limit,
-                              chunk_size=chunk_size, throttle=throttle)
-    if dry_run:
+    ran = api.run_file(campaign, site, set_ or (), dry_run=dry_run, gpu_limit=gpu_limit, chunk_size=chunk_size,
+                       throttle=throttle)
+    plan, submitted = ran.plan, ran.submitted
+    if submitted is None:
         for task in plan.tasks[:3]:
             for stage in plan.stages:
                 if stage.per_task:
                     typer.echo(f"task {task.id} {stage.name}: {json.dumps(plan.task_command(stage.name, task))}")
         err().print(Text.assemble(("dry run", "bold"), f": {_plan_text(plan)}\nnothing written or submitted"))
         return
-    submitted = api.run(plan, scheduler or SlurmScheduler())
+    for verdict in submitted.quota:
+        for sentence, is_warning in notices(verdict):
+            err().print(Text.assemble(("warning: ", "yellow") if is_warning else "", sentence))
     typer.echo(str(submitted.paths.root))
     err().print(f"{_plan_text(plan)}\nsubmitted job(s) {', '.join(submitted.job_ids)}\n"
               f"follow it: hpc-tf campaign status {submitted.paths.root}")
@@ -179,7 +180,7 @@ def resubmit(
 
     if not failed:
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
-    result = resubmit_failed(_target(target, site, set_), SlurmScheduler(), include_cancelled=cancelled)
+    result = resubmit_failed(_target(target, site, set_), SlurmBackend(SlurmScheduler()), include_cancelled=cancelled)
     if not result.rerun:
         err().print("nothing failed: nothing resubmitted")
         return
@@ -200,5 +201,5 @@ def cancel(
     """Cancel every job of the campaign (one scancel), or only its blocked tasks."""
     from hpc.campaign.submit import cancel_campaign
 
-    ids = cancel_campaign(_target(target, site, set_), SlurmScheduler(), blocked_only=blocked)
+    ids = cancel_campaign(_target(target, site, set_), SlurmBackend(SlurmScheduler()), blocked_only=blocked)
     err().print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")

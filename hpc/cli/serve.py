@@ -39,46 +39,27 @@ def up(
     set_: SetOpt = None,
 ) -> None:
     """Start a Triton serving node (the tritonserver bundled in nvidia-pytriton); print its endpoint."""
-    from hpc.serving import slurm_node
+    from hpc.serving.service import serve_up
 
-    overrides = set_ or ()
-    if slurm if slurm is not None else slurm_node.uses_slurm(site, overrides):
-        from hpc.scheduler import SlurmScheduler
+    def submitted(job_id: str, script: Path) -> None:
+        err().print(Text.assemble("submitted serving-node job ", (job_id, "bold"),
+                                  f" ({script}); waiting until it is ready"))
 
-        def submitted(job_id: str, script: Path) -> None:
-            err().print(Text.assemble("submitted serving-node job ", (job_id, "bold"),
-                                      f" ({script}); waiting until it is ready"))
-
-        endpoint = slurm_node.start_slurm_node(site, overrides, SlurmScheduler(), repository, time_limit, submitted,
-                                               inference_token)
-        where = f"job {endpoint.job_id} on {endpoint.hostname}"
-    else:
-        from hpc.serving.server import start_local
-        from hpc.serving.service import serving_target
-
-        target = serving_target(site, overrides, repository)
-        token = target.inference_token if inference_token is None else inference_token
-        endpoint = start_local(target.repository, host=host, inference_token=token)
-        where = f"pid {endpoint.pid}"
-        _warn_if_shared_host()
+    up = serve_up(site, set_ or (), repository, slurm=slurm, host=host, time_limit=time_limit,
+                  inference_token=inference_token, on_submitted=submitted)
+    endpoint = up.endpoint
+    if up.readers:
+        typer.echo(f"hpc-tf: warning: {up.readers} other user(s) have processes on this host and can read "
+                   "tritonserver's command line, which holds the node's control secret (/proc has no hidepid): "
+                   "on a shared login node, run the serving node as a Slurm job (hpc-tf serve up --slurm)", err=True)
     typer.echo(endpoint.to_json(), nl=False)
-    err().print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {where}")
+    err().print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {up.where}")
     from hpc.serving import secret
 
     if secret.load(Path(endpoint.repository)).inference is not None:
         typer.echo(f"inference needs the token: header {secret.INFERENCE_HEADER} (gRPC "
                    f"{secret.GRPC_HEADER_PREFIX}{secret.INFERENCE_HEADER}), value 'inference' in "
                    f"{secret.key_file(Path(endpoint.repository))}", err=True)
-
-
-def _warn_if_shared_host() -> None:
-    from hpc.serving.secret import users_who_can_read_command_lines
-
-    others = users_who_can_read_command_lines()
-    if others:
-        typer.echo(f"hpc-tf: warning: {len(others)} other user(s) have processes on this host and can read "
-                   "tritonserver's command line, which holds the node's control secret (/proc has no hidepid): "
-                   "on a shared login node, run the serving node as a Slurm job (hpc-tf serve up --slurm)", err=True)
 
 
 @serve_app.command("node", hidden=True)
@@ -95,20 +76,11 @@ def node(
 @serve_app.command("down", short_help="Stop the serving node.")
 def down(repository: RepoOpt = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
     """Stop the serving node of the repository: cancel its Slurm job, or stop the local process by its pid."""
-    from hpc.serving.server import read_endpoint, stop_server
-    from hpc.serving.service import serving_target
+    from hpc.serving.service import serve_down
 
-    repo = serving_target(site, set_ or (), repository).repository
-    endpoint = read_endpoint(repo)
-    if endpoint.job_id is not None:
-        from hpc.scheduler import SlurmScheduler
-        from hpc.serving.slurm_node import stop_slurm_node
-
-        stop_slurm_node(repo, endpoint, SlurmScheduler())
-        err().print(f"serving node stopped (Slurm job {endpoint.job_id} cancelled)")
-        return
-    endpoint = stop_server(repo)
-    err().print(f"serving node stopped (pid {endpoint.pid})")
+    endpoint = serve_down(site, set_ or (), repository)
+    err().print(f"serving node stopped (Slurm job {endpoint.job_id} cancelled)" if endpoint.job_id is not None
+                else f"serving node stopped (pid {endpoint.pid})")
 
 
 @serve_app.command("status", short_help="Node health and every model version's state.")

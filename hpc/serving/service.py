@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from hpc.paths import expand_path
 from hpc.serving import secret as node_secret
 from hpc.serving.config import Format
 from hpc.serving.repository import STATE_DIR, Repository
-from hpc.serving.server import read_endpoint
+from hpc.serving.server import Endpoint, read_endpoint
 from hpc.site.load import load_site
 
 
@@ -58,3 +58,57 @@ def node_status(repo: Repository) -> dict[str, Any]:
     finally:
         control.close()
     return status
+
+
+@dataclass(frozen=True)
+class NodeUp:
+    endpoint: Endpoint
+    where: str  # "job 12 on node1", or "pid 345"
+    readers: int = 0  # other users who can read a local node's command line (its control secret)
+
+
+def serve_up(
+    site: str | None,
+    overrides: Sequence[str],
+    repository: Path | None = None,
+    *,
+    slurm: bool | None = None,
+    host: str = "127.0.0.1",
+    time_limit: str | None = None,
+    inference_token: bool | None = None,
+    on_submitted: Callable[[str, Path], None] | None = None,
+) -> NodeUp:
+    """``hpc-tf serve up``: a Slurm job through Slurm's backend (``slurm`` None: on a Slurm site that
+    names a serving partition), else a local process."""
+    from hpc.serving import slurm_node  # imports this module
+
+    if slurm if slurm is not None else slurm_node.uses_slurm(site, overrides):
+        from hpc.backends import SlurmBackend
+        from hpc.scheduler import SlurmScheduler
+
+        endpoint = slurm_node.start_slurm_node(site, overrides, SlurmBackend(SlurmScheduler()), repository,
+                                               time_limit, on_submitted, inference_token)
+        return NodeUp(endpoint, f"job {endpoint.job_id} on {endpoint.hostname}")
+    from hpc.serving.secret import users_who_can_read_command_lines
+    from hpc.serving.server import start_local
+
+    target = serving_target(site, overrides, repository)
+    token = target.inference_token if inference_token is None else inference_token
+    endpoint = start_local(target.repository, host=host, inference_token=token)
+    return NodeUp(endpoint, f"pid {endpoint.pid}", len(users_who_can_read_command_lines()))
+
+
+def serve_down(site: str | None, overrides: Sequence[str], repository: Path | None = None) -> Endpoint:
+    """``hpc-tf serve down``: cancel the node's Slurm job through Slurm's backend, or stop the local process."""
+    from hpc.serving.server import stop_server
+
+    repo = serving_target(site, overrides, repository).repository
+    endpoint = read_endpoint(repo)
+    if endpoint.job_id is None:
+        return stop_server(repo)
+    from hpc.backends import SlurmBackend
+    from hpc.scheduler import SlurmScheduler
+    from hpc.serving.slurm_node import stop_slurm_node
+
+    stop_slurm_node(repo, endpoint, SlurmBackend(SlurmScheduler()))
+    return endpoint

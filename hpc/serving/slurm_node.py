@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
+from hpc.backends import Backend
 from hpc.errors import ConfigError, ServingError
 from hpc.modelbase import validate_document
 from hpc.render.cpu_jobs import ServeJob, render_serve_script
@@ -45,6 +46,7 @@ class SlurmNodePlan:
     repository: Repository
     job: ServeJob
     script: str
+    resolved: ResolvedJob  # the job as resolve made it, for the backend's quota preflight
     inference_token: bool = False
 
     @property
@@ -80,7 +82,7 @@ def plan_slurm_node(
                      time_seconds=job.time_seconds, cpus=SERVE_CPUS, mem=job.mem, module_init=job.module_init,
                      modules=job.modules)
     token = target.inference_token if inference_token is None else inference_token
-    return SlurmNodePlan(repo, serve, render_serve_script(serve), token)
+    return SlurmNodePlan(repo, serve, render_serve_script(serve), job, token)
 
 
 def _resolved(site: LoadedSite, repo: Repository, time_seconds: int) -> ResolvedJob:
@@ -107,13 +109,15 @@ def _registered(repo: Repository) -> Endpoint | None:
         return None
 
 
-def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
-    """Refuse when a node registered for the repository still runs; else store a fresh owner's secret (read
-    by the job from the owner's config directory: never in the script or on sbatch's command line), write
-    the script and submit it."""
+def submit_slurm_node(plan: SlurmNodePlan, backend: Backend) -> str:
+    """Refuse when a node registered for the repository still runs; else, through the backend (its quota
+    preflight, a no-op for this CPU job; its submit, the script removed again when that fails), store a
+    fresh owner's secret (read by the job from the owner's config directory: never in the script or on
+    sbatch's command line), write the script and submit it."""
+    backend.check_quota(plan.resolved)
     old = _registered(plan.repository)
     if old is not None and old.job_id is not None:
-        state = scheduler.query([old.job_id]).get(old.job_id)
+        state = backend.query([old.job_id]).get(old.job_id)
         if state is not None and not state.state.is_terminal:
             raise ServingError(f"a serving node for {plan.repository.root} already runs as Slurm job {old.job_id} "
                                f"({old.http_url})", hint="use it, or stop it first: hpc-tf serve down")
@@ -121,11 +125,8 @@ def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
     try:  # not submitted: no secret of a node that never ran, no script that looks submitted
         plan.repository.make_server_dir()
         write_text_atomic(plan.script_path, plan.script, mode=0o755)
-        try:
-            return scheduler.submit(plan.script_path)
-        except BaseException:
-            plan.script_path.unlink(missing_ok=True)  # only once written: the directory was checked to be ours
-            raise
+        with backend.submitting(plan.script_path):  # only once written: the directory was checked to be ours
+            return backend.submit(plan.script_path)
     except BaseException:
         node_secret.remove(plan.repository.root)
         raise
@@ -134,7 +135,7 @@ def submit_slurm_node(plan: SlurmNodePlan, scheduler: Scheduler) -> str:
 def start_slurm_node(
     site: str | None,
     overrides: Sequence[str],
-    scheduler: Scheduler,
+    backend: Backend,
     repository: Path | None = None,
     time_limit: str | None = None,
     on_submitted: Callable[[str, Path], None] | None = None,
@@ -142,10 +143,10 @@ def start_slurm_node(
 ) -> Endpoint:
     """``hpc-tf serve up`` on Slurm: plan, submit, then wait until the node registered its endpoint."""
     plan = plan_slurm_node(site, overrides, repository, time_limit, inference_token)
-    job_id = submit_slurm_node(plan, scheduler)
+    job_id = submit_slurm_node(plan, backend)
     if on_submitted is not None:
         on_submitted(job_id, plan.script_path)
-    return wait_for_endpoint(plan.repository, job_id, scheduler)
+    return wait_for_endpoint(plan.repository, job_id, backend.scheduler)
 
 
 def wait_for_endpoint(repo: Repository, job_id: str, scheduler: Scheduler, timeout: float = UP_TIMEOUT_S) -> Endpoint:
@@ -168,13 +169,13 @@ def wait_for_endpoint(repo: Repository, job_id: str, scheduler: Scheduler, timeo
         delay = min(delay * 1.5, 3.0)
 
 
-def stop_slurm_node(repo: Repository, endpoint: Endpoint, scheduler: Scheduler, timeout: float = 60.0) -> None:
+def stop_slurm_node(repo: Repository, endpoint: Endpoint, backend: Backend, timeout: float = 60.0) -> None:
     """Cancel the serving-node job and wait for it to end; drop its registration if it could not."""
     assert endpoint.job_id is not None
-    scheduler.cancel([endpoint.job_id])
+    backend.cancel([endpoint.job_id])
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = scheduler.query([endpoint.job_id]).get(endpoint.job_id)
+        status = backend.query([endpoint.job_id]).get(endpoint.job_id)
         if status is not None and (status.state.is_terminal or status.state is JobState.UNKNOWN):
             break
         time.sleep(1.0)

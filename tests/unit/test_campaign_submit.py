@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hpc.backends import Backend
 from hpc.campaign import api
 from hpc.campaign.load import load_campaign_text
 from hpc.campaign.manifest import Manifest, read_manifest, write_manifest
@@ -71,7 +72,7 @@ def test_a_grid_is_one_throttled_array(tmp_path: Path) -> None:
                                "parameters: {grid: {a: [1, 2, 3], b: [1, 2, 3, 4]}}\n")
     runner = ReplayRunner()
     expect_sbatch(runner, plan.paths.submission_script("main", 1), ["--array=0-11%2"], "300")
-    submitted = submit_campaign(plan, scheduler(runner))
+    submitted = submit_campaign(plan, Backend(scheduler(runner)))
     assert submitted.job_ids == ("300",)
     manifest = read_manifest(plan.paths)
     assert [t.stages["main"].attempts[0].job_id for t in manifest.tasks] == [f"300_{i}" for i in range(12)]
@@ -86,7 +87,7 @@ def test_a_pipeline_is_submitted_in_order_with_its_dependencies(tmp_path: Path) 
     expect_sbatch(runner, stage("preprocess", 1), ["--array=0-2"], "100")
     expect_sbatch(runner, stage("train", 1), ["--array=0-2%2", "--dependency=aftercorr:100"], "101")
     expect_sbatch(runner, stage("evaluate", 1), ["--dependency=afterok:101"], "102")
-    submit_campaign(plan, scheduler(runner))
+    submit_campaign(plan, Backend(scheduler(runner)))
     assert runner.count("sbatch") == 3
     manifest = read_manifest(plan.paths)
     assert [(s.stage, s.job_id, s.after) for s in manifest.submissions] == [
@@ -106,7 +107,7 @@ def test_a_failed_submission_cancels_what_was_submitted(tmp_path: Path) -> None:
                   stderr="sbatch: error: Batch job submission failed: Invalid partition name specified\n")
     runner.answer(["scancel", "100"])
     with pytest.raises(SchedulerCommandFailed, match="Invalid partition name"):
-        submit_campaign(plan, scheduler(runner))
+        submit_campaign(plan, Backend(scheduler(runner)))
     manifest = read_manifest(plan.paths)
     assert manifest.error is not None and "cancelled the 1 job(s) already submitted" in manifest.error
     assert [s.job_id for s in manifest.submissions] == ["100"]
@@ -118,7 +119,7 @@ def test_a_first_submission_that_fails_leaves_no_campaign(tmp_path: Path) -> Non
     runner.answer(commands.sbatch(plan.paths.submission_script("preprocess", 1), ["--array=0-2"]), returncode=1,
                   stderr="sbatch: error: Batch job submission failed: Invalid account or account/partition\n")
     with pytest.raises(SchedulerCommandFailed):
-        submit_campaign(plan, scheduler(runner))
+        submit_campaign(plan, Backend(scheduler(runner)))
     assert not plan.paths.root.exists() and list((tmp_path / "runs").iterdir()) == []
 
 
@@ -166,7 +167,7 @@ def test_resubmit_failed_reruns_the_failed_task_and_replaces_the_blocked_ones(tm
     expect_sbatch(runner, script(paths, "preprocess", 2), ["--array=1"], "500")
     expect_sbatch(runner, script(paths, "train", 2), ["--array=1%2", "--dependency=aftercorr:500"], "501")
     expect_sbatch(runner, script(paths, "evaluate", 2), ["--dependency=afterok:501"], "502")
-    result = resubmit_failed(paths, scheduler(runner))
+    result = resubmit_failed(paths, Backend(scheduler(runner)))
     assert [argv[0] for argv in runner.calls] == ["sacct", "squeue", "scancel", "sbatch", "sbatch", "sbatch"]
     assert result.rerun == {"preprocess": (1,), "train": (1,), "evaluate": (None,)}
     assert result.cancelled == ("469_1", "470") and result.job_ids == ("500", "501", "502")
@@ -181,11 +182,11 @@ def test_resubmit_with_nothing_failed_submits_nothing(tmp_path: Path) -> None:
     plan = make_plan(tmp_path, "name: g\njob: {command: [t]}\nparameters: {grid: {a: [1, 2]}}\n")
     runner = ReplayRunner()
     expect_sbatch(runner, plan.paths.submission_script("main", 1), ["--array=0-1"], "300")
-    submit_campaign(plan, scheduler(runner))
+    submit_campaign(plan, Backend(scheduler(runner)))
     runner.answer(commands.sacct(["300"]), stdout=(
         "300_0|301|COMPLETED|0:0|0:0|00:00:01|00:02:00|1|node1|billing=1|billing=1|None|gpu|lab|x|x|x\n"
         "300_1|300|COMPLETED|0:0|0:0|00:00:01|00:02:00|1|node1|billing=1|billing=1|None|gpu|lab|x|x|x\n"))
-    result = resubmit_failed(plan.paths, scheduler(runner))
+    result = resubmit_failed(plan.paths, Backend(scheduler(runner)))
     assert result.rerun == {} and runner.count("sbatch") == 1 and runner.count("squeue") == 0
 
 
@@ -218,11 +219,11 @@ def test_cancel_cancels_every_unfinished_job_in_one_call(tmp_path: Path) -> None
     paths = recorded_campaign(tmp_path)
     runner = ReplayRunner([BLOCKED_SACCT, BLOCKED_SQUEUE])
     runner.answer(["scancel", "468", "469", "470"])
-    assert cancel_campaign(paths, scheduler(runner)) == ["468", "469", "470"]
+    assert cancel_campaign(paths, Backend(scheduler(runner))) == ["468", "469", "470"]
     assert runner.calls == [("scancel", "468", "469", "470")]
     runner2 = ReplayRunner([BLOCKED_SACCT, BLOCKED_SQUEUE])
     runner2.answer(["scancel", "469_1", "470"])
-    assert cancel_campaign(paths, scheduler(runner2), blocked_only=True) == ["469_1", "470"]
+    assert cancel_campaign(paths, Backend(scheduler(runner2)), blocked_only=True) == ["469_1", "470"]
 
 
 def test_status_of_a_thousand_tasks_is_one_query(tmp_path: Path) -> None:
@@ -230,7 +231,7 @@ def test_status_of_a_thousand_tasks_is_one_query(tmp_path: Path) -> None:
                                f"parameters: {{grid: {{i: {list(range(1000))}}}}}\n", throttle=2)
     runner = ReplayRunner()
     expect_sbatch(runner, plan.paths.submission_script("main", 1), ["--array=0-999%2"], "900")
-    submit_campaign(plan, scheduler(runner))
+    submit_campaign(plan, Backend(scheduler(runner)))
     tres = "billing=1,cpu=1,mem=1000M,node=1"
     done = f"|0:0|00:00:01|00:02:00|1|cpu1|{tres}|{tres}|None|cpu|lab|"
     rows = [f"900_{i}|{1000 + i}|COMPLETED|0:0{done}2026-11-24T22:09:19|2026-11-24T22:09:19|2026-11-24T22:09:21"
@@ -259,7 +260,7 @@ def test_failed_tasks_in_several_chunks_rerun_at_their_own_array_indices(tmp_pat
     script = plan.paths.submission_script
     for number, (array, job_id) in enumerate((("0-1", "10"), ("0-1", "11"), ("0", "12")), start=1):
         expect_sbatch(runner, script("main", number), [f"--array={array}"], job_id)
-    submit_campaign(plan, scheduler(runner))
+    submit_campaign(plan, Backend(scheduler(runner)))
     rest = "00:00:01|00:02:00|1|cpu1|billing=1|billing=1|None|cpu|lab|x|x|x"
     states = {"10_0": ("COMPLETED", "0:0"), "10_1": ("FAILED", "1:0"), "11_0": ("COMPLETED", "0:0"),
               "11_1": ("COMPLETED", "0:0"), "12_0": ("FAILED", "2:0")}
@@ -267,7 +268,7 @@ def test_failed_tasks_in_several_chunks_rerun_at_their_own_array_indices(tmp_pat
         f"{job}|{100 + n}|{state}|{code}|{code}|{rest}\n" for n, (job, (state, code)) in enumerate(states.items())))
     expect_sbatch(runner, script("main", 4), ["--array=1"], "20")
     expect_sbatch(runner, script("main", 5), ["--array=0"], "21")  # task 4 is index 0 of the chunk at 4
-    result = resubmit_failed(plan.paths, scheduler(runner))
+    result = resubmit_failed(plan.paths, Backend(scheduler(runner)))
     assert result.rerun == {"main": (1, 4)} and result.job_ids == ("20", "21")
     assert "export HPC_TF_TASK_OFFSET=4" in script("main", 5).read_text()
     manifest = read_manifest(plan.paths)

@@ -74,7 +74,7 @@ def test_a_refused_campaign_leaves_no_campaign_directory(home: Path) -> None:
     plan = plan_campaign(load_campaign_text(text, home / "campaign.yaml"), site, "sweep-1", environ=env,
                          gpu_limit=4, max_array_size=1001)
     with pytest.raises(HpcTfError, match="Invalid account"):
-        submit_campaign(plan, refusing_slurm())
+        submit_campaign(plan, Backend(refusing_slurm()))
     assert leftovers(home / "runs") == []
 
 
@@ -94,6 +94,6 @@ def test_a_refused_function_job_leaves_no_run_directory(home: Path, monkeypatch:
 def test_a_refused_serving_node_leaves_no_script_and_no_secret(home: Path) -> None:
     plan = plan_slurm_node("sandbox", [], repository=home / "repo")
     with pytest.raises(HpcTfError, match="Invalid account"):
-        submit_slurm_node(plan, refusing_slurm())
+        submit_slurm_node(plan, Backend(refusing_slurm()))
     assert not plan.script_path.exists()
     assert not node_secret.key_file(plan.repository.root).exists()
