@@ -15,7 +15,7 @@ from hpc.paths import RunPaths
 from hpc.rundir import Submission, read_submission
 from hpc.text import shown
 
-_JOB_ID = re.compile(r"^\d+(?:_\d+)?$")
+_JOB_ID = re.compile(r"\d+(?:_\d+)?")
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def find_run(target: str, root: Path) -> Run:
         paths = RunPaths.at(path.resolve())
         submission = read_submission(paths)
         return Run(job_id=submission.job_id, paths=paths, submission=submission)
-    if not _JOB_ID.match(target):
+    if not _JOB_ID.fullmatch(target):
         raise HpcTfError(f"{shown(target)} is neither a run directory nor a job id",
                          hint="pass the directory hpc-tf launch printed, or a numeric job id")
     base = target.split("_")[0]

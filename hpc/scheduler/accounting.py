@@ -31,7 +31,7 @@ from hpc.scheduler.states import JobState
 
 # --- TRES with limit and use ---------------------------------------------------------------------
 
-_LIMIT_USE = re.compile(r"^(?P<limit>N|\d+)(?:\((?P<used>\d+)(?:\.\d+)?\))?$")
+_LIMIT_USE = re.compile(r"(?P<limit>N|\d+)(?:\((?P<used>\d+)(?:\.\d+)?\))?")
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def parse_tres_use(text: str) -> dict[str, TresUse]:
     result: dict[str, TresUse] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, value = item.partition("=")
-        match = _LIMIT_USE.match(value.strip()) if sep and name else None
+        match = _LIMIT_USE.fullmatch(value.strip()) if sep and name else None
         if match is None:
             raise SchedulerOutputError(f"'{text}' is not a Slurm TRES limit list (expected name=limit(used),…)")
         limit, used = match["limit"], match["used"]
@@ -67,12 +67,12 @@ def tres_limits(text: str) -> dict[str, int]:
 
 # --- scontrol show assoc_mgr ---------------------------------------------------------------------
 
-_NAME_ID = re.compile(r"^(?P<name>.*?)\((?P<id>\d+)\)$")
+_NAME_ID = re.compile(r"(?P<name>.*?)\((?P<id>\d+)\)")
 
 
 def _name_and_id(text: str) -> tuple[str, int | None]:
     """``researcher(1001)`` → ("researcher", 1001); ``root`` → ("root", None); ``""`` → ("", None)."""
-    match = _NAME_ID.match(text)
+    match = _NAME_ID.fullmatch(text)
     return (match["name"], int(match["id"])) if match else (text, None)
 
 

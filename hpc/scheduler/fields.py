@@ -129,7 +129,7 @@ def parse_exit_code(text: str) -> ExitCode | None:
 # Words Slurm prints instead of a duration. None means "no limit of its own": an explicit
 # UNLIMITED, or Partition_Limit (the job inherits its partition's MaxTime, which sacct doesn't say).
 _NO_DURATION = {"", "unlimited", "partition_limit", "invalid", "not_set", "n/a", "none", "unknown"}
-_CLOCK = re.compile(r"^(?:(?P<d>\d+)-)?(?:(?:(?P<h>\d+):)?(?P<m>\d+):)?(?P<s>\d+)(?:\.\d+)?$")
+_CLOCK = re.compile(r"(?:(?P<d>\d+)-)?(?:(?:(?P<h>\d+):)?(?P<m>\d+):)?(?P<s>\d+)(?:\.\d+)?")
 
 
 def parse_duration_s(text: str) -> int | None:
@@ -142,7 +142,7 @@ def parse_duration_s(text: str) -> int | None:
     text = text.strip()
     if text.lower() in _NO_DURATION:
         return None
-    match = _CLOCK.match(text)
+    match = _CLOCK.fullmatch(text)
     if match is None:
         raise SchedulerOutputError(f"'{text}' is not a Slurm duration (expected e.g. 1-02:03:04)")
     days, hours, minutes = (int(match[g] or 0) for g in ("d", "h", "m"))

@@ -29,7 +29,7 @@ from hpc.scheduler.states import JobState
 
 # --- sbatch --parsable ---------------------------------------------------------------------------
 
-_PARSABLE = re.compile(r"^(?P<id>\d+)(?:;(?P<cluster>\S+))?$")
+_PARSABLE = re.compile(r"(?P<id>\d+)(?:;(?P<cluster>\S+))?")
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Submitted:
 def parse_sbatch_parsable(stdout: str) -> Submitted:
     """``35`` or ``36;lab`` (the last non-empty line; sbatch prints warnings to stderr)."""
     lines = [line.strip() for line in stdout.splitlines() if line.strip()]
-    match = _PARSABLE.match(lines[-1]) if lines else None
+    match = _PARSABLE.fullmatch(lines[-1]) if lines else None
     if match is None:
         raise SchedulerOutputError(f"sbatch --parsable printed {stdout.strip()!r}, not a job id")
     return Submitted(match["id"], match["cluster"])

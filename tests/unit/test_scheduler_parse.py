@@ -253,3 +253,13 @@ def test_sdiag_rpc_counters() -> None:
     assert diag.total_rpcs == sum(diag.rpc_by_type.values())
     assert diag.values["Server thread count"].isdigit()
     assert not any(key.startswith("sdiag output") for key in diag.values)
+
+
+@pytest.mark.parametrize("target", ["123\n", "123_4\n", "12 3", "x"])
+def test_a_job_id_is_matched_whole(tmp_path: Path, target: str) -> None:
+    # `$` would let "123\n" through as a job id; a job id is the whole argument or nothing
+    from hpc.errors import HpcTfError
+    from hpc.runs import find_run
+
+    with pytest.raises(HpcTfError, match="is neither a run directory nor a job id"):
+        find_run(target, tmp_path)
