@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
+from hpc.records import RECORD_LIMIT, read_text
 from hpc.resources import user_cache_dir
 
 MAX_AGE_S = 300.0
@@ -77,8 +78,9 @@ class StoredAnswers:
 
     def _read(self) -> dict[str, tuple[float, str]]:
         try:
-            document = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError, RecursionError):  # a broken cache is no cache
+            # bounded, and only a file of this user's that nobody else may write: it decides quota verdicts
+            document = json.loads(read_text(self.path, RECORD_LIMIT, owned=True))
+        except (OSError, ValueError, RecursionError):  # a broken (or foreign) cache is no cache
             return {}
         if not isinstance(document, dict):
             return {}

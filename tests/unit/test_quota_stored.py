@@ -31,6 +31,14 @@ def test_a_second_launch_asks_only_the_controller(make_job: MakeJob, tmp_path: P
     assert (again.kind, again.qos, again.message) == (VerdictKind.OK, "normal", first.message)
 
 
+def test_answers_someone_else_could_have_written_are_not_used(make_job: MakeJob, tmp_path: Path) -> None:
+    store = tmp_path / "cache" / "slurmdbd-researcher.json"
+    preflight(make_job(1), cli(replay("overview")), user=USER, stored=StoredAnswers(store))
+    store.chmod(0o666)  # anyone could have planted answers that decide the next verdict
+    again = preflight(make_job(1), cli(replay("overview")), user=USER, stored=StoredAnswers(store))
+    assert tools(again) == ["scontrol", "sacctmgr", "sacctmgr"]  # asked slurmdbd afresh
+
+
 def test_the_quota_overview_leaves_its_answers_for_the_next_launch(make_job: MakeJob, tmp_path: Path) -> None:
     store = tmp_path / "slurmdbd-researcher.json"
     quota_report("quota-test-a", cli(replay("overview")), user=USER, stored=StoredAnswers(store, reuse=False))
