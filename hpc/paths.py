@@ -23,6 +23,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, overload
 
 
 def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
@@ -43,60 +44,54 @@ def runs_root(runs_dir: str, environ: Mapping[str, str]) -> Path:
     return Path(expand_path(runs_dir, Path.cwd(), environ))
 
 
+class Under:
+    """A fixed path below a layout's ``root``, declared once as a class attribute::
+
+        class RunPaths(Layout):
+            script = Under("job.sbatch")
+
+    ``RunPaths.at(d).script`` is then ``d / "job.sbatch"``.
+    """
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    @overload
+    def __get__(self, layout: None, owner: type[Layout]) -> Under: ...
+
+    @overload
+    def __get__(self, layout: Layout, owner: type[Layout]) -> Path: ...
+
+    def __get__(self, layout: Layout | None, owner: type[Layout]) -> Under | Path:
+        return self if layout is None else layout.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
-class RunPaths:
+class Layout:
+    """A directory whose file names one class owns (a run directory, a campaign, a model repository)."""
+
     root: Path
 
     @classmethod
-    def at(cls, root: str | Path) -> RunPaths:
+    def at(cls: type[_L], root: str | Path) -> _L:
         return cls(Path(root))
 
-    @property
-    def script(self) -> Path:
-        return self.root / "job.sbatch"
 
-    @property
-    def resolved(self) -> Path:
-        return self.root / "resolved.json"
+_L = TypeVar("_L", bound=Layout)
 
-    @property
-    def submission(self) -> Path:
-        return self.root / "submission.json"
 
-    @property
-    def handoff_script(self) -> Path:
-        return self.root / "handoff.sbatch"
-
-    @property
-    def handoff_submission(self) -> Path:
-        return self.root / "handoff.json"
-
-    @property
-    def runtime_dir(self) -> Path:
-        return self.root / "runtime"
-
-    @property
-    def bootstrap(self) -> Path:
-        return self.runtime_dir / "bootstrap.py"
-
-    @property
-    def submitit_dir(self) -> Path:
-        """submitit's folder for a function submitted with hpc.submit_function."""
-        return self.root / "submitit"
-
-    @property
-    def local_step(self) -> Path:
-        """srun for the local launcher (launchers/local_step.py)."""
-        return self.runtime_dir / "local_step.py"
-
-    @property
-    def batch_driver(self) -> Path:
-        """What the batch script execs after its setup (launchers/batch.py)."""
-        return self.runtime_dir / "batch.py"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs"
+class RunPaths(Layout):
+    script = Under("job.sbatch")
+    resolved = Under("resolved.json")
+    submission = Under("submission.json")
+    handoff_script = Under("handoff.sbatch")
+    handoff_submission = Under("handoff.json")
+    runtime_dir = Under("runtime")
+    bootstrap = Under("runtime", "bootstrap.py")
+    submitit_dir = Under("submitit")  # submitit's folder for a function submitted with hpc.submit_function
+    local_step = Under("runtime", "local_step.py")  # srun for the local launcher (launchers/local_step.py)
+    batch_driver = Under("runtime", "batch.py")  # what the batch script execs after its setup (launchers/batch.py)
+    logs_dir = Under("logs")
 
     # File name patterns for --output: Slurm expands %j (job id) and %t (task rank).
     BATCH_LOG_PATTERN = "batch-%j.out"

@@ -11,39 +11,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from hpc.paths import RunPaths
+from hpc.paths import Layout, RunPaths, Under
 
 MANIFEST = "manifest.json"
 TASK_FILE = "task.json"
 TASK_SHIM = "campaign_task.py"
 
 
-@dataclass(frozen=True)
-class CampaignPaths:
-    root: Path
-
-    @classmethod
-    def at(cls, root: str | Path) -> CampaignPaths:
-        return cls(Path(root))
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".manifest.lock"
-
-    @property
-    def source_copy(self) -> Path:
-        return self.root / "campaign.yaml"
-
-    @property
-    def tasks_dir(self) -> Path:
-        return self.root / "tasks"
+class CampaignPaths(Layout):
+    manifest = Under(MANIFEST)
+    lock = Under(".manifest.lock")
+    source_copy = Under("campaign.yaml")
+    tasks_dir = Under("tasks")
+    stages_dir = Under("stages")
 
     def task_dir(self, task_id: int) -> Path:
         return self.tasks_dir / str(task_id)
@@ -53,10 +35,6 @@ class CampaignPaths:
 
     def task_output(self, task_id: int, stage: str) -> Path:
         return self.task_dir(task_id) / stage
-
-    @property
-    def stages_dir(self) -> Path:
-        return self.root / "stages"
 
     def stage(self, name: str) -> RunPaths:
         return RunPaths.at(self.stages_dir / name)

@@ -28,41 +28,27 @@ import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
 from hpc.errors import ServingError
+from hpc.paths import Layout, Under
 from hpc.serving.names import check_model_name
 
 STATE_DIR = ".hpc-tf"
 
 
-@dataclass(frozen=True)
-class Repository:
-    root: Path
+class Repository(Layout):
+    state_dir = Under(STATE_DIR)
+    endpoint_file = Under(STATE_DIR, "server.json")
+    server_dir = Under(STATE_DIR, "server")
+    staging_dir = Under(STATE_DIR, "staging")
 
     @classmethod
     def at(cls, root: str | Path) -> Repository:
         return cls(Path(root).expanduser())
 
     # ---------------------------------------------------------------- paths
-    @property
-    def state_dir(self) -> Path:
-        return self.root / STATE_DIR
-
-    @property
-    def endpoint_file(self) -> Path:
-        return self.state_dir / "server.json"
-
-    @property
-    def server_dir(self) -> Path:
-        return self.state_dir / "server"
-
-    @property
-    def staging_dir(self) -> Path:
-        return self.state_dir / "staging"
-
     def model_dir(self, model: str) -> Path:
         return self.root / check_model_name(model)
 
