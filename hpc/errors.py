@@ -132,6 +132,17 @@ class SchedulerOutputError(HpcTfError):
     """A Slurm tool answered with text hpc-tf cannot read (a format or version it does not know)."""
 
 
+class TaskFailed(HpcTfError):
+    """A task of a submitted function job ended without a return value: which task, its log, and why."""
+
+    def __init__(self, job_id: str, rank: int, log: str, cause: str) -> None:
+        self.job_id = job_id
+        self.rank = rank
+        self.log = log
+        self.cause = cause
+        super().__init__(f"task {rank} of job {job_id} failed: {cause} (log: {log})")
+
+
 class RuntimeSetupError(HpcTfError):
     """The node-side bootstrap cannot build the environment for a task."""
 

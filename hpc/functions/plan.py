@@ -2,9 +2,14 @@
 
 A function job is resolved exactly like a command job (:func:`hpc.resolve.resolve`), so the spec's
 resources, the site's partitions and limits and every validation message are the same. Only the last
-step differs: instead of rendering hpc-tf's batch script, the resolved job becomes the parameters of
-submitit's :class:`~submitit.SlurmExecutor` (or :class:`~submitit.LocalExecutor`), which writes its
-own script around ``srun python -m submitit.core._submit``.
+step differs by executor:
+
+* ``slurm``: the resolved job becomes the parameters of submitit's :class:`~submitit.SlurmExecutor`,
+  which writes its own script around ``srun python -m submitit.core._submit``;
+* ``local``: the job is a job of hpc-tf's local launcher, rendered like any command job whose command
+  is submitit's task entry point (``python -m submitit.core._submit FOLDER``): the same run directory,
+  run records, logs, status, cancel and requeue as ``hpc-tf launch --site local``, and the bootstrap
+  sets each task up before submitit calls the function.
 
 The spec's ``command`` has no meaning for a function: it may be left out (a placeholder is used
 while validating) and is ignored when given; ``resolved.json`` records the function instead.
@@ -25,7 +30,7 @@ from hpc.modelbase import validate_document
 from hpc.paths import RunPaths
 from hpc.render.directives import sbatch_options
 from hpc.render.quoting import sh
-from hpc.render.script import container_prefix, driver_python, log_pattern, template_environment
+from hpc.render.script import container_prefix, driver_python, log_pattern, render_script, template_environment
 from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import new_run_id
 from hpc.site.load import load_site
@@ -40,7 +45,8 @@ SpecInput = Path | str | Mapping[str, Any]
 # stands in for the spec's command while validating; a function job has none
 PLACEHOLDER_COMMAND = ("<python function>",)
 FUNCTION_PREFIX = "python-function:"
-# the subdirectory of the run directory that submitit owns (its scripts, pickles and logs)
+# submitit's task entry point: it loads the pickled function by SLURM_JOB_ID / SLURM_PROCID
+SUBMITIT_ENTRY = ("-u", "-m", "submitit.core._submit")
 
 # sbatch options of hpc-tf's own directives that submitit writes itself, or that have a named
 # submitit parameter: option -> submitit's SlurmExecutor parameter (None: submitit owns it)
@@ -70,8 +76,9 @@ class FunctionPlan:
 
     job: ResolvedJob
     executor: ExecutorKind
-    parameters: dict[str, Any]  # for executor.update_parameters(**parameters)
-    python: str  # the shell words that start the tasks' Python (submitit's ``python=``)
+    parameters: dict[str, Any]  # slurm: for executor.update_parameters(**parameters)
+    python: str  # slurm: the shell words that start the tasks' Python (submitit's ``python=``)
+    script: str | None = None  # local: the batch script the local launcher runs (hpc.render)
 
     @property
     def run_dir(self) -> Path:
@@ -132,8 +139,18 @@ def plan_function(
     if kind == "slurm":
         return FunctionPlan(job=job, executor="slurm", parameters=slurm_parameters(job),
                             python=container_prefix(job) + sh(job.python, "environment.python"))
-    return FunctionPlan(job=job, executor="local", parameters=local_parameters(job),
-                        python=sh(sys.executable, "python"))
+    # the tasks run this Python (it has hpc-tf and submitit), on this machine: no container
+    job = job.model_copy(update={"launcher": "local", "python": sys.executable, "container": None})
+    return FunctionPlan(job=job, executor="local", parameters={}, python=sh(sys.executable, "python"),
+                        script=render_script(local_task_job(job)))
+
+
+def local_task_job(job: ResolvedJob) -> ResolvedJob:
+    """The job as the local launcher's script runs it: each task, set up by the bootstrap, starts
+    submitit's task entry point, whose Slurm job environment reads the variables the launcher emulates."""
+    folder = str(RunPaths.at(job.run_dir).submitit_dir)
+    return job.model_copy(update={"command": (job.python, *SUBMITIT_ENTRY, folder),
+                                  "env": (*job.env, ("SUBMITIT_EXECUTOR", "slurm"))})
 
 
 def timeout_minutes(job: ResolvedJob) -> int:
@@ -189,22 +206,6 @@ def _submitit_directive_value(value: str, option: str) -> None:
             raise HpcTfError(f"{option.replace('_', '-')} {shown(value)} contains {char!r}, which submitit's "
                              "#SBATCH lines cannot carry safely",
                              hint="remove it, or launch the job as a command (hpc-tf launch)")
-
-
-def local_parameters(job: ResolvedJob) -> dict[str, Any]:
-    """LocalExecutor parameters: every worker of the job as a task on this machine (one node)."""
-    params: dict[str, Any] = {
-        "tasks_per_node": job.world_size,
-        "gpus_per_node": job.total_gpus,
-        "timeout_min": job.time_seconds / 60,
-        "stderr_to_stdout": True,
-    }
-    if job.warning_seconds is not None:
-        params["signal_delay_s"] = job.warning_seconds
-    setup = setup_lines(job)
-    if setup:
-        params["setup"] = setup
-    return params
 
 
 def setup_lines(job: ResolvedJob) -> list[str]:

@@ -1,17 +1,20 @@
 """What submitit runs in every task: hpc-tf's node runtime set-up, then the user's function.
 
 submitit pickles a :class:`FunctionTask` (by reference: this module is installed on the compute
-nodes, in the job's venv) and calls it in each task's own Python process. The call does in-process
-what the bootstrap does before it execs a command, with the same code (:mod:`hpc.runtime.node`):
+nodes, in the job's venv) and calls it in each task's own Python process. Under the local launcher
+the bootstrap has set the task up before it started submitit's entry point, as for any command, and
+the call only enters the working directory and calls the function. Under submitit's SlurmExecutor
+the call does in-process what the bootstrap does before it execs a command, with the same code
+(:mod:`hpc.runtime.node`):
 
-1. under submitit's LocalExecutor, turn its ``SUBMITIT_LOCAL_*`` variables into the Slurm step view
-   the runtime reads (:func:`local_step_env`): one node, ``localhost`` at 127.0.0.1;
-2. the spec's ``env``, ``HPC_TF_RUN_DIR``, ``HPC_TF_OUTPUT_DIR``;
-3. :func:`~hpc.runtime.node.task_env.plan_task`: the task's GPU slice (CUDA_VISIBLE_DEVICES,
+1. the spec's ``env``, ``HPC_TF_RUN_DIR``, ``HPC_TF_OUTPUT_DIR``;
+2. :func:`~hpc.runtime.node.task_env.plan_task`: the task's GPU slice (CUDA_VISIBLE_DEVICES,
    CUDA_DEVICE_ORDER), TF_CONFIG, the hook settings, applied to ``os.environ``;
-4. the hooks the command path installs from sitecustomize (Keras multi-worker ``fit`` fix, bounded
-   cluster formation, checkpoints and Slurm's preemption warning), installed here directly;
-5. the working directory, then ``fn(*args, **kwargs)``.
+3. the hooks the command path installs from sitecustomize (Keras multi-worker ``fit`` fix, bounded
+   cluster formation, checkpoints and Slurm's preemption warning), installed here directly, and
+   ``hpc_tf_runtime`` made importable as the very modules they were installed from (so
+   ``hpc_tf_runtime.preemption.Resumable`` sees the job's checkpoint settings);
+4. the working directory, then ``fn(*args, **kwargs)``.
 
 TensorFlow reads CUDA_VISIBLE_DEVICES when it first touches a GPU and TF_CONFIG when the strategy is
 made, so a function that imports TensorFlow inside its body (or whose module does, at unpickling)
@@ -20,51 +23,41 @@ still gets both, provided nothing ran on a GPU before the call.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import hpc.runtime.node
+from hpc.runtime import RUNTIME_PACKAGE
 from hpc.runtime.node import bootstrap, hooks
 from hpc.runtime.node.settings import settings_from_mapping
 from hpc.runtime.node.task_env import TaskPlan, plan_task
-from hpc.runtime.node.tf_config import ADDRESS_MAP_VARIABLE
 
-LOCAL_NODE = "localhost"
-LOCAL_ADDRESS = "127.0.0.1"
 # the library's copy of the start-up hook: Python subprocesses of the function get the hooks too
 SITE_DIR = Path(bootstrap.__file__).resolve().parent / "sitedir"
 
 
-def local_step_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The Slurm step variables of a LocalExecutor task (submitit sets ``SUBMITIT_LOCAL_*`` only).
+def expose_runtime_package() -> None:
+    """Make ``hpc_tf_runtime`` (the name a job's code imports the node runtime by, as in a command job)
+    this process's :mod:`hpc.runtime.node` and its modules, not a second copy with settings of its own.
 
-    Every task runs on this machine: one node, ``localhost``, mapped to 127.0.0.1 so the workers'
-    addresses (TF_CONFIG) are local; ranks are submitit's, the job id is its controller's pid.
+    Every module is registered under both names; a fresh import under the new name would run its
+    code again, with the hooks' state (the preemption settings, the warning flag) left unset.
     """
-    try:
-        tasks = environ["SUBMITIT_LOCAL_NTASKS"]
-        rank = environ["SUBMITIT_LOCAL_GLOBALID"]
-        local_rank = environ["SUBMITIT_LOCAL_LOCALID"]
-        job_id = environ["SUBMITIT_LOCAL_JOB_ID"]
-    except KeyError as err:
-        raise RuntimeError(f"{err.args[0]} is not set: not a task of submitit's LocalExecutor") from None
-    return {
-        "SLURM_JOB_ID": job_id,
-        "SLURM_STEP_ID": "0",
-        "SLURM_PROCID": rank,
-        "SLURM_LOCALID": local_rank,
-        "SLURM_NODEID": "0",
-        "SLURM_NTASKS": tasks,
-        "SLURM_STEP_NODELIST": LOCAL_NODE,
-        "SLURM_STEP_NUM_NODES": "1",
-        "SLURM_STEP_NUM_TASKS": tasks,
-        "SLURM_STEP_TASKS_PER_NODE": tasks,
-        "SLURMD_NODENAME": LOCAL_NODE,
-        ADDRESS_MAP_VARIABLE: f"{LOCAL_NODE}={LOCAL_ADDRESS}",
-    }
+    package = hpc.runtime.node
+    if RUNTIME_PACKAGE in sys.modules:  # loaded by the job's sitecustomize: that copy has the hooks
+        return
+    for info in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{info.name}")
+    prefix = package.__name__
+    for name, module in list(sys.modules.items()):
+        if name == prefix or name.startswith(prefix + "."):
+            sys.modules[RUNTIME_PACKAGE + name[len(prefix):]] = module
 
 
 class FunctionTask:
@@ -84,8 +77,10 @@ class FunctionTask:
         output_dir: str,
         workdir: str,
         name: str,
+        set_up_by_bootstrap: bool = False,
     ) -> None:
         self.fn = fn
+        self.set_up_by_bootstrap = set_up_by_bootstrap  # the local launcher's tasks start through the bootstrap
         self.runtime = dict(runtime)
         self.env = tuple(env)
         self.run_dir = run_dir
@@ -94,23 +89,21 @@ class FunctionTask:
         self.name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        plan = self.set_up(os.environ)
-        record = bootstrap.task_record(plan, [self.name])
-        print(bootstrap.RECORD_PREFIX + json.dumps(record), file=sys.stderr, flush=True)
-        if "tensorflow" in sys.modules:
-            print("hpc-tf: TensorFlow was imported before the task was set up; import it inside the "
-                  "function so GPU options apply before it touches a GPU", file=sys.stderr, flush=True)
-        hooks.install_from_environ(plan.env)
+        if not self.set_up_by_bootstrap:
+            plan = self.set_up(os.environ)
+            record = bootstrap.task_record(plan, [self.name])
+            print(bootstrap.RECORD_PREFIX + json.dumps(record), file=sys.stderr, flush=True)
+            if "tensorflow" in sys.modules:
+                print("hpc-tf: TensorFlow was imported before the task was set up; import it inside the "
+                      "function so GPU options apply before it touches a GPU", file=sys.stderr, flush=True)
+            hooks.install_from_environ(plan.env)
+            expose_runtime_package()
         Path(self.output_dir).mkdir(parents=True, exist_ok=True)
         os.chdir(self.workdir)
         return self.fn(*args, **kwargs)
 
     def set_up(self, environ: MutableMapping[str, str]) -> TaskPlan:
-        """Steps 1-3 of the module docstring: the task's variables, set in ``environ``."""
-        if environ.get("SUBMITIT_EXECUTOR") == "local":
-            for key in [key for key in environ if key.startswith(("SLURM_", "SLURMD_"))]:
-                del environ[key]  # a session started inside a Slurm job must not leak its step
-            environ.update(local_step_env(environ))
+        """Steps 1-2 of the module docstring: the task's variables, set in ``environ``."""
         environ.update(dict(self.env))
         environ["HPC_TF_RUN_DIR"] = self.run_dir
         environ["HPC_TF_OUTPUT_DIR"] = self.output_dir

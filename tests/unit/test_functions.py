@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from _batch_fixtures import install_run_dir
+from _runtime_fixtures import recorded_tasks
 from submitit.slurm.slurm import _make_sbatch_string
 
 from hpc.errors import HpcTfError, SpecError
 from hpc.functions import FunctionTask, plan_function
 from hpc.functions.plan import FUNCTION_PREFIX, PLACEHOLDER_COMMAND, load_function_spec, requeue_lines
-from hpc.functions.task import SITE_DIR, local_step_env
+from hpc.functions.task import SITE_DIR
 from hpc.render.directives import read_directives
 from hpc.spec.model import JobSpec
 
@@ -162,12 +163,24 @@ def test_requeue_teardown_in_bash(tmp_path: Path, status: int, restarts: int, re
     assert (args.read_text().split() if args.exists() else None) == (["requeue", "42"] if requeued else None)
 
 
-def test_local_executor_runs_every_worker_as_a_task_of_one_node() -> None:
+def test_the_local_executor_is_a_job_of_the_local_launcher_running_submitits_entry_point() -> None:
+    """Run records, logs, status and requeue as for hpc-tf launch --site local: the same script, whose
+    command is submitit's task entry point, under the bootstrap."""
     p = plan({"name": "fn", "resources": {"nodes": 2, "tasks_per_node": 2, "gpus_per_node": 2, "time": "2:00"}},
              site="local", overrides=["partitions.local.gpus_per_node=2"])
-    assert p.executor == "local"
-    assert p.parameters == {"tasks_per_node": 4, "gpus_per_node": 4, "timeout_min": 2.0, "stderr_to_stdout": True}
-    assert plan({"name": "fn"}, executor="local").executor == "local"  # a Slurm site, debugged locally
+    assert (p.executor, p.job.launcher, p.job.python) == ("local", "local", sys.executable)
+    assert p.job.command == (FUNCTION_PREFIX + "test_functions.train",)  # resolved.json names the function
+    assert p.script is not None
+    options = read_directives(p.script)
+    assert (options["nodes"], options["ntasks-per-node"], options["gres"], options["time"]) == ("2", "2", "gpu:2",
+                                                                                               "00:02:00")
+    folder = Path(p.job.run_dir) / "submitit"
+    assert f"bootstrap.py --resolved {p.job.run_dir}/resolved.json -- \\\n    {sys.executable} -u -m " \
+           f"submitit.core._submit {folder}\n" in p.script
+    assert "local_step.py" in p.script and "srun" not in p.script.split("exec ", 1)[1]
+    assert "export SUBMITIT_EXECUTOR=slurm\n" in p.script  # submitit reads the launcher's emulated Slurm step
+    debugged = plan({"name": "fn"}, executor="local")  # a Slurm site, debugged locally
+    assert (debugged.executor, debugged.job.launcher) == ("local", "local")
 
 
 @pytest.mark.parametrize(("spec", "site", "message"), [
@@ -188,66 +201,91 @@ def test_a_function_job_has_no_handoff_and_no_unknown_executor() -> None:
         plan({"name": "fn"}, executor="ssh")
 
 
-def local_task(rank: int, tasks: int = 2, devices: str = "0,1") -> dict[str, str]:
-    """What submitit's LocalExecutor gives task ``rank`` (submitit/local/local.py)."""
-    return {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_JOB_ID": "4321", "SUBMITIT_LOCAL_NTASKS": str(tasks),
-            "SUBMITIT_LOCAL_LOCALID": str(rank), "SUBMITIT_LOCAL_GLOBALID": str(rank), "SUBMITIT_LOCAL_NODEID": "0",
-            "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "CUDA_VISIBLE_DEVICES": devices, "PYTHONPATH": "/mine"}
-
-
 def task_for(spec: dict[str, Any], **kw: Any) -> FunctionTask:
-    p = plan(spec, site="local", overrides=["partitions.local.gpus_per_node=2"], **kw)
+    p = plan(spec, **kw)
     return FunctionTask(train, runtime=p.job.runtime.model_dump(mode="json"), env=p.job.env, run_dir=p.job.run_dir,
                         output_dir=p.job.output_dir, workdir=p.job.workdir, name="tests.train")
 
 
-def test_a_local_task_gets_the_slurm_view_tf_config_and_its_own_gpu() -> None:
-    task = task_for({"name": "fn", "env": {"DATA": "/d"}, "resources": {"tasks_per_node": 2, "gpus_per_node": 2}})
+def slurm_task(rank: int) -> dict[str, str]:
+    """What Slurm gives task ``rank`` of a 2-node step, one task and two GPUs per node (recorded)."""
+    return {**recorded_tasks("gres2-1task-per-node")[rank], "PYTHONPATH": "/mine"}
+
+
+def test_a_slurm_task_gets_tf_config_its_gpus_and_the_hooks() -> None:
+    task = task_for({"name": "fn", "env": {"DATA": "/d"}, "resources": {"nodes": 2, "gpus_per_node": 2}})
     envs = []
     for rank in (0, 1):
-        environ = {**local_task(rank), "SLURM_JOB_ID": "99", "SLURM_GPUS_PER_TASK": "4"}  # leaked from a session
-        plan_ = task.set_up(environ)
-        assert plan_.step.rank == rank
+        environ = slurm_task(rank)
+        assert task.set_up(environ).step.rank == rank
         envs.append(environ)
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1"]
-    assert all(e["SLURM_JOB_ID"] == "4321" and "SLURM_GPUS_PER_TASK" not in e for e in envs)
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,1", "0,1"]  # each node's two, as Slurm bound them
     workers = [json.loads(e["TF_CONFIG"]) for e in envs]
     assert workers[0]["cluster"] == workers[1]["cluster"]
     assert [w["task"]["index"] for w in workers] == [0, 1]
-    assert [a.rpartition(":")[0] for a in workers[0]["cluster"]["worker"]] == ["127.0.0.1", "127.0.0.1"]
+    assert [a.rpartition(":")[0] for a in workers[0]["cluster"]["worker"]] == ["node1", "node2"]
     for e in envs:
         assert e["DATA"] == "/d"
         assert e["HPC_TF_OUTPUT_DIR"] == str(Path(task.run_dir) / "output")
-        assert json.loads(e["HPC_TF_HOOKS"])["worker_nodes"] == ["localhost", "localhost"]
+        assert json.loads(e["HPC_TF_HOOKS"])["worker_nodes"] == ["node1", "node2"]
         assert e["PYTHONPATH"] == f"{SITE_DIR}{os.pathsep}/mine"
     assert (SITE_DIR / "sitecustomize.py").is_file()
 
 
-def test_local_step_env_names_what_is_missing() -> None:
-    with pytest.raises(RuntimeError, match="SUBMITIT_LOCAL_NTASKS"):
-        local_step_env({"SUBMITIT_EXECUTOR": "local"})
+RUN_TASK = """
+import json, pickle, sys
+task = pickle.load(open(sys.argv[1], "rb"))
+print(json.dumps(task()))
+"""
 
 
-def test_the_task_pickles_by_reference_and_runs_in_a_fresh_process(tmp_path: Path) -> None:
-    """As in a task: unpickle, set up, call (here ``os.getcwd``: the spec's workdir, after set-up)."""
+def run_task(task: FunctionTask, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """As in a task: unpickle in a fresh process, set up, call."""
     import cloudpickle  # submitit's pickler
 
-    task = task_for({"name": "fn", "workdir": str(tmp_path), "output_dir": str(tmp_path / "out")})
-    task.fn = os.getcwd
     data = cloudpickle.dumps(task)
     assert b"hpc.functions.task" in data and b"FunctionTask" in data  # by reference: hpc is installed there
     (tmp_path / "task.pkl").write_bytes(data)
-    program = "import pickle, sys; print(pickle.load(open(sys.argv[1], 'rb'))())"
-    env = {**local_task(0, tasks=1, devices=""), "PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "7"}
-    result = subprocess.run([sys.executable, "-c", program, str(tmp_path / "task.pkl")], env=env, cwd="/",
-                            capture_output=True, text=True, timeout=60, check=False)
+    env = {**env, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parent)}  # fn's module: this file
+    return subprocess.run([sys.executable, "-c", RUN_TASK, str(tmp_path / "task.pkl")], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_task_pickles_by_reference_and_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    """The call runs in the spec's workdir, after set-up (here ``os.getcwd``)."""
+    task = task_for({"name": "fn", "workdir": str(tmp_path), "output_dir": str(tmp_path / "out")})
+    task.fn = os.getcwd
+    result = run_task(task, tmp_path, recorded_tasks("cpu-2tasks")[0])
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(tmp_path)
+    assert json.loads(result.stdout) == str(tmp_path)
     (record,) = [line for line in result.stderr.splitlines() if line.startswith("hpc-tf bootstrap: {")]
     shown = json.loads(record.partition(": ")[2])
-    assert (shown["job_id"], shown["rank"], shown["node"], shown["command"]) == (4321, 0, "localhost", ["tests.train"])
-    assert shown["env"] == {"CUDA_VISIBLE_DEVICES": "", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # one CPU worker
+    assert (shown["rank"], shown["node"], shown["command"]) == (0, "cpu1", ["tests.train"])
+    assert {k: v for k, v in shown["env"].items() if k != "PYTHONPATH"} == {  # one CPU worker
+        "CUDA_VISIBLE_DEVICES": "", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     assert (tmp_path / "out").is_dir()
+
+
+def runtime_module_of_resumable() -> list[object]:
+    """What a function's own code does in a custom loop (the import the README documents)."""
+    from hpc_tf_runtime import preemption  # type: ignore[import-not-found]  # the job's name for the runtime
+
+    import hpc.runtime.node.preemption as library
+
+    return [preemption is library, preemption.configured() is not None]
+
+
+@pytest.mark.parametrize(("section", "configured"), [({}, False),
+                                                     ({"preemption": {"enabled": True}}, True)])
+def test_a_function_imports_hpc_tf_runtime_as_the_modules_its_hooks_were_installed_from(
+    tmp_path: Path, section: dict[str, Any], configured: bool
+) -> None:
+    """With or without checkpointing; and it is one copy, so Resumable sees the job's settings."""
+    task = task_for({"name": "fn", "workdir": str(tmp_path), "output_dir": str(tmp_path / "out"), **section})
+    task.fn = runtime_module_of_resumable
+    result = run_task(task, tmp_path, recorded_tasks("cpu-2tasks")[0])
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [True, configured]
 
 
 def test_importing_the_api_imports_neither_submitit_nor_tensorflow() -> None:

@@ -61,10 +61,10 @@ def test_memory_options_are_set_for_gpu_tasks_only() -> None:
 
 
 @pytest.mark.parametrize("strategy", ["mirrored", "none"])
-def test_single_process_strategies_get_only_the_gpu_variables(strategy: str) -> None:
+def test_single_process_strategies_get_only_the_gpu_variables_and_the_runtime(strategy: str) -> None:
     settings = RuntimeSettings(strategy=strategy, memory_growth=False)  # type: ignore[arg-type]
     plan = plan_task(recorded_tasks("gres2-1task-per-node")[1], settings, site_dir=SITE)
-    assert plan.env == {"CUDA_VISIBLE_DEVICES": "0,1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    assert plan.env == {"CUDA_VISIBLE_DEVICES": "0,1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID", "PYTHONPATH": SITE}
     assert plan.address is None
 
 
@@ -95,3 +95,11 @@ def test_node_env_reads_the_resolved_job_and_names_the_run_dirs_hooks(tmp_path: 
         k: v for k, v in without_runtime.items() if k != "PYTHONPATH"
     }
     assert node_env(env)["CUDA_VISIBLE_DEVICES"] == "1"  # defaults: the node's 2 GPUs over its 2 tasks
+
+
+def test_every_task_can_import_the_runtime_whatever_its_checkpoint_settings() -> None:
+    """PYTHONPATH names the sitecustomize that loads hpc_tf_runtime (Resumable) even for a single-worker
+    job without preemption or checkpoints, which gets no hooks."""
+    plan = plan_task(recorded_tasks("cpu-2tasks")[0], RuntimeSettings(strategy="none"), site_dir=SITE)
+    assert "HPC_TF_HOOKS" not in plan.env
+    assert plan.env["PYTHONPATH"] == SITE

@@ -50,6 +50,7 @@ POSITION_KEY = "hpc_tf_position"
 AGREEMENT_TIMEOUT_MS = 300_000
 EXIT_BARRIER_TIMEOUT_MS = 120_000
 LOG_PREFIX = "hpc-tf: "
+RUN_DIR_VARIABLE = "HPC_TF_RUN_DIR"  # set in every task of an hpc-tf job (the batch script, a function's set-up)
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,9 @@ class Resumable:
             resumable.before_step(step)   # periodic checkpoints; on a warning: agreed checkpoint, exit 75
             train_step(next(iterator))
 
-    Outside an hpc-tf job with checkpointing (no configuration) it does nothing: ``step`` is 0.
+    Without checkpointing (a job with neither a ``preemption`` nor a ``checkpoint`` section, or no
+    hpc-tf job at all) it does nothing: ``step`` is 0, so the same script still runs; inside an
+    hpc-tf job it says so in one line, naming the section to add.
     """
 
     def __init__(self, strategy: Any, **objects: Any) -> None:
@@ -353,6 +356,9 @@ class Resumable:
         self._config = configured()
         if self._config is None:
             self._store: CheckpointStore | None = None
+            if os.environ.get(RUN_DIR_VARIABLE):
+                log("Resumable does nothing in this job: it has no preemption or checkpoint section, so nothing is "
+                    "checkpointed or resumed (add preemption: {enabled: true} to the job spec)")
             return
         cluster = Cluster.of(strategy)
         self._coordinator = coordinator(strategy, self._config)

@@ -10,8 +10,10 @@ Variables, in this order:
 * CUDA_DEVICE_ORDER=PCI_BUS_ID – CUDA ordinals in the order nvidia-smi and Slurm use
 * TF_FORCE_GPU_ALLOW_GROWTH=true / TF_GPU_ALLOCATOR – the spec's memory options (GPU tasks only)
 * TF_CONFIG – multi_worker_mirrored only (tf_config.py)
-* HPC_TF_HOOKS, PYTHONPATH – multi_worker_mirrored, or checkpoints/preemption on: the
-  in-process hooks (hooks.py) and the directory holding the sitecustomize.py that installs them
+* HPC_TF_HOOKS – multi_worker_mirrored, or checkpoints/preemption on: the in-process hooks (hooks.py)
+* PYTHONPATH – always: the directory holding the sitecustomize.py that installs those hooks and
+  makes ``hpc_tf_runtime`` importable in every Python process of the job (``Resumable`` for a
+  custom loop is documented whatever the job's checkpoint settings)
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def plan_task(environ: Mapping[str, str], settings: RuntimeSettings, *, site_dir
             preemption=checkpoints,
         )
         env[HOOKS_VARIABLE] = hooks.to_json()
-        env["PYTHONPATH"] = _prepend_path(site_dir, environ.get("PYTHONPATH", ""))
+    env["PYTHONPATH"] = _prepend_path(site_dir, environ.get("PYTHONPATH", ""))
     return TaskPlan(step=step, gpus=gpus, workers=workers, env=env)
 
 

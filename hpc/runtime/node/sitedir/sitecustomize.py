@@ -1,9 +1,10 @@
 """hpc-tf's start-up hook for the user's Python process (see hooks.py).
 
-The bootstrap puts this directory first on PYTHONPATH, so Python's ``site`` imports
-this file as ``sitecustomize`` at start-up. It installs the lazy hooks described by
-HPC_TF_HOOKS (importing nothing heavy), then runs the sitecustomize it shadows, if
-any, so a venv's or distribution's own start-up code still runs.
+The bootstrap puts this directory first on PYTHONPATH of every task, so Python's ``site``
+imports this file as ``sitecustomize`` at start-up. It loads the runtime package as
+``hpc_tf_runtime`` (so a job's code can import it, e.g. ``Resumable``), installs the lazy
+hooks described by HPC_TF_HOOKS, if any (importing nothing heavy), then runs the
+sitecustomize it shadows, if any, so a venv's or distribution's own start-up code still runs.
 
 ``site`` swallows exceptions from sitecustomize with a one-line notice, so a failure
 here is reported on stderr in full and the user's program still starts.
