@@ -54,6 +54,8 @@ class Endpoint:
     log: str
     started: float
     job_id: str | None = None
+    # the Triton backends the server was started with (which formats it can load); None: not recorded
+    backends: list[str] | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -102,6 +104,10 @@ class Bundle:
 
     def stub(self, version: str) -> Path:
         return self.server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+
+    def backends(self) -> list[str]:
+        """The backends this tritonserver has (the wheel's has ``python`` only)."""
+        return sorted(p.name for p in (self.server_dir / "backends").iterdir() if p.is_dir())
 
 
 def server_env(bundle: Bundle) -> dict[str, str]:
@@ -199,7 +205,7 @@ def start_server(
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     endpoint = Endpoint(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid,
                         hostname=socket.gethostname(), repository=str(repo.root), log=str(log),
-                        started=time.time(), job_id=job_id)
+                        started=time.time(), job_id=job_id, backends=bundle.backends())
     deadline = time.monotonic() + ready_timeout
     while not _http_ready(endpoint.http_url):
         if proc.poll() is not None or time.monotonic() > deadline:

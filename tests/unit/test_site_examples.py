@@ -1,4 +1,5 @@
-"""The example site configs a user copies (site_configs/example-*.yaml) each run the README's own example spec.
+"""The example site configs a user copies (site_configs/example-*.yaml) each run the README's own example spec
+and hand models off in a format the Triton that ``hpc-tf serve up`` starts can load.
 
 The spec is read from README.md itself (the yaml block under "On your cluster"): when the README's spec and
 the examples drift apart, this test fails.
@@ -16,6 +17,8 @@ import pytest
 from hpc.render.directives import read_directives
 from hpc.render.script import render_script
 from hpc.resolve import resolve
+from hpc.serving.config import BACKEND
+from hpc.serving.server import Bundle
 from hpc.site.load import load_site
 from hpc.spec import load_spec_text
 
@@ -60,3 +63,13 @@ def test_every_example_site_renders_the_readme_spec(site_file: Path) -> None:
     for module in loaded.spec.environment.modules:
         assert f"module load {module} " in script
     assert "/home/alice/venvs/tf/bin/activate" in script
+
+
+@pytest.mark.triton
+@pytest.mark.parametrize("site_file", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_site_serves_in_a_format_the_started_triton_loads(site_file: Path) -> None:
+    """``hpc-tf serve up`` starts the tritonserver bundled in nvidia-pytriton: the example's serving.format
+    must be one its backends load, or every hand-off on the example config fails."""
+    fmt = load_site(site_file.stem, environ=ALICE).config.serving.format
+    backends = Bundle.find().backends()
+    assert BACKEND[fmt] in backends, f"{site_file.name}: serving.format {fmt} needs the {BACKEND[fmt]} backend"
