@@ -1,6 +1,8 @@
 """A hand-off: SavedModel → signature → samples → new version published → loaded → verified, or rolled back.
 
-Stages (each reported through ``on_stage`` and timed in the record):
+Refused before any stage (one line, no record): a format the registered serving node's Triton has no
+backend for (:func:`hpc.serving.server.check_servable`). Stages (each reported through ``on_stage`` and
+timed in the record):
 
 1. ``source``     a run directory (its output_dir/export) or a SavedModel directory
 2. ``signature``  read from saved_model.pb without TensorFlow
@@ -28,17 +30,17 @@ from pathlib import Path
 from typing import Any
 
 from hpc.atomic import write_text_atomic
-from hpc.errors import ConfigError, HpcTfError, ServingError
+from hpc.errors import HpcTfError, ServingError
 from hpc.paths import RunPaths
 from hpc.records import read_record
 from hpc.serving import secret as node_secret
-from hpc.serving.config import BACKEND, FORMATS, MODEL_FILE, Format, ServingOptions, config_pbtxt
+from hpc.serving.config import FORMATS, MODEL_FILE, Format, ServingOptions, config_pbtxt
 from hpc.serving.control import LOAD_TIMEOUT_S, ModelControl, not_answering
 from hpc.serving.formats import build_version
 from hpc.serving.names import check_model_name
 from hpc.serving.repository import Repository
 from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, Samples, compare, compute_samples, load_samples
-from hpc.serving.server import Endpoint, read_endpoint
+from hpc.serving.server import check_servable, read_endpoint, registered_node
 from hpc.serving.signature import DEFAULT_SIGNATURE, SAVED_MODEL_PB, read_signature
 
 ONNX_TOLERANCE = 1e-5  # max abs difference accepted for onnx (tf2onnx+ORT was bit-identical in the lab)
@@ -122,9 +124,9 @@ def handoff(
     check_model_name(model)
     if fmt not in FORMATS:
         raise ServingError(f"unknown serving format '{fmt}' (use one of: {', '.join(FORMATS)})")
-    node = _registered_node(repository) if grpc_url is None else None
+    node = registered_node(repository) if grpc_url is None else None
     if node is not None:
-        check_servable(fmt, node)
+        check_servable(fmt, node)  # before any work: the load would fail and roll back
     say = on_stage or (lambda stage, detail: None)
     record = HandoffRecord(model=model, format=fmt, source=str(source), savedmodel="",
                            repository=str(repository.root), started_at=_now())
@@ -209,27 +211,6 @@ def handoff(
     if failure is not None:
         raise HandoffFailed(record, failure)
     return record
-
-
-def check_servable(fmt: Format, node: Endpoint) -> None:
-    """Refuse, before any work, a format the serving node's Triton has no backend for (the load would fail)."""
-    if node.backends is None or BACKEND[fmt] in node.backends:
-        return  # a node that did not record its backends: its load says
-    served = [f for f in FORMATS if BACKEND[f] in node.backends]
-    fix = (f"set serving.format: {served[0]} in the site config, or pass --format {served[0]}" if served
-           else "serve it with a Triton that has that backend")
-    raise ConfigError(f"serving format '{fmt}' needs Triton's {BACKEND[fmt]} backend, which the serving node at "
-                      f"{node.grpc_url} does not have (its backends: {', '.join(node.backends) or 'none'}): {fix}")
-
-
-def _registered_node(repository: Repository) -> Endpoint | None:
-    """The repository's serving node, when one is registered and readable (else the connect stage says why)."""
-    if not repository.endpoint_file.is_file():
-        return None
-    try:
-        return read_endpoint(repository)
-    except HpcTfError:
-        return None
 
 
 def _samples(savedmodel: Path, key: str, repository: Repository, model: str) -> tuple[Samples, str]:
