@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hpc.render.directives import read_directives
 from hpc.render.script import render_script
@@ -28,13 +29,16 @@ ALICE = {"HOME": "/home/alice", "USER": "alice"}
 
 
 def readme_spec() -> str:
-    """The first yaml block of the README's "On your cluster" section, dedented (it sits in a list item)."""
+    """The job spec of the README's "On your cluster" section: its first yaml block with a ``command``,
+    dedented (it sits in a list item)."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = re.search(r"^## On your cluster\n(.*?)(?=^## )", readme, re.S | re.M)
     assert section is not None, "README.md has no '## On your cluster' section"
-    block = re.search(r"^( *)```yaml\n(.*?)^\1```", section.group(1), re.S | re.M)
-    assert block is not None, "README.md's 'On your cluster' section has no ```yaml block"
-    return textwrap.dedent(block.group(2))
+    blocks = [textwrap.dedent(b.group(2)) for b in re.finditer(r"^( *)```yaml\n(.*?)^\1```", section.group(1),
+                                                               re.S | re.M)]
+    specs = [b for b in blocks if "command" in (yaml.safe_load(b) or {})]
+    assert specs, "README.md's 'On your cluster' section has no ```yaml block with a job spec"
+    return specs[0]
 
 
 def test_there_are_examples_and_the_readme_spec_is_found() -> None:
