@@ -96,7 +96,8 @@ def default_site_edit(name: str, environ: Mapping[str, str]) -> UserFileEdit:
     value = name if load_scalar(name) == name else json.dumps(name)  # quoted if YAML would read another type
     line = old.lines.get(("site",))
     if line is None:
-        new_text = f"{old_text}{'' if old_text.endswith(chr(10)) or not old_text else chr(10)}site: {value}\n"
+        separator = "\n" if old_text and not old_text.endswith("\n") else ""
+        new_text = f"{old_text}{separator}site: {value}\n"
     else:
         lines = old_text.splitlines(keepends=True)
         lines[line - 1] = f"site: {value}\n"
