@@ -71,10 +71,12 @@ class FunctionJob(Generic[R]):
     def wait(self, timeout_s: float | None = None) -> None:
         """Until :meth:`done`; TimeoutError after ``timeout_s``. The scheduler is asked with backoff."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        interval, asked_at, state = self._backoff.first_s, time.monotonic(), None
+        interval = self._backoff.first_s
+        asked_at: float | None = None
+        state: JobState | None = None
         while not self._all_returned():
             now = time.monotonic()
-            if now >= asked_at + interval:
+            if asked_at is None or now >= asked_at + interval:  # at once, then with backoff
                 previous, state = state, self.status().state
                 if state.is_terminal:
                     return
@@ -154,9 +156,11 @@ class FunctionJob(Generic[R]):
         status = self.status()
         if status.state.is_terminal:
             said = f"the job ended {status.state.value}"
-            if status.exit_code is not None and status.state is not JobState.COMPLETED:
-                code = status.exit_code
-                said += f" (killed by signal {code.signal})" if code.signal else f" (exit code {code.status})"
+            code = status.exit_code
+            if code is not None and code.signal:
+                said += f" (killed by signal {code.signal})"
+            elif code is not None and code.status:
+                said += f" (exit code {code.status})"
         else:
             said = f"the job is {status.state.value}"
         last = _last_line(self.log_path(rank))
