@@ -1,7 +1,8 @@
 """The README's first command, ``examples/quickstart/run``, as a new user runs it: on the embedded
 default (no Slurm), 2 local workers train, the chief exports, the hand-off job publishes and loads the
 model into a local Triton node, and the command ends by printing a prediction Triton served, equal to
-the trained model's. (On CI the venv the suite runs in is reused, so the install step only updates it.)"""
+the trained model's. (On CI the venv the suite runs in is reused, so the install step only updates it.)
+What README.md shows of the run is what it prints."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests._readme import assert_shows
 
 pytestmark = [pytest.mark.tf, pytest.mark.triton]
 
@@ -35,3 +38,9 @@ def test_the_first_command_ends_with_a_prediction_served_by_triton(tmp_path: Pat
     assert "parity: identical" in out
     assert "serving node stopped" in out  # nothing left running
     assert (tmp_path / "quickstart" / "models" / "quickstart" / "1" / "model.py").is_file()
+    # what README.md shows of this run, line by line (paths, run names, elapsed times and ports masked)
+    assert_shows(README_OUTPUT, out)
+
+
+README_OUTPUT = ("[3/4] train on 2 local workers, export, hand off to Triton: hpc-tf launch job.yaml --wait   "
+                 "(in /tmp/hpc-tf-quickstart.Xq3m)")  # the first line of the output block
