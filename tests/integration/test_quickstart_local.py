@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._readme import assert_shows
+from tests._readme import assert_shows, readme_argv
 
 pytestmark = [pytest.mark.tf, pytest.mark.triton]
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_first_command_ends_with_a_prediction_served_by_triton(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPC_TF_", "SLURM_"))}
     env.update(HPC_TF_VENV=sys.prefix, HPC_TF_QUICKSTART_DIR=str(tmp_path / "quickstart"), HOME=str(tmp_path))
-    result = subprocess.run([str(REPO / "examples" / "quickstart" / "run")], env=env, capture_output=True,
+    result = subprocess.run([str(REPO / readme_argv("examples/quickstart/run")[0])], env=env, capture_output=True,
                             text=True, timeout=900, stdin=subprocess.DEVNULL)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
