@@ -166,8 +166,8 @@ def test_training_then_dependent_handoff_to_a_serving_node_job_on_the_cpu_node(
                                                           RUN_DIR=str(run_dir))[1:], timeout=600)
     assert "resnet version 1 serving" in handoff.stdout + handoff.stderr, handoff.stderr
     listed = hpc_tf(researcher_run, project, *readme_argv("hpc-tf serve status")[1:]).stdout
-    models = {tuple(line.split()[:3]) for line in listed.splitlines() if line.split()}
-    assert {("quickstart", "1", "READY"), ("resnet", "1", "READY")} <= models, listed
+    models = {tuple(line.split()) for line in listed.splitlines()}
+    assert {("quickstart", "v1", "READY"), ("resnet", "v1", "READY")} <= models, listed
     assert ".hpc-tf" not in listed, listed  # the repository's own bookkeeping is no model
     predicted = hpc_tf(researcher_run, project, *readme_argv("hpc-tf serve predict resnet")[1:], timeout=300)
     assert "parity: identical" in predicted.stdout, predicted.stdout + predicted.stderr

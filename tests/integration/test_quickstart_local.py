@@ -24,9 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_the_first_command_ends_with_a_prediction_served_by_triton(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPC_TF_", "SLURM_"))}
     env.update(HPC_TF_VENV=sys.prefix, HPC_TF_QUICKSTART_DIR=str(tmp_path / "quickstart"), HOME=str(tmp_path))
-    result = subprocess.run([str(REPO / readme_argv("examples/quickstart/run")[0])], env=env, capture_output=True,
-                            text=True, timeout=900, stdin=subprocess.DEVNULL)
-    out = result.stdout + result.stderr
+    # one stream, in the order a terminal shows it (the README shows it so)
+    result = subprocess.run([str(REPO / readme_argv("examples/quickstart/run")[0])], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    out = result.stdout
     assert result.returncode == 0, out[-6000:]
 
     assert "job 1 ended: COMPLETED" in out and "job 2 ended: COMPLETED" in out  # training, then hand-off

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
-from tests._readme import block, readme_argv
+from tests._readme import README, block, readme_argv
 from tests._shims import CallLog
 from tests.conftest import as_user_argv
 
@@ -159,6 +160,15 @@ SLEEPER = ("name: hold\ncommand: python3 -c 'import time; time.sleep(120)'\n"
            "resources: {{nodes: 1, gpus_per_node: {gpus}, time: '5:00'}}\n")
 
 
+def gpus_free(cluster: SlurmCluster, timeout: float = 120) -> None:
+    """Wait until no job is on the GPU partition (an earlier test's job may still be completing)."""
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["squeue", "-h", "-p", cluster.gpu_partition, "-o", "%i"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.strip():
+        assert time.monotonic() < deadline, "the GPU partition never emptied"
+        time.sleep(1)
+
+
 def test_what_the_quota_check_costs_a_launch(
     researcher_run: Run, scratch_dir: Path, slurm_cluster: SlurmCluster, wait_for_job: Callable[..., JobStatus],
 ) -> None:
@@ -179,6 +189,11 @@ def test_what_the_quota_check_costs_a_launch(
         job = researcher_run(["hpc-tf", "launch", spec], cwd=scratch_dir, env=env).stdout.strip()
         return job, shims.counts()
 
+    said = " ".join(README.read_text(encoding="utf-8").split())  # what the README says these counts are
+    assert ("costs a launch that fits one controller query (`scontrol show assoc_mgr`)" in said
+            and "asked with two `sacctmgr` calls at most every 5 minutes" in said
+            and "checked again with fresh answers (the controller and slurmdbd once more) and asks `squeue`" in said)
+    gpus_free(slurm_cluster)
     jobs = []
     try:
         first, calls = launch(f"hold-{slurm_cluster.gpu_quota}.yaml")  # nothing remembered yet
