@@ -10,6 +10,7 @@ packages and start the test cluster are covered by CI itself or say which tests 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from tests._readme import Block, blocks, commands
@@ -106,3 +107,15 @@ def test_every_named_test_exists_and_takes_its_text_from_the_readme() -> None:
             texts = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant)
                      and isinstance(node.value, str)]
             assert any(key in text for text in texts), f"{runner} does not hold the README text {key!r}"
+
+
+def test_the_tests_section_names_the_slurm_versions_ci_runs() -> None:
+    run = (TESTS / "run").read_text(encoding="utf-8")
+    default = re.search(r'HPC_TF_SLURM_VERSIONS:-([^}"]+)', run)
+    assert default, "tests/run no longer says which Slurm versions it runs"
+    readme = (TESTS.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("\n## Tests"):readme.index("\n## Design")]
+    said = re.search(r"Slurm versions: (.*?)\. [A-Z]", " ".join(section.split()))  # its first sentence
+    assert said, "README.md's Tests section does not say which Slurm versions are tested"
+    for version in default.group(1).split():
+        assert f"Slurm {version}" in said.group(1), f"README.md's Tests section does not name Slurm {version}"
