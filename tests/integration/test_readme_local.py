@@ -4,13 +4,14 @@ runs them, in a fresh HOME. Which test runs which README block: tests/unit/test_
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from tests._readme import assert_shows, block, readme_argv
+from tests._readme import README, assert_shows, block, readme_argv
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = "name: resnet"  # the first line of the README's job spec block
@@ -47,3 +48,16 @@ def test_the_preemption_block_renders_the_warning_and_the_requeue(tmp_path: Path
     assert dry.returncode == 0, dry.stderr
     assert "#SBATCH --signal=B:USR1@300" in dry.stdout and "#SBATCH --requeue" in dry.stdout
     assert "nothing submitted" in dry.stderr
+
+
+def test_a_campaign_on_the_local_default_says_it_needs_slurm_as_the_readme_warns(tmp_path: Path) -> None:
+    """The README's campaign command on the embedded default (local) is refused in one line, and the
+    Campaigns section says so before the command (until campaigns run locally)."""
+    (tmp_path / "examples").mkdir()
+    shutil.copytree(REPO / "examples" / "quickstart", tmp_path / "examples" / "quickstart")
+    refused = hpc_tf(readme_argv("hpc-tf campaign run examples/quickstart/campaign.yaml"), tmp_path)
+    assert refused.returncode == 1 and "campaigns need Slurm" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "home" / "hpc-tf-runs").exists()
+    readme = README.read_text(encoding="utf-8")
+    section = " ".join(readme[readme.index("### Campaigns"):readme.index("hpc-tf campaign run ")].split())
+    assert "they need a Slurm site" in section and "`campaigns need Slurm`" in section, section

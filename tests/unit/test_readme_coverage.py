@@ -45,7 +45,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "hpc-tf logs JOBID --task 0 -f": (ON_YOUR_CLUSTER,),
     "hpc-tf cancel JOBID": (ON_YOUR_CLUSTER,),
     "hpc-tf config show": (ON_YOUR_CLUSTER,),
-    "hpc-tf campaign run examples/quickstart/campaign.yaml": (CAMPAIGN,),
+    "hpc-tf campaign run examples/quickstart/campaign.yaml": (
+        CAMPAIGN, LOCAL + "test_a_campaign_on_the_local_default_says_it_needs_slurm_as_the_readme_warns"),
     "hpc-tf campaign status DIR": (CAMPAIGN,),
     "hpc-tf campaign resubmit DIR --failed": (CAMPAIGN,),
     "hpc-tf campaign cancel DIR": (CAMPAIGN,),
