@@ -1,0 +1,85 @@
+"""What an unmodified Keras script writes, on two workers sharing one output directory (``--site local``).
+
+``tests/fixtures/tf/tutorial_fit.py`` is written the way TensorFlow's multi-worker tutorial and Keras's
+callback documentation show: BackupAndRestore, ModelCheckpoint every epoch (full models and weights,
+``.keras`` and ``.h5``), CSVLogger, TensorBoard, ``model.save`` — every worker names the same paths.
+Keras 3 has no chief/worker logic for them: without hpc-tf's fix both workers write the same backup file
+and the job dies in h5py. With it the job completes, every file the script named is the chief's and
+loads, and nothing of the other worker is left; after a kill between epochs the requeued job resumes at
+the next epoch on both workers, from the chief's backup.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration._tutorial_files import (
+    EPOCHS,
+    assert_outputs_are_the_chiefs,
+    assert_resumed_from_the_chiefs_backup,
+    epochs_trained,
+)
+from tests.integration._waiting import wait_until
+from tests.integration.test_launch_local import hpc_tf, logs, status_row, write_spec
+
+pytestmark = pytest.mark.tf
+
+SCRIPT = Path(__file__).resolve().parent.parent / "fixtures" / "tf" / "tutorial_fit.py"
+VENV = str(Path(sys.executable).parent.parent)  # the job activates the test's venv: `python` has Keras
+
+
+def tutorial_job(project: Path, name: str, *args: str, **extra: object) -> Path:
+    project.mkdir(parents=True, exist_ok=True)
+    shutil.copy(SCRIPT, project / SCRIPT.name)
+    return write_spec(project, name, ["python", SCRIPT.name, "out", "probe", *args],
+                      resources={"gpus_per_node": 0}, environment={"venv": VENV},
+                      tf={"coordination_timeout": 120}, **extra)
+
+
+def leftovers(job_id: str) -> list[Path]:
+    """Worker-private directories of the job still in the temporary directory."""
+    import tempfile
+
+    return sorted(Path(tempfile.gettempdir()).glob(f"hpc-tf-{job_id}-*"))
+
+
+def test_the_tutorials_files_are_the_chiefs_and_nothing_else_is_left(tmp_path: Path) -> None:
+    spec = tutorial_job(tmp_path, "tutorial")
+    job_id = hpc_tf(tmp_path, "launch", spec.name, "--wait").stdout.strip()
+    row = status_row(tmp_path, job_id)
+    assert (row["state"], row["exit_code"]) == ("COMPLETED", 0), logs(tmp_path)
+    assert_outputs_are_the_chiefs(tmp_path / "out", tmp_path / "probe")
+    assert not leftovers(job_id)
+
+
+def test_a_job_killed_after_epoch_2_resumes_at_epoch_3_on_every_worker_from_the_chiefs_backup(
+    tmp_path: Path,
+) -> None:
+    spec = tutorial_job(tmp_path, "killed", "--sleep", "0.4", "--first-run-only",
+                        preemption={"enabled": True, "warning_seconds": 60, "max_restarts": 2})
+    job_id = hpc_tf(tmp_path, "launch", spec.name).stdout.strip()
+    probe = tmp_path / "probe"
+    done = probe / "done-0"
+
+    def two_epochs_done() -> bool:
+        assert status_row(tmp_path, job_id)["state"] in ("PENDING", "RUNNING"), logs(tmp_path)
+        return done.is_file() and done.read_text() == "2"
+
+    wait_until(two_epochs_done, "two finished epochs", timeout=300, interval=0.05)
+    for rank in (0, 1):  # a lost allocation: both workers die mid epoch 3, after the chief's backup of epoch 2
+        os.kill(int((probe / f"pid-{rank}").read_text()), signal.SIGKILL)
+    wait_until(lambda: status_row(tmp_path, job_id)["state"] in ("COMPLETED", "FAILED"), "the job to end", 300)
+
+    row = status_row(tmp_path, job_id)
+    assert (row["state"], row["exit_code"], row["restarts"]) == ("COMPLETED", 0, 1), logs(tmp_path)
+    assert epochs_trained(probe, 0, 0) == [0, 1, 2]  # killed in epoch 3
+    assert_resumed_from_the_chiefs_backup(probe, after_epochs=2)
+    assert epochs_trained(probe, 1, 0)[-1] == EPOCHS - 1
+    assert_outputs_are_the_chiefs(tmp_path / "out", probe)
+    assert not leftovers(job_id)
