@@ -70,6 +70,11 @@ def epochs_trained(probe: Path, run: int, rank: int) -> list[int]:
     return [int(line) for line in (probe / f"epochs-run{run}-{rank}").read_text().split()]
 
 
+def two_epochs_done(probe: Path) -> bool:
+    """Both workers finished epoch 2 (the chief's backup of it is written: BackupAndRestore comes first)."""
+    return all((probe / f"done-{rank}").is_file() and (probe / f"done-{rank}").read_text() == "2" for rank in (0, 1))
+
+
 def assert_resumed_from_the_chiefs_backup(probe: Path, after_epochs: int) -> None:
     """The second run started at epoch ``after_epochs + 1`` on both workers, from the chief's backup."""
     backup = probe_weights(probe, f"epoch{after_epochs}-0")

@@ -24,6 +24,7 @@ from tests.integration._tutorial_files import (
     assert_outputs_are_the_chiefs,
     assert_resumed_from_the_chiefs_backup,
     epochs_trained,
+    two_epochs_done,
 )
 from tests.integration._waiting import wait_until
 from tests.integration.test_launch_local import hpc_tf, logs, status_row, write_spec
@@ -65,20 +66,19 @@ def test_a_job_killed_after_epoch_2_resumes_at_epoch_3_on_every_worker_from_the_
                         preemption={"enabled": True, "warning_seconds": 60, "max_restarts": 2})
     job_id = hpc_tf(tmp_path, "launch", spec.name).stdout.strip()
     probe = tmp_path / "probe"
-    done = probe / "done-0"
 
-    def two_epochs_done() -> bool:
+    def running_two_epochs_done() -> bool:
         assert status_row(tmp_path, job_id)["state"] in ("PENDING", "RUNNING"), logs(tmp_path)
-        return done.is_file() and done.read_text() == "2"
+        return two_epochs_done(probe)
 
-    wait_until(two_epochs_done, "two finished epochs", timeout=300, interval=0.05)
+    wait_until(running_two_epochs_done, "two finished epochs", timeout=300, interval=0.05)
     for rank in (0, 1):  # a lost allocation: both workers die mid epoch 3, after the chief's backup of epoch 2
         os.kill(int((probe / f"pid-{rank}").read_text()), signal.SIGKILL)
     wait_until(lambda: status_row(tmp_path, job_id)["state"] in ("COMPLETED", "FAILED"), "the job to end", 300)
 
     row = status_row(tmp_path, job_id)
     assert (row["state"], row["exit_code"], row["restarts"]) == ("COMPLETED", 0, 1), logs(tmp_path)
-    assert epochs_trained(probe, 0, 0) == [0, 1, 2]  # killed in epoch 3
+    assert epochs_trained(probe, 0, 0) in ([0, 1], [0, 1, 2])  # killed at the start of epoch 3, or in it
     assert_resumed_from_the_chiefs_backup(probe, after_epochs=2)
     assert epochs_trained(probe, 1, 0)[-1] == EPOCHS - 1
     assert_outputs_are_the_chiefs(tmp_path / "out", probe)
