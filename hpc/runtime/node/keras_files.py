@@ -14,7 +14,8 @@ corrupt (lab notes §4). This module restores tf.keras 2.x's rule, inside the us
   mode 0700) that is removed right after the write, or, for what stays open during training
   (CSVLogger's file, TensorBoard's event files), at the end of training;
 * every worker *reads* the real paths: BackupAndRestore restores each worker from the chief's backup
-  (under MWMS the workers hold the same state), after checking that they all see the same backup;
+  (under MWMS the workers hold the same state), after checking that they all see the same backup,
+  unless hpc-tf's own checkpoint resumed the fit call (keras_resume.py: exact to the step);
 * Keras's ``makedirs`` tolerates a directory that appeared meanwhile (a user's own ``makedirs`` on
   another worker).
 
@@ -39,9 +40,10 @@ from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
 from typing import Any
 
+from . import keras_resume
 from ._errors import RuntimeSetupError
 from .keras_fix import check_version
-from .preemption import Cluster, agree
+from .preemption import Cluster, agree, log
 
 SAVING_MODULE = "keras.src.saving.saving_api"
 FILE_UTILS_MODULE = "keras.src.utils.file_utils"
@@ -335,6 +337,10 @@ def _patch_callback(module: ModuleType, *, redirect: Redirect, writer: Writer) -
         @functools.wraps(on_train_begin)
         def on_train_begin_agreed(self: Any, logs: Any = None) -> Any:
             check_same_backup(self)
+            if keras_resume.resumed(self.model):  # restoring the older epoch-end backup would undo that
+                log(f"BackupAndRestore: fit resumed from hpc-tf's checkpoint, exact to the step; "
+                    f"the backup in {self.backup_dir} is not restored")
+                return None
             return on_train_begin(self, logs)
 
         cls.on_train_begin = on_train_begin_agreed
