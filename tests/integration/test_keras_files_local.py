@@ -30,7 +30,7 @@ from tests.integration._tutorial_files import (
     two_epochs_done,
 )
 from tests.integration._waiting import wait_until
-from tests.integration.test_launch_local import hpc_tf, logs, status_row, write_spec
+from tests.integration.test_launch_local import hpc_tf, logs, run_dir_of, status_row, write_spec
 
 pytestmark = pytest.mark.tf
 
@@ -117,3 +117,21 @@ def test_a_warned_job_resumes_exactly_from_hpc_tfs_checkpoint_and_the_backup_is_
         assert epochs_trained(probe, 1, rank)[0] == 2
     assert_outputs_are_the_chiefs(tmp_path / "out", probe)
     assert not leftovers(job_id)
+
+
+def test_a_backup_only_the_chiefs_node_can_see_stops_every_worker_with_a_clear_message(tmp_path: Path) -> None:
+    """Each worker must restore the same backup; with a node-local backup_dir only the chief's node has it."""
+    script = SCRIPT.parent / "node_local_backup.py"
+    shutil.copy(script, tmp_path / script.name)
+    port = free_port_pair()
+    spec = write_spec(tmp_path, "node-local", ["python", script.name, "out"], resources={"gpus_per_node": 0},
+                      environment={"venv": VENV}, tf={"coordination_timeout": 120, "port_range": [port, port + 1]})
+    result = hpc_tf(tmp_path, "launch", spec.name, "--wait", check=False)
+    assert result.returncode != 0, logs(tmp_path)
+    expected = ("BackupAndRestore: the workers do not see the same backup in out/disk-of-local1/backup "
+                '(worker 0: {"epoch": 2, "batch": 0}, ')
+    hint = "hint: give BackupAndRestore a backup_dir on a file system every node sees the same way"
+    for rank in (0, 1):
+        log = (run_dir_of(tmp_path, "node-local") / "logs" / f"task-{result.stdout.strip()}-{rank}.out").read_text()
+        assert "worker 1: no training_metadata.json, no weights)" in log and hint in log
+        assert expected.replace("local1", "local2" if rank else "local1") in log
