@@ -208,7 +208,8 @@ class Writer:
             finally:
                 _discard(place)
         if self.space is not None or not whole_file or _remote(path) or (not overwrite and os.path.exists(path)):
-            return save(filepath)  # a private place already; or Keras writes a directory, or asks first
+            # a private place already; or the chief and Keras writes a directory, a remote file, or asks first
+            return save(filepath)
         directory, name = os.path.split(path)
         temporary = os.path.join(directory, f".{PRIVATE_PREFIX}{os.getpid()}-{name}")
         try:
@@ -226,13 +227,13 @@ class Writer:
         if self.space is None:
             yield
             return
-        saved = {name: str(getattr(instance, name)) for name in redirect.attributes}
-        base = os.path.dirname(saved[redirect.attributes[0]].rstrip("/")) or os.curdir
+        saved = {name: getattr(instance, name) for name in redirect.attributes}
+        base = os.path.dirname(str(saved[redirect.attributes[0]]).rstrip("/")) or os.curdir
         place = self.space.new_place()
         places: list[str] = instance.__dict__.setdefault("_hpc_tf_places", [])
         places.append(place)
-        for name, value in saved.items():
-            setattr(instance, name, os.path.join(place, os.path.relpath(value, base)))
+        for name, value in saved.items():  # the same layout inside the place: a backup's files stay in its dir
+            setattr(instance, name, os.path.join(place, os.path.relpath(str(value), base)))
         try:
             yield
         finally:
