@@ -139,6 +139,20 @@ def _require_cluster() -> None:
     pytest.skip(problem)
 
 
+def as_user_argv(user: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """argv run as ``user`` with a clean environment (root's PATH and HOME must not leak into jobs:
+    sbatch exports the submitter's environment). PATH starts with the test venv's bin."""
+    clean = {
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": pwd.getpwnam(user).pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "LANG": "C.UTF-8",
+        **(env or {}),
+    }
+    return ["runuser", "-u", user, "--", "env", "-i", *(f"{key}={value}" for key, value in clean.items()), *argv]
+
+
 def run_as_user(
     user: str,
     argv: Sequence[str],
@@ -148,19 +162,9 @@ def run_as_user(
     timeout: float = 60,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv as ``user`` with a clean environment (root's PATH and HOME must not leak into
-    jobs: sbatch exports the submitter's environment). PATH starts with the test venv's bin."""
-    clean = {
-        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": pwd.getpwnam(user).pw_dir,
-        "USER": user,
-        "LOGNAME": user,
-        "LANG": "C.UTF-8",
-        **(env or {}),
-    }
-    assignments = [f"{key}={value}" for key, value in clean.items()]
-    command = ["runuser", "-u", user, "--", "env", "-i", *assignments, *argv]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    """Run argv as ``user`` with a clean environment (see :func:`as_user_argv`)."""
+    result = subprocess.run(as_user_argv(user, argv, env), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            check=False)
     if check and result.returncode != 0:
         pytest.fail(
             f"as {user}: {' '.join(argv)} exited {result.returncode}\n"
