@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, scheduler_for
@@ -116,7 +114,7 @@ def status(
         st = statuses[run.job_id]
         table.add_row(str(row["job_id"]), str(row["run"]), st.state.value, _time(st), str(row["nodes"]),
                       str(st.gpus), str(st.restarts), str(row["info"]))
-    _table_out().print(table)
+    out().print(table)
 
 
 def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
@@ -185,7 +183,3 @@ def wait_for(job_ids: Sequence[str], scheduler: Scheduler) -> int:
         if not st.state.is_success:
             return st.exit_code.shell_code if st.exit_code and st.exit_code.shell_code else 1
     return 0
-
-
-def _table_out() -> Console:
-    return out(width=None if sys.stdout.isatty() else 160)  # piped output (scripts, logs): not cut to 80 columns
