@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -15,7 +14,7 @@ from rich.table import Table
 
 from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, scheduler_for
 from hpc.cli.console import err, out
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
 from hpc.errors import HpcTfError, SchedulerUnavailable
 from hpc.paths import runs_root
 from hpc.quota import explain_waits
@@ -104,7 +103,7 @@ def status(
     for warning in degraded_warnings(statuses.values()):
         err().print(f"hpc-tf: warning: {warning}", markup=False, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     if not rows:
         err().print("no runs found")

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from hpc.cli.console import err, out
-from hpc.cli.options import JsonOpt
+from hpc.cli.options import JsonOpt, print_json
 from hpc.quota import QuotaReport, StoredAnswers, current_user, quota_report
 from hpc.quota.report import LimitRow
 
@@ -25,7 +23,7 @@ def quota(
     for warning in report.warnings:
         err().print(Text.assemble(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        print_json(report.to_dict())
         return
     render(report)
 

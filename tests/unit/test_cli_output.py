@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from hpc.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 # deep enough that every line holding it is wider than a terminal's 80 (or a former 160) columns
@@ -75,3 +79,45 @@ def test_campaign_status_in_a_pipe_shows_the_failure_log_path_whole(tmp_path: Pa
     [row] = [line.split() for line in result.stdout.splitlines() if line.split()[:2] == ["main", "0"]]
     assert row[-1] == str(stage_dir / "logs" / "batch-6.out")
     assert "exit code 3" in " ".join(row)
+
+
+# Commands whose result a script reads: each takes --json (one JSON document on stdout), and prints text
+# for people without it. The others only act (cancel, serve down) or print what they print (logs, render).
+RESULTS = [["launch"], ["status"], ["quota"], ["config", "show"], ["node-env"], ["handoff"], ["campaign", "run"],
+           ["campaign", "status"], ["serve", "up"], ["serve", "status"], ["serve", "predict"]]
+
+
+@pytest.mark.parametrize("argv", RESULTS, ids=" ".join)
+def test_every_command_with_a_result_takes_json(argv: list[str]) -> None:
+    result = CliRunner().invoke(app, [*argv, "--help"], prog_name="hpc-tf", env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^\s+--json\s", result.stdout, re.MULTILINE), result.stdout
+
+
+def node_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``serve up`` as the CLI sees it: the serving library's answer for a node that came up."""
+    from hpc.serving import secret, service
+    from hpc.serving.server import Endpoint
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    secret.create(tmp_path)  # what serve up leaves for its owner
+    endpoint = Endpoint(host="127.0.0.1", http_port=8000, grpc_port=8001, metrics_port=8002, pid=4242,
+                        hostname="login1", repository=str(tmp_path), log=str(tmp_path / "triton.log"), started=0.0)
+    monkeypatch.setattr(service, "serve_up", lambda *args, **kwargs: service.NodeUp(endpoint, "pid 4242"))
+
+
+def test_serve_up_prints_a_sentence_for_people_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    node_up(monkeypatch, tmp_path)
+    result = CliRunner().invoke(app, ["serve", "up", "--repository", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "serving node up: grpc 127.0.0.1:8001, http http://127.0.0.1:8000, pid 4242\n"
+
+
+def test_serve_up_json_prints_the_endpoint_and_nothing_else(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    node_up(monkeypatch, tmp_path)
+    result = CliRunner().invoke(app, ["serve", "up", "--repository", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    endpoint = json.loads(result.stdout)
+    assert (endpoint["host"], endpoint["grpc_port"], endpoint["pid"], endpoint["job_id"]) == ("127.0.0.1", 8001, 4242,
+                                                                                              None)
+    assert "serving node up" not in result.stderr  # the sentence is the text form of the same answer
