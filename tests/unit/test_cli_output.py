@@ -121,3 +121,14 @@ def test_serve_up_json_prints_the_endpoint_and_nothing_else(monkeypatch: pytest.
     assert (endpoint["host"], endpoint["grpc_port"], endpoint["pid"], endpoint["job_id"]) == ("127.0.0.1", 8001, 4242,
                                                                                               None)
     assert "serving node up" not in result.stderr  # the sentence is the text form of the same answer
+
+
+@pytest.mark.parametrize("site", [["--site", "local"], []], ids=["--site local", "the default site"])
+def test_quota_on_a_local_site_says_there_is_none_and_asks_no_slurm(tmp_path: Path, site: list[str]) -> None:
+    # no Slurm tool on this PATH: asking sacctmgr or scontrol would fail the command
+    result = piped("quota", *site, home=tmp_path, env={"PATH": "/nonexistent"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ("site 'local' uses the local launcher: it has no GPU quota (its jobs share this machine's "
+                             "GPUs); a cluster's quota: hpc-tf quota --site NAME\n")
+    as_json = piped("quota", *site, "--json", home=tmp_path, env={"PATH": "/nonexistent"})
+    assert json.loads(as_json.stdout)["quota"] is None and as_json.returncode == 0
