@@ -18,7 +18,7 @@ from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
 from hpc.errors import HpcTfError, SchedulerUnavailable
 from hpc.paths import runs_root
 from hpc.quota import explain_waits
-from hpc.runs import Run, find_run, list_runs
+from hpc.runs import Run, find_run, list_runs, with_run_account
 from hpc.scheduler import Follower, JobState, JobStatus, Scheduler
 from hpc.scheduler.status import degraded_warnings
 from hpc.site.load import load_site
@@ -61,8 +61,8 @@ def _info(status: JobStatus) -> str:
 def _state_info(status: JobStatus) -> str:
     if status.reason is not None:
         return status.reason_sentence or ""
-    if status.state.is_terminal and status.exit_code is not None and not status.state.is_success:
-        return f"exit code {status.exit_code.shell_code}"
+    if status.state.is_terminal:
+        return status.ending
     if status.state is JobState.UNKNOWN:
         return "not known to sacct or squeue (too old, or another cluster)"
     return ""
@@ -166,15 +166,17 @@ def logs(
         time.sleep(0.5)
 
 
-def wait_for(job_ids: Sequence[str], scheduler: Scheduler) -> int:
+def wait_for(job_ids: Sequence[str], scheduler: Scheduler, runs: Sequence[Run] = ()) -> int:
     """Follow jobs with a live status line until all ended; return an exit code mirroring the first
-    that did not succeed (0 when all did)."""
+    that did not succeed (0 when all did). ``runs``: the run directories of those jobs that have one."""
     follower = Follower(scheduler.query, job_ids, backoff=poll_backoff(scheduler))
     with err().status(f"job {', '.join(job_ids)}: submitted") as line:
         def show(statuses: Mapping[str, JobStatus]) -> None:
             line.update("   ".join(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}".rstrip()
                                    for job_id in job_ids if (st := statuses.get(job_id)) is not None))
-        final = follower.wait(on_update=show)
+        final = dict(follower.wait(on_update=show))
+    for run in runs:
+        final[run.job_id] = with_run_account(run, final[run.job_id])
     for job_id in job_ids:
         err().print(f"job {job_id} ended: {final[job_id].state.value} {_info(final[job_id])}".rstrip())
     for job_id in job_ids:

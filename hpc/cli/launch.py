@@ -11,6 +11,7 @@ from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, SpecArg, print_json
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
 from hpc.paths import RunPaths
 from hpc.quota import QuotaVerdict, notices
+from hpc.runs import Run
 from hpc.units import ALL_MEMORY
 
 
@@ -79,7 +80,7 @@ def launch(
         from hpc.cli.jobs import wait_for  # the status machinery, only for --wait
 
         waited = [launched.job_id] + ([launched.handoff_job_id] if launched.handoff_job_id else [])
-        raise typer.Exit(wait_for(waited, backend.scheduler))
+        raise typer.Exit(wait_for(waited, backend.scheduler, [Run(launched.job_id, launched.paths)]))
 
 
 def _show_quota(verdict: QuotaVerdict, force: bool) -> None:

@@ -84,6 +84,13 @@ class JobState(str, Enum):
         return self in _WAITING
 
     @property
+    def ending(self) -> str:
+        """How a job that ended in this state ended, in words ("" for COMPLETED and FAILED, whose exit code
+        says it, and for states that are not final). Slurm's exit code of these is no exit of the job's own:
+        a cancelled or timed-out job reads ``0:15``, the TERM Slurm sent it."""
+        return _ENDINGS.get(self, "")
+
+    @property
     def compact(self) -> str:
         """squeue's two-letter code (``PD``, ``R`` …); ``?`` for UNKNOWN."""
         return _COMPACT_OF.get(self, "?")
@@ -117,6 +124,16 @@ _WAITING = frozenset(
         JobState.LAUNCH_FAILED,
     }
 )
+_ENDINGS = {
+    JobState.CANCELLED: "cancelled",
+    JobState.TIMEOUT: "reached its time limit",
+    JobState.NODE_FAIL: "a node it ran on failed",
+    JobState.BOOT_FAIL: "its node failed to boot",
+    JobState.PREEMPTED: "preempted by another job",
+    JobState.DEADLINE: "not run by its deadline (--deadline)",
+    JobState.OUT_OF_MEMORY: "out of memory: a task used more than the job's memory",
+    JobState.REVOKED: "revoked: another cluster of the federation ran it",
+}
 # squeue's %t codes (squeue(1), "JOB STATE CODES").
 _COMPACT_OF = {
     JobState.BOOT_FAIL: "BF",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -14,6 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from hpc.cli import app
+from hpc.scheduler import JobState, SlurmCli, SlurmScheduler, commands
+from hpc.scheduler.replay import ReplayRunner, load_recording
+from hpc.scheduler.run import RetryPolicy
+from hpc.scheduler.status import statuses_from_sacct
+from tests.unit.test_scheduler_parse import sacct_rows
 
 REPO = Path(__file__).resolve().parents[2]
 # deep enough that every line holding it is wider than a terminal's 80 (or a former 160) columns
@@ -132,3 +138,42 @@ def test_quota_on_a_local_site_says_there_is_none_and_asks_no_slurm(tmp_path: Pa
                              "GPUs); a cluster's quota: hpc-tf quota --site NAME\n")
     as_json = piped("quota", *site, "--json", home=tmp_path, env={"PATH": "/nonexistent"})
     assert json.loads(as_json.stdout)["quota"] is None and as_json.returncode == 0
+
+
+# --- how a finished job ended: what Slurm says, no exit code it did not have -----------------------------
+
+SCENARIO = REPO / "tests" / "fixtures" / "scheduler" / "slurm-22.05" / "scenario"
+
+
+def replayed_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ids: list[str]) -> list[dict[str, object]]:
+    """``hpc-tf status IDS --json`` on the sandbox site, sacct answering with its recorded lines for IDS."""
+    recorded = load_recording(SCENARIO / "query-sacct.rec").result.stdout.splitlines()
+    runner = ReplayRunner()
+    runner.answer(commands.sacct(ids), "".join(f"{line}\n" for line in recorded if line.split("|")[0] in ids))
+    scheduler = SlurmScheduler(SlurmCli(runner, retry=RetryPolicy(attempts=1)))
+    monkeypatch.setattr("hpc.backends.scheduler_for", lambda launcher, root: scheduler)
+    result = CliRunner().invoke(app, ["status", *ids, "--json", "--site", "sandbox", "--set",
+                                      f"runs_dir={tmp_path / 'runs'}"])
+    assert result.exit_code == 0, result.output
+    assert runner.count("sacct") == 1 and runner.count("squeue") == 0  # finished: accounting alone
+    rows: list[dict[str, object]] = json.loads(result.stdout)
+    return rows
+
+
+def test_status_of_a_cancelled_job_says_who_cancelled_it_and_when(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    failed, cancelled = replayed_status(monkeypatch, tmp_path, ["232", "233"])  # sacct: "CANCELLED by 1001", 0:0
+    assert (failed["state"], failed["info"]) == ("FAILED", "exit code 3")
+    try:
+        by = pwd.getpwuid(1001).pw_name  # the cluster's user, where this host knows the uid
+    except KeyError:
+        by = "uid 1001"
+    assert (cancelled["state"], cancelled["info"]) == ("CANCELLED", f"cancelled by {by} at 2026-11-24 21:48:54")
+
+
+def test_other_final_states_read_as_what_happened() -> None:
+    (timeout,) = statuses_from_sacct(sacct_rows("sacct/timeout.txt")).values()  # sacct's ExitCode: 0:0
+    assert timeout.ending == "reached its time limit at 2026-11-24 21:38:32"
+    for state in JobState:
+        if state.is_terminal and not state.is_success and state is not JobState.FAILED:
+            assert state.ending and "exit code" not in state.ending, state
