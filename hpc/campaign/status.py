@@ -219,10 +219,6 @@ def _explain(attempt: Attempt | None, blocked: bool) -> str:
     return attempt.job_state.ending  # cancelled, timed out …: Slurm's exit code of those is not the task's
 
 
-# the states a task's own exit decided; Slurm's exit code of the others (cancelled: 0:15) is not the task's
-_OWN_EXIT = (JobState.COMPLETED, JobState.FAILED)
-
-
 def unit_view(manifest: Manifest, ref: UnitRef, blocked: bool) -> UnitView:
     current = ref.unit.current
     params = manifest.tasks[ref.task_id].params if ref.task_id is not None else {}
@@ -232,7 +228,7 @@ def unit_view(manifest: Manifest, ref: UnitRef, blocked: bool) -> UnitView:
         stage=ref.stage, task_id=ref.task_id, params=params, job_id=current.job_id if current else None,
         state=BLOCKED if blocked else (current.state if current else "NOT_SUBMITTED"),
         reason=current.reason if current else None, explanation=_explain(current, blocked),
-        exit_code=current.exit_code if current and current.job_state in _OWN_EXIT else None,
+        exit_code=current.exit_code if current and current.job_state.exit_is_its_own else None,
         attempts=len(ref.unit.attempts),
         output_dir=ref.unit.output_dir, log=log,
     )

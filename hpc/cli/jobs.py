@@ -81,7 +81,7 @@ def status_rows(
             "gpus": st.gpus, "restarts": st.restarts,
             "run_dir": str(run.paths.root) if run.paths else None,
             "reason": st.reason.code if st.reason else None,
-            "exit_code": st.exit_code.shell_code if st.exit_code else None,
+            "exit_code": st.exit_code.shell_code if st.exit_code and st.state.exit_is_its_own else None,
             "unanswered": st.unanswered or None,
         })
     return rows

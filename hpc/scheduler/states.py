@@ -84,10 +84,16 @@ class JobState(str, Enum):
         return self in _WAITING
 
     @property
+    def exit_is_its_own(self) -> bool:
+        """The job's own exit decided this state (COMPLETED, FAILED): its exit code means something. Slurm's
+        exit code of the other final states is not the job's: a cancelled or timed-out job reads ``0:15``
+        (the TERM Slurm sent it), one cancelled while pending ``0:0``."""
+        return self in (JobState.COMPLETED, JobState.FAILED)
+
+    @property
     def ending(self) -> str:
         """How a job that ended in this state ended, in words ("" for COMPLETED and FAILED, whose exit code
-        says it, and for states that are not final). Slurm's exit code of these is no exit of the job's own:
-        a cancelled or timed-out job reads ``0:15``, the TERM Slurm sent it."""
+        says it, and for states that are not final)."""
         return _ENDINGS.get(self, "")
 
     @property

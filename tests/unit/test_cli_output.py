@@ -169,6 +169,7 @@ def test_status_of_a_cancelled_job_says_who_cancelled_it_and_when(monkeypatch: p
     except KeyError:
         by = "uid 1001"
     assert (cancelled["state"], cancelled["info"]) == ("CANCELLED", f"cancelled by {by} at 2026-11-24 21:48:54")
+    assert (failed["exit_code"], cancelled["exit_code"]) == (3, None)  # Slurm's 0:0 is no exit of the job's
 
 
 def test_other_final_states_read_as_what_happened() -> None:
