@@ -181,6 +181,7 @@ def resubmit(
     target: TargetArg,
     failed: bool = typer.Option(False, "--failed", help="Rerun failed tasks (and the tasks blocked behind them)."),
     cancelled: bool = typer.Option(False, "--cancelled", help="Count cancelled tasks as failed."),
+    as_json: JsonOpt = False,
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -190,6 +191,10 @@ def resubmit(
     if not failed:
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
     result = resubmit_failed(_target(target, site, set_), SlurmBackend(SlurmScheduler()), include_cancelled=cancelled)
+    if as_json:
+        print_json({"rerun": {stage: list(ids) for stage, ids in result.rerun.items()},
+                    "cancelled": list(result.cancelled), "job_ids": list(result.job_ids)})
+        return
     if not result.rerun:
         err().print("nothing failed: nothing resubmitted")
         return
