@@ -15,7 +15,7 @@ from hpc.backends import CHECK_QUOTA, Backend, QuotaPolicy
 from hpc.paths import RunPaths
 from hpc.render.cpu_jobs import render_handoff_script
 from hpc.render.script import render_script
-from hpc.resolve import ResolvedJob, resolve
+from hpc.resolve import HandoffPlan, ResolvedJob, resolve
 from hpc.rundir import new_run_id, record_submission
 from hpc.scheduler import SubmitOptions
 from hpc.site.load import load_site
@@ -52,8 +52,20 @@ def plan_launch(
     loaded = load_spec(spec_path)
     site = load_site(site_name, overrides, environ)
     job = resolve(loaded, site, new_run_id(loaded.spec.name), environ)
+    if job.handoff is not None:
+        _check_handoff_format(job.handoff)
     handoff = render_handoff_script(job) if job.handoff is not None else None
     return LaunchPlan(job=job, script=render_script(job), handoff_script=handoff)
+
+
+def _check_handoff_format(handoff: HandoffPlan) -> None:
+    """A hand-off in a format the repository's serving node cannot load is refused now, not after the training."""
+    from hpc.serving.repository import Repository
+    from hpc.serving.server import check_servable, registered_node
+
+    node = registered_node(Repository.at(handoff.repository))
+    if node is not None:
+        check_servable(handoff.format, node, other_setting="handoff.format: {} in job.yaml")
 
 
 def submit_plan(plan: LaunchPlan, backend: Backend, quota: QuotaPolicy = CHECK_QUOTA) -> Launched:

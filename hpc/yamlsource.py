@@ -189,14 +189,18 @@ def parse_yaml(text: str, source: str) -> YamlDocument:
     return YamlDocument(data=data, source=source, lines=lines)
 
 
-def load_yaml_file(path: Path) -> YamlDocument:
+def read_yaml_text(path: Path) -> str:
+    """The text of a YAML file, read within the limits above; one SpecError line when it cannot be."""
     source = str(path)
     try:
-        text = read_text(path, MAX_BYTES)
+        return read_text(path, MAX_BYTES)
     except FileNotFoundError:
         raise SpecError([FieldProblem(path="", message=f"no such file: {shown(source, 300)}")]) from None
     except OSError as err:
         raise SpecError([FieldProblem(path="", message=f"cannot read {shown(source, 300)}: {err.strerror}")]) from None
     except NotText as err:
         raise _not_text(err, source) from None
-    return parse_yaml(text, source)
+
+
+def load_yaml_file(path: Path) -> YamlDocument:
+    return parse_yaml(read_yaml_text(path), str(path))

@@ -69,6 +69,7 @@ class SlurmCluster:
     scratch_dir: Path
     log_dir: Path
     other_user: str | None = None  # another ordinary user in its own account (None: cluster from an older up)
+    cgroup_modes: tuple[str, ...] = ("1", "0")  # the modes this version can run in on this machine
 
     @classmethod
     def load(cls, path: Path = STATE_ENV) -> SlurmCluster:
@@ -78,6 +79,7 @@ class SlurmCluster:
             name=values["CLUSTER"],
             slurm_version=values["SLURM_VERSION"],
             cgroup=values["CGROUP"] == "1",
+            cgroup_modes=tuple(values.get("CGROUP_MODES", "1,0").split(",")),
             nodes=tuple(values["NODES"].split(",")),
             gpu_nodes=tuple(values["GPU_NODES"].split(",")),
             cpu_nodes=tuple(values["CPU_NODES"].split(",")),
@@ -137,6 +139,20 @@ def _require_cluster() -> None:
     pytest.skip(problem)
 
 
+def as_user_argv(user: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+    """argv run as ``user`` with a clean environment (root's PATH and HOME must not leak into jobs:
+    sbatch exports the submitter's environment). PATH starts with the test venv's bin."""
+    clean = {
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": pwd.getpwnam(user).pw_dir,
+        "USER": user,
+        "LOGNAME": user,
+        "LANG": "C.UTF-8",
+        **(env or {}),
+    }
+    return ["runuser", "-u", user, "--", "env", "-i", *(f"{key}={value}" for key, value in clean.items()), *argv]
+
+
 def run_as_user(
     user: str,
     argv: Sequence[str],
@@ -146,19 +162,9 @@ def run_as_user(
     timeout: float = 60,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv as ``user`` with a clean environment (root's PATH and HOME must not leak into
-    jobs: sbatch exports the submitter's environment). PATH starts with the test venv's bin."""
-    clean = {
-        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": pwd.getpwnam(user).pw_dir,
-        "USER": user,
-        "LOGNAME": user,
-        "LANG": "C.UTF-8",
-        **(env or {}),
-    }
-    assignments = [f"{key}={value}" for key, value in clean.items()]
-    command = ["runuser", "-u", user, "--", "env", "-i", *assignments, *argv]
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    """Run argv as ``user`` with a clean environment (see :func:`as_user_argv`)."""
+    result = subprocess.run(as_user_argv(user, argv, env), cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            check=False)
     if check and result.returncode != 0:
         pytest.fail(
             f"as {user}: {' '.join(argv)} exited {result.returncode}\n"
@@ -298,6 +304,10 @@ def restart_cluster() -> Callable[[str], SlurmCluster]:
     (tests/cluster/up restarts slurmctld/slurmd only when the mode changes). Restore what you change."""
 
     def restart(cgroup: str) -> SlurmCluster:
+        now = SlurmCluster.load()
+        if cgroup != "auto" and cgroup not in now.cgroup_modes:
+            pytest.skip(f"Slurm {now.slurm_version} runs in cgroup mode {','.join(now.cgroup_modes)} only on "
+                        "this machine kind (see README: Tests)")
         up = _run([str(CLUSTER_SCRIPTS / "up"), f"--cgroup={cgroup}"], timeout=180)
         if up.returncode != 0:
             pytest.fail(f"tests/cluster/up --cgroup={cgroup} failed:\n{up.stdout}{up.stderr}", pytrace=False)

@@ -12,7 +12,7 @@ from hpc.backends import Backend, SlurmBackend
 from hpc.campaign.load import load_campaign
 from hpc.campaign.manifest import locked, read_manifest, write_manifest
 from hpc.campaign.paths import MANIFEST, CampaignPaths
-from hpc.campaign.plan import CampaignPlan, plan_campaign
+from hpc.campaign.plan import CampaignPlan, plan_campaign, require_slurm
 from hpc.campaign.status import CampaignView, poll, view
 from hpc.campaign.submit import Submitted, submit_campaign
 from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
@@ -45,12 +45,13 @@ def plan_from_file(
 ) -> CampaignPlan:
     """Load, resolve and plan. ``gpu_limit``: a number, or how to read it (e.g. :func:`quota_gpu_limit`).
 
-    With ``scheduler`` None (a dry run) nothing is asked of the cluster: Slurm's default MaxArraySize
-    is assumed and only a numeric ``gpu_limit`` sets throttles.
+    With ``scheduler`` None nothing is asked of the cluster: Slurm's default MaxArraySize is assumed
+    and only a numeric ``gpu_limit`` sets throttles (``hpc-tf campaign run`` always passes one, dry or not).
     """
     env = dict(_environ(environ))
     loaded = load_campaign(path)
     site = load_site(site_name, overrides, env)
+    require_slurm(site)  # before the cluster is asked anything: a local site has no scontrol to ask
     array_size = max_array_size(scheduler) if scheduler is not None else None
     campaign_id = new_run_id(loaded.spec.name)
 
@@ -98,16 +99,14 @@ def run_file(
     throttle: int | None = None,
     backend: Backend | None = None,
 ) -> CampaignRun:
-    """``hpc-tf campaign run``: plan (the GPU limit, unless given, read from the account's quota), then
-    submit through Slurm's backend; a dry run asks the cluster nothing and submits nothing."""
-    if dry_run:
-        return CampaignRun(plan_from_file(path, site_name, overrides, gpu_limit=gpu_limit, chunk_size=chunk_size,
-                                          throttle=throttle), None)
+    """``hpc-tf campaign run``: plan (the GPU limit, unless given, read from the account's quota; the
+    cluster's MaxArraySize), then submit through Slurm's backend. A dry run plans with the same reads, so
+    it shows exactly the arrays and throttles the real run would submit, and submits nothing."""
     backend = backend or SlurmBackend(SlurmScheduler())
     limit: int | GpuLimit = gpu_limit if gpu_limit is not None else quota_gpu_limit
     plan = plan_from_file(path, site_name, overrides, scheduler=backend.scheduler, gpu_limit=limit,
                           chunk_size=chunk_size, throttle=throttle)
-    return CampaignRun(plan, run(plan, backend))
+    return CampaignRun(plan, None if dry_run else run(plan, backend))
 
 
 def status(

@@ -211,6 +211,13 @@ def _stage_job(
     })
 
 
+def require_slurm(site: LoadedSite) -> None:
+    """Campaigns are Slurm job arrays: a site with another launcher is refused before anything is asked."""
+    if site.config.launcher != "slurm":
+        raise HpcTfError(f"site '{site.config.name}' uses the {site.config.launcher} launcher; campaigns need Slurm",
+                         hint="run the campaign on a Slurm site, e.g. --site sandbox")
+
+
 def plan_campaign(
     loaded: LoadedCampaign,
     site: LoadedSite,
@@ -224,9 +231,7 @@ def plan_campaign(
     quota_note: str = "GPU quota unknown",
 ) -> CampaignPlan:
     """Everything decided; ``gpu_limit`` and ``max_array_size`` are what the cluster said (None: unknown)."""
-    if site.config.launcher != "slurm":
-        raise HpcTfError(f"site '{site.config.name}' uses the {site.config.launcher} launcher; campaigns need Slurm",
-                         hint="run the campaign on a Slurm site, e.g. --site sandbox")
+    require_slurm(site)
     spec = loaded.spec
     root = runs_root(site.config.runs_dir, environ) / campaign_id
     paths = CampaignPaths.at(root)

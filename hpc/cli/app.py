@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "cancel": ("hpc.cli.jobs", "cancel", "Cancel jobs by id or run directory."),
     "quota": ("hpc.cli.quota", "quota", "Your GPU limits beside the GPUs in use."),
     "config": ("hpc.cli.config", "config_app", "Show the layered site configuration."),
+    "site": ("hpc.cli.site", "site_app", "Install your cluster's site config (and make it the default)."),
     "campaign": ("hpc.cli.campaign", "campaign_app", "Sweeps as job arrays; pipelines of stages."),
     "node-env": ("hpc.cli.node_env", "node_env", "What the bootstrap would set for this task."),
     "serve": ("hpc.cli.serve", "serve_app", "The Triton serving node: up, down, status, predict."),

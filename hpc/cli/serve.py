@@ -103,6 +103,9 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
     for model in info["models"]:
         reason = f"  {model['reason']}" if model["reason"] else ""
         typer.echo(f"  {model['name']}  v{model['version'] or '-'}  {model['state']}{reason}")
+    for gone in info["rolled_back"]:
+        typer.echo(f"  {gone['model']}  v{gone['version']} was rolled back, not served: its hand-off failed at "
+                   f"stage '{gone['failed_stage']}' (record {gone['record']})")
 
 
 @serve_app.command("predict", short_help="A served prediction beside the trained model's.")

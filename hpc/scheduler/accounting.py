@@ -214,9 +214,12 @@ def _assoc(f: dict[str, str]) -> AssocRecord:
 def _qos(f: dict[str, str], accounts: dict[str, dict[str, str]], users: dict[str, dict[str, str]]) -> QosRecord:
     name, qos_id = _name_and_id(f.get("QOS", ""))
     per_user: dict[int, dict[str, TresUse]] = {}
-    for uid, values in users.items():
-        if uid.isdigit():
-            per_user[int(uid)] = parse_tres_use(values.get("MaxTRESPU", ""))
+    for heading, values in users.items():
+        # Slurm 22.05 heads a user's block with the uid ("1001"), 23.02 and later with
+        # "researcher(1001)"; the uid is what the use is matched by
+        uid = int(heading) if heading.isdigit() else _name_and_id(heading)[1]
+        if uid is not None:
+            per_user[uid] = parse_tres_use(values.get("MaxTRESPU", ""))
     return QosRecord(
         id=qos_id,
         name=name,

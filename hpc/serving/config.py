@@ -20,6 +20,8 @@ FORMATS: tuple[Format, ...] = ("onnx", "savedmodel", "python")
 MODEL_FILE: dict[str, str] = {"onnx": "model.onnx", "savedmodel": "model.savedmodel", "python": "model.py"}
 # the SavedModel the python backend's model.py runs, beside it in the version directory
 PYTHON_SAVEDMODEL = "model.savedmodel"
+# the Triton backend that serves each format (a directory of that name in tritonserver's backend directory)
+BACKEND: dict[str, str] = {"onnx": "onnxruntime", "savedmodel": "tensorflow", "python": "python"}
 
 
 @dataclass(frozen=True)

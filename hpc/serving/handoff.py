@@ -1,6 +1,8 @@
 """A hand-off: SavedModel → signature → samples → new version published → loaded → verified, or rolled back.
 
-Stages (each reported through ``on_stage`` and timed in the record):
+Refused before any stage (one line, no record): a format the registered serving node's Triton has no
+backend for (:func:`hpc.serving.server.check_servable`). Stages (each reported through ``on_stage`` and
+timed in the record):
 
 1. ``source``     a run directory (its output_dir/export) or a SavedModel directory
 2. ``signature``  read from saved_model.pb without TensorFlow
@@ -38,7 +40,7 @@ from hpc.serving.formats import build_version
 from hpc.serving.names import check_model_name
 from hpc.serving.repository import Repository
 from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, Samples, compare, compute_samples, load_samples
-from hpc.serving.server import read_endpoint
+from hpc.serving.server import check_servable, read_endpoint, registered_node
 from hpc.serving.signature import DEFAULT_SIGNATURE, SAVED_MODEL_PB, read_signature
 
 ONNX_TOLERANCE = 1e-5  # max abs difference accepted for onnx (tf2onnx+ORT was bit-identical in the lab)
@@ -122,6 +124,9 @@ def handoff(
     check_model_name(model)
     if fmt not in FORMATS:
         raise ServingError(f"unknown serving format '{fmt}' (use one of: {', '.join(FORMATS)})")
+    node = registered_node(repository) if grpc_url is None else None
+    if node is not None:
+        check_servable(fmt, node)  # before any work: the load would fail and roll back
     say = on_stage or (lambda stage, detail: None)
     record = HandoffRecord(model=model, format=fmt, source=str(source), savedmodel="",
                            repository=str(repository.root), started_at=_now())

@@ -21,3 +21,8 @@ def check_model_name(name: str) -> str:
         return named(name, MODEL_NAME_RE, MODEL_NAME_RULE)
     except ValueError as err:
         raise ModelNameError(str(err)) from None
+
+
+def named_model(name: str) -> bool:
+    """Whether ``name`` is a model name (a directory of the repository that is a model, not hpc-tf's own)."""
+    return MODEL_NAME_RE.fullmatch(name) is not None

@@ -37,8 +37,7 @@ class Prediction:
 
 def latest_handoff(repo: Repository, model: str) -> dict[str, Any]:
     """The newest successful hand-off record of ``model``."""
-    records = sorted(repo.records_dir(model).glob("*.json")) if repo.records_dir(model).is_dir() else []
-    for path in reversed(records):
+    for path in reversed(repo.handoff_records(model)):
         record = read_record(path, "the hand-off record", parse=dict,
                              fix=f"move it aside, or hand the model over again: hpc-tf handoff RUN_DIR --model {model}")
         if record.get("ok"):

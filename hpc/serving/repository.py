@@ -15,7 +15,7 @@
 
 Triton never sees a half-written version: it is built under ``.hpc-tf/staging`` and renamed into
 ``<model>/<N>``; removal renames it out first. ``.hpc-tf`` is not a valid model name, so it is never
-loaded (Triton's repository index still lists it; ``serve status`` leaves it out).
+loaded (Triton's repository index still lists it; ``serve status`` shows only :meth:`Repository.models`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 from hpc.atomic import write_text_atomic
 from hpc.errors import ServingError
 from hpc.paths import Layout, Under
-from hpc.serving.names import check_model_name
+from hpc.serving.names import check_model_name, named_model
 
 STATE_DIR = ".hpc-tf"
 
@@ -62,6 +62,12 @@ class Repository(Layout):
         return self.state_dir / "handoffs" / check_model_name(model)
 
     # ---------------------------------------------------------------- reading
+    def models(self) -> list[str]:
+        """The models in the repository: directories named by a model name (never ``.hpc-tf``)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and named_model(p.name))
+
     def versions(self, model: str) -> list[int]:
         """Published versions, ascending (directories named by a positive integer)."""
         mdir = self.model_dir(model)
@@ -79,6 +85,11 @@ class Repository(Layout):
     def next_version(self, model: str) -> int:
         versions = self.versions(model)
         return max(versions[-1] if versions else 0, self.last_assigned(model)) + 1
+
+    def handoff_records(self, model: str) -> list[Path]:
+        """The model's hand-off records, oldest first (their names begin with a UTC time stamp)."""
+        directory = self.records_dir(model)
+        return sorted(directory.glob("*.json")) if directory.is_dir() else []
 
     def read_config(self, model: str) -> str | None:
         path = self.config_file(model)

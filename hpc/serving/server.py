@@ -31,9 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
-from hpc.errors import ServingError
+from hpc.errors import ConfigError, HpcTfError, ServingError
 from hpc.records import read_record
 from hpc.serving import secret as node_secret
+from hpc.serving.config import BACKEND, FORMATS, Format
 from hpc.serving.repository import Repository
 from hpc.serving.secret import NodeSecret
 from hpc.text import shown
@@ -54,6 +55,8 @@ class Endpoint:
     log: str
     started: float
     job_id: str | None = None
+    # the Triton backends the server was started with (which formats it can load); None: not recorded
+    backends: list[str] | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -75,6 +78,29 @@ def read_endpoint(repo: Repository) -> Endpoint:
     # owned: hpc-tf sends the owner's secret to the address this file names
     return read_record(path, "the serving node's endpoint", parse=lambda data: Endpoint(**data), owned=True,
                        fix="if its serving node still runs, stop it (squeue, or ps for tritonserver); then remove it")
+
+
+def registered_node(repo: Repository) -> Endpoint | None:
+    """The repository's serving node, when one is registered and readable (None: a caller that needs it
+    reads it with :func:`read_endpoint`, which says what is wrong)."""
+    if not repo.endpoint_file.is_file():
+        return None
+    try:
+        return read_endpoint(repo)
+    except HpcTfError:
+        return None
+
+
+def check_servable(fmt: Format, node: Endpoint, other_setting: str = "pass --format {}") -> None:
+    """Refuse a format the node's Triton has no backend for: its load would fail (and a hand-off roll back).
+    The fix names serving.format and ``other_setting`` (where else the format may have come from)."""
+    if node.backends is None or BACKEND[fmt] in node.backends:
+        return  # a node that did not record its backends: its load says
+    served = [f for f in FORMATS if BACKEND[f] in node.backends]
+    fix = (f"set serving.format: {served[0]} in the site config, or {other_setting.format(served[0])}" if served
+           else "serve it with a Triton that has that backend")
+    raise ConfigError(f"serving format '{fmt}' needs Triton's {BACKEND[fmt]} backend, which the serving node at "
+                      f"{node.grpc_url} does not have (its backends: {', '.join(node.backends) or 'none'}): {fix}")
 
 
 @dataclass(frozen=True)
@@ -102,6 +128,10 @@ class Bundle:
 
     def stub(self, version: str) -> Path:
         return self.server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+
+    def backends(self) -> list[str]:
+        """The backends this tritonserver has (the wheel's has ``python`` only)."""
+        return sorted(p.name for p in (self.server_dir / "backends").iterdir() if p.is_dir())
 
 
 def server_env(bundle: Bundle) -> dict[str, str]:
@@ -199,7 +229,7 @@ def start_server(
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     endpoint = Endpoint(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid,
                         hostname=socket.gethostname(), repository=str(repo.root), log=str(log),
-                        started=time.time(), job_id=job_id)
+                        started=time.time(), job_id=job_id, backends=bundle.backends())
     deadline = time.monotonic() + ready_timeout
     while not _http_ready(endpoint.http_url):
         if proc.poll() is not None or time.monotonic() > deadline:

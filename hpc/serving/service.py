@@ -10,9 +10,10 @@ from typing import Any
 
 from hpc.errors import ConfigError, HpcTfError
 from hpc.paths import expand_path
+from hpc.records import read_record
 from hpc.serving import secret as node_secret
 from hpc.serving.config import Format
-from hpc.serving.repository import STATE_DIR, Repository
+from hpc.serving.repository import Repository
 from hpc.serving.server import Endpoint, read_endpoint
 from hpc.site.load import load_site
 
@@ -39,18 +40,23 @@ def serving_target(site: str | None, overrides: Sequence[str], repository: Path 
 
 
 def node_status(repo: Repository) -> dict[str, Any]:
-    """Endpoint, readiness and every model version's state, as one JSON-able dict."""
+    """Endpoint, readiness, the state of every model version in the repository, and the versions rolled back
+    since each model's last successful hand-off, as one JSON-able dict."""
     from hpc.serving.control import ModelControl, not_answering
 
     endpoint = read_endpoint(repo)
+    versions = {model: repo.versions(model) for model in repo.models()}
     status: dict[str, Any] = {"repository": str(repo.root), "endpoint": endpoint.__dict__ | {
-        "grpc_url": endpoint.grpc_url, "http_url": endpoint.http_url}, "ready": False, "models": []}
+        "grpc_url": endpoint.grpc_url, "http_url": endpoint.http_url}, "ready": False, "models": [],
+        "rolled_back": [entry for model in versions for entry in rolled_back(repo, model)]}
     control = ModelControl(endpoint.grpc_url, node_secret.load(repo.root))
     try:
         status["ready"] = control.server_ready()
         if status["ready"]:
-            # the repository's own state directory is listed by Triton, but is no model
-            status["models"] = [m.__dict__ for m in control.index() if m.name != STATE_DIR]
+            # Triton's index lists every directory of the repository (hpc-tf's own .hpc-tf too) and every
+            # version it ever tried, removed (rolled-back) ones included: only what the repository holds
+            status["models"] = [m.__dict__ for m in control.index()
+                                if m.name in versions and m.version in ("", *map(str, versions[m.name]))]
         else:
             status["error"] = not_answering(endpoint.grpc_url).message
     except HpcTfError as err:
@@ -58,6 +64,23 @@ def node_status(repo: Repository) -> dict[str, Any]:
     finally:
         control.close()
     return status
+
+
+def rolled_back(repo: Repository, model: str) -> list[dict[str, Any]]:
+    """The versions of ``model`` rolled back since its last successful hand-off (newest first), from the
+    hand-off records: model, version, failed stage, error, record path. A damaged record is skipped."""
+    found = []
+    for path in reversed(repo.handoff_records(model)):
+        try:
+            record = read_record(path, "the hand-off record", parse=dict, fix="move it aside")
+        except HpcTfError:
+            continue
+        if record.get("ok"):
+            break
+        if record.get("rolled_back") and isinstance(record.get("version"), int):
+            found.append({"model": model, "version": record["version"], "failed_stage": record.get("failed_stage"),
+                          "error": record.get("error"), "record": str(path)})
+    return found
 
 
 @dataclass(frozen=True)

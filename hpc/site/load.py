@@ -2,8 +2,8 @@
 
 Order, later wins: built-in defaults < site file < user file < environment (``HPC_TF_*``) < ``--set``.
 
-* site file: ``site_configs/NAME.yaml`` shipped with hpc-tf, or ``~/.config/hpc-tf/sites/NAME.yaml``,
-  or a path to a YAML file;
+* site file: ``site_configs/NAME.yaml`` shipped with hpc-tf, or ``~/.config/hpc-tf/sites/NAME.yaml``
+  (where ``hpc-tf site add FILE`` installs one), or a path to a YAML file;
 * user file: ``~/.config/hpc-tf/config.yaml`` (``$XDG_CONFIG_HOME`` respected): site keys that apply to
   every site, plus ``site: NAME`` to pick the default site;
 * environment: ``HPC_TF_ACCOUNT=lab``, nested keys with a double underscore (``HPC_TF_SERVING__FORMAT``);
@@ -29,9 +29,9 @@ from hpc.errors import ConfigError, FieldProblem, SpecError
 from hpc.modelbase import error_message, validate_document
 from hpc.resources import data_dir
 from hpc.site.model import SiteConfig
-from hpc.spec.model import TOKEN_RE
+from hpc.spec.model import NAME_RE, TOKEN_RE
 from hpc.text import forbidden_character, shown
-from hpc.yamlsource import load_scalar, load_yaml_file
+from hpc.yamlsource import YamlDocument, load_scalar, load_yaml_file
 
 DEFAULT_SITE = "local"
 ENV_PREFIX = "HPC_TF_"
@@ -50,6 +50,7 @@ NOT_SITE_VARIABLES = frozenset({
     "HPC_TF_DEBUG", "HPC_TF_VENV", "HPC_TF_EXTRAS", "HPC_TF_QUICKSTART_DIR", "HPC_TF_CGROUP",
     "HPC_TF_REQUIRE_CLUSTER", "HPC_TF_REQUIRE_INSTALLED", "HPC_TF_REGEN_GOLDEN", "HPC_TF_RECORD_CAMPAIGN_FIXTURES",
     "HPC_TF_RECORD_QUOTA_FIXTURES", "HPC_TF_RECORD_SCHEDULER_FIXTURES",
+    "HPC_TF_SLURM", "HPC_TF_SLURM_TARBALL", "HPC_TF_SLURM_VERSIONS",
 })
 NOT_SITE_PREFIXES = ("HPC_TF_PARAM_",)  # a campaign task's parameters, one variable each
 
@@ -154,8 +155,17 @@ def find_site_file(name: str, environ: Mapping[str, str]) -> Path:
             return path
     raise ConfigError(
         f"unknown site {shown(name)}",
-        hint=f"built-in sites: {', '.join(builtin_sites())}; or pass a path to a site YAML file",
+        hint=f"built-in sites: {', '.join(builtin_sites())}; install yours with: hpc-tf site add FILE --name "
+             f"{name if NAME_RE.fullmatch(name) else 'NAME'}; or pass a path to a site YAML file",
     )
+
+
+def check_site_document(doc: YamlDocument, name: str) -> YamlDocument:
+    """``doc`` checked as a site file on its own, named ``name`` unless it names itself; errors with lines."""
+    if isinstance(doc.data, dict):
+        doc.data.setdefault("name", name)
+    validate_document(SiteConfig, doc, what="site config")
+    return doc
 
 
 def load_site(
@@ -180,10 +190,7 @@ def load_site(
 
     site_name = name or env.get(f"{ENV_PREFIX}SITE") or user_site or DEFAULT_SITE
     site_path = find_site_file(site_name, env)
-    site_doc = load_yaml_file(site_path)
-    if isinstance(site_doc.data, dict):
-        site_doc.data.setdefault("name", site_path.stem)
-    validate_document(SiteConfig, site_doc, what="site config")  # errors with line numbers
+    site_doc = check_site_document(load_yaml_file(site_path), site_path.stem)
 
     flat: Flat = {}
     provenance: dict[str, str] = {}

@@ -32,6 +32,7 @@ PID_DIR=/run/slurm
 DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_PASS=hpc-tf-test                # MariaDB listens on localhost only
+SLURM_BUILDS=/opt/hpc-tf/slurm     # Slurm versions built from source by tests/cluster/build-slurm
 HOSTS_BEGIN='# BEGIN hpc-tf-cluster'
 HOSTS_END='# END hpc-tf-cluster'
 
@@ -68,6 +69,9 @@ pid_alive() {
   local p
   [ -s "$1" ] && p=$(<"$1") && alive "$p" && [ "$(cat "/proc/$p/comm" 2>/dev/null)" = "$2" ]
 }
+# node_munge_dir NODE: the node's own munged (socket, pid and seed); bind-mounted over /run/munge for its slurmd
+node_munge_dir() { echo "/run/munge-$1"; }
+
 was_started() { grep -qx "$1" "$STARTED_LIST" 2>/dev/null; }
 mark_started() { was_started "$1" || echo "$1" >> "$STARTED_LIST"; }
 
@@ -75,6 +79,7 @@ mark_started() { was_started "$1" || echo "$1" >> "$STARTED_LIST"; }
 daemon() {
   case $1 in
     munged) echo "/run/munge/munged.pid munged" ;;
+    munged-*) echo "$(node_munge_dir "${1#munged-}")/munged.pid munged" ;;
     mariadbd) echo "/run/mysqld/mysqld.pid mariadbd" ;;
     slurmdbd) echo "$PID_DIR/slurmdbd.pid slurmdbd" ;;
     slurmctld) echo "$PID_DIR/slurmctld.pid slurmctld" ;;
@@ -125,4 +130,41 @@ start_mariadb() {
   # stdin /dev/null, output to a file: no caller's pipe (pytest, CI log) stays open in the daemon
   setsid /usr/sbin/mariadbd --user=mysql < /dev/null >> "$LOG_DIR/mariadb.console" 2>&1 &
   wait_for 60 MariaDB mariadb-admin ping
+}
+
+# slurm_tarball: the Slurm source tarball to build (HPC_TF_SLURM_TARBALL, else the newest in the
+# shared notes beside the checkout); fails with a message when there is none
+slurm_tarball() {
+  if [ -n "${HPC_TF_SLURM_TARBALL:-}" ]; then echo "$HPC_TF_SLURM_TARBALL"; return; fi
+  local found
+  local checkout
+  checkout=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  found=$(ls -1 "$checkout"/../shared/slurm/slurm-*.tar.xz 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$found" ] || { echo "no slurm-*.tar.xz in ../shared/slurm/ beside the checkout; set HPC_TF_SLURM_TARBALL" >&2; return 1; }
+  realpath "$found"
+}
+
+# link_slurm_build PREFIX: the build's commands and daemons in /usr/local/{bin,sbin}, ahead of Debian's
+# on every PATH (the cluster user's too); each link recorded so that unlink_slurm_build removes only ours
+SLURM_LINKS=$STATE_DIR/slurm-links.list
+link_slurm_build() {
+  local prefix=$1 dir file link
+  unlink_slurm_build
+  install -d -m 0755 "$STATE_DIR"
+  for dir in bin sbin; do
+    for file in "$prefix/$dir"/*; do
+      link=/usr/local/$dir/$(basename "$file")
+      if [ -e "$link" ] || [ -L "$link" ]; then die "$link exists and is not the test cluster's: remove it first"; fi
+      ln -s "$file" "$link"
+      echo "$link" >> "$SLURM_LINKS"
+    done
+  done
+}
+unlink_slurm_build() {
+  local link
+  [ -f "$SLURM_LINKS" ] || return 0
+  while read -r link; do
+    [ -L "$link" ] && rm -f "$link"
+  done < "$SLURM_LINKS"
+  rm -f "$SLURM_LINKS"
 }

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -26,6 +28,8 @@ import pytest
 from hpc.scheduler import SlurmCli, SlurmScheduler, commands
 from hpc.scheduler.replay import format_recording
 from hpc.scheduler.run import CommandResult, subprocess_runner
+from tests._readme import readme_argv
+from tests._shims import CallLog
 from tests._slurm_probes import diagnostics
 
 if TYPE_CHECKING:
@@ -187,24 +191,64 @@ args: ["--lr={{lr}}", "--seed", "{{seed}}"]
         assert json.loads(out["params"]) == params and out["task"] == str(task["id"])
 
 
+def plan_of(stderr: str) -> str:
+    """The plan ``campaign run`` prints, whitespace joined, up to the campaign directory (which differs)."""
+    text = " ".join(stderr.split())
+    start, end = text.find("campaign "), text.find("; directory ")
+    assert 0 <= start < end, stderr
+    return text[start:end]
+
+
 @pytest.mark.tf
-def test_the_quickstart_campaign_trains_every_grid_point(
+def test_the_readme_campaign_plans_what_it_submits_and_trains_every_grid_point(
     researcher_run: Run, scratch_dir: Path, slurm_cluster: SlurmCluster
 ) -> None:
-    """examples/quickstart/campaign.yaml as shipped: 12 TensorFlow trainings of train.py, one array."""
-    shutil.copytree(REPO / "examples" / "quickstart", scratch_dir / "quickstart")
+    """README.md's Campaigns block on examples/quickstart/campaign.yaml as shipped (12 TensorFlow trainings of
+    train.py, one array): the dry run plans exactly what the real run submits (Slurm's record of the array
+    is the witness); status asks Slurm at most twice (sacct, squeue); once every task completed, resubmit
+    --failed and cancel have nothing to do. Real failures resubmitted: test_resubmit_failed_reruns_exactly…"""
+    shutil.copytree(REPO / "examples" / "quickstart", scratch_dir / "examples" / "quickstart")
+    shims = CallLog.create(scratch_dir / "shims", ("sacct", "squeue", "scontrol", "sacctmgr", "sbatch", "scancel"))
     subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
-    project = scratch_dir / "quickstart"
-    campaign = hpc_tf(researcher_run, project, "campaign", "run", "campaign.yaml").stdout.strip()
-    view = wait_status(researcher_run, project, campaign, lambda v: v["finished"], timeout=600)
+    site = ["--site", "sandbox", "--set", f"runs_dir={scratch_dir / 'runs'}"]
+    env = {"PATH": f"{shims.bin}:{sys.prefix}/bin:/usr/bin:/bin"}
+
+    def readme(text: str, *more: str, **placeholders: str) -> subprocess.CompletedProcess[str]:
+        return researcher_run([*readme_argv(text, **placeholders), *more, *site], cwd=scratch_dir, env=env,
+                              timeout=180)
+
+    run = "hpc-tf campaign run examples/quickstart/campaign.yaml"
+    dry = readme(run, "--dry-run")
+    assert not (scratch_dir / "runs").exists()
+    launched = readme(run)
+    campaign = launched.stdout.strip()
+    assert plan_of(dry.stderr) == plan_of(launched.stderr)  # the same reads, the same arrays and throttles
+    planned = re.search(r"main: array .*; (\d+) at once \(GPU quota (\d+),", plan_of(dry.stderr))
+    assert planned and int(planned.group(2)) == slurm_cluster.gpu_quota, dry.stderr
+    (array,) = job_ids(campaign, "main")
+    shown = subprocess.run(["scontrol", "show", "job", array], capture_output=True, text=True, timeout=30).stdout
+    assert f"ArrayTaskThrottle={planned.group(1)}" in shown, shown  # what Slurm was really given
+
+    shims.reset()
+    status = readme("hpc-tf campaign status DIR", DIR=campaign)
+    assert f"({len(manifest(campaign)['tasks'])} task(s))" in status.stdout, status.stdout
+    calls = shims.counts()
+    assert set(calls) <= {"sacct", "squeue"} and all(n == 1 for n in calls.values()), calls
+
+    view = wait_status(researcher_run, project=scratch_dir, campaign=campaign, until=lambda v: v["finished"],
+                       timeout=600)
     assert view["counts"] == {"main": {"COMPLETED": 12}}
     rows = sacct_rows(job_ids(campaign, "main"))
     assert max_concurrent(rows, gpus) <= slurm_cluster.gpu_quota
+    assert max_concurrent(rows, lambda r: 1) <= int(planned.group(1))
     for task in manifest(campaign)["tasks"]:
         out = Path(task["stages"]["main"]["output_dir"])
         history = json.loads((out / "history.json").read_text())
         assert len(history["loss"]) == task["params"]["epochs"]  # its own --epochs reached train.py
         assert (out / "export" / "saved_model.pb").is_file()
+    assert "nothing failed: nothing resubmitted" in readme("hpc-tf campaign resubmit DIR --failed",
+                                                          DIR=campaign).stderr
+    assert "nothing to cancel" in readme("hpc-tf campaign cancel DIR", DIR=campaign).stderr
 
 
 def test_pipeline_runs_in_order_on_the_right_partitions(

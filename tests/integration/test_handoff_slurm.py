@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 import yaml
 
+from tests._readme import assert_shows, readme_argv
+
 if TYPE_CHECKING:
     from hpc.serving.secret import NodeSecret
     from tests.conftest import JobStatus, SlurmCluster
@@ -42,7 +44,6 @@ def project(scratch_dir: Path, slurm_cluster: SlurmCluster) -> Path:
     work = scratch_dir / "quickstart"
     shutil.copytree(REPO / "examples" / "quickstart", work)
     spec = yaml.safe_load((work / "job.yaml").read_text())
-    spec["command"] = "python3 train.py --epochs 2"
     spec["handoff"] = {"model": "quickstart", "format": "python"}
     (work / "job.yaml").write_text(yaml.safe_dump(spec))
     subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
@@ -60,7 +61,8 @@ def hpc_tf(researcher_run: Run, project: Path, *args: str, check: bool = True,
 def running_node(researcher_run: Run, project: Path, *options: str) -> Iterator[dict[str, Any]]:
     """``hpc-tf serve up [options]`` on the sandbox site: a Slurm job on the CPU partition (site-driven);
     its endpoint while it runs, ``serve down`` after."""
-    up = hpc_tf(researcher_run, project, "serve", "up", "--json", "--time", "20:00", *options, check=False, timeout=400)
+    serve_up = readme_argv("hpc-tf serve up")[1:]
+    up = hpc_tf(researcher_run, project, *serve_up, "--json", "--time", "20:00", *options, check=False, timeout=400)
     endpoint = json.loads(up.stdout) if up.returncode == 0 else {}
     try:
         assert up.returncode == 0, up.stderr
@@ -107,6 +109,8 @@ def test_training_then_dependent_handoff_to_a_serving_node_job_on_the_cpu_node(
     researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, serving_node: dict[str, Any],
     wait_for_job: Callable[..., JobStatus],
 ) -> None:
+    """What `sudo examples/quickstart/run-on-sandbox` does as the cluster user (serve up, launch job.yaml --wait,
+    status, the chief's log, serve predict), with the output README.md shows; then README.md's hand-off block."""
     # the serving node is a running Slurm job on the CPU node, reachable at that node's address
     node_job = serving_node["job_id"]
     assert serving_node["hostname"] in slurm_cluster.cpu_nodes
@@ -115,13 +119,18 @@ def test_training_then_dependent_handoff_to_a_serving_node_job_on_the_cpu_node(
                                timeout=30, check=True).stdout.split()
     assert node_list == [slurm_cluster.cpu_partition, serving_node["hostname"]]
 
-    launched = hpc_tf(researcher_run, project, "launch", "job.yaml")
+    launched = hpc_tf(researcher_run, project, "launch", "job.yaml", "--wait", timeout=900)
     train_job = launched.stdout.strip()
     (run_dir,) = sorted((project / "runs").iterdir())
     handoff = json.loads((run_dir / "handoff.json").read_text())
     assert handoff["after_ok"] == train_job and f"hand-off job {handoff['job_id']}" in launched.stderr
     handoff_job = handoff["job_id"]
 
+    shown = [launched.stderr, hpc_tf(researcher_run, project, "status", train_job).stdout,
+             hpc_tf(researcher_run, project, "logs", train_job, "--task", "0").stdout,
+             hpc_tf(researcher_run, project, "serve", "predict", "quickstart", timeout=300).stdout]
+    ids = {"5007": "training", train_job: "training", "5008": "handoff", handoff_job: "handoff"}
+    assert_shows("GPU quota: 2 nodes × 2 GPUs for 10 min fits (account lab: 4 of 4 GPUs free)", "\n".join(shown), ids)
     assert wait_for_job(train_job, timeout=900).state == "COMPLETED"
     final = wait_for_job(handoff_job, timeout=600)
     log = (run_dir / "logs" / f"handoff-{handoff_job}.out")
@@ -151,6 +160,17 @@ def test_training_then_dependent_handoff_to_a_serving_node_job_on_the_cpu_node(
     status = json.loads(hpc_tf(researcher_run, project, "serve", "status", "--json").stdout)
     assert status["ready"] and status["endpoint"]["job_id"] == node_job
     assert {(m["name"], m["version"], m["state"]) for m in status["models"]} >= {("quickstart", "1", "READY")}
+
+    # README.md's hand-off block: the same run published again, by hand, as model 'resnet'
+    handoff = hpc_tf(researcher_run, project, *readme_argv("hpc-tf handoff RUN_DIR --model resnet",
+                                                          RUN_DIR=str(run_dir))[1:], timeout=600)
+    assert "resnet version 1 serving" in handoff.stdout + handoff.stderr, handoff.stderr
+    listed = hpc_tf(researcher_run, project, *readme_argv("hpc-tf serve status")[1:]).stdout
+    models = {tuple(line.split()) for line in listed.splitlines()}
+    assert {("quickstart", "v1", "READY"), ("resnet", "v1", "READY")} <= models, listed
+    assert ".hpc-tf" not in listed, listed  # the repository's own bookkeeping is no model
+    predicted = hpc_tf(researcher_run, project, *readme_argv("hpc-tf serve predict resnet")[1:], timeout=300)
+    assert "parity: identical" in predicted.stdout, predicted.stdout + predicted.stderr
 
 
 def predict_signature(savedmodel: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -75,6 +75,16 @@ def infer(endpoint: dict[str, Any], x: np.ndarray, version: str = "") -> tuple[n
     return result.as_numpy("output_0"), str(result.get_response().model_version)
 
 
+def unloadable(model: Path, copy: Path) -> Path:
+    """A copy of ``model`` whose weights are garbage, with samples stored at export time: its hand-off gets as
+    far as the load, which fails."""
+    shutil.copytree(model, copy)
+    compute_samples(model, "serving_default", copy / SAMPLES_IN_SAVEDMODEL)
+    for data in (copy / "variables").glob("variables.data-*"):
+        data.write_bytes(b"\0garbage" * 64)
+    return copy
+
+
 def test_handoff_rollover_and_rollback(server: dict[str, Any], models: dict[str, Path], tmp_path: Path) -> None:
     repo = str(server["repo"])
     x = np.random.default_rng(7).normal(size=(8, 16)).astype("float32")
@@ -100,11 +110,7 @@ def test_handoff_rollover_and_rollback(server: dict[str, Any], models: dict[str,
     assert version == "2" and np.array_equal(out, predict(models["v2"], x))
 
     # v3 cannot load (its weights are garbage); samples stored at export time, so it gets as far as the load
-    broken = tmp_path / "v3"
-    shutil.copytree(models["v2"], broken)
-    compute_samples(models["v2"], "serving_default", broken / SAMPLES_IN_SAVEDMODEL)
-    for data in (broken / "variables").glob("variables.data-*"):
-        data.write_bytes(b"\0garbage" * 64)
+    broken = unloadable(models["v2"], tmp_path / "v3")
     # v4 loads but answers differently from its stored samples: caught by the parity check
     wrong = tmp_path / "v4"
     shutil.copytree(models["v1"], wrong)
@@ -134,6 +140,59 @@ def test_handoff_rollover_and_rollback(server: dict[str, Any], models: dict[str,
     assert status.returncode == 0, status.stderr
     states = {(m["name"], m["version"]): m["state"] for m in json.loads(status.stdout)["models"]}
     assert states[("mlp", "2")] == "READY"
+
+
+def test_serve_status_shows_only_the_repository_s_models_and_versions(server: dict[str, Any],
+                                                                     models: dict[str, Path], tmp_path: Path) -> None:
+    """After a rollback the removed version is not listed as a version of the model (Triton's index still
+    names it, UNAVAILABLE); it is mentioned as rolled back, from its hand-off record. No '.hpc-tf'."""
+    repo = str(server["repo"])
+    first = hpc_tf("handoff", str(models["v1"]), "--model", "rb", "--repository", repo)
+    assert first.returncode == 0, first.stderr
+    broken = unloadable(models["v2"], tmp_path / "broken")
+    failed = hpc_tf("handoff", str(broken), "--model", "rb", "--repository", repo)
+    assert failed.returncode == 5 and "failed at stage 'load'" in failed.stderr, failed.stderr
+
+    status = hpc_tf("serve", "status", "--repository", repo, "--json")
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    for entry in info["models"]:  # every model and version listed is one the repository holds
+        assert (server["repo"] / entry["name"] / "config.pbtxt").is_file(), entry
+        assert not entry["version"] or (server["repo"] / entry["name"] / entry["version"]).is_dir(), entry
+    assert [(m["version"], m["state"]) for m in info["models"] if m["name"] == "rb"] == [("1", "READY")]
+    assert [(r["model"], r["version"], r["failed_stage"]) for r in info["rolled_back"] if r["model"] == "rb"] == [
+        ("rb", 2, "load")]
+
+    text = hpc_tf("serve", "status", "--repository", repo)
+    assert text.returncode == 0, text.stderr
+    lines = [line.strip() for line in text.stdout.splitlines()]
+    assert "rb  v1  READY" in lines and not any(line.startswith(".hpc-tf") for line in lines), text.stdout
+    [mentioned] = [line for line in lines if line.startswith("rb  v2")]
+    assert "rolled back, not served" in mentioned and "'load'" in mentioned and "UNAVAILABLE" not in mentioned
+
+
+@pytest.mark.parametrize(("fmt", "backend"), [("onnx", "onnxruntime"), ("savedmodel", "tensorflow")])
+def test_a_format_the_node_cannot_load_is_refused_before_any_work(server: dict[str, Any], models: dict[str, Path],
+                                                                  tmp_path: Path, fmt: str, backend: str) -> None:
+    """The tritonserver hpc-tf starts has the python backend only: a hand-off in another format (the site's
+    serving.format) is one line naming the setting and the fix, and nothing is published or recorded; a
+    launch whose job hands off in that format is refused before the training."""
+    repo = str(server["repo"])
+    refusal = (f"hpc-tf: error: serving format '{fmt}' needs Triton's {backend} backend, which the serving node at "
+               f"{server['host']}:{server['grpc_port']} does not have (its backends: python): set serving.format: "
+               "python in the site config, or ")
+    refused = hpc_tf("handoff", str(models["v1"]), "--model", f"m_{fmt}", "--repository", repo,
+                     "--set", f"serving.format={fmt}")
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [refusal + "pass --format python"]
+    assert not (server["repo"] / f"m_{fmt}").exists()
+    assert not (server["repo"] / ".hpc-tf" / "handoffs" / f"m_{fmt}").exists()
+
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"name: fmt\ncommand: python train.py\nhandoff: {{model: m_{fmt}, format: {fmt}}}\n")
+    launch = hpc_tf("launch", str(spec), "--dry-run", "--set", f"serving.model_repository={repo}")
+    assert launch.returncode == 2
+    assert launch.stderr.splitlines() == [refusal + "handoff.format: python in job.yaml"]
 
 
 def test_clear_errors(server: dict[str, Any], models: dict[str, Path], tmp_path: Path) -> None:

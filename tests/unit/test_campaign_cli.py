@@ -1,4 +1,5 @@
-"""``hpc-tf campaign``: a dry run plans without touching Slurm or the disk; errors become exit codes."""
+"""``hpc-tf campaign``: a dry run plans with what the real run reads from Slurm (MaxArraySize, the GPU quota)
+and writes nothing; errors become exit codes."""
 
 from __future__ import annotations
 
@@ -22,7 +23,16 @@ def user_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HPC_TF_RUNS_DIR", str(tmp_path / "runs"))
 
 
-def test_the_quickstart_campaign_dry_run_shows_the_tasks_and_the_throttle(tmp_path: Path) -> None:
+def test_the_quickstart_campaign_dry_run_shows_the_tasks_and_the_throttle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the cluster's MaxArraySize is read as the real run reads it: here from a recorded scontrol
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    recorded = REPO / "tests" / "fixtures" / "slurm-22.05" / "scontrol" / "show-config-cgroup.txt"
+    (shims / "scontrol").write_text(f"#!/bin/sh\nexec cat {recorded}\n")
+    (shims / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shims}:/usr/bin:/bin")
     campaign = REPO / "examples" / "quickstart" / "campaign.yaml"
     result = CliRunner().invoke(app, ["campaign", "run", str(campaign), "--site", "sandbox", "--dry-run",
                                       "--gpu-limit", "4"])
@@ -32,6 +42,7 @@ def test_the_quickstart_campaign_dry_run_shows_the_tasks_and_the_throttle(tmp_pa
     assert lines[2] == 'task 2 main: ["python3", "train.py", "--epochs", "1", "--batch-size", "256"]'
     err = " ".join(result.stderr.split())
     assert "12 task(s)" in err and "4 at once (GPU quota 4, 1 GPU(s) per task)" in err
+    assert "(MaxArraySize 1001)" in err
     assert "nothing written or submitted" in err
     assert not (tmp_path / "runs").exists()
 

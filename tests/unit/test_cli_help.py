@@ -12,7 +12,7 @@ from hpc.cli import app
 
 COMMANDS = [
     [], ["launch"], ["render"], ["status"], ["logs"], ["cancel"], ["quota"], ["node-env"], ["handoff"],
-    ["config"], ["config", "show"],
+    ["config"], ["config", "show"], ["site"], ["site", "add"],
     ["campaign"], ["campaign", "run"], ["campaign", "status"], ["campaign", "resubmit"], ["campaign", "cancel"],
     ["serve"], ["serve", "up"], ["serve", "down"], ["serve", "status"], ["serve", "predict"],
 ]

@@ -104,3 +104,31 @@ def test_a_site_given_as_a_file_reaches_the_handoff_job_as_that_files_absolute_p
     assert shlex.split(exec_line)[1:] == list(argv)
     monkeypatch.chdir("/")  # the hand-off job starts in the run directory, not here
     assert load_site(given).config.partitions == sandbox.config.partitions
+
+
+@pytest.mark.parametrize(("backends", "refused"), [(["python"], True), (["onnxruntime", "python"], False),
+                                                   (None, False)])
+def test_a_handoff_format_the_registered_node_cannot_load_is_refused_at_launch(
+    spec: Path, tmp_path: Path, backends: list[str] | None, refused: bool
+) -> None:
+    """The endpoint as ``serve up`` registers it names the node's Triton backends; an onnx hand-off to a node
+    without onnxruntime would fail after the training, so the launch refuses it (a node registered before
+    hpc-tf recorded backends is not second-guessed)."""
+    from hpc.errors import ConfigError
+    from hpc.serving.repository import Repository
+    from hpc.serving.server import Endpoint
+
+    repo = Repository.at(tmp_path / "models")
+    repo.state_dir.mkdir(parents=True)
+    node = Endpoint(host="10.0.0.5", http_port=1, grpc_port=8001, metrics_port=2, pid=1, hostname="cpu1",
+                    repository=str(repo.root), log="log", started=0.0, backends=backends)
+    repo.endpoint_file.write_text(node.to_json())
+    repo.endpoint_file.chmod(0o600)
+    overrides = ["serving.format=onnx", f"serving.model_repository={repo.root}"]
+    if refused:
+        with pytest.raises(ConfigError, match=r"serving format 'onnx' needs Triton's onnxruntime backend, which the "
+                           r"serving node at 10\.0\.0\.5:8001 does not have \(its backends: python\): set "
+                           r"serving\.format: python in the site config, or handoff\.format: python in job\.yaml"):
+            plan_launch(spec, "sandbox", overrides)
+    else:
+        assert plan_launch(spec, "sandbox", overrides).job.handoff is not None

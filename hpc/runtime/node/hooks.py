@@ -9,8 +9,10 @@ code imports the module it concerns:
 * ``keras.src.backend.tensorflow.trainer`` → keras_fix.apply (Keras 3 + MWMS fit)
 * ``tensorflow.python.distribute.collective_all_reduce_strategy`` → formation.apply
   (bounded cluster formation, a message naming a worker that never joined)
+* Keras's saving API, ``Model``, ``file_utils`` and the file-writing callbacks → keras_files
+  (what every worker writes: the chief at the named paths, the others privately)
 
-Both only matter with two or more workers. With checkpointing or preemption on (any
+These only matter with two or more workers. With checkpointing or preemption on (any
 number of workers), preemption.install catches Slurm's warning signal from start-up and
 ``keras.src.backend.tensorflow.trainer`` → keras_resume.apply (checkpoints and exact
 resume for ``model.fit``). The hook settings travel in HPC_TF_HOOKS (hook_config.py).
@@ -26,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from . import formation, keras_fix, keras_resume, preemption
+from . import formation, keras_files, keras_fix, keras_resume, preemption
 from .hook_config import HOOKS_VARIABLE, HookConfig
 
 Callback = Callable[[ModuleType], None]
@@ -44,6 +46,8 @@ def install_from_environ(environ: Mapping[str, str]) -> None:
         return
     if config.keras_mwms_fix:
         when_imported(keras_fix.TRAINER_MODULE, keras_fix.apply)
+        for module, patch in keras_files.patches(environ):
+            when_imported(module, patch)
     when_imported(formation.STRATEGY_MODULE, functools.partial(formation.apply, config=config))
 
 

@@ -25,6 +25,7 @@ import functools
 import importlib
 import inspect
 import itertools
+import weakref
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any
@@ -44,6 +45,12 @@ FIT_LOOP_LANDMARKS = (
 )
 
 _fit_calls = itertools.count()
+_resumed: weakref.WeakSet[Any] = weakref.WeakSet()  # models whose running fit call restored a checkpoint
+
+
+def resumed(model: Any) -> bool:
+    """Whether ``model``'s running fit call resumed from an hpc-tf checkpoint (exact to the step)."""
+    return model in _resumed
 
 
 def check_fit_loop(fit: Callable[..., Any], version: str) -> None:
@@ -141,6 +148,7 @@ class FitResume:
         if found is not None and action == "resume":
             name, position = found
             self.store.restore(name)
+            _resumed.add(model)
             self.resume_at = position
             self.global_step = self.last_saved = position.global_step
             self.extra_to_skip = position.consumed - position.batch
@@ -161,6 +169,7 @@ class FitResume:
             self._original_train_function = None
         if self.resume_at is not None:
             self.model._initial_epoch = None
+        _resumed.discard(self.model)
         self._iterator = None
 
     # ------------------------------------------------------------ every step

@@ -148,12 +148,24 @@ class Cluster:
     @classmethod
     def of(cls, strategy: Any) -> Cluster:
         resolver: Any = getattr(strategy, "cluster_resolver", None)
-        spec: dict[str, list[str]] = resolver.cluster_spec().as_dict() if resolver is not None else {}
+        if resolver is None:
+            return cls.place({}, None, 0)
+        return cls.place(resolver.cluster_spec().as_dict(), resolver.task_type, resolver.task_id)
+
+    @classmethod
+    def from_tf_config(cls, text: str) -> Cluster:
+        """The same view from TF_CONFIG, the way the strategy reads it (no TensorFlow needed)."""
+        config = json.loads(text) if text else {}
+        task = config.get("task", {})
+        return cls.place(config.get("cluster", {}), task.get("type"), task.get("index", 0))
+
+    @classmethod
+    def place(cls, spec: Mapping[str, Any], task_type: str | None, task_id: int) -> Cluster:
         jobs = {name: len(tasks) if isinstance(tasks, list) else len(dict(tasks)) for name, tasks in spec.items()}
         workers = jobs.get("chief", 0) + jobs.get("worker", 0)
         if workers <= 1:
             return cls(task_id=0, num_workers=1, is_chief=True)
-        task_type, task_id = resolver.task_type, int(resolver.task_id)
+        task_id = int(task_id)
         # with a "chief" job the chief is chief:0; otherwise worker 0 is
         index = task_id if task_type == "chief" or "chief" not in jobs else task_id + jobs["chief"]
         is_chief = task_type == "chief" or ("chief" not in jobs and task_id == 0)
