@@ -22,7 +22,7 @@ from hpc.local.scheduler import LocalScheduler
 from hpc.paths import RunPaths
 from hpc.resolve import ResolvedJob
 from hpc.rundir import discarded_on_failure, staged_directory, write_run_dir
-from hpc.runs import Run
+from hpc.runs import Run, with_run_account
 from hpc.scheduler import NO_OPTIONS, JobStatus, PollBackoff, Scheduler, SlurmCli, SlurmScheduler, SubmitOptions
 
 if TYPE_CHECKING:
@@ -157,10 +157,14 @@ def _ids_by_launcher(runs: Sequence[Run], default_launcher: str) -> dict[str, li
 
 
 def query_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path) -> Mapping[str, JobStatus]:
-    """Status of every run: one batched query per launcher."""
+    """Status of every run: one batched query per launcher; each with what its run directory adds
+    (:func:`hpc.runs.with_run_account`)."""
     statuses: dict[str, JobStatus] = {}
     for launcher, ids in _ids_by_launcher(runs, default_launcher).items():
         statuses.update(scheduler_for(launcher, runs_root).query(ids))
+    for run in runs:
+        if run.job_id in statuses:
+            statuses[run.job_id] = with_run_account(run, statuses[run.job_id])
     return statuses
 
 

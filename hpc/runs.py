@@ -7,12 +7,16 @@ A run directory records its job id (submission.json), so ``hpc-tf status RUN_DIR
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hpc.errors import HpcTfError
 from hpc.paths import RunPaths
 from hpc.rundir import Submission, read_submission
+from hpc.runtime.node.batch import load_batch_job
+from hpc.runtime.node.requeue import gave_up
+from hpc.scheduler.states import JobState
+from hpc.scheduler.status import JobStatus
 from hpc.text import shown
 
 _JOB_ID = re.compile(r"\d+(?:_\d+)?")
@@ -54,3 +58,17 @@ def find_run(target: str, root: Path) -> Run:
         if run.job_id == base:
             return run
     return Run(job_id=target, paths=None)
+
+
+def with_run_account(run: Run, status: JobStatus) -> JobStatus:
+    """``status`` with what the run's own settings add to its end: a preemptible job that failed although
+    it asked to be requeued had used up ``preemption.max_restarts`` (the one requeue policy,
+    hpc/runtime/node/requeue.py, applied to the run's resolved job). The same for Slurm and local runs."""
+    if status.state is not JobState.FAILED or status.exit_code is None or run.paths is None:
+        return status
+    try:
+        job = load_batch_job(str(run.paths.resolved), restart_log="")
+    except HpcTfError:  # a run directory hpc-tf did not write, or one since removed: nothing to add
+        return status
+    why = gave_up(status.exit_code.shell_code, status.restarts, job.max_restarts) if job.preemption else None
+    return replace(status, note="; ".join(filter(None, (why, status.note)))) if why else status

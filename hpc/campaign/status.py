@@ -214,9 +214,9 @@ def _explain(attempt: Attempt | None, blocked: bool) -> str:
         reason = parse_reason(attempt.reason)
         if reason is not None:
             return reason.explanation
-    if attempt.exit_code is not None and not attempt.job_state.is_success:
+    if attempt.job_state is JobState.FAILED and attempt.exit_code is not None:
         return f"exit code {attempt.exit_code}"
-    return ""
+    return attempt.job_state.ending  # cancelled, timed out …: Slurm's exit code of those is not the task's
 
 
 def unit_view(manifest: Manifest, ref: UnitRef, blocked: bool) -> UnitView:
@@ -228,7 +228,8 @@ def unit_view(manifest: Manifest, ref: UnitRef, blocked: bool) -> UnitView:
         stage=ref.stage, task_id=ref.task_id, params=params, job_id=current.job_id if current else None,
         state=BLOCKED if blocked else (current.state if current else "NOT_SUBMITTED"),
         reason=current.reason if current else None, explanation=_explain(current, blocked),
-        exit_code=current.exit_code if current else None, attempts=len(ref.unit.attempts),
+        exit_code=current.exit_code if current and current.job_state.exit_is_its_own else None,
+        attempts=len(ref.unit.attempts),
         output_dir=ref.unit.output_dir, log=log,
     )
 

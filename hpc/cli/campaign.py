@@ -15,7 +15,7 @@ from rich.text import Text
 
 from hpc.backends import SlurmBackend
 from hpc.cli.console import err, out
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer, print_json
 from hpc.errors import HpcTfError
 from hpc.paths import runs_root
 from hpc.scheduler import SlurmScheduler
@@ -69,6 +69,7 @@ def run(
                                          help="GPUs the campaign may hold at once (default: the account's quota)."),
     chunk_size: int | None = typer.Option(None, "--chunk-size", min=1, metavar="N",
                                           help="Tasks per array (default and maximum: the cluster's MaxArraySize)."),
+    as_json: JsonOpt = False,
 ) -> None:
     """Expand the parameters, write the campaign directory and submit one array per stage and chunk."""
     from hpc.campaign import api
@@ -78,16 +79,24 @@ def run(
                        throttle=throttle)
     plan, submitted = ran.plan, ran.submitted
     if submitted is None:
-        for task in plan.tasks[:3]:
-            for stage in plan.stages:
-                if stage.per_task:
-                    typer.echo(f"task {task.id} {stage.name}: {json.dumps(plan.task_command(stage.name, task))}")
+        first = [(task.id, stage.name, plan.task_command(stage.name, task))
+                 for task in plan.tasks[:3] for stage in plan.stages if stage.per_task]
+        if as_json:
+            print_json({"dry_run": True, "directory": str(plan.paths.root), "tasks": len(plan.tasks),
+                        "first_commands": [{"task": t, "stage": s, "command": c} for t, s, c in first]})
+        else:
+            for task_id, stage_name, command in first:
+                typer.echo(f"task {task_id} {stage_name}: {json.dumps(command)}")
         err().print(Text.assemble(("dry run", "bold"), f": {_plan_text(plan)}\nnothing written or submitted"))
         return
     for verdict in submitted.quota:
         for sentence, is_warning in notices(verdict):
             err().print(Text.assemble(("warning: ", "yellow") if is_warning else "", sentence))
-    typer.echo(str(submitted.paths.root))
+    if as_json:
+        print_json({"campaign": submitted.manifest.id, "directory": str(submitted.paths.root),
+                    "job_ids": list(submitted.job_ids)})
+    else:
+        typer.echo(str(submitted.paths.root))
     err().print(f"{_plan_text(plan)}\nsubmitted job(s) {', '.join(submitted.job_ids)}\n"
               f"follow it: hpc-tf campaign status {submitted.paths.root}")
 
@@ -158,7 +167,7 @@ def status(
     while True:
         view = api.status(paths, scheduler, refresh=refresh)
         if as_json:
-            typer.echo(json.dumps(view.as_dict(), indent=2))
+            print_json(view.as_dict())
         else:
             _print_view(view)
         if not watch or view.finished or view.blocked or view.error:
@@ -172,6 +181,7 @@ def resubmit(
     target: TargetArg,
     failed: bool = typer.Option(False, "--failed", help="Rerun failed tasks (and the tasks blocked behind them)."),
     cancelled: bool = typer.Option(False, "--cancelled", help="Count cancelled tasks as failed."),
+    as_json: JsonOpt = False,
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -181,6 +191,10 @@ def resubmit(
     if not failed:
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
     result = resubmit_failed(_target(target, site, set_), SlurmBackend(SlurmScheduler()), include_cancelled=cancelled)
+    if as_json:
+        print_json({"rerun": {stage: list(ids) for stage, ids in result.rerun.items()},
+                    "cancelled": list(result.cancelled), "job_ids": list(result.job_ids)})
+        return
     if not result.rerun:
         err().print("nothing failed: nothing resubmitted")
         return

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
-import typer
 from rich.table import Table
 
 from hpc.cli.console import out
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer, print_json
 from hpc.site.load import describe, load_site
 
 config_app = plain_typer(help="Inspect the layered site configuration.", no_args_is_help=True)
@@ -19,7 +16,7 @@ def show(site: SiteOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) ->
     """Print each site value with its source (default < site file < user file < HPC_TF_* < --set)."""
     rows = describe(load_site(site, set_ or ()))
     if as_json:
-        typer.echo(json.dumps({key: {"value": value, "source": source} for key, value, source in rows}, indent=2))
+        print_json({key: {"value": value, "source": source} for key, value, source in rows})
         return
     table = Table("key", "value", "from", box=None, pad_edge=False)
     for row in rows:

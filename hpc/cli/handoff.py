@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from hpc.cli.console import err
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
 
 FormatName = Literal["onnx", "savedmodel", "python"]
 FormatOpt = Annotated[
@@ -45,6 +45,6 @@ def handoff(
     record = run_handoff(source, model, target.repository, fmt or target.format, grpc_url=grpc_url,
                          signature_key=signature, savedmodel_subdir=savedmodel, on_stage=progress)
     if as_json:
-        typer.echo(record.to_json(), nl=False)
+        print_json(record)
     else:
         typer.echo(f"{record.model} version {record.version} serving ({record.record_path})")

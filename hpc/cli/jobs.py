@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -12,16 +10,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, scheduler_for
 from hpc.cli.console import err, out
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
 from hpc.errors import HpcTfError, SchedulerUnavailable
 from hpc.paths import runs_root
 from hpc.quota import explain_waits
-from hpc.runs import Run, find_run, list_runs
+from hpc.runs import Run, find_run, list_runs, with_run_account
 from hpc.scheduler import Follower, JobState, JobStatus, Scheduler
 from hpc.scheduler.status import degraded_warnings
 from hpc.site.load import load_site
@@ -64,8 +61,8 @@ def _info(status: JobStatus) -> str:
 def _state_info(status: JobStatus) -> str:
     if status.reason is not None:
         return status.reason_sentence or ""
-    if status.state.is_terminal and status.exit_code is not None and not status.state.is_success:
-        return f"exit code {status.exit_code.shell_code}"
+    if status.state.is_terminal:
+        return status.ending
     if status.state is JobState.UNKNOWN:
         return "not known to sacct or squeue (too old, or another cluster)"
     return ""
@@ -84,7 +81,7 @@ def status_rows(
             "gpus": st.gpus, "restarts": st.restarts,
             "run_dir": str(run.paths.root) if run.paths else None,
             "reason": st.reason.code if st.reason else None,
-            "exit_code": st.exit_code.shell_code if st.exit_code else None,
+            "exit_code": st.exit_code.shell_code if st.exit_code and st.state.exit_is_its_own else None,
             "unanswered": st.unanswered or None,
         })
     return rows
@@ -106,7 +103,7 @@ def status(
     for warning in degraded_warnings(statuses.values()):
         err().print(f"hpc-tf: warning: {warning}", markup=False, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     if not rows:
         err().print("no runs found")
@@ -116,7 +113,7 @@ def status(
         st = statuses[run.job_id]
         table.add_row(str(row["job_id"]), str(row["run"]), st.state.value, _time(st), str(row["nodes"]),
                       str(st.gpus), str(st.restarts), str(row["info"]))
-    _table_out().print(table)
+    out().print(table)
 
 
 def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
@@ -169,15 +166,17 @@ def logs(
         time.sleep(0.5)
 
 
-def wait_for(job_ids: Sequence[str], scheduler: Scheduler) -> int:
+def wait_for(job_ids: Sequence[str], scheduler: Scheduler, runs: Sequence[Run] = ()) -> int:
     """Follow jobs with a live status line until all ended; return an exit code mirroring the first
-    that did not succeed (0 when all did)."""
+    that did not succeed (0 when all did). ``runs``: the run directories of those jobs that have one."""
     follower = Follower(scheduler.query, job_ids, backoff=poll_backoff(scheduler))
     with err().status(f"job {', '.join(job_ids)}: submitted") as line:
         def show(statuses: Mapping[str, JobStatus]) -> None:
             line.update("   ".join(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}".rstrip()
                                    for job_id in job_ids if (st := statuses.get(job_id)) is not None))
-        final = follower.wait(on_update=show)
+        final = dict(follower.wait(on_update=show))
+    for run in runs:
+        final[run.job_id] = with_run_account(run, final[run.job_id])
     for job_id in job_ids:
         err().print(f"job {job_id} ended: {final[job_id].state.value} {_info(final[job_id])}".rstrip())
     for job_id in job_ids:
@@ -185,7 +184,3 @@ def wait_for(job_ids: Sequence[str], scheduler: Scheduler) -> int:
         if not st.state.is_success:
             return st.exit_code.shell_code if st.exit_code and st.exit_code.shell_code else 1
     return 0
-
-
-def _table_out() -> Console:
-    return out(width=None if sys.stdout.isatty() else 160)  # piped output (scripts, logs): not cut to 80 columns

@@ -7,10 +7,11 @@ from pathlib import Path
 import typer
 
 from hpc.backends import QuotaPolicy, backend_for
-from hpc.cli.options import SetOpt, SiteOpt, SpecArg
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, SpecArg, print_json
 from hpc.launch import LaunchPlan, plan_launch, submit_plan
 from hpc.paths import RunPaths
 from hpc.quota import QuotaVerdict, notices
+from hpc.runs import Run
 from hpc.units import ALL_MEMORY
 
 
@@ -48,6 +49,7 @@ def launch(
         False, "--wait", help="Follow the job (and its hand-off) until it ends; exit with its exit code."),
     force: bool = typer.Option(False, "--force", help="Submit even when the GPU quota check says it can never run."),
     no_queue: bool = typer.Option(False, "--no-queue", help="Refuse (exit 3) a job that would wait for GPU quota."),
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate a job spec, check the GPU quota, render its batch script into a new run directory, submit it."""
     plan = plan_launch(spec, site, set_ or ())
@@ -61,7 +63,12 @@ def launch(
     launched = submit_plan(plan, backend, QuotaPolicy(force=force, no_queue=no_queue))
     if launched.quota is not None:
         _show_quota(launched.quota, force)
-    typer.echo(launched.job_id)
+    if as_json:
+        print_json({"job_id": launched.job_id, "run_dir": str(launched.paths.root),
+                    "handoff_job_id": launched.handoff_job_id,
+                    "quota": launched.quota.to_dict() if launched.quota is not None else None})
+    else:
+        typer.echo(launched.job_id)
     _say(f"submitted job {_bold(launched.job_id)}: {_summary(plan)}\n"
          f"run directory: {launched.paths.root}\n"
          f"follow it:     hpc-tf status {launched.job_id}   |   hpc-tf logs {launched.paths.root} --follow")
@@ -73,7 +80,7 @@ def launch(
         from hpc.cli.jobs import wait_for  # the status machinery, only for --wait
 
         waited = [launched.job_id] + ([launched.handoff_job_id] if launched.handoff_job_id else [])
-        raise typer.Exit(wait_for(waited, backend.scheduler))
+        raise typer.Exit(wait_for(waited, backend.scheduler, [Run(launched.job_id, launched.paths)]))
 
 
 def _show_quota(verdict: QuotaVerdict, force: bool) -> None:

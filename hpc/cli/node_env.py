@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from hpc.cli.options import print_json
 from hpc.runtime import node_env as compute_node_env
 
 ResolvedOpt = Annotated[
@@ -26,6 +26,6 @@ def node_env(resolved: ResolvedOpt = None, as_json: JsonOpt = False) -> None:
     """Print the environment the bootstrap would give this task (run it under srun, inside the job)."""
     env = compute_node_env(os.environ, resolved)
     if as_json:
-        typer.echo(json.dumps(env, indent=2))
+        print_json(env)
     else:
         typer.echo("".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items()), nl=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +21,15 @@ SetOpt = Annotated[
     typer.Option("--set", metavar="KEY=VALUE", show_default=False,
                  help="Override a site value, e.g. --set account=lab (repeatable)."),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output (one JSON document on stdout).")]
+
+
+def print_json(document: object) -> None:
+    """What ``--json`` prints, for every command: one JSON document on stdout and nothing else there
+    (warnings and progress go to stderr, as without it). A dataclass is printed as its fields."""
+    if is_dataclass(document) and not isinstance(document, type):
+        document = asdict(document)
+    typer.echo(json.dumps(document, indent=2))
 
 
 def plain_typer(**settings: Any) -> typer.Typer:

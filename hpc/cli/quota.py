@@ -2,30 +2,40 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from hpc.cli.console import err, out
-from hpc.cli.options import JsonOpt
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
 from hpc.quota import QuotaReport, StoredAnswers, current_user, quota_report
 from hpc.quota.report import LimitRow
+from hpc.site.load import load_site
 
 
 def quota(
     account: str | None = typer.Option(None, "--account", "-A", metavar="ACCOUNT",
                                        help="Only this account's associations."),
     as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Your GPU limits (association path and QOS) next to the GPUs and GPU-minutes in use now."""
+    config = load_site(site, set_ or ()).config
+    if config.launcher != "slurm":  # nothing to ask: no Slurm command runs
+        note = (f"site '{config.name}' uses the {config.launcher} launcher: it has no GPU quota (its jobs share this "
+                "machine's GPUs); a cluster's quota: hpc-tf quota --site NAME")
+        if as_json:
+            print_json({"site": config.name, "launcher": config.launcher, "quota": None, "note": note})
+        else:
+            typer.echo(note)
+        return
     # always asks slurmdbd, and leaves its answers for the next launch
     report = quota_report(account, stored=StoredAnswers.for_user(current_user(), reuse=False))
     for warning in report.warnings:
         err().print(Text.assemble(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        print_json(report.to_dict())
         return
     render(report)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +9,7 @@ import typer
 from rich.text import Text
 
 from hpc.cli.console import err
-from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer, print_json
 
 serve_app = plain_typer(help="Start, stop and inspect the Triton serving node.", no_args_is_help=True)
 
@@ -35,10 +34,12 @@ def up(
         None, "--inference-token/--open-inference", show_default=False,
         help="Answer inference only with the owner's inference token, or to anyone who reaches the node "
              "(default: the site's serving.inference_token). Model control always needs the owner's key."),
+    as_json: JsonOpt = False,
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Start a Triton serving node (the tritonserver bundled in nvidia-pytriton); print its endpoint."""
+    """Start a Triton serving node (the tritonserver bundled in nvidia-pytriton); print its endpoint
+    (with --json: the endpoint record, host, ports, pid, job id)."""
     from hpc.serving.service import serve_up
 
     def submitted(job_id: str, script: Path) -> None:
@@ -52,8 +53,10 @@ def up(
         typer.echo(f"hpc-tf: warning: {up.readers} other user(s) have processes on this host and can read "
                    "tritonserver's command line, which holds the node's control secret (/proc has no hidepid): "
                    "on a shared login node, run the serving node as a Slurm job (hpc-tf serve up --slurm)", err=True)
-    typer.echo(endpoint.to_json(), nl=False)
-    err().print(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {up.where}")
+    if as_json:
+        print_json(endpoint)
+    else:
+        typer.echo(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {up.where}")
     from hpc.serving import secret
 
     if secret.load(Path(endpoint.repository)).inference is not None:
@@ -90,7 +93,7 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
 
     info = node_status(serving_target(site, set_ or (), repository).repository)
     if as_json:
-        typer.echo(json.dumps(info, indent=2))
+        print_json(info)
         return
     endpoint = info["endpoint"]
     typer.echo(f"serving node {endpoint['grpc_url']} (pid {endpoint['pid']} on {endpoint['hostname']}): "
@@ -120,7 +123,7 @@ def predict(
 
     answer = predict_samples(serving_target(site, set_ or (), repository).repository, model, rows)
     if as_json:
-        typer.echo(answer.to_json(), nl=False)
+        print_json(answer.to_dict())
         return
     typer.echo(f"{answer.model} version {answer.version} at {answer.server}:")
     for label, arrays in (("input", answer.inputs), ("served by Triton", answer.served),

@@ -84,17 +84,18 @@ class LocalScheduler:
         job = self.store.read(job_id) if job_id.isdigit() else None
         if job is None:
             return JobStatus(job_id=job_id, state=JobState.UNKNOWN, source="none")
-        state, text = job.state, job.state_text
+        state, text, exit_status = job.state, job.state_text, job.exit_status
         if not job.is_terminal and not supervisor_alive(job):
             log = self.store.supervisor_log(job_id)
-            state, text = "FAILED", f"its supervisor (pid {job.supervisor_pid}) is gone; see {log}"
+            state, text, exit_status = "FAILED", f"its supervisor (pid {job.supervisor_pid}) is gone; see {log}", None
         ended = job.ended_at if job.ended_at is not None else time.time()
         terminal = state in TERMINAL_STATES
         return JobStatus(
             job_id=job_id,
             state=JobState(state),
             reason=parse_reason("Dependency") if state == "PENDING" and job.after_ok else None,
-            exit_code=ExitCode(job.exit_status or 0, job.exit_signal) if terminal else None,
+            # None when the batch script never ended by itself (cancelled before it started): no exit code
+            exit_code=ExitCode(exit_status, job.exit_signal) if terminal and exit_status is not None else None,
             elapsed_s=int(ended - job.started_at) if job.started_at is not None else 0,
             time_limit_s=job.time_limit_s,
             nodes=job.nodes,
@@ -103,6 +104,8 @@ class LocalScheduler:
             restarts=job.restarts,
             partition=LOCAL_CLUSTER,
             state_text=text or state,
+            ended=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(job.ended_at)) if job.ended_at is not None else "",
+            note=text,
             raw_id=job_id,
             source="local",
         )

@@ -85,8 +85,8 @@ class Supervisor:
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         start = time.monotonic()
-        self._update(state="RUNNING", batch_pid=batch.pid,
-                     started_at=self.job.started_at if self.job.started_at is not None else time.time())
+        # the start of this run, as Slurm's Start and Elapsed of a requeued job are its current run's
+        self._update(state="RUNNING", batch_pid=batch.pid, started_at=time.time())
         limit = self.job.time_limit_s
         warn_at = start + limit - self.job.warning_s if limit and self.job.warning_s is not None else None
         ended_by: str | None = None
@@ -146,7 +146,7 @@ class Supervisor:
         self.store.write(self.job)
 
     def _finish(self, state: str, status: int | None, text: str = "") -> None:
-        exit_status, exit_signal = 0, 0
+        exit_status, exit_signal = None, 0  # None: the batch script did not run to an end of its own
         if status is not None:
             exit_status, exit_signal = (status, 0) if status >= 0 else (0, -status)
         self._update(state=state, state_text=text, exit_status=exit_status, exit_signal=exit_signal,

@@ -84,6 +84,19 @@ class JobState(str, Enum):
         return self in _WAITING
 
     @property
+    def exit_is_its_own(self) -> bool:
+        """The job's own exit decided this state (COMPLETED, FAILED): its exit code means something. Slurm's
+        exit code of the other final states is not the job's: a cancelled or timed-out job reads ``0:15``
+        (the TERM Slurm sent it), one cancelled while pending ``0:0``."""
+        return self in (JobState.COMPLETED, JobState.FAILED)
+
+    @property
+    def ending(self) -> str:
+        """How a job that ended in this state ended, in words ("" for COMPLETED and FAILED, whose exit code
+        says it, and for states that are not final)."""
+        return _ENDINGS.get(self, "")
+
+    @property
     def compact(self) -> str:
         """squeue's two-letter code (``PD``, ``R`` …); ``?`` for UNKNOWN."""
         return _COMPACT_OF.get(self, "?")
@@ -117,6 +130,16 @@ _WAITING = frozenset(
         JobState.LAUNCH_FAILED,
     }
 )
+_ENDINGS = {
+    JobState.CANCELLED: "cancelled",
+    JobState.TIMEOUT: "reached its time limit",
+    JobState.NODE_FAIL: "a node it ran on failed",
+    JobState.BOOT_FAIL: "its node failed to boot",
+    JobState.PREEMPTED: "preempted by another job",
+    JobState.DEADLINE: "not run by its deadline (--deadline)",
+    JobState.OUT_OF_MEMORY: "out of memory: a task used more than the job's memory",
+    JobState.REVOKED: "revoked: another cluster of the federation ran it",
+}
 # squeue's %t codes (squeue(1), "JOB STATE CODES").
 _COMPACT_OF = {
     JobState.BOOT_FAIL: "BF",

@@ -20,6 +20,7 @@ Only when neither answers is there an error.
 
 from __future__ import annotations
 
+import pwd
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -74,6 +75,9 @@ class JobStatus:
     partition: str = ""
     account: str = ""
     state_text: str = ""  # Slurm's own words, e.g. "CANCELLED by 1000"
+    cancelled_by: str = ""  # the uid that cancelled it, when Slurm says
+    ended: str = ""  # when it ended, as the scheduler prints it (2026-11-24T21:48:54); "" while it runs
+    note: str = ""  # the launcher's own words on how it ended (the local launcher's "cancelled before it started")
     array_job_id: str | None = None
     array_task: str | None = None  # "3", or "[4-9%2]" for tasks pending as one record
     tasks: tuple[str, ...] = ()  # for an array/het summary: the keys of its members in the same result
@@ -86,9 +90,32 @@ class JobStatus:
         return None if self.reason is None else self.reason.sentence(self.job_id)
 
     @property
+    def ending(self) -> str:
+        """How a finished job ended, in words: ``exit code 3``, ``cancelled by alice at 2026-11-24 21:48:54``,
+        ``reached its time limit``; "" for one that has not ended or succeeded."""
+        if not self.state.is_terminal or self.state.is_success:
+            return ""
+        words = self.state.ending
+        if self.state is JobState.FAILED and self.exit_code is not None:
+            words = f"exit code {self.exit_code.shell_code}"
+        if self.cancelled_by:
+            words += f" by {user_name(self.cancelled_by)}"
+        if self.ended and self.state is not JobState.FAILED:
+            words += f" at {self.ended.replace('T', ' ')}"
+        return "; ".join(filter(None, (words, self.note)))
+
+    @property
     def unanswered_note(self) -> str:
         """``controller not answering: state from accounting``, or "" when both answered."""
         return _MARK.get(self.unanswered, "")
+
+
+def user_name(uid: str) -> str:
+    """``alice`` for the uid Slurm names (``CANCELLED by 1001``), or ``uid 1001`` when this host does not know it."""
+    try:
+        return pwd.getpwuid(int(uid)).pw_name
+    except (KeyError, ValueError):
+        return f"uid {uid}"
 
 
 def degraded_warnings(statuses: Iterable[JobStatus]) -> list[str]:
@@ -185,6 +212,8 @@ def _status_of(row: SacctRow, restarts: int) -> JobStatus:
         partition=row.partition,
         account=row.account,
         state_text=row.state_text,
+        cancelled_by=row.cancelled_by or "",
+        ended=row.end if row.state.is_terminal and row.end[:1].isdigit() else "",  # not "Unknown"
         array_job_id=row.job_id.base if row.job_id.array_task is not None else None,
         array_task=row.job_id.array_task,
         raw_id=row.raw_id,
@@ -303,6 +332,8 @@ def _summary(job_id: str, members: Sequence[JobStatus]) -> JobStatus:
         state=state,
         reason=waiting[0].reason if state is JobState.PENDING and waiting else None,
         exit_code=deciding.exit_code if state.is_terminal else None,
+        cancelled_by=deciding.cancelled_by if state.is_terminal else "",
+        ended=deciding.ended if state.is_terminal else "",
         elapsed_s=max((m.elapsed_s or 0 for m in members), default=None),
         time_limit_s=first.time_limit_s,
         nodes=sum(m.nodes for m in running),

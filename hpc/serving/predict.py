@@ -3,7 +3,6 @@ trained model's own outputs for the same inputs: "what does Triton answer, and i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,13 @@ class Prediction:
     trained: dict[str, Any]  # what the trained model answered for the same inputs
     max_abs_diff: float
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
+        """The prediction with plain lists for arrays, as ``--json`` prints it."""
         def rows(arrays: dict[str, Any]) -> dict[str, Any]:
             return {name: array.tolist() for name, array in arrays.items()}
 
-        return json.dumps({"model": self.model, "version": self.version, "server": self.server,
-                           "inputs": rows(self.inputs), "served": rows(self.served), "trained": rows(self.trained),
-                           "max_abs_diff": self.max_abs_diff}, indent=2) + "\n"
+        return {"model": self.model, "version": self.version, "server": self.server, "inputs": rows(self.inputs),
+                "served": rows(self.served), "trained": rows(self.trained), "max_abs_diff": self.max_abs_diff}
 
 
 def latest_handoff(repo: Repository, model: str) -> dict[str, Any]:

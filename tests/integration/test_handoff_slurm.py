@@ -62,7 +62,7 @@ def running_node(researcher_run: Run, project: Path, *options: str) -> Iterator[
     """``hpc-tf serve up [options]`` on the sandbox site: a Slurm job on the CPU partition (site-driven);
     its endpoint while it runs, ``serve down`` after."""
     serve_up = readme_argv("hpc-tf serve up")[1:]
-    up = hpc_tf(researcher_run, project, *serve_up, "--time", "20:00", *options, check=False, timeout=400)
+    up = hpc_tf(researcher_run, project, *serve_up, "--json", "--time", "20:00", *options, check=False, timeout=400)
     endpoint = json.loads(up.stdout) if up.returncode == 0 else {}
     try:
         assert up.returncode == 0, up.stderr
@@ -184,7 +184,7 @@ def predict_signature(savedmodel: Path, inputs: dict[str, np.ndarray]) -> dict[s
 def test_serving_node_job_stops_and_unregisters_on_serve_down(
     researcher_run: Run, project: Path, wait_for_job: Callable[..., JobStatus]
 ) -> None:
-    up = hpc_tf(researcher_run, project, "serve", "up", "--slurm", "--time", "10:00", timeout=400)
+    up = hpc_tf(researcher_run, project, "serve", "up", "--json", "--slurm", "--time", "10:00", timeout=400)
     endpoint = json.loads(up.stdout)
     try:
         again = hpc_tf(researcher_run, project, "serve", "up", check=False)

@@ -188,6 +188,24 @@ def test_a_job_with_a_missing_venv_fails_naming_the_venv_and_never_runs_its_comm
     assert "job step finished" not in batch and not (tmp_path / "ran").exists()
 
 
+def test_a_job_that_used_up_max_restarts_says_so_and_shows_its_current_runs_time(tmp_path: Path) -> None:
+    # every run: the workers work ~4 s, then ask to be requeued, as checkpointing workers do on a warning
+    spec = write_spec(tmp_path, "gives-up", ["python3", "-c", "import sys, time; time.sleep(4); sys.exit(75)"],
+                      resources={"gpus_per_node": 0},
+                      preemption={"enabled": True, "warning_seconds": 60, "max_restarts": 2})
+    result = hpc_tf(tmp_path, "launch", spec.name, "--wait", check=False, timeout=300)
+    assert result.returncode == 75, result.stderr
+    job_id = result.stdout.strip()
+    gave_up = ("gave up after 2 restart(s) (preemption.max_restarts): the workers saved a checkpoint and asked "
+               "to be requeued")
+    assert f"job {job_id} ended: FAILED exit code 75; {gave_up}" in " ".join(result.stderr.split())
+    row = status_row(tmp_path, job_id)
+    assert (row["state"], row["exit_code"], row["restarts"], row["info"]) == ("FAILED", 75, 2,
+                                                                              f"exit code 75; {gave_up}")
+    assert isinstance(row["elapsed_s"], int) and 4 <= row["elapsed_s"] < 10, row  # the 3 runs together: >= 12 s
+    assert f"00:00:{row['elapsed_s']:02d}/00:10:00" in hpc_tf(tmp_path, "status", job_id).stdout
+
+
 def test_status_of_a_job_whose_supervisor_is_gone_says_so(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "orphan", ["sleep", "600"], resources={"gpus_per_node": 0})
     job_id = hpc_tf(tmp_path, "launch", spec.name).stdout.strip()

@@ -253,3 +253,5 @@ def test_after_max_restarts_the_job_fails_and_says_so(slurm_cluster: SlurmCluste
             "1 time(s), the most preemption.max_restarts (1) allows: not requeueing") in batch_log(run_dir, job_id)
     row = status_row(slurm_cluster, project, job_id)
     assert (row["state"], row["restarts"], row["exit_code"]) == ("FAILED", 1, 75)
+    assert row["info"] == ("exit code 75; gave up after 1 restart(s) (preemption.max_restarts): the workers saved "
+                           "a checkpoint and asked to be requeued")  # status says why, as on the local launcher

@@ -272,6 +272,7 @@ def sshare_gpu_minutes(account: str) -> int:
 
 
 # ------------------------------------------------------------------ hpc-tf quota
+QUOTA = ("quota", "--site", "sandbox")  # a Slurm site: on the local one, quota asks Slurm nothing
 
 
 def test_quota_shows_every_limit_and_the_live_use(
@@ -282,7 +283,7 @@ def test_quota_shows_every_limit_and_the_live_use(
     waiting = submit(researcher_run, scratch_dir, 1, QOS_PU)
     assert wait_pending_reason(waiting) == "QOSMaxGRESPerUser"
 
-    report = json.loads(hpc_tf(researcher_run, scratch_dir, "quota", "--account", ACCOUNT, "--json").stdout)
+    report = json.loads(hpc_tf(researcher_run, scratch_dir, *QUOTA, "--account", ACCOUNT, "--json").stdout)
     assert report["user"] == user and report["accounting_available"] and report["warnings"] == []
     (assoc,) = report["associations"]
     assert assoc["account"] == ACCOUNT and assoc["qos"] == ["normal", QOS_PU, QOS_WIDE]
@@ -317,7 +318,7 @@ def test_quota_shows_every_limit_and_the_live_use(
     assert f"gres/gpu={GRP_GPUS}(2)" in account_record(witness, PARENT)
     assert f"gres/gpu={PER_USER}(2)" in witness  # MaxTRESPU of the user in QOS quota-test
 
-    table = hpc_tf(researcher_run, scratch_dir, "quota").stdout
+    table = hpc_tf(researcher_run, scratch_dir, *QUOTA).stdout
     for text in ("GrpTRES gres/gpu", "GrpTRESMins gres/gpu", "MaxTRESPerUser gres/gpu", "MaxTRESPerNode gres/gpu",
                  f"account {PARENT}", "AssocGrpGRES", "QOSMaxGRESPerUser", *holders, waiting):
         assert text in table, f"{text!r} missing from:\n{table}"
@@ -490,7 +491,7 @@ def test_a_used_up_gpu_time_budget(
     user = slurm_cluster.user
     set_parent("GrpTRESMins=gres/gpu=0", "gres/gpu=0(", user)
     try:
-        report = json.loads(hpc_tf(researcher_run, scratch_dir, "quota", "--account", ACCOUNT, "--json").stdout)
+        report = json.loads(hpc_tf(researcher_run, scratch_dir, *QUOTA, "--account", ACCOUNT, "--json").stdout)
         (budget,) = [lim for lim in report["associations"][0]["limits"] if lim["limit"] == "GrpTRESMins"]
         assert (budget["value"], budget["remaining"]) == (0, 0)
 
@@ -573,7 +574,7 @@ def test_with_slurmdbd_stopped_quota_reports_accounting_unavailable(
 ) -> None:
     user = slurm_cluster.user
     started = time.monotonic()
-    done = hpc_tf(researcher_run, scratch_dir, "quota", "--account", ACCOUNT, "--json")
+    done = hpc_tf(researcher_run, scratch_dir, *QUOTA, "--account", ACCOUNT, "--json")
     assert time.monotonic() - started < 20
     report = json.loads(done.stdout)
     assert report["accounting_available"] is False and not report["complete"]
@@ -584,7 +585,7 @@ def test_with_slurmdbd_stopped_quota_reports_accounting_unavailable(
     assert assoc["qos"] is None
     grp = next(lim for lim in assoc["limits"] if lim["limit"] == "GrpTRES")
     assert (grp["value"], grp["used"]) == (GRP_GPUS, 0)
-    assert "accounting daemon (slurmdbd) is not answering" in flat(hpc_tf(researcher_run, scratch_dir, "quota").stderr)
+    assert "accounting daemon (slurmdbd) is not answering" in flat(hpc_tf(researcher_run, scratch_dir, *QUOTA).stderr)
 
     cli = runner.cli()
     started = time.monotonic()
@@ -604,7 +605,7 @@ def test_launches_reuse_slurmdbds_answers_and_get_by_while_it_is_down(
     user = pwd.getpwnam(slurm_cluster.user)
     cache = Path(user.pw_dir) / ".cache" / "hpc-tf" / f"slurmdbd-{user.pw_name}.json"
     cache.unlink(missing_ok=True)
-    hpc_tf(researcher_run, scratch_dir, "quota", "--account", ACCOUNT)  # asks slurmdbd and remembers
+    hpc_tf(researcher_run, scratch_dir, *QUOTA, "--account", ACCOUNT)  # asks slurmdbd and remembers
     assert (cache.stat().st_uid, cache.stat().st_mode & 0o777) == (user.pw_uid, 0o600)
 
     request.getfixturevalue("slurmdbd_stopped")
@@ -648,6 +649,6 @@ def test_controller_down_quota_fails_fast_and_preflight_goes_on(
     assert "slurmctld" in verdict.message or "did not answer" in verdict.message, verdict.message
     with pytest.raises(SchedulerUnavailable, match="controller"):
         quota_report(ACCOUNT, runner.cli(), user=user)
-    failed = hpc_tf(researcher_run, scratch_dir, "quota", check=False, env={"SLURM_CONF": str(conf)})
+    failed = hpc_tf(researcher_run, scratch_dir, *QUOTA, check=False, env={"SLURM_CONF": str(conf)})
     assert failed.returncode == 1 and "controller (slurmctld) is not answering" in flat(failed.stderr), failed.stderr
     runner.record("controller-down", "slurmctld not reachable: a copy of slurm.conf whose SlurmctldPort nobody uses")

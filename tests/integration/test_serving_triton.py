@@ -53,7 +53,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     repo = tmp_path_factory.mktemp("repo")
-    up = hpc_tf("serve", "up", "--repository", str(repo), timeout=120)
+    up = hpc_tf("serve", "up", "--json", "--repository", str(repo), timeout=120)
     assert up.returncode == 0, up.stderr
     endpoint = json.loads(up.stdout)
     try:
@@ -242,7 +242,7 @@ def test_a_local_node_is_locked_for_everyone_but_its_owner_and_a_lost_node_is_on
     from hpc.serving import secret as node_secret
 
     repo = tmp_path / "repo"
-    up = hpc_tf("serve", "up", "--repository", str(repo), timeout=120)
+    up = hpc_tf("serve", "up", "--json", "--repository", str(repo), timeout=120)
     assert up.returncode == 0, up.stderr
     endpoint = json.loads(up.stdout)
     try:

@@ -126,18 +126,18 @@ def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.
         return report_of("overview" if account else "slurmdbd-down")
 
     monkeypatch.setattr("hpc.cli.quota.quota_report", fake)
-    result = CliRunner().invoke(app, ["quota", "--account", "quota-test-a", "--json"])
+    result = CliRunner().invoke(app, ["quota", "--site", "sandbox", "--account", "quota-test-a", "--json"])
     assert result.exit_code == 0, result.output
     assert calls == ["quota-test-a"]
     assert json.loads(result.stdout) == report_of("overview").to_dict()
 
-    table = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["quota", "-A", "quota-test-a"])
+    table = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["quota", "--site", "sandbox", "-A", "quota-test-a"])
     assert table.exit_code == 0, table.output
     for text in ("GPU quota of researcher on cluster lab", "account quota-test-a", "GrpTRES gres/gpu",
                  "MaxTRESPerUser gres/gpu", "GrpTRESMins gres/gpu", "AssocGrpGRES", "QOSMaxGRESPerUser",
                  "QOS quota-test-wide"):  # fmt: skip
         assert text in table.stdout, text
-    degraded = CliRunner().invoke(app, ["quota"])
+    degraded = CliRunner().invoke(app, ["quota", "--site", "sandbox"])
     assert degraded.exit_code == 0 and calls[-1] is None
     assert "warning: Slurm's accounting daemon (slurmdbd) is not answering" in " ".join(degraded.stderr.split())
 

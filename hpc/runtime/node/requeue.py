@@ -58,6 +58,19 @@ def decide(status: int, restarts: int, max_restarts: int, checkpoint_dir: str) -
     return Decision(True, f"{why}: requeueing the job (restart {restarts + 1} of at most {max_restarts})")
 
 
+def gave_up(status: int, restarts: int, max_restarts: int) -> str | None:
+    """For ``hpc-tf status``: why a job that ended with ``status`` in run ``restarts`` was not requeued although
+    it asked to be (``gave up after 3 restart(s) …``), as :func:`decide` and :func:`may_start` decided it; None
+    when this end was not one of those."""
+    if restarts > max_restarts:  # may_start refused the run: Slurm requeued the job once more by itself
+        return (f"gave up after {max_restarts} restart(s) (preemption.max_restarts): run {restarts + 1} was "
+                "refused before training")
+    why = requeue_reason(status)
+    if why is None or restarts < max_restarts:
+        return None
+    return f"gave up after {restarts} restart(s) (preemption.max_restarts): {why}"
+
+
 def may_start(restarts: int, max_restarts: int, checkpoint_dir: str) -> tuple[bool, str | None]:
     """Before training: whether run ``restarts`` may train, and the line that says so. A run beyond the
     cap (Slurm requeued the job itself, e.g. after a node failure) does not start."""
