@@ -1,14 +1,17 @@
-"""Parsers on output recorded from the real Slurm 22.05 test cluster.
+"""Parsers on output recorded from the real test cluster, once for each Slurm version it runs.
 
-``tests/fixtures/slurm-22.05/`` is written by tests/cluster/record-fixtures; its README.md names the
-command behind every file, and the field lists are read from there, so a re-recording with other
-fields is still parsed with the right ones.
+``tests/fixtures/slurm-<version>/`` is written by tests/cluster/record-fixtures on that version; its
+README.md names the command behind every file, and the field lists are read from there, so a
+re-recording with other fields is still parsed with the right ones. Every test here runs on every
+version's recording (the ``recorded`` fixture).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,7 +34,21 @@ from hpc.scheduler.parse import (
 from hpc.scheduler.replay import load_recording
 from hpc.scheduler.status import statuses_from_sacct
 
-RECORDED = Path(__file__).parents[1] / "fixtures" / "slurm-22.05"
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+VERSIONS = sorted(p.name for p in FIXTURES.glob("slurm-[0-9]*.[0-9]*") if p.is_dir())
+RECORDED = FIXTURES / VERSIONS[0]  # set per test by the ``recorded`` fixture
+
+
+@pytest.fixture(autouse=True, params=VERSIONS)
+def recorded(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Each test once per recorded Slurm version: RECORDED points at that version's files."""
+    directory = FIXTURES / request.param
+    monkeypatch.setattr(sys.modules[__name__], "RECORDED", directory)
+    yield directory
+
+
+def test_both_supported_versions_are_recorded() -> None:
+    assert {"slurm-22.05", "slurm-25.11"} <= set(VERSIONS)
 SCENARIO = Path(__file__).parents[1] / "fixtures" / "scheduler" / "slurm-22.05" / "scenario"
 
 # squeue -o letters used by record-fixtures → the --Format names parse_squeue knows
@@ -119,7 +136,10 @@ def test_sacct_requeued_job_counts_its_earlier_run() -> None:
 
 
 def test_sacct_record_written_before_slurmdbd_has_the_whole_job() -> None:
-    # right after a job ends sacct may show a bare record: no partition, limit or requested TRES
+    # right after a job ends sacct may show a bare record: no partition, limit or requested TRES.
+    # 22.05's recording caught that moment; 25.11's slurmdbd had the whole record already.
+    if RECORDED.name != "slurm-22.05":
+        pytest.skip("the bare record is a moment recorded on Slurm 22.05 only")
     (row,) = sacct_rows("sacct/cancelled-pending.txt")
     assert row.state is JobState.CANCELLED
     assert (row.partition, row.time_limit_s, row.req_tres, row.nodes) == ("", None, {}, 0)
@@ -195,13 +215,16 @@ def test_sbatch_parsable() -> None:
 
 
 def test_scontrol_show_config() -> None:
-    config = parse_scontrol_config((RECORDED / "scontrol/show-config-cgroup.txt").read_text())
+    # the cgroup mode's recording where the version has one (25.11 runs without cgroup here)
+    name = "show-config-cgroup.txt" if (RECORDED / "scontrol/show-config-cgroup.txt").exists() else "show-config-nocgroup.txt"
+    config = parse_scontrol_config((RECORDED / "scontrol" / name).read_text())
     assert config["ClusterName"] == "lab"
     assert config_number(config["MaxArraySize"]) == 1001
     assert config_number(config["MinJobAge"]) == 300  # "300 sec"
-    assert config["AccountingStorageTRES"].endswith("gres/gpu")
+    assert "gres/gpu" in config["AccountingStorageTRES"].split(",")  # 25.11 adds gres/gpumem, gres/gpuutil
     assert "Configuration data as of 2026-11-24T21" not in config  # the header is not a key
-    assert config["ConstrainDevices"] == "yes"  # from the cgroup section
+    if name == "show-config-cgroup.txt":
+        assert config["ConstrainDevices"] == "yes"  # from the cgroup section
     assert config_number("(null)") is None
 
 
