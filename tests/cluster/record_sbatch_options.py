@@ -55,7 +55,8 @@ def _library_table(path: str) -> Table:
         _fields_ = [("name", ctypes.c_char_p), ("has_arg", ctypes.c_int),
                     ("flag", ctypes.c_void_p), ("val", ctypes.c_int)]
 
-    lib = ctypes.CDLL(path)
+    # RTLD_GLOBAL: the plugins slurm_init loads (auth/munge…) take symbols such as slurm_conf from it, as from sbatch
+    lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     lib.slurm_option_table_create.restype = ctypes.POINTER(Option)
     lib.slurm_option_table_create.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p)]
     lib.slurm_init(None)
