@@ -211,7 +211,7 @@ def test_the_readme_campaign_plans_what_it_submits_and_trains_every_grid_point(
     shims = CallLog.create(scratch_dir / "shims", ("sacct", "squeue", "scontrol", "sacctmgr", "sbatch", "scancel"))
     subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
     site = ["--site", "sandbox", "--set", f"runs_dir={scratch_dir / 'runs'}"]
-    env = {"PATH": f"{shims.bin}:{sys.prefix}/bin:/usr/bin:/bin"}
+    env = {"PATH": f"{shims.bin}:{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin"}
 
     def readme(text: str, *more: str, **placeholders: str) -> subprocess.CompletedProcess[str]:
         return researcher_run([*readme_argv(text, **placeholders), *more, *site], cwd=scratch_dir, env=env,
