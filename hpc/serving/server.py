@@ -33,6 +33,7 @@ from pathlib import Path
 from hpc.atomic import write_text_atomic
 from hpc.errors import ConfigError, HpcTfError, ServingError
 from hpc.records import read_record
+from hpc.runtime.node.processes import alive
 from hpc.serving import secret as node_secret
 from hpc.serving.config import BACKEND, FORMATS, Format
 from hpc.serving.repository import Repository
@@ -255,19 +256,9 @@ def start_local(repo: Repository, host: str = "127.0.0.1", *, inference_token: b
 def _refuse_running(repo: Repository) -> None:
     if repo.endpoint_file.is_file():
         old = read_endpoint(repo)
-        if old.hostname == socket.gethostname() and _alive(old.pid):
+        if old.hostname == socket.gethostname() and alive(old.pid):
             raise ServingError(f"a serving node for {repo.root} is already running (pid {old.pid}, {old.http_url})",
                                hint="hpc-tf serve down first, or use it")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _is_tritonserver(pid: int) -> bool:
@@ -280,10 +271,10 @@ def _is_tritonserver(pid: int) -> bool:
 def _stop_pid(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
     os.kill(pid, signal.SIGINT)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         _reap(pid)
         time.sleep(0.1)
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)
         _reap(pid)
 
@@ -302,7 +293,7 @@ def stop_server(repo: Repository) -> Endpoint:
                            hint=f"hpc-tf cancel {endpoint.job_id}")
     if endpoint.hostname != socket.gethostname():
         raise ServingError(f"the serving node runs on {endpoint.hostname}, not on this host")
-    if _alive(endpoint.pid) and _is_tritonserver(endpoint.pid):
+    if alive(endpoint.pid) and _is_tritonserver(endpoint.pid):
         _stop_pid(endpoint.pid)
     repo.endpoint_file.unlink(missing_ok=True)
     node_secret.remove(repo.root)

@@ -44,6 +44,7 @@ from . import keras_resume
 from ._errors import RuntimeSetupError
 from .keras_fix import check_version
 from .preemption import Cluster, agree, log
+from .processes import alive
 
 SAVING_MODULE = "keras.src.saving.saving_api"
 FILE_UTILS_MODULE = "keras.src.utils.file_utils"
@@ -168,19 +169,9 @@ def remove_stale_places(directory: str) -> None:
         match = _STALE.fullmatch(entry.name)
         if match is None or not entry.is_dir(follow_symlinks=False):
             continue
-        if entry.stat(follow_symlinks=False).st_uid != os.getuid() or _alive(int(match.group(1))):
+        if entry.stat(follow_symlinks=False).st_uid != os.getuid() or alive(int(match.group(1))):
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _discard(place: str) -> None:
