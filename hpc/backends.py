@@ -6,7 +6,8 @@ fails), the submission with typed options (:class:`hpc.scheduler.SubmitOptions`)
 ``launch`` (and its hand-off job), ``submit_function``, campaigns (their directory staged the same
 way, their arrays checked with :meth:`Backend.check_array_quota`) and the serving node go through
 it. A new scheduler is one :class:`~hpc.scheduler.Scheduler`, one Backend and one line in
-:func:`backend_for`.
+:func:`backend_for`. Slurm is reached through its tools or through pyslurm, as the site's
+``scheduler:`` key says (:mod:`hpc.scheduler.choice`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpc.errors import HpcTfError
 from hpc.local.jobs import STATE_DIR_NAME
 from hpc.local.scheduler import LocalScheduler
 from hpc.paths import RunPaths
@@ -24,6 +26,7 @@ from hpc.resolve import ResolvedJob
 from hpc.rundir import discarded_on_failure, staged_directory, write_run_dir
 from hpc.runs import Run, with_run_account
 from hpc.scheduler import NO_OPTIONS, JobStatus, PollBackoff, Scheduler, SlurmCli, SlurmScheduler, SubmitOptions
+from hpc.scheduler.choice import SchedulerKind, site_choice
 
 if TYPE_CHECKING:
     from hpc.quota import QuotaVerdict
@@ -126,16 +129,31 @@ class SlurmBackend(Backend):
                             stored=StoredAnswers.for_user(current_user()))
 
 
-def backend_for(launcher: str, runs_root: Path) -> Backend:
-    """The backend of a launcher (``launcher:`` of the site); ``runs_root`` holds the local launcher's records."""
-    scheduler = scheduler_for(launcher, runs_root)
-    return LocalBackend(scheduler) if launcher == "local" else SlurmBackend(scheduler)
+def backend_for(launcher: str, runs_root: Path, scheduler: SchedulerKind = "cli") -> Backend:
+    """The backend of a launcher (``launcher:`` of the site); ``runs_root`` holds the local launcher's records;
+    ``scheduler`` (the site's ``scheduler:``) how Slurm is reached."""
+    chosen = scheduler_for(launcher, runs_root, scheduler)
+    return LocalBackend(chosen) if launcher == "local" else SlurmBackend(chosen)
 
 
-def scheduler_for(launcher: str, runs_root: Path) -> Scheduler:
+def scheduler_for(launcher: str, runs_root: Path, scheduler: SchedulerKind = "cli") -> Scheduler:
     """The scheduler of a launcher; the local launcher keeps its job records in the runs directory."""
     if launcher == "local":
         return LocalScheduler(runs_root / STATE_DIR_NAME)
+    return slurm_scheduler(scheduler)
+
+
+def slurm_scheduler(scheduler: SchedulerKind = "cli") -> Scheduler:
+    """Slurm through its tools, or through pyslurm (imported only here, only when chosen)."""
+    if site_choice(scheduler).chosen == "pyslurm":
+        from hpc.scheduler.libslurm import PyslurmScheduler
+
+        try:
+            return PyslurmScheduler()
+        except ImportError as err:  # installed for this Slurm, yet it cannot load its libslurm
+            if scheduler == "pyslurm":
+                raise HpcTfError(f"scheduler: pyslurm cannot be used: importing pyslurm failed: {err}",
+                                 hint="reinstall pyslurm against this Slurm, or set scheduler: cli") from None
     return SlurmScheduler()
 
 
@@ -156,18 +174,20 @@ def _ids_by_launcher(runs: Sequence[Run], default_launcher: str) -> dict[str, li
     return grouped
 
 
-def query_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path) -> Mapping[str, JobStatus]:
+def query_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path,
+               scheduler: SchedulerKind = "cli") -> Mapping[str, JobStatus]:
     """Status of every run: one batched query per launcher; each with what its run directory adds
     (:func:`hpc.runs.with_run_account`)."""
     statuses: dict[str, JobStatus] = {}
     for launcher, ids in _ids_by_launcher(runs, default_launcher).items():
-        statuses.update(scheduler_for(launcher, runs_root).query(ids))
+        statuses.update(scheduler_for(launcher, runs_root, scheduler).query(ids))
     for run in runs:
         if run.job_id in statuses:
             statuses[run.job_id] = with_run_account(run, statuses[run.job_id])
     return statuses
 
 
-def cancel_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path) -> None:
+def cancel_runs(runs: Sequence[Run], default_launcher: str, runs_root: Path,
+                scheduler: SchedulerKind = "cli") -> None:
     for launcher, ids in _ids_by_launcher(runs, default_launcher).items():
-        scheduler_for(launcher, runs_root).cancel(ids)
+        scheduler_for(launcher, runs_root, scheduler).cancel(ids)

@@ -77,6 +77,7 @@ class ResolvedJob(Frozen):
     spec_source: str
     site: str  # as --site takes it: the site's name, or its file's absolute path (LoadedSite.ref)
     launcher: Literal["slurm", "local"]
+    scheduler: Literal["cli", "pyslurm", "auto"] = "cli"  # how Slurm is reached (site ``scheduler:``)
     run_dir: str
     partition: str | None
     account: str | None
@@ -195,6 +196,7 @@ def resolve(
         spec_source=doc.source,
         site=site.ref,
         launcher=cfg.launcher,
+        scheduler=cfg.scheduler,
         run_dir=run_dir,
         partition=partition_name,
         account=res.account or cfg.account,

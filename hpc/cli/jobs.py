@@ -20,6 +20,7 @@ from hpc.paths import runs_root
 from hpc.quota import explain_waits
 from hpc.runs import Run, find_run, list_runs, with_run_account
 from hpc.scheduler import Follower, JobState, JobStatus, Scheduler
+from hpc.scheduler.choice import SchedulerKind
 from hpc.scheduler.status import degraded_warnings
 from hpc.site.load import load_site
 from hpc.units import format_duration
@@ -29,15 +30,16 @@ Targets = Annotated[list[str] | None, typer.Argument(help="Job ids or run direct
 
 @dataclass(frozen=True)
 class _Where:
-    """The runs directory and the launcher of the site the command runs for."""
+    """The runs directory, the launcher and the Slurm scheduler of the site the command runs for."""
 
     root: Path
     launcher: str
+    scheduler: SchedulerKind
 
 
 def _where(site: str | None, set_: list[str] | None) -> _Where:
     loaded = load_site(site, set_ or ())
-    return _Where(runs_root(loaded.config.runs_dir, os.environ), loaded.config.launcher)
+    return _Where(runs_root(loaded.config.runs_dir, os.environ), loaded.config.launcher, loaded.config.scheduler)
 
 
 def _runs(targets: list[str] | None, all_: bool, root: Path) -> list[Run]:
@@ -97,7 +99,7 @@ def status(
     """One table of jobs: state, why they wait (in words), elapsed/limit, nodes, GPUs — one scheduler query."""
     where = _where(site, set_)
     runs = _runs(targets, all_, where.root)
-    statuses = query_runs(runs, where.launcher, where.root) if runs else {}
+    statuses = query_runs(runs, where.launcher, where.root, where.scheduler) if runs else {}
     # jobs waiting on a GPU limit get the limit and who holds the GPUs (no scheduler call otherwise)
     rows = status_rows(runs, statuses, explain_waits(statuses))
     for warning in degraded_warnings(statuses.values()):
@@ -121,7 +123,7 @@ def cancel(targets: Targets = None, site: SiteOpt = None, set_: SetOpt = None) -
     where = _where(site, set_)
     runs = _runs(targets, False, where.root)
     try:
-        cancel_runs(runs, where.launcher, where.root)
+        cancel_runs(runs, where.launcher, where.root, where.scheduler)
     except SchedulerUnavailable as error:
         raise HpcTfError(f"cannot cancel {', '.join(r.job_id for r in runs)}: {error.summary}, and only the "
                          "controller can cancel jobs; hpc-tf status still works (from accounting): try again "
@@ -144,7 +146,7 @@ def logs(
         raise HpcTfError(f"job {run.job_id} has no hpc-tf run directory under the runs directory",
                          hint="pass the run directory printed by hpc-tf launch")
     path = run.paths.batch_log(run.job_id) if task is None else run.paths.task_log(run.job_id, task)
-    scheduler = scheduler_for(run_launcher(run, where.launcher), where.root)
+    scheduler = scheduler_for(run_launcher(run, where.launcher), where.root, where.scheduler)
     follower = Follower(scheduler.query, [run.job_id], backoff=poll_backoff(scheduler)) if follow else None
     offset = 0
     while True:

@@ -59,7 +59,7 @@ def launch(
         if plan.handoff_script is not None:
             _say(f"then a hand-off job ({RunPaths.at(plan.job.run_dir).handoff_script}):\n{plan.handoff_script}")
         return
-    backend = backend_for(plan.job.launcher, Path(plan.job.run_dir).parent)
+    backend = backend_for(plan.job.launcher, Path(plan.job.run_dir).parent, plan.job.scheduler)
     launched = submit_plan(plan, backend, QuotaPolicy(force=force, no_queue=no_queue))
     if launched.quota is not None:
         _show_quota(launched.quota, force)

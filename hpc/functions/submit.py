@@ -97,7 +97,7 @@ def submit_plan(
 ) -> FunctionJob[Any]:
     """Check the quota, create the run directory, submit, record the submission as ``hpc-tf launch``
     does; on a failed submit the run directory is removed again."""
-    backend = backend_for(plan.executor, plan.run_dir.parent)
+    backend = backend_for(plan.executor, plan.run_dir.parent, plan.job.scheduler)
     verdict = backend.check_quota(plan.job, quota)
     if verdict is not None:
         for sentence, is_warning in notices(verdict, quota.force):

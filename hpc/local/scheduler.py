@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hpc.errors import HpcTfError
 from hpc.local.jobs import TERMINAL_STATES, LocalJob, LocalJobStore
-from hpc.render.directives import read_directives
+from hpc.render.directives import script_directives
 from hpc.scheduler.fields import ExitCode
 from hpc.scheduler.reasons import parse_reason
 from hpc.scheduler.states import JobState
@@ -140,12 +140,7 @@ def _wait_until_claimed(store: LocalJobStore, job_id: str, supervisor: subproces
 
 def _job_from_script(script: Path, environ: Mapping[str, str]) -> LocalJob:
     """The allocation a script's ``#SBATCH`` lines ask for, as sbatch would read it."""
-    try:
-        options = read_directives(script.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise HpcTfError(f"cannot read batch script {script}: {err.strerror}") from None
-    except ValueError as err:  # what sbatch would refuse, in sbatch's words
-        raise HpcTfError(f"batch script {script}: {err}") from None
+    options = script_directives(script)
     nodes = int(options.get("nodes") or 1)
     if options.get("ntasks-per-node"):
         tasks_per_node = int(options["ntasks-per-node"] or 1)

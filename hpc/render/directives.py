@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from hpc.errors import HpcTfError
 from hpc.render.quoting import sbatch_value, sbatch_words
 from hpc.resolve import ResolvedJob
 from hpc.scheduler.sbatch_options import parse_arguments
@@ -73,3 +76,14 @@ def read_directives(script: str) -> dict[str, str | None]:
         elif line.strip(" \t\v\f\r") and not line.lstrip(" \t\v\f\r").startswith("#"):
             break
     return {option.name: option.value for option in parse_arguments(words)}
+
+
+def script_directives(script: Path) -> dict[str, str | None]:
+    """:func:`read_directives` of a batch script file, for a scheduler that reads it instead of sbatch;
+    a script sbatch would refuse is an HpcTfError naming the file."""
+    try:
+        return read_directives(script.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise HpcTfError(f"cannot read batch script {script}: {err.strerror}") from None
+    except ValueError as err:  # what sbatch would refuse, in sbatch's words
+        raise HpcTfError(f"batch script {script}: {err}") from None

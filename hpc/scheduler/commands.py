@@ -84,7 +84,12 @@ def _check_args(args: Sequence[str]) -> list[str]:
 
 
 def array_option(indices: Sequence[int], throttle: int | None = None) -> str:
-    """``--array=0-11%4`` / ``--array=1,3,5-7``: array indices as sbatch reads them, runs compressed.
+    """``--array=0-11%4`` / ``--array=1,3,5-7``: array indices as sbatch reads them (:func:`array_spec`)."""
+    return f"--array={array_spec(indices, throttle)}"
+
+
+def array_spec(indices: Sequence[int], throttle: int | None = None) -> str:
+    """``0-11%4`` / ``1,3,5-7``: array indices as Slurm reads them, runs compressed.
 
     Indices must be below the cluster's ``MaxArraySize``; ``throttle`` caps the tasks running at once.
     """
@@ -102,34 +107,47 @@ def array_option(indices: Sequence[int], throttle: int | None = None) -> str:
         runs.append(str(start) if start == prev else f"{start}-{prev}")
         if index is not None:
             start = prev = index
-    return f"--array={','.join(runs)}" + (f"%{throttle}" if throttle else "")
+    return ",".join(runs) + (f"%{throttle}" if throttle else "")
 
 
 def dependency_option(dependencies: Sequence[tuple[DependencyType, Sequence[str]]]) -> str | None:
-    """``--dependency=aftercorr:12,afterany:13:14`` (all must hold); None when there is nothing to wait for.
+    """``--dependency=`` and :func:`dependency_spec`; None when there is nothing to wait for."""
+    spec = dependency_spec(dependencies)
+    return None if spec is None else f"--dependency={spec}"
+
+
+def dependency_spec(dependencies: Sequence[tuple[DependencyType, Sequence[str]]]) -> str | None:
+    """``aftercorr:12,afterany:13:14`` (all must hold); None when there is nothing to wait for.
 
     ``aftercorr``: task N of this array waits for task N of the named arrays (a missing task N
     counts as done); ``afterok``/``afterany``: the whole job or array must end (successfully / at all).
     """
     parts = [f"{kind}:{':'.join(checked_job_ids(ids))}" for kind, ids in dependencies if ids]
-    return f"--dependency={','.join(parts)}" if parts else None
+    return ",".join(parts) if parts else None
 
 
-def submit_args(options: SubmitOptions) -> list[str]:
-    """sbatch's spelling of typed submit options: ``--array``, ``--dependency``, ``--kill-on-invalid-dep``
-    (a job whose dependency can never be met is cancelled instead of pending with DependencyNeverSatisfied),
-    ``--hold``."""
-    args = [array_option(options.array.indices, options.array.throttle)] if options.array is not None else []
-    dependency = dependency_option(options.after)
+def submit_options(options: SubmitOptions) -> list[tuple[str, str | None]]:
+    """Typed submit options as sbatch options (long name, value): ``array``, ``dependency``,
+    ``kill-on-invalid-dep`` (a job whose dependency can never be met is cancelled instead of pending
+    with DependencyNeverSatisfied), ``hold``. Every backend spells these from here."""
+    found: list[tuple[str, str | None]] = []
+    if options.array is not None:
+        found.append(("array", array_spec(options.array.indices, options.array.throttle)))
+    dependency = dependency_spec(options.after)
     if dependency is not None:
-        args.append(dependency)
+        found.append(("dependency", dependency))
     elif options.cancel_if_never_satisfied:
         raise HpcTfError("a dependent job needs at least one job id to wait for")
     if options.cancel_if_never_satisfied:
-        args.append("--kill-on-invalid-dep=yes")
+        found.append(("kill-on-invalid-dep", "yes"))
     if options.hold:
-        args.append("--hold")
-    return args
+        found.append(("hold", None))
+    return found
+
+
+def submit_args(options: SubmitOptions) -> list[str]:
+    """sbatch's arguments for typed submit options (:func:`submit_options`)."""
+    return [f"--{name}" if value is None else f"--{name}={value}" for name, value in submit_options(options)]
 
 
 def sbatch(script: Path | str, extra_args: Sequence[str] = ()) -> list[str]:

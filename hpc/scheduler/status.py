@@ -23,7 +23,7 @@ from __future__ import annotations
 import pwd
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from hpc.errors import SchedulerOutputError, SchedulerUnavailable
 from hpc.scheduler import commands
@@ -125,26 +125,55 @@ def degraded_warnings(statuses: Iterable[JobStatus]) -> list[str]:
     return [_DEGRADED[part] for part in parts]
 
 
+class StatusSource(Protocol):
+    """Where a backend reads job records: accounting (all jobs, finished ones too) and the controller
+    (the live ones). Each raises :class:`SchedulerUnavailable` when its daemon does not answer."""
+
+    def accounting(self, job_ids: Sequence[str]) -> list[SacctRow]:
+        """sacct's rows (allocations, earlier runs of a requeued job first) of these jobs and their tasks."""
+        ...
+
+    def live(self, job_ids: Sequence[str]) -> list[SqueueRow]:
+        """squeue's rows of these jobs and their tasks that have not ended; ids it does not know are left out."""
+        ...
+
+
+class _CliSource:
+    """sacct and squeue, both within STATUS_BUDGET_S from the first call."""
+
+    def __init__(self, cli: SlurmCli) -> None:
+        self.cli = cli
+        self.started = cli.clock()
+
+    def accounting(self, job_ids: Sequence[str]) -> list[SacctRow]:
+        return _run_parsed(self.cli, commands.sacct(job_ids), _parse_sacct,
+                           deadline=self.started + ACCOUNTING_BUDGET_S)
+
+    def live(self, job_ids: Sequence[str]) -> list[SqueueRow]:
+        return _run_parsed(self.cli, commands.squeue(job_ids), parse_squeue, tolerate=(SQUEUE_NO_SUCH_JOB,),
+                           deadline=self.started + STATUS_BUDGET_S)
+
+
 def query(cli: SlurmCli, job_ids: Sequence[str]) -> dict[str, JobStatus]:
     """Status of every id in ``job_ids`` (plus array tasks / het components) in at most two calls."""
+    return query_source(_CliSource(cli), job_ids)
+
+
+def query_source(source: StatusSource, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+    """Status of every id in ``job_ids`` from one accounting read and at most one controller read."""
     ids = commands.checked_job_ids(job_ids)
     if not ids:
         return {}
-    started = cli.clock()
     unanswered = ""
     try:
-        sacct = commands.sacct(ids)
-        members = statuses_from_sacct(_run_parsed(cli, sacct, _parse_sacct, deadline=started + ACCOUNTING_BUDGET_S))
+        members = statuses_from_sacct(source.accounting(ids))
     except SchedulerUnavailable:
         members, unanswered = {}, ACCOUNTING
     index = _Index(members)
     live = [i for i in ids if _needs_live_view(index.matches(i)[0])]
     if live:
-        squeue = commands.squeue(live)
         try:
-            rows = _run_parsed(
-                cli, squeue, parse_squeue, tolerate=(SQUEUE_NO_SUCH_JOB,), deadline=started + STATUS_BUDGET_S
-            )
+            rows = source.live(live)
         except SchedulerUnavailable:
             if unanswered:
                 raise

@@ -35,6 +35,8 @@ class SiteConfig(StrictModel):
     name: Name
     description: OneLine = ""
     launcher: Literal["slurm", "local"] = "slurm"
+    scheduler: Literal["cli", "pyslurm", "auto"] = Field(
+        "cli", description="how hpc-tf reaches Slurm: its tools (cli), pyslurm, or pyslurm when it matches (auto)")
     partitions: Annotated[dict[str, Partition], keys_matching(TOKEN_RE, TOKEN_RULE)] = Field(default_factory=dict)
     default_partition: Token | None = None
     cpu_partition: Token | None = Field(None, description="partition for CPU stages (preprocessing, hand-off)")

@@ -151,7 +151,7 @@ def replayed_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ids: list[s
     runner = ReplayRunner()
     runner.answer(commands.sacct(ids), "".join(f"{line}\n" for line in recorded if line.split("|")[0] in ids))
     scheduler = SlurmScheduler(SlurmCli(runner, retry=RetryPolicy(attempts=1)))
-    monkeypatch.setattr("hpc.backends.scheduler_for", lambda launcher, root: scheduler)
+    monkeypatch.setattr("hpc.backends.scheduler_for", lambda *_: scheduler)
     result = CliRunner().invoke(app, ["status", *ids, "--json", "--site", "sandbox", "--set",
                                       f"runs_dir={tmp_path / 'runs'}"])
     assert result.exit_code == 0, result.output

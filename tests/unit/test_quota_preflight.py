@@ -269,7 +269,7 @@ def test_hpc_tf_launch_checks_the_quota_before_sbatch(
     from hpc.cli import app
 
     scheduler = Submitted()
-    monkeypatch.setattr("hpc.backends.scheduler_for", lambda launcher, runs_root: scheduler)
+    monkeypatch.setattr("hpc.backends.scheduler_for", lambda *_: scheduler)
 
     def check(job: ResolvedJob, force: bool, no_queue: bool, stored: StoredAnswers) -> QuotaVerdict:
         assert stored.path == tmp_path / ".cache" / "hpc-tf" / f"slurmdbd-{current_user()}.json" and stored.reuse

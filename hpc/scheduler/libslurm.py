@@ -1,0 +1,408 @@
+"""The pyslurm backend of :class:`hpc.scheduler.Scheduler`: Slurm's C library instead of its tools.
+
+The only module that imports pyslurm, and only when a site asks for it (``scheduler: pyslurm`` or
+``auto``, :mod:`hpc.scheduler.choice`). What pyslurm hands back is turned into the rows the CLI
+backend parses (:class:`~hpc.scheduler.parse.SacctRow` from ``pyslurm.db.Jobs``,
+:class:`~hpc.scheduler.parse.SqueueRow` from ``pyslurm.Jobs``), so both backends share one status
+merge (:func:`hpc.scheduler.status.query_source`) and give the same :class:`JobStatus` values.
+
+A script is submitted with the options sbatch would read from it: its ``#SBATCH`` lines through
+hpc-tf's one reader of them (:func:`hpc.render.directives.read_directives`), then the typed options
+(:func:`hpc.scheduler.commands.submit_options`, which win, as sbatch's command line does). Each option
+maps to a ``JobSubmitDescription`` attribute in :data:`_SUBMIT_ATTRIBUTES`; one that has none is
+refused by name, never dropped.
+
+pyslurm wraps one Slurm release (pyslurm 25.11.x needs libslurm 25.11): :func:`load` checks that.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from hpc.errors import HpcTfError, SchedulerCommandFailed, SchedulerUnavailable
+from hpc.scheduler import commands
+from hpc.scheduler.fields import ExitCode, JobId, parse_job_id
+from hpc.scheduler.parse import SacctRow, SqueueRow
+from hpc.scheduler.reasons import parse_reason
+from hpc.scheduler.states import JobState
+from hpc.scheduler.status import JobStatus, query_source
+from hpc.scheduler.submission import NO_OPTIONS, SubmitOptions
+
+NAME = "pyslurm"
+
+
+def load() -> ModuleType:
+    """pyslurm, imported once (its import initialises libslurm, which reads slurm.conf).
+
+    ImportError (as :func:`hpc.scheduler.choice.pyslurm_problem` words it) when it is missing or
+    cannot load its libslurm.
+    """
+    flags = sys.getdlopenflags()
+    try:
+        import pyslurm  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    finally:
+        sys.setdlopenflags(flags)  # pyslurm widens them for every later import; keep that to itself
+    return pyslurm  # type: ignore[no-any-return,unused-ignore]
+
+
+def pyslurm_version(module: ModuleType) -> str:
+    return str(getattr(module, "__version__", "?"))
+
+
+class PyslurmScheduler:
+    """Talks to slurmctld and slurmdbd through pyslurm. Construction imports pyslurm (see :func:`load`)."""
+
+    name = NAME
+
+    def __init__(self, module: ModuleType | None = None) -> None:
+        self.pyslurm = module if module is not None else load()
+
+    # --- submit ------------------------------------------------------------------------------------
+
+    def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS) -> str:
+        """The script's ``#SBATCH`` options and ``options`` as one JobSubmitDescription → the job id."""
+        from hpc.render.directives import script_directives  # the one reader of #SBATCH lines
+
+        script = Path(script_path).absolute()
+        directives = script_directives(script)
+        attributes = submit_attributes({**directives, **dict(commands.submit_options(options))}, script)
+        desc = self.pyslurm.JobSubmitDescription(
+            script=str(script), name=script.name, working_directory=os.getcwd(), environment=_environment()
+        )
+        for name, value in attributes.items():
+            setattr(desc, name, value)
+        job_id = self._call(desc.submit, "JobSubmitDescription.submit", request_sent=True)
+        return str(int(job_id))
+
+    # --- status ------------------------------------------------------------------------------------
+
+    def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return query_source(_Source(self), job_ids)
+
+    def accounting_rows(self, job_ids: Sequence[str]) -> list[SacctRow]:
+        """slurmdbd's records of the jobs (an array task's id asks for its whole array, as sacct
+        finds a task inside a pending range)."""
+        wanted = sorted({int(parse_job_id(i).base) for i in job_ids})
+        db = self.pyslurm.db
+        found = self._call(lambda: db.Jobs.load(db.JobFilter(ids=wanted)), "db.Jobs.load", accounting=True)
+        jobs = [job for cluster in found.values() for job in cluster.values()]
+        return [_sacct_row(job) for job in sorted(jobs, key=lambda j: (_display_id(j, _db_tasks).base, j.id))]
+
+    def live_rows(self, job_ids: Sequence[str]) -> list[SqueueRow]:
+        """The controller's records of the jobs that have not ended (one load of every job, as squeue does)."""
+        wanted = {parse_job_id(i) for i in job_ids}
+        bases = {w.base for w in wanted}
+        found = self._call(lambda: self.pyslurm.Jobs.load(), "Jobs.load")
+        rows: list[SqueueRow] = []
+        for job in sorted(found.values(), key=lambda j: j.id):
+            row = _squeue_row(job)
+            if (row.job_id.base in bases or row.raw_id in bases or row.job_id in wanted) and row.state.is_active:
+                rows.append(row)
+        return rows
+
+    # --- cancel, config ----------------------------------------------------------------------------
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel jobs (or array tasks); jobs that already ended are not an error (pyslurm ignores them).
+
+        pyslurm cancels by the controller's number: an array task is found by its own number, which a
+        task still pending inside its array's range does not have yet (refused by name).
+        """
+        ids = commands.checked_job_ids(job_ids)
+        tasks = [i for i in ids if parse_job_id(i).array_task is not None or parse_job_id(i).het_offset is not None]
+        raw = {row.job_id.job: row.raw_id for row in self.live_rows(tasks)} if tasks else {}
+        for job_id in ids:
+            number = raw.get(job_id) if job_id in tasks else job_id
+            if number is None:
+                if job_id in tasks and not any(parse_job_id(r).base == parse_job_id(job_id).base for r in raw):
+                    continue  # the whole array ended: nothing left to cancel
+                raise HpcTfError(f"the pyslurm scheduler cannot cancel array task {job_id} while it waits "
+                                 "inside its array's pending range",
+                                 hint=f"cancel the whole array (hpc-tf cancel {parse_job_id(job_id).base}), "
+                                      "or set scheduler: cli")
+            job = self.pyslurm.Job(int(number))
+            self._call(job.cancel, "Job.cancel")
+
+    def show_config(self) -> dict[str, str]:
+        """The controller's configuration, keys as ``scontrol show config`` names them (``MaxArraySize`` …)."""
+        config = self._call(self.pyslurm.slurmctld.Config.load, "slurmctld.Config.load")
+        raw: Mapping[str, Any] = config.to_dict()
+        return {_config_key(key): _config_text(value) for key, value in raw.items()}
+
+    # --- errors ------------------------------------------------------------------------------------
+
+    def _call(self, call: Callable[[], Any], what: str, *, accounting: bool = False,
+              request_sent: bool = False) -> Any:
+        """Run one pyslurm call; its RPCError becomes the project's error, naming the call."""
+        try:
+            return call()
+        except self.pyslurm.RPCError as err:
+            raise _rpc_error(what, err, accounting=accounting, request_sent=request_sent) from None
+
+
+class _Source:
+    """The two reads :func:`query_source` needs, through pyslurm."""
+
+    def __init__(self, scheduler: PyslurmScheduler) -> None:
+        self.scheduler = scheduler
+
+    def accounting(self, job_ids: Sequence[str]) -> list[SacctRow]:
+        return self.scheduler.accounting_rows(job_ids)
+
+    def live(self, job_ids: Sequence[str]) -> list[SqueueRow]:
+        return self.scheduler.live_rows(job_ids)
+
+
+# Words of a libslurm error that mean a daemon did not answer (slurm_strerror of the
+# SLURM_COMMUNICATIONS_* and SLURMCTLD/SLURMDBD connection errors).
+_UNREACHABLE = ("Unable to contact slurm controller", "Communication connection failure",
+                "Socket timed out", "Zero Bytes were transmitted", "Failed to get Jobs from slurmdbd",
+                "Connection refused", "Unable to connect to database")
+
+
+def _rpc_error(what: str, err: Exception, *, accounting: bool, request_sent: bool) -> SchedulerCommandFailed:
+    text = str(err).strip() or type(err).__name__
+    daemon = "Slurm's accounting daemon (slurmdbd)" if accounting else "the Slurm controller (slurmctld)"
+    if any(word in text for word in _UNREACHABLE):
+        summary = f"{daemon} is not answering ({text})"
+        if request_sent:
+            summary += "; the job may have been submitted anyway: check hpc-tf status --all before submitting again"
+        return SchedulerUnavailable(argv=[f"pyslurm.{what}"], returncode=1, stderr=text, transient=True,
+                                    summary=summary)
+    return SchedulerCommandFailed(argv=[f"pyslurm.{what}"], returncode=1, stderr=text,
+                                  summary=f"pyslurm.{what} failed: {text}")
+
+
+def _environment() -> dict[str, str]:
+    """What sbatch exports by default (--export=ALL): this process's environment, and its umask as
+    ``SLURM_UMASK``, which slurmstepd applies to the job."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return {**os.environ, "SLURM_UMASK": f"{mask:04o}"}
+
+
+def _keep(value: str | None) -> str | None:
+    return value
+
+
+def _flag(value: str | None) -> bool:
+    return True
+
+
+def _number(value: str | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _hold(value: str | None) -> int:
+    return 0  # a priority of 0 is Slurm's hold
+
+
+def _yes(value: str | None) -> bool:
+    return value is None or value.lower() in ("yes", "y", "true", "1")
+
+
+# sbatch's long option → (JobSubmitDescription attribute, conversion of the option's value).
+_SUBMIT_ATTRIBUTES: dict[str, tuple[str, Callable[[str | None], Any]]] = {
+    "account": ("account", _keep),
+    "array": ("array", _keep),
+    "chdir": ("working_directory", _keep),
+    "comment": ("comment", _keep),
+    "constraint": ("constraints", _keep),
+    "cpus-per-gpu": ("cpus_per_gpu", _keep),
+    "cpus-per-task": ("cpus_per_task", _number),
+    "dependency": ("dependencies", _keep),
+    "error": ("standard_error", _keep),
+    "exclude": ("excluded_nodes", _keep),
+    "exclusive": ("resource_sharing", lambda value: "no" if value is None else value),
+    "gpus": ("gpus", _keep),
+    "gpus-per-node": ("gres_per_node", lambda value: None if value is None else f"gpu:{value}"),
+    "gpus-per-task": ("gpus_per_task", _keep),
+    "gres": ("gres_per_node", _keep),
+    "hold": ("priority", _hold),
+    "job-name": ("name", _keep),
+    "kill-on-invalid-dep": ("kill_on_invalid_dependency", _yes),
+    "mail-type": ("mail_types", _keep),
+    "mail-user": ("mail_user", _keep),
+    "mem": ("memory_per_node", _keep),
+    "mem-per-cpu": ("memory_per_cpu", _keep),
+    "mem-per-gpu": ("memory_per_gpu", _keep),
+    "nodelist": ("required_nodes", _keep),
+    "nodes": ("nodes", _keep),
+    "ntasks": ("ntasks", _number),
+    "ntasks-per-node": ("ntasks_per_node", _number),
+    "open-mode": ("log_files_open_mode", _keep),
+    "output": ("standard_output", _keep),
+    "partition": ("partitions", _keep),
+    "qos": ("qos", _keep),
+    "requeue": ("is_requeueable", _flag),
+    "no-requeue": ("is_requeueable", lambda value: False),
+    "reservation": ("reservations", _keep),
+    "signal": ("signal", _keep),
+    "time": ("time_limit", _keep),
+    "wckey": ("wckey", _keep),
+}
+
+
+def submit_attributes(options: Mapping[str, str | None], script: Path | str) -> dict[str, Any]:
+    """sbatch options (long name → value, as :func:`~hpc.render.directives.read_directives` gives them)
+    → JobSubmitDescription attributes. An option without one is refused, naming it.
+
+    Like sbatch, ``--ntasks-per-node`` without ``--ntasks`` asks for that many tasks on each node
+    (pyslurm would otherwise ask for one task).
+    """
+    attributes: dict[str, Any] = {}
+    for option, value in options.items():
+        attribute = _SUBMIT_ATTRIBUTES.get(option)
+        if attribute is None:
+            raise HpcTfError(f"the pyslurm scheduler cannot pass --{option} (in {script}) to Slurm",
+                             hint="set scheduler: cli in the site configuration (sbatch takes every option)")
+        name, convert = attribute
+        attributes[name] = convert(value)
+    if "ntasks" not in attributes and attributes.get("ntasks_per_node"):
+        min_nodes = int(str(attributes.get("nodes") or 1).split("-", 1)[0])
+        attributes["ntasks"] = min_nodes * attributes["ntasks_per_node"]
+    return attributes
+
+
+# --- pyslurm's records as the rows the CLI parsers give -------------------------------------------
+
+
+def _db_tasks(job: Any) -> str | None:
+    """A pending array range in accounting: ``4-9`` (slurmdbd may keep it as a hex bitmap, ``0x3F0``)."""
+    text = job.array_tasks_waiting
+    if not text:
+        return None
+    text = str(text)
+    if text.lower().startswith("0x"):
+        mask = int(text, 16)
+        ids = [bit for bit in range(mask.bit_length()) if mask >> bit & 1]
+        return commands.array_spec(ids) if ids else None
+    return text
+
+
+def _live_tasks(job: Any) -> str | None:
+    text = job.array_tasks_waiting
+    return str(text) if text else None
+
+
+def _display_id(job: Any, tasks_of: Callable[[Any], str | None]) -> JobId:
+    """The id as sacct and squeue display it: ``35``, ``12_3``, ``12_[4-9%2]``, ``30+1``."""
+    array_id, task = job.array_id, job.array_task_id
+    if array_id:
+        if task is not None:
+            return JobId(str(array_id), str(task))
+        waiting = tasks_of(job)
+        if waiting:
+            throttle = job.array_tasks_parallel
+            return JobId(str(array_id), f"[{waiting}{f'%{throttle}' if throttle else ''}]")
+    het_id = job.heterogeneous_id
+    if het_id:
+        return JobId(str(het_id), het_offset=int(job.heterogeneous_offset or 0))
+    return JobId(str(job.id))
+
+
+def _gpu_tres(tres: Any) -> dict[str, str]:
+    """A pyslurm TrackableResources as the GPU entries of a TRES list (``gres/gpu=4``, ``gres/gpu:a100=2``)."""
+    if not tres:
+        return {}
+    return {f"gres/{name}": str(int(gres.count)) for name, gres in tres.gres.items()
+            if name == "gpu" or str(name).startswith("gpu:")}
+
+
+def _seconds(minutes: Any) -> int | None:
+    """A time limit in minutes (None or a word: no limit of its own) → seconds."""
+    return int(minutes) * 60 if isinstance(minutes, int) else None
+
+
+def _timestamp(epoch: Any) -> str:
+    """A time as sacct prints it (``2026-11-24T21:48:54``, local time); ``Unknown`` when not set."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(int(epoch))) if epoch else "Unknown"
+
+
+def _uid(user: Any) -> str | None:
+    if user is None or user == "":
+        return None
+    try:
+        return str(pwd.getpwnam(str(user)).pw_uid)
+    except KeyError:
+        return str(user)
+
+
+def _sacct_row(job: Any) -> SacctRow:
+    state = JobState.parse(str(job.state))
+    cancelled_by = _uid(job.cancelled_by) if state is JobState.CANCELLED else None
+    return SacctRow(
+        job_id=_display_id(job, _db_tasks),
+        raw_id=str(job.id),
+        state=state,
+        state_text=f"{job.state} by {cancelled_by}" if cancelled_by else str(job.state),
+        cancelled_by=cancelled_by,
+        exit_code=ExitCode(int(job.exit_code or 0), int(job.exit_code_signal or 0)),
+        derived_exit_code=ExitCode(int(job.derived_exit_code or 0), int(job.derived_exit_code_signal or 0)),
+        elapsed_s=int(job.elapsed_time or 0),
+        time_limit_s=_seconds(job.time_limit),
+        nodes=int(job.num_nodes or 0),
+        node_list="" if str(job.nodelist or "").lower() in ("", "none assigned", "(null)") else str(job.nodelist),
+        alloc_tres=_gpu_tres(job.allocated_tres),
+        req_tres=_gpu_tres(job.requested_tres),
+        reason=parse_reason(str(job.state_reason or "")),
+        partition=str(job.partition or ""),
+        account=str(job.account or ""),
+        submit=_timestamp(job.submit_time),
+        start=_timestamp(job.start_time),
+        end=_timestamp(job.end_time),
+    )
+
+
+def _squeue_row(job: Any) -> SqueueRow:
+    state = JobState.parse(str(job.state))
+    running = state.is_active and not state.is_waiting
+    reason = str(job.state_reason or "")
+    return SqueueRow(
+        job_id=_display_id(job, _live_tasks),
+        raw_id=str(job.id),
+        state=state,
+        tres=_gpu_tres(job.allocated_tres if running else job.requested_tres),
+        restarts=int(job.requeue_count or 0),
+        nodes=int(job.num_nodes or 0),
+        node_list=str(job.allocated_nodes or "") if running else "",
+        elapsed_s=int(job.run_time or 0),
+        time_limit_s=_seconds(job.time_limit),
+        partition=str(job.partition or ""),
+        account=str(job.account or ""),
+        reason=parse_reason(reason),
+        reason_text=reason,
+    )
+
+
+# --- the controller's configuration ---------------------------------------------------------------
+
+# pyslurm's snake_case names are scontrol's CamelCase ones (max_array_size → MaxArraySize) but these
+_CONFIG_NAMES = {
+    "slurm_conf_path": "SLURM_CONF",
+    "version": "SLURM_VERSION",
+}
+
+
+def _config_key(name: str) -> str:
+    return _CONFIG_NAMES.get(name) or "".join(word.capitalize() for word in name.split("_"))
+
+
+def _config_text(value: Any) -> str:
+    if value is None:
+        return "(null)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+__all__ = ["NAME", "PyslurmScheduler", "load", "pyslurm_version", "submit_attributes"]

@@ -1,0 +1,54 @@
+"""One :class:`hpc.scheduler.Scheduler` call, as the cluster user: the conformance tests' way in.
+
+    python _scheduler_driver.py KIND OP ARG_JSON
+
+KIND is the site's ``scheduler:`` (``cli`` | ``pyslurm``), OP ``submit`` (ARG: {"script", "options"}),
+``query`` / ``cancel`` (ARG: ids) or ``show_config``. Prints one JSON line: the scheduler's name and
+the result (JobStatus values as dataclass dicts), or the error an HpcTfError carried (exit 1).
+Runs in its own process because pyslurm talks to Slurm as the process's user, and tests run as root.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from hpc.backends import slurm_scheduler
+from hpc.errors import HpcTfError
+from hpc.scheduler import ArrayRequest, SubmitOptions
+
+
+def _options(given: dict[str, Any]) -> SubmitOptions:
+    array = given.get("array")
+    return SubmitOptions(
+        array=ArrayRequest(tuple(array["indices"]), array.get("throttle")) if array else None,
+        after=tuple((kind, tuple(ids)) for kind, ids in given.get("after", ())),
+        cancel_if_never_satisfied=given.get("cancel_if_never_satisfied", False),
+        hold=given.get("hold", False),
+    )
+
+
+def main(kind: str, op: str, arg: Any) -> int:
+    try:
+        scheduler = slurm_scheduler(kind)  # type: ignore[arg-type]
+        if op == "submit":
+            result: Any = scheduler.submit(arg["script"], _options(arg.get("options", {})))
+        elif op == "query":
+            result = {job_id: asdict(status) for job_id, status in scheduler.query(arg).items()}
+        elif op == "cancel":
+            result = scheduler.cancel(arg)
+        elif op == "show_config":
+            result = dict(scheduler.show_config())
+        else:
+            raise SystemExit(f"unknown operation {op!r}")
+    except HpcTfError as err:
+        print(json.dumps({"error": err.message}))
+        return 1
+    print(json.dumps({"scheduler": scheduler.name, "result": result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], sys.argv[2], json.loads(sys.argv[3])))
