@@ -73,3 +73,12 @@ def read_directives(script: str) -> dict[str, str | None]:
         elif line.strip(" \t\v\f\r") and not line.lstrip(" \t\v\f\r").startswith("#"):
             break
     return {option.name: option.value for option in parse_arguments(words)}
+
+
+def step_options(job: ResolvedJob) -> list[str]:
+    """srun's options for the job's tasks, wherever an srun line is written (the batch script, submitit's)."""
+    options = ["--kill-on-bad-exit=1"]  # one dead worker stops the others at once
+    if job.cpus_per_task:
+        # Slurm 22.05 and 23.02 steps do not inherit --cpus-per-task from the allocation: each task had one CPU
+        options.append(f"--cpus-per-task={job.cpus_per_task}")
+    return options
