@@ -26,7 +26,7 @@ class GpuLimit(Protocol):
 
 def quota_gpu_limit(job: ResolvedJob) -> int | None:
     """The GPU quota as Slurm's accounting enforces it (:func:`hpc.quota.concurrent_gpus`)."""
-    from hpc.quota import concurrent_gpus  # imported when used: a dry run never needs it
+    from hpc.quota import concurrent_gpus  # imported when used: only a Slurm site with a GPU quota needs it
 
     ceiling = concurrent_gpus(job.account, job.qos, job.partition, gpu_type=job.gpu_type, gres_name=job.gres_name)
     return ceiling.gpus

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from hpc.errors import HpcTfError
 from hpc.modelbase import validate_document
 from hpc.paths import RunPaths
-from hpc.render.directives import sbatch_options
+from hpc.render.directives import sbatch_options, step_options
 from hpc.render.quoting import sh
 from hpc.render.script import container_prefix, driver_python, log_pattern, render_script, template_environment
 from hpc.resolve import ResolvedJob, resolve
@@ -167,8 +167,8 @@ def slurm_parameters(job: ResolvedJob) -> dict[str, Any]:
         "time": timeout_minutes(job),
         # one log file per task (logs/task-<jobid>-<rank>.out links to it)
         "stderr_to_stdout": True,
-        # one dead worker stops the others at once, as in hpc-tf's own script
-        "srun_args": ["--kill-on-bad-exit=1"],
+        # the same step options as hpc-tf's own script (one dead worker stops the others; CPUs per task)
+        "srun_args": step_options(job),
         # submitit tags jobs with --wckey=submitit; a site that enforces WCKeys may refuse it
         "wckey": None,
     }

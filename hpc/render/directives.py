@@ -87,3 +87,12 @@ def script_directives(script: Path) -> dict[str, str | None]:
         raise HpcTfError(f"cannot read batch script {script}: {err.strerror}") from None
     except ValueError as err:  # what sbatch would refuse, in sbatch's words
         raise HpcTfError(f"batch script {script}: {err}") from None
+
+
+def step_options(job: ResolvedJob) -> list[str]:
+    """srun's options for the job's tasks, wherever an srun line is written (the batch script, submitit's)."""
+    options = ["--kill-on-bad-exit=1"]  # one dead worker stops the others at once
+    if job.cpus_per_task:
+        # Slurm 22.05 and 23.02 steps do not inherit --cpus-per-task from the allocation: each task had one CPU
+        options.append(f"--cpus-per-task={job.cpus_per_task}")
+    return options

@@ -11,7 +11,7 @@ import jinja2
 
 from hpc import __version__
 from hpc.paths import RunPaths
-from hpc.render.directives import directive_lines
+from hpc.render.directives import directive_lines, step_options
 from hpc.render.quoting import sh, sh_words, slurm_filename
 from hpc.resolve import ResolvedJob
 from hpc.resources import data_dir, user_cache_dir
@@ -89,6 +89,7 @@ def render_script(job: ResolvedJob) -> str:
         version=__version__,
         directives=directive_lines(job, log_pattern(paths, RunPaths.BATCH_LOG_PATTERN)),
         task_log=log_pattern(paths, RunPaths.TASK_LOG_PATTERN),
+        step_options=step_options(job),
         restart_log=log_pattern(paths, RunPaths.RESTART_LOG_PATTERN),
         task_prefix=container_prefix(job),
         bootstrap=str(paths.bootstrap),

@@ -180,8 +180,8 @@ def test_what_the_quota_check_costs_a_launch(
     for gpus in (slurm_cluster.gpu_quota, 1):
         (scratch_dir / f"hold-{gpus}.yaml").write_text(SLEEPER.format(gpus=gpus))
     subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
-    env = {"HOME": str(home), "PATH": f"{shims.bin}:{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin", "HPC_TF_SITE": "sandbox",
-           "HPC_TF_RUNS_DIR": str(scratch_dir / "runs"), "HPC_TF_PYTHON": sys.executable}
+    env = {"HOME": str(home), "PATH": f"{shims.bin}:{sys.prefix}/bin:/usr/local/bin:/usr/bin:/bin",
+           "HPC_TF_SITE": "sandbox", "HPC_TF_RUNS_DIR": str(scratch_dir / "runs"), "HPC_TF_PYTHON": sys.executable}
 
     def launch(spec: str) -> tuple[str, Counter[str]]:
         shims.reset()

@@ -57,8 +57,9 @@ def test_resources_of_a_two_node_spec_become_submitit_slurm_parameters() -> None
     assert p.python == "/opt/hpc-tf/venv/bin/python"  # the site's python, as the bootstrap uses
     assert p.parameters == {
         "job_name": "fn", "nodes": 2, "ntasks_per_node": 2, "time": 90, "stderr_to_stdout": True,
-        "srun_args": ["--kill-on-bad-exit=1"], "wckey": None, "partition": "gpu", "account": "lab", "gres": "gpu:4",
-        "cpus_per_task": "2", "mem": "7G", "constraint": "fast", "exclusive": True,
+        # --cpus-per-task on srun too: Slurm 22.05/23.02 steps do not inherit it (one CPU per task otherwise)
+        "srun_args": ["--kill-on-bad-exit=1", "--cpus-per-task=2"], "wckey": None, "partition": "gpu", "account": "lab",
+        "gres": "gpu:4", "cpus_per_task": "2", "mem": "7G", "constraint": "fast", "exclusive": True,
         "additional_parameters": {"mail-type": "END,FAIL", "hold": True},
     }
     assert p.folder == Path(p.job.run_dir) / "submitit"
@@ -70,7 +71,8 @@ def test_resources_of_a_two_node_spec_become_submitit_slurm_parameters() -> None
         "open-mode": "append", "output": "/shared/runs/x/submitit/%j_0_log.out", "partition": "gpu",
         "signal": "USR2@90", "time": "90",
     }
-    assert "srun --unbuffered --output /shared/runs/x/submitit/%j_%t_log.out --kill-on-bad-exit=1 python" in text
+    assert ("srun --unbuffered --output /shared/runs/x/submitit/%j_%t_log.out --kill-on-bad-exit=1 --cpus-per-task=2 "
+            "python") in text
     subprocess.run(["bash", "-n"], input=text, text=True, check=True, timeout=30)
 
 

@@ -216,7 +216,8 @@ def test_sbatch_parsable() -> None:
 
 def test_scontrol_show_config() -> None:
     # the cgroup mode's recording where the version has one (25.11 runs without cgroup here)
-    name = "show-config-cgroup.txt" if (RECORDED / "scontrol/show-config-cgroup.txt").exists() else "show-config-nocgroup.txt"
+    cgroup = (RECORDED / "scontrol/show-config-cgroup.txt").exists()
+    name = "show-config-cgroup.txt" if cgroup else "show-config-nocgroup.txt"
     config = parse_scontrol_config((RECORDED / "scontrol" / name).read_text())
     assert config["ClusterName"] == "lab"
     assert config_number(config["MaxArraySize"]) == 1001
