@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +29,7 @@ from typing import Any
 
 from hpc.errors import HpcTfError, SchedulerCommandFailed, SchedulerUnavailable
 from hpc.scheduler import commands
-from hpc.scheduler.fields import ExitCode, JobId, parse_job_id
+from hpc.scheduler.fields import ExitCode, JobId, parse_array_tasks, parse_job_id
 from hpc.scheduler.parse import SacctRow, SqueueRow
 from hpc.scheduler.reasons import parse_reason
 from hpc.scheduler.states import JobState
@@ -92,8 +93,7 @@ class PyslurmScheduler:
         wanted = sorted({int(parse_job_id(i).base) for i in job_ids})
         db = self.pyslurm.db
         found = self._call(lambda: db.Jobs.load(db.JobFilter(ids=wanted)), "db.Jobs.load", accounting=True)
-        jobs = [job for cluster in found.values() for job in cluster.values()]
-        return [_sacct_row(job) for job in sorted(jobs, key=lambda j: (_display_id(j, _db_tasks).base, j.id))]
+        return [_sacct_row(job) for job in sorted(found.values(), key=lambda j: int(j.id))]
 
     def live_rows(self, job_ids: Sequence[str]) -> list[SqueueRow]:
         """The controller's records of the jobs that have not ended (one load of every job, as squeue does)."""
@@ -101,7 +101,7 @@ class PyslurmScheduler:
         bases = {w.base for w in wanted}
         found = self._call(lambda: self.pyslurm.Jobs.load(), "Jobs.load")
         rows: list[SqueueRow] = []
-        for job in sorted(found.values(), key=lambda j: j.id):
+        for job in sorted(found.values(), key=lambda j: int(j.id)):
             row = _squeue_row(job)
             if (row.job_id.base in bases or row.raw_id in bases or row.job_id in wanted) and row.state.is_active:
                 rows.append(row)
@@ -112,22 +112,22 @@ class PyslurmScheduler:
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel jobs (or array tasks); jobs that already ended are not an error (pyslurm ignores them).
 
-        pyslurm cancels by the controller's number: an array task is found by its own number, which a
-        task still pending inside its array's range does not have yet (refused by name).
+        pyslurm cancels by the controller's number: an array task by its own, which a task still
+        waiting inside its array's pending range does not have yet (refused, naming the way out).
         """
         ids = commands.checked_job_ids(job_ids)
-        tasks = [i for i in ids if parse_job_id(i).array_task is not None or parse_job_id(i).het_offset is not None]
-        raw = {row.job_id.job: row.raw_id for row in self.live_rows(tasks)} if tasks else {}
+        parts = [i for i in ids if parse_job_id(i).job != parse_job_id(i).base]  # 12_3, 30+1
+        live = self.live_rows(parts) if parts else []
+        numbers = {row.job_id.job: row.raw_id for row in live}
         for job_id in ids:
-            number = raw.get(job_id) if job_id in tasks else job_id
-            if number is None:
-                if job_id in tasks and not any(parse_job_id(r).base == parse_job_id(job_id).base for r in raw):
-                    continue  # the whole array ended: nothing left to cancel
-                raise HpcTfError(f"the pyslurm scheduler cannot cancel array task {job_id} while it waits "
-                                 "inside its array's pending range",
-                                 hint=f"cancel the whole array (hpc-tf cancel {parse_job_id(job_id).base}), "
-                                      "or set scheduler: cli")
-            job = self.pyslurm.Job(int(number))
+            if job_id in parts and job_id not in numbers:
+                if _in_pending_range(parse_job_id(job_id), live):
+                    raise HpcTfError(f"the pyslurm scheduler cannot cancel array task {job_id} while it waits "
+                                     "inside its array's pending range",
+                                     hint=f"cancel the whole array (hpc-tf cancel {parse_job_id(job_id).base}), "
+                                          "or set scheduler: cli")
+                continue  # ended already: nothing to cancel
+            job = self.pyslurm.Job(int(numbers.get(job_id, job_id)))
             self._call(job.cancel, "Job.cancel")
 
     def show_config(self) -> dict[str, str]:
@@ -180,12 +180,19 @@ def _rpc_error(what: str, err: Exception, *, accounting: bool, request_sent: boo
                                   summary=f"pyslurm.{what} failed: {text}")
 
 
+def _in_pending_range(task: JobId, live: Sequence[SqueueRow]) -> bool:
+    return any(row.job_id.base == task.base and row.job_id.is_task_range and task.array_task is not None
+               and int(task.array_task) in parse_array_tasks(row.job_id.array_task or "").ids for row in live)
+
+
 def _environment() -> dict[str, str]:
-    """What sbatch exports by default (--export=ALL): this process's environment, and its umask as
-    ``SLURM_UMASK``, which slurmstepd applies to the job."""
+    """What sbatch exports by default (--export=ALL): this process's environment, plus what sbatch
+    adds to it: the umask (applied to the job by slurmstepd), the submit directory and host, the
+    nice value."""
     mask = os.umask(0)
     os.umask(mask)
-    return {**os.environ, "SLURM_UMASK": f"{mask:04o}"}
+    return {**os.environ, "SLURM_UMASK": f"{mask:04o}", "SLURM_SUBMIT_DIR": os.getcwd(),
+            "SLURM_SUBMIT_HOST": socket.gethostname(), "SLURM_PRIO_PROCESS": str(os.getpriority(os.PRIO_PROCESS, 0))}
 
 
 def _keep(value: str | None) -> str | None:
@@ -293,15 +300,18 @@ def _live_tasks(job: Any) -> str | None:
 
 
 def _display_id(job: Any, tasks_of: Callable[[Any], str | None]) -> JobId:
-    """The id as sacct and squeue display it: ``35``, ``12_3``, ``12_[4-9%2]``, ``30+1``."""
-    array_id, task = job.array_id, job.array_task_id
+    """The id as sacct and squeue display it: ``35``, ``12_3``, ``12_[4-9%2]``, ``30+1``.
+
+    An array record is a task or the range of tasks still pending; pyslurm reads task id 0 as "not
+    set" (None), so a task record without one is task 0.
+    """
+    array_id = job.array_id
     if array_id:
-        if task is not None:
-            return JobId(str(array_id), str(task))
         waiting = tasks_of(job)
-        if waiting:
+        if job.array_task_id is None and waiting:
             throttle = job.array_tasks_parallel
             return JobId(str(array_id), f"[{waiting}{f'%{throttle}' if throttle else ''}]")
+        return JobId(str(array_id), str(job.array_task_id or 0))
     het_id = job.heterogeneous_id
     if het_id:
         return JobId(str(het_id), het_offset=int(job.heterogeneous_offset or 0))

@@ -211,3 +211,37 @@ def test_show_config(driver: Driver, slurm_cluster: SlurmCluster) -> None:
         cli = Driver("cli", slurm_cluster, driver.workdir).call("show_config")
         assert numbers == {key: config_number(cli[key]) for key in numbers}
         assert config["SLURM_CONF"] == cli["SLURM_CONF"]
+
+
+def test_hpc_tf_launch_status_logs_cancel_through_the_site_key(
+    kind: str, slurm_cluster: SlurmCluster, scratch_dir: Path, wait_for_job: Callable[..., Any]
+) -> None:
+    """What a researcher types, with ``scheduler:`` set: the rendered script (bootstrap, srun, two
+    nodes) is submitted, followed, shown and cancelled through the chosen scheduler."""
+    specs = {"echo.yaml": "name: echo\ncommand: [/bin/echo, 'hello from a worker']\n"
+                          "resources: {nodes: 2, tasks_per_node: 1, partition: gpu, time: '2:00'}\n",
+             "sleep.yaml": "name: sleeper\ncommand: [sleep, '300']\nresources: {nodes: 1, time: '5:00'}\n"}
+    for name, text in specs.items():
+        (scratch_dir / name).write_text(text)
+        os.chown(scratch_dir / name, os.stat(scratch_dir).st_uid, -1)
+
+    def hpc_tf(*args: str) -> str:
+        site = ["--site", "sandbox", "--set", f"runs_dir={scratch_dir / 'runs'}", "--set", f"scheduler={kind}"]
+        return run_as_user(slurm_cluster.user, ["hpc-tf", *args, *site], cwd=scratch_dir, timeout=180).stdout
+
+    shown = json.loads(hpc_tf("config", "show", "--json"))
+    assert shown["scheduler (chosen)"]["value"] == kind
+    job_id = hpc_tf("launch", "echo.yaml", "--wait").strip()
+    assert wait_for_job(job_id).state == "COMPLETED"  # sacct, the independent witness
+    (row,) = json.loads(hpc_tf("status", job_id, "--json"))
+    assert (row["job_id"], row["state"]) == (job_id, "COMPLETED")
+    for task in ("0", "1"):
+        assert "hello from a worker" in hpc_tf("logs", job_id, "--task", task)
+
+    sleeper = hpc_tf("launch", "sleep.yaml").strip()
+    try:
+        wait_for_job(sleeper, until=lambda s: s.state == "RUNNING")
+        hpc_tf("cancel", sleeper)
+        assert wait_for_job(sleeper).state == "CANCELLED"
+    finally:
+        Driver("cli", slurm_cluster, scratch_dir).cancel([sleeper])
