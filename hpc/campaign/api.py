@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpc.backends import Backend, SlurmBackend
+from hpc.backends import Backend, SlurmBackend, slurm_scheduler
 from hpc.campaign.load import load_campaign
 from hpc.campaign.manifest import locked, read_manifest, write_manifest
 from hpc.campaign.paths import MANIFEST, CampaignPaths
@@ -18,7 +18,7 @@ from hpc.campaign.submit import Submitted, submit_campaign
 from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
 from hpc.errors import HpcTfError
 from hpc.rundir import new_run_id
-from hpc.scheduler import Scheduler, SlurmScheduler
+from hpc.scheduler import Scheduler
 from hpc.scheduler.parse import config_number
 from hpc.site.load import load_site
 from hpc.text import shown
@@ -102,7 +102,7 @@ def run_file(
     """``hpc-tf campaign run``: plan (the GPU limit, unless given, read from the account's quota; the
     cluster's MaxArraySize), then submit through Slurm's backend. A dry run plans with the same reads, so
     it shows exactly the arrays and throttles the real run would submit, and submits nothing."""
-    backend = backend or SlurmBackend(SlurmScheduler())
+    backend = backend or SlurmBackend(slurm_scheduler(load_site(site_name, overrides).config.scheduler))
     limit: int | GpuLimit = gpu_limit if gpu_limit is not None else quota_gpu_limit
     plan = plan_from_file(path, site_name, overrides, scheduler=backend.scheduler, gpu_limit=limit,
                           chunk_size=chunk_size, throttle=throttle)

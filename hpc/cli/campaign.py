@@ -13,12 +13,12 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from hpc.backends import SlurmBackend
+from hpc.backends import SlurmBackend, slurm_scheduler
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer, print_json
 from hpc.errors import HpcTfError
 from hpc.paths import runs_root
-from hpc.scheduler import SlurmScheduler
+from hpc.scheduler import Scheduler
 from hpc.site.load import load_site
 
 if TYPE_CHECKING:
@@ -34,6 +34,11 @@ campaign_app = plain_typer(help="Sweeps as job arrays and pipelines with depende
 CampaignArg = Annotated[Path, typer.Argument(help="The campaign file (campaign.yaml).", show_default=False)]
 TargetArg = Annotated[str, typer.Argument(help="Campaign directory (printed by run), id or name.",
                                           show_default=False)]
+
+
+def _scheduler(site: str | None, set_: list[str] | None) -> Scheduler:
+    """Slurm as the site's ``scheduler:`` reaches it."""
+    return slurm_scheduler(load_site(site, set_ or ()).config.scheduler)
 
 
 def _target(target: str, site: str | None, set_: list[str] | None) -> CampaignPaths:
@@ -163,7 +168,7 @@ def status(
     from hpc.campaign import api
 
     paths = _target(target, site, set_)
-    scheduler = SlurmScheduler()
+    scheduler = _scheduler(site, set_)
     while True:
         view = api.status(paths, scheduler, refresh=refresh)
         if as_json:
@@ -190,7 +195,8 @@ def resubmit(
 
     if not failed:
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
-    result = resubmit_failed(_target(target, site, set_), SlurmBackend(SlurmScheduler()), include_cancelled=cancelled)
+    result = resubmit_failed(_target(target, site, set_), SlurmBackend(_scheduler(site, set_)),
+                             include_cancelled=cancelled)
     if as_json:
         print_json({"rerun": {stage: list(ids) for stage, ids in result.rerun.items()},
                     "cancelled": list(result.cancelled), "job_ids": list(result.job_ids)})
@@ -215,5 +221,5 @@ def cancel(
     """Cancel every job of the campaign (one scancel), or only its blocked tasks."""
     from hpc.campaign.submit import cancel_campaign
 
-    ids = cancel_campaign(_target(target, site, set_), SlurmBackend(SlurmScheduler()), blocked_only=blocked)
+    ids = cancel_campaign(_target(target, site, set_), SlurmBackend(_scheduler(site, set_)), blocked_only=blocked)
     err().print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")

@@ -106,10 +106,11 @@ def serve_up(
     from hpc.serving import slurm_node  # imports this module
 
     if slurm if slurm is not None else slurm_node.uses_slurm(site, overrides):
-        from hpc.backends import SlurmBackend
-        from hpc.scheduler import SlurmScheduler
+        from hpc.backends import SlurmBackend, slurm_scheduler
+        from hpc.site.load import load_site
 
-        endpoint = slurm_node.start_slurm_node(site, overrides, SlurmBackend(SlurmScheduler()), repository,
+        backend = SlurmBackend(slurm_scheduler(load_site(site, overrides).config.scheduler))
+        endpoint = slurm_node.start_slurm_node(site, overrides, backend, repository,
                                                time_limit, on_submitted, inference_token)
         return NodeUp(endpoint, f"job {endpoint.job_id} on {endpoint.hostname}")
     from hpc.serving.secret import users_who_can_read_command_lines
@@ -129,9 +130,9 @@ def serve_down(site: str | None, overrides: Sequence[str], repository: Path | No
     endpoint = read_endpoint(repo)
     if endpoint.job_id is None:
         return stop_server(repo)
-    from hpc.backends import SlurmBackend
-    from hpc.scheduler import SlurmScheduler
+    from hpc.backends import SlurmBackend, slurm_scheduler
     from hpc.serving.slurm_node import stop_slurm_node
+    from hpc.site.load import load_site
 
-    stop_slurm_node(repo, endpoint, SlurmBackend(SlurmScheduler()))
+    stop_slurm_node(repo, endpoint, SlurmBackend(slurm_scheduler(load_site(site, overrides).config.scheduler)))
     return endpoint
