@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import socket
 import sys
 import time
@@ -211,6 +212,19 @@ def _hold(value: str | None) -> int:
     return 0  # a priority of 0 is Slurm's hold
 
 
+def _time(value: str | None) -> str | int | None:
+    """pyslurm passes a bare number of minutes through as it is: it must be an int."""
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _memory(value: str | None) -> str | None:
+    """pyslurm reads ``0`` (all of each node's memory) as "not set": refused rather than dropped."""
+    if value is not None and re.fullmatch(r"0+[KMGT]?", value.strip(), re.IGNORECASE):
+        raise HpcTfError("the pyslurm scheduler cannot ask for all of a node's memory (--mem=0)",
+                         hint="ask for an amount (resources.mem), or set scheduler: cli")
+    return value
+
+
 def _yes(value: str | None) -> bool:
     return value is None or value.lower() in ("yes", "y", "true", "1")
 
@@ -237,9 +251,9 @@ _SUBMIT_ATTRIBUTES: dict[str, tuple[str, Callable[[str | None], Any]]] = {
     "kill-on-invalid-dep": ("kill_on_invalid_dependency", _yes),
     "mail-type": ("mail_types", _keep),
     "mail-user": ("mail_user", _keep),
-    "mem": ("memory_per_node", _keep),
-    "mem-per-cpu": ("memory_per_cpu", _keep),
-    "mem-per-gpu": ("memory_per_gpu", _keep),
+    "mem": ("memory_per_node", _memory),
+    "mem-per-cpu": ("memory_per_cpu", _memory),
+    "mem-per-gpu": ("memory_per_gpu", _memory),
     "nodelist": ("required_nodes", _keep),
     "nodes": ("nodes", _keep),
     "ntasks": ("ntasks", _number),
@@ -252,7 +266,7 @@ _SUBMIT_ATTRIBUTES: dict[str, tuple[str, Callable[[str | None], Any]]] = {
     "no-requeue": ("is_requeueable", lambda value: False),
     "reservation": ("reservations", _keep),
     "signal": ("signal", _keep),
-    "time": ("time_limit", _keep),
+    "time": ("time_limit", _time),
     "wckey": ("wckey", _keep),
 }
 

@@ -118,3 +118,10 @@ def test_an_option_pyslurm_cannot_pass_is_refused_by_name() -> None:
     with pytest.raises(HpcTfError, match=r"cannot pass --gpu-freq \(in job.sbatch\)") as caught:
         submit_attributes({"job-name": "x", "gpu-freq": "high"}, "job.sbatch")
     assert caught.value.hint is not None and "scheduler: cli" in caught.value.hint
+
+
+def test_all_of_a_nodes_memory_is_refused_not_dropped() -> None:
+    # pyslurm reads a memory of 0 as "not set": the job would get the partition's default instead
+    with pytest.raises(HpcTfError, match=r"cannot ask for all of a node's memory \(--mem=0\)"):
+        submit_attributes({"mem": "0"}, "job.sbatch")
+    assert submit_attributes({"mem": "7G", "time": "5"}, "job.sbatch") == {"memory_per_node": "7G", "time_limit": 5}
