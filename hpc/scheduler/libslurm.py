@@ -86,27 +86,20 @@ class PyslurmScheduler:
     # --- status ------------------------------------------------------------------------------------
 
     def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        return query_source(_Source(self), job_ids)
+        return query_source(RecordSource(self.accounting_records, self.live_records), job_ids)
 
-    def accounting_rows(self, job_ids: Sequence[str]) -> list[SacctRow]:
-        """slurmdbd's records of the jobs (an array task's id asks for its whole array, as sacct
-        finds a task inside a pending range)."""
+    def accounting_records(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """slurmdbd's records of the jobs as fields (an array task's id asks for its whole array, as
+        sacct finds a task inside a pending range)."""
         wanted = sorted({int(parse_job_id(i).base) for i in job_ids})
         db = self.pyslurm.db
         found = self._call(lambda: db.Jobs.load(db.JobFilter(ids=wanted)), "db.Jobs.load", accounting=True)
-        return [_sacct_row(job) for job in sorted(found.values(), key=lambda j: int(j.id))]
+        return [fields_of(job, DB_FIELDS) for job in sorted(found.values(), key=lambda j: int(j.id))]
 
-    def live_rows(self, job_ids: Sequence[str]) -> list[SqueueRow]:
-        """The controller's records of the jobs that have not ended (one load of every job, as squeue does)."""
-        wanted = {parse_job_id(i) for i in job_ids}
-        bases = {w.base for w in wanted}
+    def live_records(self) -> list[dict[str, Any]]:
+        """Every job the controller holds, as fields (one load, as squeue does)."""
         found = self._call(lambda: self.pyslurm.Jobs.load(), "Jobs.load")
-        rows: list[SqueueRow] = []
-        for job in sorted(found.values(), key=lambda j: int(j.id)):
-            row = _squeue_row(job)
-            if (row.job_id.base in bases or row.raw_id in bases or row.job_id in wanted) and row.state.is_active:
-                rows.append(row)
-        return rows
+        return [fields_of(job, LIVE_FIELDS) for job in sorted(found.values(), key=lambda j: int(j.id))]
 
     # --- cancel, config ----------------------------------------------------------------------------
 
@@ -118,7 +111,7 @@ class PyslurmScheduler:
         """
         ids = commands.checked_job_ids(job_ids)
         parts = [i for i in ids if parse_job_id(i).job != parse_job_id(i).base]  # 12_3, 30+1
-        live = self.live_rows(parts) if parts else []
+        live = RecordSource(self.accounting_records, self.live_records).live(parts) if parts else []
         numbers = {row.job_id.job: row.raw_id for row in live}
         for job_id in ids:
             if job_id in parts and job_id not in numbers:
@@ -148,17 +141,25 @@ class PyslurmScheduler:
             raise _rpc_error(what, err, accounting=accounting, request_sent=request_sent) from None
 
 
-class _Source:
-    """The two reads :func:`query_source` needs, through pyslurm."""
+class RecordSource:
+    """The two reads :func:`~hpc.scheduler.status.query_source` needs, from pyslurm's records as fields
+    (:func:`fields_of`): ``accounting(ids)`` (db.Jobs) and ``live()`` (every job the controller holds)."""
 
-    def __init__(self, scheduler: PyslurmScheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, accounting: Callable[[Sequence[str]], list[dict[str, Any]]],
+                 live: Callable[[], list[dict[str, Any]]]) -> None:
+        self.accounting_records = accounting
+        self.live_records = live
 
     def accounting(self, job_ids: Sequence[str]) -> list[SacctRow]:
-        return self.scheduler.accounting_rows(job_ids)
+        return [sacct_row(f) for f in self.accounting_records(job_ids)]
 
     def live(self, job_ids: Sequence[str]) -> list[SqueueRow]:
-        return self.scheduler.live_rows(job_ids)
+        """squeue's rows of these jobs (their tasks and components too) that have not ended."""
+        wanted = {parse_job_id(i) for i in job_ids}
+        bases = {w.base for w in wanted}
+        rows = [squeue_row(f) for f in self.live_records()]
+        return [row for row in rows if row.state.is_active
+                and (row.job_id.base in bases or row.raw_id in bases or row.job_id in wanted)]
 
 
 # Words of a libslurm error that mean a daemon did not answer (slurm_strerror of the
@@ -293,43 +294,25 @@ def submit_attributes(options: Mapping[str, str | None], script: Path | str) -> 
 
 
 # --- pyslurm's records as the rows the CLI parsers give -------------------------------------------
+#
+# A record is first read into plain fields (:func:`fields_of`: the attributes below, GPU counts as a
+# TRES dict), then turned into a row by pure functions, which the unit tests feed with fields recorded
+# on the cluster (tests/fixtures/scheduler/slurm-25.11/pyslurm/).
+
+_ID_FIELDS = ("id", "array_id", "array_task_id", "array_tasks_waiting", "array_tasks_parallel",
+              "heterogeneous_id", "heterogeneous_offset", "state", "state_reason", "time_limit", "num_nodes",
+              "partition", "account")
+DB_FIELDS = (*_ID_FIELDS, "cancelled_by", "exit_code", "exit_code_signal", "derived_exit_code",
+             "derived_exit_code_signal", "elapsed_time", "nodelist", "submit_time", "start_time", "end_time")
+LIVE_FIELDS = (*_ID_FIELDS, "requeue_count", "allocated_nodes", "run_time")
 
 
-def _db_tasks(job: Any) -> str | None:
-    """A pending array range in accounting: ``4-9`` (slurmdbd may keep it as a hex bitmap, ``0x3F0``)."""
-    text = job.array_tasks_waiting
-    if not text:
-        return None
-    text = str(text)
-    if text.lower().startswith("0x"):
-        mask = int(text, 16)
-        ids = [bit for bit in range(mask.bit_length()) if mask >> bit & 1]
-        return commands.array_spec(ids) if ids else None
-    return text
-
-
-def _live_tasks(job: Any) -> str | None:
-    text = job.array_tasks_waiting
-    return str(text) if text else None
-
-
-def _display_id(job: Any, tasks_of: Callable[[Any], str | None]) -> JobId:
-    """The id as sacct and squeue display it: ``35``, ``12_3``, ``12_[4-9%2]``, ``30+1``.
-
-    An array record is a task or the range of tasks still pending; pyslurm reads task id 0 as "not
-    set" (None), so a task record without one is task 0.
-    """
-    array_id = job.array_id
-    if array_id:
-        waiting = tasks_of(job)
-        if job.array_task_id is None and waiting:
-            throttle = job.array_tasks_parallel
-            return JobId(str(array_id), f"[{waiting}{f'%{throttle}' if throttle else ''}]")
-        return JobId(str(array_id), str(job.array_task_id or 0))
-    het_id = job.heterogeneous_id
-    if het_id:
-        return JobId(str(het_id), het_offset=int(job.heterogeneous_offset or 0))
-    return JobId(str(job.id))
+def fields_of(job: Any, names: Sequence[str]) -> dict[str, Any]:
+    """The attributes ``names`` of a pyslurm record, plus its GPUs (allocated and requested) as TRES dicts."""
+    found = {name: getattr(job, name) for name in names}
+    found["allocated_gpus"] = _gpu_tres(job.allocated_tres)
+    found["requested_gpus"] = _gpu_tres(job.requested_tres)
+    return found
 
 
 def _gpu_tres(tres: Any) -> dict[str, str]:
@@ -338,6 +321,33 @@ def _gpu_tres(tres: Any) -> dict[str, str]:
         return {}
     return {f"gres/{name}": str(int(gres.count)) for name, gres in tres.gres.items()
             if name == "gpu" or str(name).startswith("gpu:")}
+
+
+def _array_range(waiting: str | None) -> str | None:
+    """A pending array range: ``4-9`` (slurmdbd keeps it as a hex bitmap, ``0x3F0``)."""
+    if not waiting:
+        return None
+    if waiting.lower().startswith("0x"):
+        mask = int(waiting, 16)
+        ids = [bit for bit in range(mask.bit_length()) if mask >> bit & 1]
+        return commands.array_spec(ids) if ids else None
+    return waiting
+
+
+def _display_id(f: Mapping[str, Any], waiting: str | None) -> JobId:
+    """The id as sacct and squeue display it: ``35``, ``12_3``, ``12_[4-9%2]``, ``30+1``.
+
+    An array record is a task or the range of tasks still pending; pyslurm reads task id 0 as "not
+    set" (None), so a task record without one is task 0.
+    """
+    if f["array_id"]:
+        if f["array_task_id"] is None and waiting:
+            throttle = f["array_tasks_parallel"]
+            return JobId(str(f["array_id"]), f"[{waiting}{f'%{throttle}' if throttle else ''}]")
+        return JobId(str(f["array_id"]), str(f["array_task_id"] or 0))
+    if f["heterogeneous_id"]:
+        return JobId(str(f["heterogeneous_id"]), het_offset=int(f["heterogeneous_offset"] or 0))
+    return JobId(str(f["id"]))
 
 
 def _seconds(minutes: Any) -> int | None:
@@ -351,6 +361,7 @@ def _timestamp(epoch: Any) -> str:
 
 
 def _uid(user: Any) -> str | None:
+    """sacct names the canceller by uid, pyslurm by user name."""
     if user is None or user == "":
         return None
     try:
@@ -359,48 +370,51 @@ def _uid(user: Any) -> str | None:
         return str(user)
 
 
-def _sacct_row(job: Any) -> SacctRow:
-    state = JobState.parse(str(job.state))
-    cancelled_by = _uid(job.cancelled_by) if state is JobState.CANCELLED else None
+def sacct_row(f: Mapping[str, Any]) -> SacctRow:
+    """A ``pyslurm.db.Job``'s fields (:data:`DB_FIELDS`) as the row sacct prints for it."""
+    state = JobState.parse(str(f["state"]))
+    cancelled_by = _uid(f["cancelled_by"]) if state is JobState.CANCELLED else None
+    nodes = str(f["nodelist"] or "")
     return SacctRow(
-        job_id=_display_id(job, _db_tasks),
-        raw_id=str(job.id),
+        job_id=_display_id(f, _array_range(f["array_tasks_waiting"])),
+        raw_id=str(f["id"]),
         state=state,
-        state_text=f"{job.state} by {cancelled_by}" if cancelled_by else str(job.state),
+        state_text=f"{f['state']} by {cancelled_by}" if cancelled_by else str(f["state"]),
         cancelled_by=cancelled_by,
-        exit_code=ExitCode(int(job.exit_code or 0), int(job.exit_code_signal or 0)),
-        derived_exit_code=ExitCode(int(job.derived_exit_code or 0), int(job.derived_exit_code_signal or 0)),
-        elapsed_s=int(job.elapsed_time or 0),
-        time_limit_s=_seconds(job.time_limit),
-        nodes=int(job.num_nodes or 0),
-        node_list="" if str(job.nodelist or "").lower() in ("", "none assigned", "(null)") else str(job.nodelist),
-        alloc_tres=_gpu_tres(job.allocated_tres),
-        req_tres=_gpu_tres(job.requested_tres),
-        reason=parse_reason(str(job.state_reason or "")),
-        partition=str(job.partition or ""),
-        account=str(job.account or ""),
-        submit=_timestamp(job.submit_time),
-        start=_timestamp(job.start_time),
-        end=_timestamp(job.end_time),
+        exit_code=ExitCode(int(f["exit_code"] or 0), int(f["exit_code_signal"] or 0)),
+        derived_exit_code=ExitCode(int(f["derived_exit_code"] or 0), int(f["derived_exit_code_signal"] or 0)),
+        elapsed_s=int(f["elapsed_time"] or 0),
+        time_limit_s=_seconds(f["time_limit"]),
+        nodes=int(f["num_nodes"] or 0),
+        node_list="" if nodes.lower() in ("", "none assigned", "(null)") else nodes,
+        alloc_tres=dict(f["allocated_gpus"]),
+        req_tres=dict(f["requested_gpus"]),
+        reason=parse_reason(str(f["state_reason"] or "")),
+        partition=str(f["partition"] or ""),
+        account=str(f["account"] or ""),
+        submit=_timestamp(f["submit_time"]),
+        start=_timestamp(f["start_time"]),
+        end=_timestamp(f["end_time"]),
     )
 
 
-def _squeue_row(job: Any) -> SqueueRow:
-    state = JobState.parse(str(job.state))
+def squeue_row(f: Mapping[str, Any]) -> SqueueRow:
+    """A ``pyslurm.Job``'s fields (:data:`LIVE_FIELDS`) as the row squeue prints for it."""
+    state = JobState.parse(str(f["state"]))
     running = state.is_active and not state.is_waiting
-    reason = str(job.state_reason or "")
+    reason = str(f["state_reason"] or "")
     return SqueueRow(
-        job_id=_display_id(job, _live_tasks),
-        raw_id=str(job.id),
+        job_id=_display_id(f, _array_range(f["array_tasks_waiting"])),
+        raw_id=str(f["id"]),
         state=state,
-        tres=_gpu_tres(job.allocated_tres if running else job.requested_tres),
-        restarts=int(job.requeue_count or 0),
-        nodes=int(job.num_nodes or 0),
-        node_list=str(job.allocated_nodes or "") if running else "",
-        elapsed_s=int(job.run_time or 0),
-        time_limit_s=_seconds(job.time_limit),
-        partition=str(job.partition or ""),
-        account=str(job.account or ""),
+        tres=dict(f["allocated_gpus"] if running else f["requested_gpus"]),
+        restarts=int(f["requeue_count"] or 0),
+        nodes=int(f["num_nodes"] or 0),
+        node_list=str(f["allocated_nodes"] or "") if running else "",
+        elapsed_s=int(f["run_time"] or 0),
+        time_limit_s=_seconds(f["time_limit"]),
+        partition=str(f["partition"] or ""),
+        account=str(f["account"] or ""),
         reason=parse_reason(reason),
         reason_text=reason,
     )
@@ -429,4 +443,5 @@ def _config_text(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["NAME", "PyslurmScheduler", "load", "pyslurm_version", "submit_attributes"]
+__all__ = ["DB_FIELDS", "LIVE_FIELDS", "NAME", "PyslurmScheduler", "RecordSource", "fields_of", "load",
+           "pyslurm_version", "sacct_row", "squeue_row", "submit_attributes"]

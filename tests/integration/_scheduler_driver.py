@@ -3,7 +3,8 @@
     python _scheduler_driver.py KIND OP ARG_JSON
 
 KIND is the site's ``scheduler:`` (``cli`` | ``pyslurm``), OP ``submit`` (ARG: {"script", "options"}),
-``query`` / ``cancel`` (ARG: ids) or ``show_config``. Prints one JSON line: the scheduler's name and
+``query`` / ``cancel`` (ARG: ids), ``show_config``, or (pyslurm) ``records`` (ARG: ids): the fields
+pyslurm gave for those jobs, which the unit tests replay. Prints one JSON line: the scheduler's name and
 the result (JobStatus values as dataclass dicts), or the error an HpcTfError carried (exit 1).
 Runs in its own process because pyslurm talks to Slurm as the process's user, and tests run as root.
 """
@@ -30,6 +31,19 @@ def _options(given: dict[str, Any]) -> SubmitOptions:
     )
 
 
+def _records(scheduler: Any, job_ids: list[str]) -> dict[str, Any]:
+    """pyslurm's fields of these jobs, and the statuses the pyslurm scheduler makes of exactly those."""
+    from hpc.scheduler.libslurm import RecordSource
+    from hpc.scheduler.status import query_source
+
+    bases = {job_id.split("_")[0].split("+")[0] for job_id in job_ids}
+    accounting = scheduler.accounting_records(job_ids)
+    live = [f for f in scheduler.live_records() if str(f["array_id"] or f["heterogeneous_id"] or f["id"]) in bases]
+    statuses = query_source(RecordSource(lambda _: accounting, lambda: live), job_ids)
+    return {"accounting": accounting, "live": live,
+            "statuses": {job_id: asdict(status) for job_id, status in statuses.items()}}
+
+
 def main(kind: str, op: str, arg: Any) -> int:
     try:
         scheduler = slurm_scheduler(kind)  # type: ignore[arg-type]
@@ -41,6 +55,8 @@ def main(kind: str, op: str, arg: Any) -> int:
             result = scheduler.cancel(arg)
         elif op == "show_config":
             result = dict(scheduler.show_config())
+        elif op == "records":
+            result = _records(scheduler, arg)
         else:
             raise SystemExit(f"unknown operation {op!r}")
     except HpcTfError as err:

@@ -31,6 +31,9 @@ from tests.conftest import SlurmCluster, run_as_user
 pytestmark = pytest.mark.slurm
 
 DRIVER = Path(__file__).with_name("_scheduler_driver.py")
+# HPC_TF_RECORD_SCHEDULER_FIXTURES=tests/fixtures/slurm-25.11: also write what pyslurm gave, for the
+# unit tests (tests/unit/test_scheduler_pyslurm_rows.py)
+RECORD_DIR = os.environ.get("HPC_TF_RECORD_SCHEDULER_FIXTURES")
 NAMES = {"cli": "slurm", "pyslurm": "pyslurm"}  # Scheduler.name of each
 PYSLURM_RELEASE = "25.11"
 
@@ -170,7 +173,10 @@ def test_every_state_submit_query_cancel(driver: Driver, slurm_cluster: SlurmClu
         assert statuses[f"{ids['array']}_[1-3%1]"]["reason"]["code"] == "JobArrayTaskLimit"
 
         if driver.kind == "pyslurm":  # the same jobs, the same moment: the CLI's view, field by field
-            assert_same_statuses(statuses, Driver("cli", slurm_cluster, work).query(everything))
+            records = driver.call("records", everything)
+            assert_same_statuses(records["statuses"], Driver("cli", slurm_cluster, work).query(everything))
+            if RECORD_DIR:
+                record_scenario(Path(RECORD_DIR), everything, records)
 
         # an array task on its own (the running one), then the whole array with its pending range
         driver.cancel([f"{ids['array']}_0"])
@@ -183,6 +189,15 @@ def test_every_state_submit_query_cancel(driver: Driver, slurm_cluster: SlurmClu
     finally:
         if ids:
             Driver("cli", slurm_cluster, work).cancel([i for i in ids.values() if i != "99999999"])
+
+
+def record_scenario(out: Path, ids: Sequence[str], records: Mapping[str, Any]) -> None:
+    """The fields pyslurm gave for the scenario's jobs, and the statuses made of them (equal to the CLI's)."""
+    (out / "pyslurm").mkdir(parents=True, exist_ok=True)
+    note = ("tests/integration/test_scheduler_conformance_slurm.py, pyslurm variant: fields of db.Jobs "
+            "(accounting) and Jobs (live), and the statuses made of them, equal to the CLI's query after them")
+    scenario = {"note": note, "ids": list(ids), **records}
+    (out / "pyslurm" / "scenario.json").write_text(json.dumps(scenario, indent=1, sort_keys=True) + "\n")
 
 
 def assert_same_statuses(mine: Mapping[str, Mapping[str, Any]], cli: Mapping[str, Mapping[str, Any]]) -> None:
