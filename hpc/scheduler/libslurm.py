@@ -134,11 +134,14 @@ class PyslurmScheduler:
 
     def _call(self, call: Callable[[], Any], what: str, *, accounting: bool = False,
               request_sent: bool = False) -> Any:
-        """Run one pyslurm call; its RPCError becomes the project's error, naming the call."""
+        """Run one pyslurm call; its RPCError (and a value it refuses before sending) becomes the
+        project's error, naming the call."""
         try:
             return call()
         except self.pyslurm.RPCError as err:
             raise _rpc_error(what, err, accounting=accounting, request_sent=request_sent) from None
+        except ValueError as err:  # pyslurm's own checks: an empty script, a value it cannot convert
+            raise HpcTfError(f"pyslurm.{what} refused it: {err}") from None
 
 
 class RecordSource:
