@@ -311,10 +311,13 @@ LIVE_FIELDS = (*_ID_FIELDS, "requeue_count", "allocated_nodes", "run_time")
 
 
 def fields_of(job: Any, names: Sequence[str]) -> dict[str, Any]:
-    """The attributes ``names`` of a pyslurm record, plus its GPUs (allocated and requested) as TRES dicts."""
+    """The attributes ``names`` of a pyslurm record, plus its GPUs (allocated and requested) as TRES
+    dicts and the nodes it asked for."""
     found = {name: getattr(job, name) for name in names}
     found["allocated_gpus"] = _gpu_tres(job.allocated_tres)
     found["requested_gpus"] = _gpu_tres(job.requested_tres)
+    node = getattr(job.requested_tres, "node", None) if job.requested_tres else None
+    found["requested_nodes"] = int(node.count) if node is not None else None
     return found
 
 
@@ -388,7 +391,7 @@ def sacct_row(f: Mapping[str, Any]) -> SacctRow:
         derived_exit_code=ExitCode(int(f["derived_exit_code"] or 0), int(f["derived_exit_code_signal"] or 0)),
         elapsed_s=int(f["elapsed_time"] or 0),
         time_limit_s=_seconds(f["time_limit"]),
-        nodes=int(f["num_nodes"] or 0),
+        nodes=int(f["num_nodes"] or f["requested_nodes"] or 0),  # sacct: asked for, while none are held
         node_list="" if nodes.lower() in ("", "none assigned", "(null)") else nodes,
         alloc_tres=dict(f["allocated_gpus"]),
         req_tres=dict(f["requested_gpus"]),
