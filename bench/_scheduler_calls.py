@@ -2,7 +2,7 @@
 
     python _scheduler_calls.py KIND submit SCRIPT N    N × Scheduler.submit(SCRIPT)   → {"ms": [...], "job_ids"}
     python _scheduler_calls.py KIND query N ID...      N × Scheduler.query([ID...])   → {"ms": [...], "statuses"}
-    python _scheduler_calls.py KIND array SCRIPT SIZE  one held array of SIZE tasks   → {"job_id"}
+    python _scheduler_calls.py KIND array SCRIPT SIZE  one array of SIZE tasks        → {"job_id"}
 
 KIND is the site's ``scheduler:`` (cli | pyslurm). Each call is timed on its own, inside one process,
 so Python's start-up and the imports are not part of either figure (they are the same code).
@@ -22,7 +22,7 @@ def main(kind: str, what: str, rest: list[str]) -> dict[str, object]:
     scheduler = slurm_scheduler(kind)  # type: ignore[arg-type]
     assert scheduler.name == {"cli": "slurm", "pyslurm": "pyslurm"}[kind], scheduler.name
     if what == "array":
-        options = SubmitOptions(array=ArrayRequest(tuple(range(int(rest[1])))), hold=True)
+        options = SubmitOptions(array=ArrayRequest(tuple(range(int(rest[1])))))
         return {"job_id": scheduler.submit(rest[0], options)}
     times: list[float] = []
     out: dict[str, object] = {}
