@@ -156,7 +156,7 @@ class FunctionJob(Generic[R]):
     def _missing_cause(self, rank: int) -> str:
         status = self.status()
         if status.state.is_terminal:
-            said = f"the job ended {status.state.value}" + (f" ({status.ending})" if status.ending else "")
+            said = f"the job ended: {status.ending}" if status.ending else f"the job ended {status.state.value}"
         else:
             said = f"the job is {status.state.value}"
         last = _last_line(self.log_path(rank))
