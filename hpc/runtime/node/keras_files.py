@@ -43,7 +43,7 @@ from typing import Any
 
 from . import keras_resume
 from ._errors import RuntimeSetupError
-from .keras_fix import check_version
+from .keras_fix import TESTED_KERAS_VERSIONS, check_version
 from .preemption import Cluster, agree, log
 from .processes import alive
 
@@ -125,7 +125,8 @@ def check_landmarks(module: ModuleType, version: str) -> None:
     if changed:
         raise RuntimeSetupError(
             f"Keras {version} changed what hpc-tf's multi-worker file handling patches ({', '.join(changed)})",
-            hint="pin a Keras 3 version hpc-tf supports (see keras_fix.TESTED_KERAS_VERSIONS), or run one worker",
+            hint=f"pin a Keras 3 version hpc-tf was tested with ({', '.join(sorted(TESTED_KERAS_VERSIONS))}), "
+            "or run one worker",
         )
 
 
