@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    rank, workers = strategy.cluster_resolver.task_id, strategy.num_replicas_in_sync
+    # workers, not replicas: a worker with several GPUs has several replicas but reads one share of the batch
+    rank, workers = strategy.cluster_resolver.task_id, strategy.cluster_resolver.cluster_spec().num_tasks("worker")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.steps * args.batch_size, 8)).astype("float32")
     y = (x @ rng.normal(size=(8, 1)) + 0.1 * rng.normal(size=(len(x), 1))).astype("float32")

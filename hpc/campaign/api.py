@@ -16,7 +16,7 @@ from hpc.campaign.plan import CampaignPlan, plan_campaign, require_slurm
 from hpc.campaign.status import CampaignView, poll, view
 from hpc.campaign.submit import Submitted, submit_campaign
 from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
-from hpc.errors import HpcTfError
+from hpc.errors import HpcTfError, SchedulerCommandFailed
 from hpc.rundir import new_run_id
 from hpc.scheduler import Scheduler
 from hpc.scheduler.parse import config_number
@@ -86,6 +86,7 @@ def run(plan: CampaignPlan, backend: Backend) -> Submitted:
 class CampaignRun:
     plan: CampaignPlan
     submitted: Submitted | None  # None: a dry run
+    offline: str = ""  # a dry run planned without Slurm, which did not answer: why
 
 
 def run_file(
@@ -101,11 +102,19 @@ def run_file(
 ) -> CampaignRun:
     """``hpc-tf campaign run``: plan (the GPU limit, unless given, read from the account's quota; the
     cluster's MaxArraySize), then submit through Slurm's backend. A dry run plans with the same reads, so
-    it shows exactly the arrays and throttles the real run would submit, and submits nothing."""
+    it shows exactly the arrays and throttles the real run would submit, and submits nothing. Where Slurm
+    cannot be asked (a laptop, the controller down) a dry run still plans, without those reads, and says so."""
     backend = backend or SlurmBackend(slurm_scheduler(load_site(site_name, overrides).config.scheduler))
     limit: int | GpuLimit = gpu_limit if gpu_limit is not None else quota_gpu_limit
-    plan = plan_from_file(path, site_name, overrides, scheduler=backend.scheduler, gpu_limit=limit,
-                          chunk_size=chunk_size, throttle=throttle)
+    try:
+        plan = plan_from_file(path, site_name, overrides, scheduler=backend.scheduler, gpu_limit=limit,
+                              chunk_size=chunk_size, throttle=throttle)
+    except SchedulerCommandFailed as err:
+        if not dry_run:
+            raise
+        plan = plan_from_file(path, site_name, overrides, gpu_limit=gpu_limit, chunk_size=chunk_size,
+                              throttle=throttle)
+        return CampaignRun(plan, None, offline=err.reason)
     return CampaignRun(plan, None if dry_run else run(plan, backend))
 
 

@@ -83,6 +83,10 @@ def run(
     ran = api.run_file(campaign, site, set_ or (), dry_run=dry_run, gpu_limit=gpu_limit, chunk_size=chunk_size,
                        throttle=throttle)
     plan, submitted = ran.plan, ran.submitted
+    if ran.offline:
+        said = (f"Slurm did not answer ({ran.offline}): this dry run assumed Slurm's default MaxArraySize and "
+                "knows no GPU quota; the real run reads both")
+        err().print(Text.assemble(("warning: ", "yellow"), said))
     if submitted is None:
         first = [(task.id, stage.name, plan.task_command(stage.name, task))
                  for task in plan.tasks[:3] for stage in plan.stages if stage.per_task]

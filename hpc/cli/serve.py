@@ -54,7 +54,7 @@ def up(
                    "tritonserver's command line, which holds the node's control secret (/proc has no hidepid): "
                    "on a shared login node, run the serving node as a Slurm job (hpc-tf serve up --slurm)", err=True)
     if as_json:
-        print_json(endpoint)
+        print_json(endpoint.to_dict())
     else:
         typer.echo(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {up.where}")
     from hpc.serving import secret

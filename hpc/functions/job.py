@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from hpc.errors import TaskFailed
 from hpc.paths import RunPaths
+from hpc.runs import Run, with_run_account
 from hpc.scheduler import JobState, JobStatus, PollBackoff, Scheduler
 
 R = TypeVar("R")
@@ -51,7 +52,7 @@ class FunctionJob(Generic[R]):
         """The scheduler's answer for this job, as ``hpc-tf status`` shows it (asked once it has ended)."""
         if self._final is not None:
             return self._final
-        status = self._scheduler.query([self.job_id])[self.job_id]
+        status = with_run_account(Run(self.job_id, self.paths), self._scheduler.query([self.job_id])[self.job_id])
         if status.state.is_terminal:
             self._final = status
         return status
@@ -155,12 +156,7 @@ class FunctionJob(Generic[R]):
     def _missing_cause(self, rank: int) -> str:
         status = self.status()
         if status.state.is_terminal:
-            said = f"the job ended {status.state.value}"
-            code = status.exit_code
-            if code is not None and code.signal:
-                said += f" (killed by signal {code.signal})"
-            elif code is not None and code.status:
-                said += f" (exit code {code.status})"
+            said = f"the job ended: {status.ending}" if status.ending else f"the job ended {status.state.value}"
         else:
             said = f"the job is {status.state.value}"
         last = _last_line(self.log_path(rank))

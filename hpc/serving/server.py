@@ -70,6 +70,10 @@ class Endpoint:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
+    def to_dict(self) -> dict[str, object]:
+        """What ``serve up --json`` prints: the record and the URLs clients use, as ``serve status --json`` has them."""
+        return {**asdict(self), "grpc_url": self.grpc_url, "http_url": self.http_url}
+
 
 def read_endpoint(repo: Repository) -> Endpoint:
     path = repo.endpoint_file

@@ -46,8 +46,8 @@ def node_status(repo: Repository) -> dict[str, Any]:
 
     endpoint = read_endpoint(repo)
     versions = {model: repo.versions(model) for model in repo.models()}
-    status: dict[str, Any] = {"repository": str(repo.root), "endpoint": endpoint.__dict__ | {
-        "grpc_url": endpoint.grpc_url, "http_url": endpoint.http_url}, "ready": False, "models": [],
+    status: dict[str, Any] = {
+        "repository": str(repo.root), "endpoint": endpoint.to_dict(), "ready": False, "models": [],
         "rolled_back": [entry for model in versions for entry in rolled_back(repo, model)]}
     control = ModelControl(endpoint.grpc_url, node_secret.load(repo.root))
     try:

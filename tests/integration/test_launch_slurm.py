@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -203,26 +202,3 @@ def test_every_example_script_is_accepted_by_sbatch(researcher_run: Run, project
     result = researcher_run(["sbatch", "--test-only", "job.sbatch"], cwd=project, check=False)
     assert "to start at" in result.stderr, result.stderr
 
-
-def test_every_task_gets_its_cpus_per_task_on_every_slurm_version(
-    researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, wait_for_job: Callable[..., JobStatus]
-) -> None:
-    """cpus_per_task reaches the job step: Slurm 22.05 and 23.02 steps do not inherit --cpus-per-task from
-    the allocation, so without it on srun each TensorFlow task ran on one CPU. Slurm's own accounting of
-    the step is the witness (the CPUs it gave the tasks), on whichever version the cluster runs."""
-    (project / "cpus.yaml").write_text(
-        "name: cpus\ncommand: [/bin/true]\n"
-        "resources: {nodes: 2, tasks_per_node: 1, cpus_per_task: 3, partition: gpu, time: '2:00'}\n"
-    )
-    subprocess.run(["chown", slurm_cluster.user, str(project / "cpus.yaml")], check=True)
-    job_id = hpc_tf(researcher_run, project, "launch", "cpus.yaml").stdout.strip()
-    assert wait_for_job(job_id).state == "COMPLETED"
-    deadline = time.monotonic() + 30  # slurmdbd may write the step's record a moment after the job's
-    while True:
-        steps = subprocess.run(["sacct", "-n", "-P", "-j", job_id, "-o", "JobID,AllocCPUS"], capture_output=True,
-                               text=True, check=True, timeout=30).stdout.split()
-        step = dict(line.split("|") for line in steps)
-        if f"{job_id}.0" in step or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert step.get(f"{job_id}.0") == "6", (slurm_cluster.slurm_version, steps)  # 2 tasks x 3 CPUs

@@ -200,7 +200,7 @@ def test_a_cancelled_function_job_says_so_and_status_agrees(tmp_path: Path) -> N
     assert report["state"] == "CANCELLED"
     assert report["result"]["error"] == "TaskFailed"
     assert report["result"]["message"].startswith(f"task 0 of job {job_id} failed: no return value: the job "
-                                                  "ended CANCELLED")
+                                                  "ended: cancelled")
     assert status_of(run_dir, "local")["state"] == "CANCELLED"
 
 

@@ -47,6 +47,23 @@ def test_the_quickstart_campaign_dry_run_shows_the_tasks_and_the_throttle(
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_dry_run_where_slurm_cannot_be_asked_still_plans_and_says_what_it_assumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a laptop: no Slurm command on PATH. The real run needs Slurm; the dry run plans without its reads.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    campaign = REPO / "examples" / "quickstart" / "campaign.yaml"
+    dry = CliRunner().invoke(app, ["campaign", "run", str(campaign), "--site", "sandbox", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    said = " ".join(dry.stderr.split())
+    assert said.startswith("warning: Slurm did not answer (scontrol was not found: is Slurm installed and on PATH?)")
+    assert "assumed Slurm's default MaxArraySize and knows no GPU quota; the real run reads both" in said
+    assert "12 task(s)" in said and "nothing written or submitted" in said
+    real = CliRunner().invoke(app, ["campaign", "run", str(campaign), "--site", "sandbox"])
+    assert real.exit_code != 0 and "scontrol was not found" in str(real.exception)  # main() prints it as one line
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resubmit_needs_to_be_told_what(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "hpc.cli", "campaign", "resubmit", str(tmp_path)],
                             capture_output=True, text=True, timeout=60, check=False)

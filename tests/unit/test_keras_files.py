@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -83,7 +84,8 @@ def test_another_worker_writes_privately_and_removes_it(tmp_path: Path, monkeypa
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     writer = Writer(OTHER)
     written = Path(str(writer.write(save_text("mine"), tmp_path / "out" / "model.keras", whole_file=True)))
-    assert written.name == "model.keras" and written.parent.parent.name.startswith(f"hpc-tf-77-worker1-p{os.getpid()}-")
+    assert written.name == "model.keras" and written.parent.parent.name.startswith(
+        f"hpc-tf-77-{socket.gethostname()}-worker1-p{os.getpid()}-")
     assert not written.exists() and not (tmp_path / "out").exists()
     assert writer.space is not None and oct(os.stat(writer.space.root).st_mode & 0o777) == "0o700"
     inside = os.path.join(writer.space.new_place(), "x.weights.h5")
@@ -114,13 +116,15 @@ def test_a_callbacks_paths_point_into_a_private_place_while_it_writes(
 def test_a_start_removes_what_killed_processes_left_behind(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True).stdout.strip()
-    stale = tmp_path / f"hpc-tf-9-worker1-p{dead}-abc"
-    live = tmp_path / f"hpc-tf-9-worker1-p{os.getpid()}-def"
+    host = socket.gethostname()
+    stale = tmp_path / f"hpc-tf-9-{host}-worker1-p{dead}-abc"
+    live = tmp_path / f"hpc-tf-9-{host}-worker1-p{os.getpid()}-def"
+    elsewhere = tmp_path / f"hpc-tf-9-other-{host}-worker1-p{dead}-ghi"  # a $TMPDIR shared with another host
     other = tmp_path / "hpc-tf-notes"
-    for directory in (stale, live, other):
+    for directory in (stale, live, elsewhere, other):
         (directory / "backup").mkdir(parents=True)
     remove_stale_places(str(tmp_path))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, elsewhere.name, other.name])
     assert PrivateSpace(1).holds(str(live)) is False  # not made yet: nothing is private
 
 

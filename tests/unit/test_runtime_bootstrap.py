@@ -279,7 +279,7 @@ def test_untested_keras_versions_stop_with_a_clear_error() -> None:
     for version in TESTED_KERAS_VERSIONS:
         check_version(version)
     with pytest.raises(
-        Exception, match=r"Keras 3\.99\.0 is not a version hpc-tf's multi-worker fit fix"
+        Exception, match=r"Keras 3\.99\.0 is not a version hpc-tf's multi-worker Keras handling"
     ) as caught:
         check_version("3.99.0")
     assert "keras_mwms_fix: false" in str(caught.value)

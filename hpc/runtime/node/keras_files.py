@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from types import ModuleType
@@ -42,7 +43,7 @@ from typing import Any
 
 from . import keras_resume
 from ._errors import RuntimeSetupError
-from .keras_fix import check_version
+from .keras_fix import TESTED_KERAS_VERSIONS, check_version
 from .preemption import Cluster, agree, log
 from .processes import alive
 
@@ -124,7 +125,8 @@ def check_landmarks(module: ModuleType, version: str) -> None:
     if changed:
         raise RuntimeSetupError(
             f"Keras {version} changed what hpc-tf's multi-worker file handling patches ({', '.join(changed)})",
-            hint="pin a Keras 3 version hpc-tf supports (see keras_fix.TESTED_KERAS_VERSIONS), or run one worker",
+            hint=f"pin a Keras 3 version hpc-tf was tested with ({', '.join(sorted(TESTED_KERAS_VERSIONS))}), "
+            "or run one worker",
         )
 
 
@@ -133,7 +135,8 @@ def check_landmarks(module: ModuleType, version: str) -> None:
 class PrivateSpace:
     """A worker's private temporary places, under one directory made on first use, removed at exit.
 
-    The directory's name carries the pid, so a start can remove what a killed process left behind.
+    The directory's name carries the host and the pid, so a start can remove what a killed process on
+    this host left behind (and never a live worker's on another host, where $TMPDIR is shared).
     """
 
     def __init__(self, rank: int) -> None:
@@ -145,7 +148,8 @@ class PrivateSpace:
         if self._root is None:
             remove_stale_places(tempfile.gettempdir())
             job = os.environ.get("SLURM_JOB_ID") or "job"
-            self._root = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{job}-worker{self.rank}-p{os.getpid()}-")
+            host = socket.gethostname()
+            self._root = tempfile.mkdtemp(prefix=f"{PRIVATE_PREFIX}{job}-{host}-worker{self.rank}-p{os.getpid()}-")
             atexit.register(shutil.rmtree, self._root, True)
         return self._root
 
@@ -156,22 +160,28 @@ class PrivateSpace:
         return self._root is not None and os.path.abspath(path).startswith(self._root + os.sep)
 
 
-_STALE = re.compile(rf"{PRIVATE_PREFIX}.*-worker\d+-p(\d+)-[^/]*")
+_STALE = re.compile(rf"{PRIVATE_PREFIX}[^-]+-(?P<host>.+)-worker\d+-p(?P<pid>\d+)-[^/]*")
 
 
 def remove_stale_places(directory: str) -> None:
-    """Remove this user's private directories whose process is gone (a kill skips the exit handler)."""
+    """Remove this user's private directories on this host whose process is gone (a kill skips the exit
+    handler). Best effort: another job of the user may remove an entry meanwhile."""
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return
+    host = socket.gethostname()
     for entry in entries:
         match = _STALE.fullmatch(entry.name)
-        if match is None or not entry.is_dir(follow_symlinks=False):
+        if match is None or match["host"] != host:
             continue
-        if entry.stat(follow_symlinks=False).st_uid != os.getuid() or alive(int(match.group(1))):
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+        except OSError:
             continue
-        shutil.rmtree(entry.path, ignore_errors=True)
+        if not alive(int(match["pid"])):
+            shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _discard(place: str) -> None:

@@ -37,10 +37,11 @@ TESTED_KERAS_VERSIONS = frozenset(
 def check_version(version: str) -> None:
     if version not in TESTED_KERAS_VERSIONS:
         raise RuntimeSetupError(
-            f"Keras {version} is not a version hpc-tf's multi-worker fit fix (keras-team/keras#20585) "
-            f"was tested with ({', '.join(sorted(TESTED_KERAS_VERSIONS))})",
-            hint="install a tested Keras version, or set runtime keras_mwms_fix: false if this "
-            "Keras no longer needs the fix (check with 2 workers)",
+            f"Keras {version} is not a version hpc-tf's multi-worker Keras handling (the model.fit fix for "
+            f"keras-team/keras#20585 and the per-worker file writes) was tested with "
+            f"({', '.join(sorted(TESTED_KERAS_VERSIONS))})",
+            hint="install a tested Keras version, or set tf: {keras_mwms_fix: false} in job.yaml if this Keras no "
+            "longer needs the fit fix (check with 2 workers) and every worker's files go to its own paths",
         )
 
 
