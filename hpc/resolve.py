@@ -18,7 +18,7 @@ from hpc.paths import expand_path, runs_root
 from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
-from hpc.spec.model import Strategy
+from hpc.spec.model import GpuBinding, Strategy
 from hpc.text import shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
@@ -51,6 +51,7 @@ class RuntimePlan(Frozen):
     checkpoint_keep: int
     preemption: bool
     max_restarts: int
+    gpu_binding: GpuBinding
 
 
 class HandoffPlan(Frozen):
@@ -189,7 +190,9 @@ def resolve(
         c = spec.environment.container
         container = ContainerPlan(runtime=c.runtime, image=expand_path(c.image, base, env),
                                   binds=(*cfg.container_binds, *c.binds), nv=c.nv)
-    per_task = res.gpus_per_task is not None and res.gpus_per_task > 0
+    # --gpus-per-task makes Slurm bind each task to its own GPUs (device cgroup too); gpu_binding node
+    # asks for the node's GPUs as one --gres instead, which every task of the node may open
+    per_task = res.gpus_per_task is not None and res.gpus_per_task > 0 and res.gpu_binding != "node"
 
     return ResolvedJob(
         name=spec.name,
@@ -238,6 +241,7 @@ def resolve(
             checkpoint_keep=spec.checkpoint.keep,
             preemption=spec.preemption.enabled,
             max_restarts=spec.preemption.max_restarts,
+            gpu_binding=res.gpu_binding,
         ),
         handoff=handoff,
     )
