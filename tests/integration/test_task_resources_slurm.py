@@ -75,6 +75,9 @@ def same_shape_tf_config(records: list[dict[str, Any]]) -> list[Any]:
     return shapes
 
 
+# the tasks outlive the test's look at the allocation (scontrol shows a job's GPU indices only while it runs)
+HOLD = ["sleep", "3"]
+
 # two tasks on one node; gpus_per_task makes Slurm bind one GPU to each task itself
 BINDING_CASES = {
     "task": {"gpus_per_node": 2},
@@ -88,7 +91,7 @@ def test_each_gpu_binding_gives_the_devices_it_promises(
     binding: str, researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, wait_for_job: WaitForJob
 ) -> None:
     resources = {"nodes": 1, "tasks_per_node": 2, "gpu_binding": binding, **BINDING_CASES[binding]}
-    records, seen, held = run_recorded(researcher_run, project, wait_for_job, f"bind-{binding}", resources, ["true"])
+    records, seen, held = run_recorded(researcher_run, project, wait_for_job, f"bind-{binding}", resources, HOLD)
     (node,) = held
     mine = sorted(held[node])
     assert len(mine) == 2, held
@@ -116,7 +119,7 @@ def test_amd_gpus_are_sliced_per_task_on_the_amd_node(
 ) -> None:
     assert slurm_cluster.amd_partition and slurm_cluster.amd_nodes, "no AMD node: re-run tests/cluster/up"
     resources = {"nodes": 1, "tasks_per_node": 2, "gpus_per_node": 2, "partition": slurm_cluster.amd_partition}
-    records, seen, held = run_recorded(researcher_run, project, wait_for_job, "amd", resources, ["true"])
+    records, seen, held = run_recorded(researcher_run, project, wait_for_job, "amd", resources, HOLD)
     assert list(held) == list(slurm_cluster.amd_nodes), held
     mine = sorted(held[slurm_cluster.amd_nodes[0]])
     slurm_ids = ["0", "1"] if slurm_cluster.cgroup else [str(i) for i in mine]
