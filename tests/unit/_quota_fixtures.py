@@ -2,9 +2,15 @@
 and jobs to check against them.
 
 Both versions were recorded by tests/integration/test_quota_slurm.py on the test cluster, each on its
-own Slurm. 25.11 has no ``wait-qos``/``wait-account`` replays yet (that test launched through the
-hpc-tf command there, whose calls are not recorded): :func:`recorded_in` says which versions hold a
-scene, and a test parametrized with it picks up a version as soon as its recording exists.
+own Slurm. 25.11 has no ``wait-qos``/``wait-account`` replays yet: when it was recorded, that test
+explained the wait only through the hpc-tf command, whose calls are not recorded; it now also does so
+in process. Record them with the 25.11 cluster up (as root)::
+
+    HPC_TF_RECORD_QUOTA_FIXTURES=tests/fixtures/quota/slurm-25.11 pytest -m slurm \
+        tests/integration/test_quota_slurm.py -k must_wait
+
+:func:`recorded_in` says which versions hold a scene; a test parametrized with it picks up a version
+as soon as its recording exists.
 """
 
 from __future__ import annotations
