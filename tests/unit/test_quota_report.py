@@ -116,19 +116,20 @@ def test_controller_down_is_an_error(version: str) -> None:
         quota_report(None, cli, user=USER)
 
 
-def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
     calls: list[str | None] = []
 
     def fake(account: str | None = None, *, stored: StoredAnswers) -> QuotaReport:
         assert not stored.reuse  # the overview always asks slurmdbd, and remembers its answers
         calls.append(account)
-        return report_of("overview" if account else "slurmdbd-down")
+        return report_of("overview" if account else "slurmdbd-down", version)
 
     monkeypatch.setattr("hpc.cli.quota.quota_report", fake)
     result = CliRunner().invoke(app, ["quota", "--site", "sandbox", "--account", "quota-test-a", "--json"])
     assert result.exit_code == 0, result.output
     assert calls == ["quota-test-a"]
-    assert json.loads(result.stdout) == report_of("overview").to_dict()
+    assert json.loads(result.stdout) == report_of("overview", version).to_dict()
 
     table = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["quota", "--site", "sandbox", "-A", "quota-test-a"])
     assert table.exit_code == 0, table.output
@@ -136,6 +137,11 @@ def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.
                  "MaxTRESPerUser gres/gpu", "GrpTRESMins gres/gpu", "AssocGrpGRES", "QOSMaxGRESPerUser",
                  "QOS quota-test-wide"):  # fmt: skip
         assert text in table.stdout, text
+    holders = roles("overview", version)["holders"]
+    assert isinstance(holders, list)
+    # the QOS's per-user use, with the jobs holding it: what 25.11 showed as 0
+    row = f"MaxTRESPerUser gres/gpu QOS quota-test 2 GPUs 2 ({', '.join(holders)})"
+    assert row in " ".join(table.stdout.split())
     degraded = CliRunner().invoke(app, ["quota", "--site", "sandbox"])
     assert degraded.exit_code == 0 and calls[-1] is None
     assert "warning: Slurm's accounting daemon (slurmdbd) is not answering" in " ".join(degraded.stderr.split())
