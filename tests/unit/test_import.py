@@ -19,6 +19,7 @@ from hpc.scheduler.managed import MANAGED_FLAGS
 from hpc.site.load import load_site
 from hpc.spec import load_spec_text
 from hpc.units import parse_duration, parse_memory_mb
+from tests._readme import readme_argv
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "fixtures" / "sbatch-scripts"
 SITE = SCRIPTS / "site.yaml"
@@ -247,3 +248,13 @@ def test_cli_not_a_script_is_one_line(tmp_path: Path, content: bytes, problem: s
     done = run_import("x.sbatch", cwd=tmp_path)
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1 and problem in done.stderr, done.stderr
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_the_readme_import_command_drafts_a_job_that_renders(tmp_path: Path) -> None:
+    (tmp_path / "train.sbatch").write_text((SCRIPTS / "horovod.sbatch").read_text())
+    argv = readme_argv("hpc-tf import train.sbatch -o job.yaml")
+    done = run_import(*argv[2:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    job = resolve(load_spec_text((tmp_path / "job.yaml").read_text(), "job.yaml", tmp_path),
+                  load_site(str(SITE), environ=ALICE), "imported-run", environ=ALICE)
+    assert read_directives(render_script(job))["gres"] == "gpu:4"
