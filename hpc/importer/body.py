@@ -44,6 +44,7 @@ def read_body(draft: Draft, body: list[Line], header: dict[str, str | None]) -> 
         draft.note(None, "", "no training command found: set command by hand")
         draft.set(("command",), ["python", "train.py"])
     for index, line in enumerate(lines):
+        draft.reading = line.number
         if line.text.startswith("#"):
             if line.text.startswith("#SBATCH"):
                 draft.note(line.number, line.text, "sbatch ignores #SBATCH after the first command")
@@ -88,12 +89,17 @@ def _program(line: Line) -> str:
 
 
 def _main_command(lines: list[Line]) -> int | None:
-    launches = [i for i, line in enumerate(lines) if _program(line) in LAUNCHERS and _node_step(line) is None]
-    if launches:
-        return launches[-1]
-    runs = [i for i, line in enumerate(lines)
-            if _PYTHON.fullmatch(_program(line)) or _program(line) in (*CONTAINER_RUNTIMES, "shifter")]
-    return runs[-1] if runs else None
+    """The training command: the last line that starts tasks and runs python (or a container), else the
+    last that starts tasks, else the last that runs python."""
+    def runs_python(line: Line) -> bool:
+        return any(_PYTHON.fullmatch(w) or w in (*CONTAINER_RUNTIMES, "shifter") for w in line.text.split())
+
+    launches = [i for i, line in enumerate(lines) if _program(line) in LAUNCHERS]
+    for found in ([i for i in launches if runs_python(lines[i])], launches,
+                  [i for i, line in enumerate(lines) if runs_python(line) and not line.text.startswith("#")]):
+        if found:
+            return found[-1]
+    return None
 
 
 def _srun_options(items: list[Word]) -> tuple[list[tuple[str, str | None]], int]:
@@ -123,13 +129,18 @@ def _srun_options(items: list[Word]) -> tuple[list[tuple[str, str | None]], int]
 
 
 def _node_step(line: Line) -> str | None:
-    """The command of an ``srun`` line that runs one task on each node (staging), as written; else None."""
+    """The command of an ``srun`` line that runs one task on each node (staging), as written; else None.
+    A line that goes on after the srun (``&& …``, ``| …``) is not one: bash runs the rest in the batch shell."""
     if _program(line) != "srun":
         return None
     try:
-        items = list(_leading_words(line.text, stop_after_program=True))
-    except Unplaceable:
-        return None
+        items = list(words(line.text))
+    except Unplaceable as err:
+        if err.operator:
+            return None
+        items = []
+    if not items:  # a $(…) or pattern somewhere: the options may still be read word by word
+        items = _leading(line.text)
     options, at = _srun_options(items[1:])
     given = dict(options)
     one_per_node = (given.get("ntasks-per-node") == "1"
@@ -140,19 +151,14 @@ def _node_step(line: Line) -> str | None:
     return line.text[items[1 + at].start:]
 
 
-def _leading_words(text: str, *, stop_after_program: bool) -> list[Word]:
-    """Words up to the program after srun's options (the rest may be any shell code)."""
+def _leading(text: str) -> list[Word]:
+    """The words before the first one the spec cannot hold."""
     found: list[Word] = []
-    for word in words(text):
-        found.append(word)
-        if stop_after_program and len(found) > 1 and not word.text.startswith("-"):
-            previous = found[-2].text
-            takes_value = (previous.startswith("--") and "=" not in previous
-                           and previous[2:] not in SRUN_FLAGS) or (
-                previous.startswith("-") and not previous.startswith("--") and len(previous) == 2
-                and SRUN_SHORT.get(previous[1], previous[1]) not in SRUN_FLAGS)
-            if not takes_value:
-                break
+    try:
+        for word in words(text):
+            found.append(word)
+    except Unplaceable:
+        pass
     return found
 
 

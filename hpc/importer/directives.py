@@ -45,6 +45,7 @@ def read_header(draft: Draft, header: list[Line]) -> dict[str, str | None]:
             seen[option.name] = option.value
             placed.append((line, option))
     for line, option in placed:
+        draft.reading = line.number
         _place(draft, line, option, seen)
     return seen
 
@@ -97,7 +98,7 @@ def _gres(draft: Draft, value: str, seen: dict[str, str | None]) -> None:
 
 def _total_gpus(draft: Draft, value: str, seen: dict[str, str | None]) -> None:
     gpu_type, count = _gpus(value)
-    nodes = int(seen.get("nodes") or 1) if (seen.get("nodes") or "1").isdigit() else 1
+    nodes = _count(seen.get("nodes") or "1", "--nodes")
     if count % nodes:
         raise ValueError(f"--gpus={value} does not split evenly over {nodes} nodes: set resources.gpus_per_node")
     _set_gpus(draft, "gpus_per_node", f"{gpu_type}:{count // nodes}" if gpu_type else str(count // nodes))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -41,14 +42,18 @@ class Draft:
     source: str
     fields: dict[str, Any] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
+    reading: int | None = None  # the script line being placed, remembered per field for its notes
+    origins: dict[tuple[str, ...], int | None] = field(default_factory=dict)
 
     def set(self, path: tuple[str, ...], value: Any) -> None:
         *parents, last = path
         self._parent(parents)[last] = value
+        self.origins.setdefault(path, self.reading)
 
     def add(self, path: tuple[str, ...], value: Any) -> None:
         *parents, last = path
         self._parent(parents).setdefault(last, []).append(value)
+        self.origins.setdefault(path, self.reading)
 
     def get(self, path: tuple[str, ...]) -> Any:
         node: Any = self.fields
@@ -66,10 +71,16 @@ class Draft:
         *parents, last = path
         parent = self._parent(parents)
         value = parent.pop(last)
-        self.note(None, f"{'.'.join(path)}: {value}", why)
+        # JSON is YAML: the note can be pasted back once the field exists
+        self.note(self._origin(path), f"{'.'.join(path)}: {json.dumps(value)}", why)
         while parents and not self.get(tuple(parents)):  # no empty mapping left behind
             *parents, emptied = parents
             self._parent(parents).pop(emptied)
+
+    def _origin(self, path: tuple[str, ...]) -> int | None:
+        lines = [line for placed, line in self.origins.items()
+                 if line is not None and (placed[:len(path)] == path or path[:len(placed)] == placed)]
+        return min(lines) if lines else None
 
     def _parent(self, path: typing.Sequence[str]) -> dict[str, Any]:
         node = self.fields

@@ -19,7 +19,11 @@ BLOCK_OPENERS = {"if": "fi", "for": "done", "while": "done", "until": "done", "c
 
 
 class Unplaceable(ValueError):
-    """Why a word or line has no place in a spec field."""
+    """Why a word or line has no place in a spec field; ``operator``: the line is more than one command."""
+
+    def __init__(self, problem: str, *, operator: bool = False) -> None:
+        super().__init__(problem)
+        self.operator = operator
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ def words(line: str) -> Iterator[Word]:
         while i < n and line[i] not in " \t":
             char = line[i]
             if char in _OPERATORS:
-                raise Unplaceable(f"{char!r} (an operator or redirection)")
+                raise Unplaceable(f"{char!r} (an operator or redirection)", operator=True)
             if char in "*?":
                 raise Unplaceable(f"the pattern {char!r}")
             if char == "`":

@@ -258,3 +258,25 @@ def test_the_readme_import_command_drafts_a_job_that_renders(tmp_path: Path) -> 
     job = resolve(load_spec_text((tmp_path / "job.yaml").read_text(), "job.yaml", tmp_path),
                   load_site(str(SITE), environ=ALICE), "imported-run", environ=ALICE)
     assert read_directives(render_script(job))["gres"] == "gpu:4"
+
+
+def test_srun_lines_around_the_training_command() -> None:
+    draft = read_script(
+        "#!/bin/bash\n#SBATCH -N 2 --ntasks-per-node=1 --gres=gpu:4\nset -e\n"
+        "srun --ntasks-per-node=1 cp -r data $TMPDIR/\n"
+        "srun --ntasks-per-node=1 mkdir -p $X && cp a $X\n"  # cp runs in the batch shell, once
+        "srun -N $SLURM_NNODES -n $SLURM_NNODES bash -c 'tar xf d.tar -C $TMPDIR'\n"
+        "srun --ntasks-per-node=1 python train.py\n"
+        "srun --ntasks-per-node=1 rm -rf $TMPDIR/data\n", "t.sbatch")
+    assert draft.get(("setup",)) == [{"node": "cp -r data $TMPDIR/"},
+                                     "srun --ntasks-per-node=1 mkdir -p $X && cp a $X",
+                                     {"node": "bash -c 'tar xf d.tar -C $TMPDIR'"}]
+    assert draft.get(("command",)) == ["python", "train.py"]
+    assert [(note.line, note.text) for note in draft.notes] == [
+        (3, "set -e"), (8, "srun --ntasks-per-node=1 rm -rf $TMPDIR/data")]
+
+
+def test_another_launcher_is_noted_and_its_python_kept() -> None:
+    draft = read_script("#!/bin/bash\n#SBATCH -n 8\nhorovodrun -np 8 -H localhost:8 python train.py --x=1\n", "h")
+    assert draft.get(("command",)) == ["python", "train.py", "--x=1"]
+    assert "not horovodrun; dropped: horovodrun -np 8 -H localhost:8" in draft.notes[0].why
