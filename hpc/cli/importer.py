@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from hpc.importer import import_script
+from hpc.importer.draft import one_comment
 
 
 def import_command(
@@ -21,6 +22,6 @@ def import_command(
     target = output if output is not None else script.with_suffix(".yaml")
     draft = import_script(script, target)
     for note in draft.notes:
-        typer.echo(f"hpc-tf import: {script.name}: not placed: {note}", err=True)
+        typer.echo(f"hpc-tf import: {one_comment(script.name)}: not placed: {one_comment(str(note))}", err=True)
     typer.echo(f"wrote {target} ({len(draft.notes)} line(s) not placed, kept as '# hpc-tf import:' comments); "
                f"check it, then: hpc-tf launch {target} --dry-run", err=True)

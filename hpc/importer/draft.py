@@ -15,10 +15,12 @@ from pydantic import BaseModel
 from hpc.errors import SpecError
 from hpc.spec.load import load_spec_text
 from hpc.spec.model import JobSpec
+from hpc.text import shown
 
 NOTE_PREFIX = "# hpc-tf import:"
 CONTAINER = ("environment", "container")
 NO_FIELD_YET = "this hpc-tf has no field for it yet"
+COMMENT_LIMIT = 2000
 # the order of a hand-written job.yaml: what runs, then where and with what
 TOP_ORDER = ("name", "command", "workdir", "env", "resources", "environment", "setup", "srun_extra",
              "sbatch_extra")
@@ -99,7 +101,9 @@ class Draft:
 
 
 def one_comment(text: str) -> str:
-    return " ".join(text.split())
+    """``text`` on one line of printable characters: safe in a YAML comment (PyYAML takes U+2028 as a line
+    break and refuses control characters) and on a terminal."""
+    return shown(" ".join(text.split()), limit=COMMENT_LIMIT)[1:-1]
 
 
 def spec_has(path: tuple[str, ...]) -> bool:

@@ -280,3 +280,15 @@ def test_another_launcher_is_noted_and_its_python_kept() -> None:
     draft = read_script("#!/bin/bash\n#SBATCH -n 8\nhorovodrun -np 8 -H localhost:8 python train.py --x=1\n", "h")
     assert draft.get(("command",)) == ["python", "train.py", "--x=1"]
     assert "not horovodrun; dropped: horovodrun -np 8 -H localhost:8" in draft.notes[0].why
+
+
+def test_hostile_lines_stay_comments(tmp_path: Path) -> None:
+    # U+2028 is a line break to PyYAML: unescaped, it would end the comment and write YAML into the draft
+    script = tmp_path / "evil.sbatch"
+    script.write_text("#!/bin/bash\n#SBATCH --nodes=1\nsrun python train.py\n"
+                      "echo '\u2028command: [rm, -rf, /]' \x1b[31m red\n")
+    done = run_import(str(script), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "\x1b" not in done.stderr and "\u2028" not in done.stderr
+    text = (tmp_path / "evil.yaml").read_text()
+    assert load_spec_text(text, "evil.yaml", tmp_path).spec.command == ("python", "train.py")
