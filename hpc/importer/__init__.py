@@ -8,17 +8,15 @@ the caller. The draft holds only fields the installed spec has and values it acc
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError
 from hpc.importer.body import read_body
-from hpc.importer.directives import header_lines, read_header
+from hpc.importer.directives import header_lines, job_name, read_header
 from hpc.importer.draft import Draft, Note, fit_to_spec
 from hpc.importer.shell import logical_lines
 from hpc.records import MIB, NotText, read_text
-from hpc.spec.model import NAME_RE
 from hpc.text import shown
 
 __all__ = ["Draft", "Note", "draft_from_script", "import_script", "read_script"]
@@ -39,7 +37,7 @@ def read_script(text: str, source: str) -> Draft:
     if not header and not body:
         raise HpcTfError(f"{shown(source)} holds no #SBATCH line and no command: is it a batch script?")
     seen = read_header(draft, header)
-    draft.fields.setdefault("name", _name(Path(source).stem))
+    draft.fields.setdefault("name", job_name(Path(source).stem))
     read_body(draft, body, seen)
     return draft
 
@@ -59,8 +57,3 @@ def import_script(script: Path, output: Path) -> Draft:
         raise HpcTfError(f"{shown(str(output))} appeared while importing: nothing written") from None
     return draft
 
-
-def _name(stem: str) -> str:
-    """A job name from the script's file name: what NAME_RE allows, the rest as '-'."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-_.")[:64] or "job"
-    return name if NAME_RE.fullmatch(name) else f"job-{name}"[:64]

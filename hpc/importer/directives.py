@@ -3,6 +3,7 @@ a managed one with no field (``--output``, ``--array``) to a note naming what hp
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from hpc.importer.draft import Draft
@@ -10,6 +11,7 @@ from hpc.importer.shell import Line
 from hpc.render.quoting import sbatch_words
 from hpc.scheduler.managed import MANAGED_FLAGS
 from hpc.scheduler.sbatch_options import OptionError, SbatchOption, parse_arguments
+from hpc.spec.model import NAME_RE
 from hpc.units import ALL_MEMORY
 
 # options of site plugins that sbatch's own table lacks: NERSC's Shifter (--image, --module)
@@ -66,6 +68,19 @@ def _place(draft: Draft, line: Line, option: SbatchOption, seen: dict[str, str |
         draft.note(line.number, line.text, f"--{name}: {MANAGED_FLAGS[name]}")
     else:
         draft.add(("sbatch_extra",), str(option))
+
+
+def job_name(text: str) -> str:
+    """A job name the spec takes (letters, digits, '_', '.', '-'): the rest of ``text`` as '-'."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")[:64] or "job"
+    return name if NAME_RE.fullmatch(name) else f"job-{name}"[:64]
+
+
+def _name(draft: Draft, value: str, seen: dict[str, str | None]) -> None:
+    draft.set(("name",), job_name(value))
+    if draft.get(("name",)) != value:
+        draft.note(draft.reading, f"--job-name={value}", f"a job name is letters, digits, '_', '.', '-': "
+                                                         f"named {draft.get(('name',))}")
 
 
 def _count(value: str, what: str) -> int:
@@ -130,7 +145,7 @@ def _integer(what: str) -> Callable[[str], object]:
 
 # sbatch long option -> how it lands in the draft
 _FIELDS: dict[str, Callable[[Draft, str, dict[str, str | None]], None]] = {
-    "job-name": _field("name"),
+    "job-name": _name,
     "nodes": _field("resources", "nodes", convert=_integer("--nodes")),
     "ntasks-per-node": _field("resources", "tasks_per_node", convert=_integer("--ntasks-per-node")),
     "ntasks": _ntasks,

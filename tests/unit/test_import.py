@@ -292,3 +292,10 @@ def test_hostile_lines_stay_comments(tmp_path: Path) -> None:
     assert "\x1b" not in done.stderr and "\u2028" not in done.stderr
     text = (tmp_path / "evil.yaml").read_text()
     assert load_spec_text(text, "evil.yaml", tmp_path).spec.command == ("python", "train.py")
+
+
+@pytest.mark.parametrize(("written", "name"), [("my job (v2)", "my-job-v2"), ("_x", "x"), ("résumé", "r-sum")])
+def test_a_job_name_the_spec_refuses_is_renamed_and_noted(written: str, name: str) -> None:
+    draft = draft_from_script(f"#!/bin/bash\n#SBATCH --job-name='{written}'\nsrun python t.py\n", "t.sbatch")
+    assert draft.get(("name",)) == name
+    assert [note.line for note in draft.notes] == [2]
