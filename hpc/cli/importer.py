@@ -23,5 +23,7 @@ def import_command(
     draft = import_script(script, target)
     for note in draft.notes:
         typer.echo(f"hpc-tf import: {one_comment(script.name)}: not placed: {one_comment(str(note))}", err=True)
+    for hint in draft.hints:
+        typer.echo(f"hpc-tf import: hint: {one_comment(hint)}", err=True)
     typer.echo(f"wrote {target} ({len(draft.notes)} line(s) not placed, kept as '# hpc-tf import:' comments); "
                f"check it, then: hpc-tf launch {target} --dry-run", err=True)

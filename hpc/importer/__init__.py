@@ -14,7 +14,7 @@ from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError
 from hpc.importer.body import read_body
 from hpc.importer.directives import header_lines, job_name, read_header
-from hpc.importer.draft import Draft, Note, fit_to_spec
+from hpc.importer.draft import Draft, Note, fit_to_spec, spec_has
 from hpc.importer.shell import logical_lines
 from hpc.records import MIB, NotText, read_text
 from hpc.text import shown
@@ -25,6 +25,7 @@ __all__ = ["Draft", "Note", "draft_from_script", "import_script", "read_script"]
 def draft_from_script(text: str, source: str) -> Draft:
     """The draft of the batch script ``text`` (read from ``source``, for notes), fitted to the spec."""
     draft = read_script(text, source)
+    _gpu_binding_hint(draft)
     fit_to_spec(draft)
     return draft
 
@@ -40,6 +41,17 @@ def read_script(text: str, source: str) -> Draft:
     draft.fields.setdefault("name", job_name(Path(source).stem))
     read_body(draft, body, seen)
     return draft
+
+
+def _gpu_binding_hint(draft: Draft) -> None:
+    """Several GPU tasks per node: the script may pick its GPU by local rank, which the default per-task
+    slice breaks (each task sees only its own GPU:0); nothing in a batch script says so."""
+    resources = draft.fields.get("resources", {})
+    gpus = resources.get("gpus_per_node") or resources.get("gpus_per_task")
+    if (gpus and resources.get("tasks_per_node", 1) > 1 and "gpu_binding" not in resources
+            and spec_has(("resources", "gpu_binding"))):
+        draft.hints.append("each task sees only its own GPUs, as GPU:0..: if the script picks its GPU by local "
+                           "rank (Horovod's hvd.local_rank(), DDP's LOCAL_RANK), set resources.gpu_binding: node")
 
 
 def import_script(script: Path, output: Path) -> Draft:

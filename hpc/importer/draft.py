@@ -21,9 +21,6 @@ NOTE_PREFIX = "# hpc-tf import:"
 CONTAINER = ("environment", "container")
 NO_FIELD_YET = "this hpc-tf has no field for it yet"
 COMMENT_LIMIT = 2000
-# the order of a hand-written job.yaml: what runs, then where and with what
-TOP_ORDER = ("name", "command", "workdir", "env", "resources", "environment", "setup", "srun_extra",
-             "sbatch_extra")
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,7 @@ class Draft:
     source: str
     fields: dict[str, Any] = field(default_factory=dict)
     notes: list[Note] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)  # what to check by hand, though everything was placed
     reading: int | None = None  # the script line being placed, remembered per field for its notes
     origins: dict[tuple[str, ...], int | None] = field(default_factory=dict)
 
@@ -91,13 +89,25 @@ class Draft:
         return node
 
     def yaml_text(self, script_name: str) -> str:
-        data = {key: self.fields[key] for key in (*TOP_ORDER, *self.fields) if key in self.fields}
-        head = [f"# Drafted by `hpc-tf import {script_name}`: check it, then `hpc-tf launch <this file> --dry-run`."]
+        data = _in_spec_order(self.fields, JobSpec)
+        head = [f"# Drafted by `hpc-tf import {one_comment(script_name)}`: check it, then "
+                "`hpc-tf launch <this file> --dry-run`."]
+        head += [f"# hint: {one_comment(hint)}" for hint in self.hints]
         if self.notes:
             head.append("# Not placed (the script's lines, kept here; see README 'From your sbatch script'):")
             head += [f"{NOTE_PREFIX} {one_comment(str(note))}" for note in self.notes]
         body = yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=10_000, allow_unicode=True)
         return "\n".join(head) + "\n" + body
+
+
+def _in_spec_order(data: dict[str, Any], model: Any) -> dict[str, Any]:
+    """``data`` with its keys in the order the spec declares them (as a hand-written job.yaml reads)."""
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return data
+    order = list(model.model_fields)
+    ordered = sorted(data, key=lambda key: order.index(key) if key in order else len(order))
+    return {key: _in_spec_order(data[key], _model_of(model.model_fields[key].annotation))
+            if isinstance(data[key], dict) and key in model.model_fields else data[key] for key in ordered}
 
 
 def one_comment(text: str) -> str:
@@ -128,7 +138,7 @@ def _model_of(annotation: Any) -> Any:
 def fit_to_spec(draft: Draft) -> None:
     """Move every field the spec lacks, then every value it refuses, into a note with its reason."""
     for path in list(_leaves(draft.fields)):
-        if not spec_has(path[:2] if path[0] in ("env",) else path):
+        if not spec_has(path):
             draft.drop(path, NO_FIELD_YET)
     for _ in range(20):  # each pass drops at least one refused field; the check is the one every launch meets
         try:

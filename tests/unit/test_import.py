@@ -299,3 +299,16 @@ def test_a_job_name_the_spec_refuses_is_renamed_and_noted(written: str, name: st
     draft = draft_from_script(f"#!/bin/bash\n#SBATCH --job-name='{written}'\nsrun python t.py\n", "t.sbatch")
     assert draft.get(("name",)) == name
     assert [note.line for note in draft.notes] == [2]
+
+
+def test_several_gpu_tasks_per_node_get_the_gpu_binding_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hpc.importer
+
+    monkeypatch.setattr(hpc.importer, "spec_has", lambda path: True)  # the field of issue 20's `cluster` part
+    ddp = draft_from_script("#!/bin/bash\n#SBATCH --ntasks-per-node=4 --gres=gpu:4\nsrun python t.py\n", "t")
+    assert [hint for hint in ddp.hints if "resources.gpu_binding: node" in hint]
+    horovod = draft_from_script((SCRIPTS / "horovod.sbatch").read_text(), "horovod.sbatch")  # --gpu-bind=none
+    single = draft_from_script("#!/bin/bash\n#SBATCH --ntasks-per-node=1 --gres=gpu:4\nsrun python t.py\n", "t")
+    assert horovod.hints == single.hints == []
+    assert draft_from_script("#!/bin/bash\n#SBATCH --ntasks-per-node=4 --gres=gpu:4\nsrun python t.py\n",
+                             "t").yaml_text("t").count("# hint: ") == 1
