@@ -246,7 +246,7 @@ def _command(draft: Draft, line: Line, header: dict[str, str | None]) -> None:
     if argv and argv[0] == "srun":
         options, at = _srun_options([Word(a, 0) for a in argv[1:]])
         argv = argv[1 + at:]
-        _srun_extra(draft, line, options)
+        _srun_extra(draft, line, options, header)
     elif argv and argv[0] in LAUNCHERS:
         launcher = argv[0]
         at = next((i for i, a in enumerate(argv) if _PYTHON.fullmatch(a)), len(argv))
@@ -260,14 +260,18 @@ def _command(draft: Draft, line: Line, header: dict[str, str | None]) -> None:
     draft.set(("command",), argv)
 
 
-def _srun_extra(draft: Draft, line: Line, options: list[tuple[str, str | None]]) -> None:
+def _srun_extra(draft: Draft, line: Line, options: list[tuple[str, str | None]],
+                header: dict[str, str | None]) -> None:
     for name, value in options:
         if name == "gpu-bind":
             draft.set(("resources", "gpu_binding"), "node" if value == "none" else "slurm")
             if value == "none":
                 continue
-        if name in SRUN_MANAGED:
-            continue  # the step gets it from the spec's resources
+        if name in SRUN_MANAGED:  # the step gets it from the spec's resources: say so where the script differed
+            if name in header and header[name] != value:
+                draft.note(line.number, f"--{name}={value}", f"the tasks get the allocation's --{name}="
+                                                             f"{header[name]} (from #SBATCH): set it by hand if not")
+            continue
         if name in ("output", "error"):
             draft.note(line.number, f"--{name}={value}", f"--{name}: {MANAGED_FLAGS[name]}")
             continue

@@ -321,3 +321,8 @@ def test_several_gpu_tasks_per_node_get_the_gpu_binding_hint(monkeypatch: pytest
     assert horovod.hints == single.hints == []
     assert draft_from_script("#!/bin/bash\n#SBATCH --ntasks-per-node=4 --gres=gpu:4\nsrun python t.py\n",
                              "t").yaml_text("t").count("# hint: ") == 1
+
+
+def test_a_managed_srun_option_unlike_the_allocation_is_noted() -> None:
+    draft = read_script("#!/bin/bash\n#SBATCH -N 1 -n 4 -c 8\nsrun -n 4 -c 2 python t.py\n", "t")
+    assert [(note.line, note.text) for note in draft.notes] == [(3, "--cpus-per-task=2")]
