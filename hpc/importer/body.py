@@ -1,9 +1,10 @@
 """The shell body of a batch script into the spec: environment, env, setup steps and the command.
 
-The training command is the last line that starts tasks (``srun``, ``mpirun``…), else the last that
-runs python or a container. Lines before it are the job's setup: module and activation lines become
-``environment``, plain exports ``env``, one-task-per-node ``srun`` lines node steps, anything else a
-setup step (bash runs it as written). Lines after it, and blocks (``if``/``for``…), become notes.
+The training command is the last line that starts tasks (``srun``, ``mpirun``…) running python or a
+container, else the last that starts tasks, else the last that runs python. Lines before it are the
+job's setup: module and activation lines become ``environment``, plain exports ``env``,
+one-task-per-node ``srun`` lines node steps, anything else a setup step (bash runs it as written).
+Lines after it, and blocks (``if``/``for``…), become notes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ SRUN_SHORT = {"n": "ntasks", "N": "nodes", "c": "cpus-per-task", "G": "gpus", "l
 SRUN_MANAGED = {"ntasks", "nodes", "ntasks-per-node", "cpus-per-task", "gpus", "gpus-per-node", "gpus-per-task",
                 "gres", "mem", "mem-per-cpu", "mem-per-gpu", "time", "partition", "account", "qos", "constraint",
                 "job-name", "kill-on-bad-exit", "export"}
-_TASK_SETTINGS = {"ntasks-per-node", "ntasks", "nodes"}
 _PER_NODE_COUNTS = ("${SLURM_NNODES}", "${SLURM_JOB_NUM_NODES}")
 _ASSIGNMENT = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=")
 
