@@ -175,10 +175,14 @@ def resolve(
             problems.append(doc.problem(("resources", cpu_field), f"{res.tasks_per_node} tasks x "
                                         f"{res.cpus_per_task or 1} CPUs exceed the {partition.cpus_per_node} CPUs "
                                         f"of a '{partition_name}' node"))
-        if (partition.mem_per_node and res.mem and res.mem != ALL_MEMORY
-                and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node)):
-            problems.append(doc.problem(("resources", "mem"), f"{shown(res.mem)} exceeds the memory of a "
-                                        f"'{partition_name}' node ({partition.mem_per_node})"))
+        # each memory field times what it is per (a node, each GPU, each CPU of a node) must fit a node
+        for key, count in (("mem", 1), ("mem_per_gpu", res.gpus_on_each_node), ("mem_per_cpu", cpus_per_node)):
+            amount = getattr(res, key)
+            if (partition.mem_per_node and amount and amount != ALL_MEMORY
+                    and parse_memory_mb(amount) * count > parse_memory_mb(partition.mem_per_node)):
+                times = f" x {count}" if key != "mem" else ""
+                problems.append(doc.problem(("resources", key), f"{shown(amount)}{times} exceeds the memory of a "
+                                            f"'{partition_name}' node ({partition.mem_per_node})"))
     time_seconds = res.time_seconds or parse_duration(cfg.default_time)
     if spec.preemption.enabled and time_seconds <= spec.preemption.warning_seconds:
         problems.append(doc.problem(("preemption", "warning_seconds"),

@@ -32,8 +32,8 @@ def refusal(resources: str) -> str:
 
 @pytest.mark.parametrize(("field", "option"), [("mem_per_gpu", "mem-per-gpu"), ("mem_per_cpu", "mem-per-cpu")])
 def test_memory_per_gpu_or_cpu_is_asked_for_without_mem(field: str, option: str) -> None:
-    found = directives(f"{{gpus_per_node: 2, {field}: 8G}}")
-    assert found[option] == "8G"
+    found = directives(f"{{gpus_per_node: 2, {field}: 1G}}")
+    assert found[option] == "1G"
     assert "mem" not in found  # sbatch refuses --mem beside --mem-per-gpu / --mem-per-cpu
 
 
@@ -75,3 +75,14 @@ def test_the_site_constraint_is_the_default_a_job_may_replace() -> None:
     assert directives("{gpus_per_node: 1}", ("constraint=gpu",))["constraint"] == "gpu"
     assert directives("{gpus_per_node: 1, constraint: 'gpu&hbm80g'}", ("constraint=gpu",))["constraint"] == "gpu&hbm80g"
     assert "constraint" not in directives("{gpus_per_node: 1}")
+
+
+def test_memory_per_gpu_or_cpu_must_fit_a_node_of_the_partition() -> None:
+    assert directives("{gpus_per_node: 2, mem_per_gpu: 3G}")["mem-per-gpu"] == "3G"  # 6G of the 8000M nodes
+    with pytest.raises(SpecError) as info:
+        directives("{gpus_per_node: 4, mem_per_gpu: 3G}")
+    assert str(info.value) == "job.yaml:3: resources.mem_per_gpu: '3G' x 4 exceeds the memory of a 'gpu' node (8000M)"
+    with pytest.raises(SpecError) as info:
+        directives("{tasks_per_node: 2, cpus_per_task: 4, mem_per_cpu: 1500M}")
+    assert str(info.value) == ("job.yaml:3: resources.mem_per_cpu: '1500M' x 8 exceeds the memory of a 'gpu' node "
+                               "(8000M)")
