@@ -266,9 +266,10 @@ def _container_plan(loaded: LoadedSpec, site: LoadedSite, partition: Partition |
     if runtime not in has:
         problems.append(doc.problem((*where, "runtime"), f"site '{cfg.name}' has no {runtime} (its "
                                     f"container_runtime: {', '.join(has)}); choose one of those"))
-    if runtime == "shifter" and cfg.launcher == "local":
-        problems.append(doc.problem((*where, "runtime"), "Shifter images start through Slurm's shifter plugin: "
-                                    "launch on a Slurm site, or use apptainer with the local launcher"))
+    if runtime == "shifter" and (cfg.launcher == "local" or cfg.scheduler != "cli"):
+        # neither the local launcher nor pyslurm reads the plugin's #SBATCH --image; sbatch does
+        problems.append(doc.problem((*where, "runtime"), "Shifter images start through sbatch's shifter plugin "
+                                    "(#SBATCH --image): use a Slurm site with scheduler: cli, or apptainer"))
     if c.nv is not None:
         log.warning("%s", doc.problem((*where, "nv"), f"deprecated: write gpu: {c.gpu_setting}"))
     gpu = c.gpu_setting

@@ -110,10 +110,10 @@ def test_shifter_only_where_the_site_declares_it() -> None:
     assert refusal("{image: 'docker:nersc/tf:24.06', runtime: shifter}") == (
         "job.yaml:5: environment.container.runtime: site 'sandbox' has no shifter (its container_runtime: "
         "apptainer, singularity); choose one of those")
-    assert refusal("{image: 'docker:nersc/tf:24.06', runtime: shifter}", site="local",
-                   overrides=SHIFTER_SITE) == (
-        "job.yaml:5: environment.container.runtime: Shifter images start through Slurm's shifter plugin: launch "
-        "on a Slurm site, or use apptainer with the local launcher")
+    for site, overrides in (("local", SHIFTER_SITE), ("sandbox", (*SHIFTER_SITE, "scheduler=pyslurm"))):
+        assert refusal("{image: 'docker:nersc/tf:24.06', runtime: shifter}", site=site, overrides=overrides) == (
+            "job.yaml:5: environment.container.runtime: Shifter images start through sbatch's shifter plugin "
+            "(#SBATCH --image): use a Slurm site with scheduler: cli, or apptainer")
     assert refusal("{image: x, runtime: shifter, overlays: [o.img]}", overrides=SHIFTER_SITE) == (
         "job.yaml:5: environment.container: Shifter takes no overlays: use apptainer or singularity, or bind a "
         "directory")
