@@ -75,7 +75,7 @@ def error_message(model: type[BaseModel], error: Any) -> str:
     if kind == "extra_forbidden":
         allowed = allowed_keys(model, loc[:-1]) or []
         hatch = next((name for name in ESCAPE_HATCHES if name in model.model_fields), None)
-        hint = sbatch_key_hint(str(loc[-1]), hatch) if hatch and str(loc[-1]) not in allowed else None
+        hint = sbatch_key_hint(str(loc[-1]), hatch) if hatch else None
         if hint is not None:  # an sbatch option written as a key: where it goes instead
             return f"unknown key: {hint}"
         near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)

@@ -77,6 +77,9 @@ def sbatch_key_hint(key: str, escape_hatch: str) -> str | None:
     name = key.replace("_", "-")
     if not all(name in table for table in LONG_OPTIONS.values()):
         return None
-    if name in MANAGED_FLAGS:
-        return f"sbatch's --{name} is managed by hpc-tf: {MANAGED_FLAGS[name]}"
-    return f"sbatch's --{name} is not a field: add '--{name}=VALUE' to {escape_hatch}"
+    if name not in MANAGED_FLAGS:
+        takes_none = all(table[name] == "none" for table in LONG_OPTIONS.values())
+        return f"sbatch's --{name} is not a field: add '--{name}{'' if takes_none else '=VALUE'}' to {escape_hatch}"
+    if escape_hatch != "sbatch_extra":  # the fields named are the job spec's: a site lists its own keys
+        return None
+    return f"sbatch's --{name} is managed by hpc-tf: {MANAGED_FLAGS[name]}"

@@ -38,6 +38,7 @@ def spec_problem(text: str) -> str:
      "resources.gpus: unknown key: sbatch's --gpus is managed by hpc-tf: set resources.gpus_per_node / gpus_per_task"),
     ("mem_per_gpu: 8G",
      "mem_per_gpu: unknown key: sbatch's --mem-per-gpu is managed by hpc-tf: set resources.mem_per_gpu"),
+    ("hold: true", "hold: unknown key: sbatch's --hold is not a field: add '--hold' to sbatch_extra"),
     ("resources: {mail_type: END}",
      "resources.mail_type: unknown key: sbatch's --mail-type is not a field: add '--mail-type=VALUE' to sbatch_extra"),
 ])
@@ -57,6 +58,9 @@ def test_in_a_site_config_the_escape_hatch_is_sbatch_defaults(tmp_path: Path) ->
         load_site(str(site), environ={"HOME": str(tmp_path)})
     assert str(info.value) == (f"{site}:2: reservation: unknown key: sbatch's --reservation is not a field: add "
                                "'--reservation=VALUE' to sbatch_defaults")
+    site.write_text("name: s\npartition: gpu\n")  # managed: the site's own keys, not the job spec's fields
+    with pytest.raises(SpecError, match="partition: unknown key \\(did you mean 'partitions'\\?\\); allowed"):
+        load_site(str(site), environ={"HOME": str(tmp_path)})
 
 
 @pytest.mark.parametrize(("flag", "read_as"), [
