@@ -73,3 +73,14 @@ def test_sbatch_takes_memory_per_gpu_or_cpu_instead_of_mem(
     (project / "job.sbatch").write_text(script)
     result = researcher_run(["sbatch", "--test-only", "job.sbatch"], cwd=project, check=False)
     assert "to start at" in result.stderr, result.stderr
+
+
+def test_the_site_constraint_reaches_sbatch(researcher_run: Run, project: Path) -> None:
+    """The test nodes declare no features: sbatch refuses the site's constraint, which shows it got it."""
+    write_spec(project, {"name": "c", "command": ["true"], "resources": {"nodes": 1, "time": "2:00"}})
+    for site_constraint, expected in (("nosuchfeature", "Invalid feature specification"), (None, "to start at")):
+        extra = ("--set", f"constraint={site_constraint}") if site_constraint else ()
+        script = hpc_tf(researcher_run, project, "render", "job.yaml", *extra).stdout
+        (project / "job.sbatch").write_text(script)
+        result = researcher_run(["sbatch", "--test-only", "job.sbatch"], cwd=project, check=False)
+        assert expected in result.stderr, result.stderr
