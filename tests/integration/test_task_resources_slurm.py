@@ -46,13 +46,14 @@ project = test_runtime_launch.project  # the same fixture: the instrument and mw
 
 
 def run_recorded(
-    run: Run, project: Path, wait_for_job: WaitForJob, name: str, resources: dict[str, Any], then: list[str]
+    run: Run, project: Path, wait_for_job: WaitForJob, name: str, resources: dict[str, Any], then: list[str],
+    **spec: Any,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, set[int]]]:
     """Launch ``record_devices.py … -- THEN`` on every task; (bootstrap records, what each task saw, the
     GPUs the controller allocated per node)."""
     out = f"out-{name}"
     command = ["python", "record_devices.py", str(FAKE_GPU_DIR), out, "--", *then]
-    job_id, run_dir = launch(run, project, write_spec(project, name, command, resources))
+    job_id, run_dir = launch(run, project, write_spec(project, name, command, resources, **spec))
     wait_for_job(job_id, timeout=600, until=lambda s: s.state not in ("PENDING", "UNKNOWN"))
     held = slurm_gpu_indices(job_id)
     status = wait_for_job(job_id, timeout=900)
@@ -79,19 +80,24 @@ def same_shape_tf_config(records: list[dict[str, Any]]) -> list[Any]:
 HOLD = ["sleep", "3"]
 
 # two tasks on one node; gpus_per_task makes Slurm bind one GPU to each task itself
-BINDING_CASES = {
+BINDING_CASES: dict[str, dict[str, Any]] = {
     "task": {"gpus_per_node": 2},
     "node": {"gpus_per_task": 1},
     "slurm": {"gpus_per_node": 2},
+    # srun reads the allocation's --gpu-bind (SLURM_GPU_BIND); srun_extra is the usual way to give it
+    "slurm-gpu-bind": {"gpus_per_node": 2, "sbatch_extra": ["--gpu-bind=per_task:1"]},
 }
 
 
-@pytest.mark.parametrize("binding", list(BINDING_CASES))
+@pytest.mark.parametrize("case", list(BINDING_CASES))
 def test_each_gpu_binding_gives_the_devices_it_promises(
-    binding: str, researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, wait_for_job: WaitForJob
+    case: str, researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, wait_for_job: WaitForJob
 ) -> None:
-    resources = {"nodes": 1, "tasks_per_node": 2, "gpu_binding": binding, **BINDING_CASES[binding]}
-    records, seen, held = run_recorded(researcher_run, project, wait_for_job, f"bind-{binding}", resources, HOLD)
+    binding = case.partition("-")[0]
+    resources = {"nodes": 1, "tasks_per_node": 2, "gpu_binding": binding, **BINDING_CASES[case]}
+    extra = {"sbatch_extra": resources.pop("sbatch_extra")} if "sbatch_extra" in resources else {}
+    records, seen, held = run_recorded(researcher_run, project, wait_for_job, f"bind-{case}", resources, HOLD,
+                                       **extra)
     (node,) = held
     mine = sorted(held[node])
     assert len(mine) == 2, held
@@ -99,16 +105,22 @@ def test_each_gpu_binding_gives_the_devices_it_promises(
     slurm_ids = ["0", "1"] if slurm_cluster.cgroup else [str(i) for i in mine]
     visible = [view["cuda_visible_devices"] for view in seen]
     opened = [view["allowed_devices"] for view in seen]
-    if binding == "task":
+    if extra:
+        # Slurm bound one GPU to each task (--gpu-bind=per_task:1) and hpc-tf left it at that
+        assert sorted(visible) == (["0", "0"] if slurm_cluster.cgroup else slurm_ids), visible
+        assert all("CUDA_VISIBLE_DEVICES" not in record["env"] for record in records)
+        if slurm_cluster.cgroup:
+            assert sorted(device for devices in opened for device in devices) == mine, (opened, held)
+    elif binding == "task":
         # one each, sliced from the two the step sees (env only: both may open both)
         assert sorted(visible) == slurm_ids, visible
         assert [record["env"]["CUDA_VISIBLE_DEVICES"] for record in records] == visible
     else:
-        # node: --gpu-bind=none undoes Slurm's per-task binding; slurm: what Slurm set, unsliced
+        # node: asked for per node (--gres), so Slurm binds none per task; slurm: what Slurm set, unsliced
         assert visible == [",".join(slurm_ids)] * 2, visible
         if binding == "slurm":
             assert all("CUDA_VISIBLE_DEVICES" not in record["env"] for record in records)
-    if slurm_cluster.cgroup:
+    if slurm_cluster.cgroup and not extra:
         assert opened == [mine, mine], (opened, held)  # every task may open both of the job's GPUs
     assert same_shape_tf_config(records) == [
         {"workers": [(0, 0), (0, 1)], "task": {"type": "worker", "index": rank}} for rank in range(2)]
