@@ -14,12 +14,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from hpc.errors import FieldProblem, SpecError
-from hpc.paths import expand_path, runs_root
+from hpc.paths import expand_path, run_time_path, runs_root
 from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import Strategy
-from hpc.text import shown
+from hpc.text import run_time_literal, shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
 
@@ -73,6 +73,11 @@ HANDOFF_TIME_S = 30 * 60
 
 
 class ResolvedJob(Frozen):
+    """workdir, output_dir, command, env values, python, conda, venv, the container's image and binds
+    and runtime.checkpoint_dir are run-time text (hpc.text.RunTimeText: ``${NAME}`` expanded on the
+    node, ``$$`` a literal ``$``): rendered with hpc.render.quoting.sh_run_time, read in Python on the
+    node with hpc.text.expand_run_time; the values hpc-tf adds are written with run_time_literal."""
+
     name: str
     spec_source: str
     site: str  # as --site takes it: the site's name, or its file's absolute path (LoadedSite.ref)
@@ -181,14 +186,15 @@ def resolve(
         raise SpecError(problems)
 
     run_dir = str(runs_root(cfg.runs_dir, env) / run_id)
-    output_dir = expand_path(spec.output_dir, base, env) if spec.output_dir else str(Path(run_dir) / "output")
-    checkpoint_dir = (expand_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
-                      else str(Path(output_dir) / "checkpoints"))
+    output_dir = (run_time_path(spec.output_dir, base, env) if spec.output_dir
+                  else run_time_literal(str(Path(run_dir) / "output")))
+    checkpoint_dir = (run_time_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
+                      else f"{output_dir}/checkpoints")
     container = None
     if spec.environment.container is not None:
         c = spec.environment.container
-        container = ContainerPlan(runtime=c.runtime, image=expand_path(c.image, base, env),
-                                  binds=(*cfg.container_binds, *c.binds), nv=c.nv)
+        container = ContainerPlan(runtime=c.runtime, image=run_time_path(c.image, base, env),
+                                  binds=(*map(run_time_literal, cfg.container_binds), *c.binds), nv=c.nv)
     per_task = res.gpus_per_task is not None and res.gpus_per_task > 0
 
     return ResolvedJob(
@@ -212,15 +218,15 @@ def resolve(
         time_seconds=time_seconds,
         constraint=res.constraint,
         exclusive=res.exclusive,
-        workdir=expand_path(spec.workdir, base, env) if spec.workdir else str(base),
+        workdir=run_time_path(spec.workdir, base, env) if spec.workdir else run_time_literal(str(base)),
         output_dir=output_dir,
         command=spec.command,
         env=tuple(sorted(spec.env.items())),
-        python=spec.environment.python or cfg.python,
+        python=spec.environment.python or run_time_literal(cfg.python),
         module_init=cfg.module_init,
         modules=(*cfg.modules, *spec.environment.modules),
         conda=spec.environment.conda,
-        venv=expand_path(spec.environment.venv, base, env) if spec.environment.venv else None,
+        venv=run_time_path(spec.environment.venv, base, env) if spec.environment.venv else None,
         container=container,
         sbatch_extra=(*cfg.sbatch_defaults, *spec.sbatch_extra),
         warning_seconds=spec.preemption.warning_seconds if spec.preemption.enabled else None,

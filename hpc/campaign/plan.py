@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from hpc.campaign.expand import Task, default_args, expand, format_value, render_template
 from hpc.campaign.load import LoadedCampaign
@@ -29,6 +28,7 @@ from hpc.paths import runs_root
 from hpc.render.script import render_script
 from hpc.resolve import ContainerPlan, ResolvedJob, resolve
 from hpc.site.load import LoadedSite
+from hpc.text import run_time_literal
 
 # Slurm's default MaxArraySize: used when the cluster was not asked (a dry run)
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
@@ -184,26 +184,29 @@ def _stage_job(
     spec = loaded.stages[stage.name]
     job = resolve(spec, site, f"{campaign_id}/stages/{stage.name}", environ)
     run_dir = paths.stage(stage.name).root
+    # the job's paths, env and command are run-time text (hpc.resolve.ResolvedJob): the campaign's own
+    # paths enter them as literals
+    root, tasks_dir = run_time_literal(str(paths.root)), run_time_literal(str(paths.tasks_dir))
     if stage.per_task:
-        output_dir = str(paths.tasks_dir)  # each task's wrapper points HPC_TF_OUTPUT_DIR at tasks/<id>/<stage>
+        output_dir = tasks_dir  # each task's wrapper points HPC_TF_OUTPUT_DIR at tasks/<id>/<stage>
     elif spec.spec.output_dir:
         output_dir = job.output_dir
     else:
-        output_dir = str(run_dir / "output")
+        output_dir = run_time_literal(str(run_dir / "output"))
     runtime = job.runtime
     if not spec.spec.checkpoint.dir:
-        runtime = runtime.model_copy(update={"checkpoint_dir": str(Path(output_dir) / "checkpoints")})
+        runtime = runtime.model_copy(update={"checkpoint_dir": f"{output_dir}/checkpoints"})
     command = job.command
     if stage.per_task:
-        command = (job.python, str(paths.task_shim(stage.name)), "--tasks", str(paths.tasks_dir),
+        command = (job.python, run_time_literal(str(paths.task_shim(stage.name))), "--tasks", tasks_dir,
                    "--stage", stage.name, "--", *job.command)
     container = job.container
     if container is not None:  # the tasks directory must be visible inside the image
         container = ContainerPlan(runtime=container.runtime, image=container.image, nv=container.nv,
-                                  binds=(*container.binds, str(paths.root)))
-    env = [*job.env, ("HPC_TF_CAMPAIGN_DIR", str(paths.root))]
+                                  binds=(*container.binds, root))
+    env = [*job.env, ("HPC_TF_CAMPAIGN_DIR", root)]
     if not stage.per_task:  # one job: its env templates know only the campaign's and its own directory
-        fields = {"campaign_dir": str(paths.root), "output_dir": output_dir}
+        fields = {"campaign_dir": root, "output_dir": output_dir}
         env += [(key, render_template(t, fields)) for key, t in stage.env.items()]
     return job.model_copy(update={
         "run_dir": str(run_dir), "output_dir": output_dir, "runtime": runtime, "command": command,

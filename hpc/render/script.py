@@ -12,9 +12,10 @@ import jinja2
 from hpc import __version__
 from hpc.paths import RunPaths
 from hpc.render.directives import directive_lines, step_options
-from hpc.render.quoting import sh, sh_words, slurm_filename
+from hpc.render.quoting import sh, sh_run_time, sh_run_time_words, sh_words, slurm_filename
 from hpc.resolve import ResolvedJob
 from hpc.resources import data_dir, user_cache_dir
+from hpc.text import run_time_literal
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ def template_environment() -> jinja2.Environment:
     )
     env.filters["sh"] = sh
     env.filters["sh_words"] = sh_words
+    env.filters["sh_run_time"] = sh_run_time  # run-time text: ${NAME} expanded by bash (hpc.resolve.ResolvedJob)
+    env.filters["sh_run_time_words"] = sh_run_time_words
     return env
 
 
@@ -64,10 +67,11 @@ def container_prefix(job: ResolvedJob) -> str:
     if job.container is None:
         return ""
     c = job.container
-    # the run directory and workdir must be visible inside the container
-    binds = ",".join(dict.fromkeys((*c.binds, job.run_dir, job.workdir)))
-    words = [c.runtime, "exec", *(["--nv"] if c.nv else []), "--bind", binds, c.image]
-    return sh_words(words) + " "
+    # the run directory and workdir must be visible inside the container; each bind is quoted alone and
+    # the pieces joined by ',' (one bash word), so a reference in one expands where it stands
+    binds = dict.fromkeys((*c.binds, run_time_literal(job.run_dir), job.workdir))
+    flags = sh_words([c.runtime, "exec", *(["--nv"] if c.nv else []), "--bind"])
+    return f"{flags} {','.join(sh_run_time(b, 'container bind') for b in binds)} {sh_run_time(c.image, 'image')} "
 
 
 def driver_python(job: ResolvedJob) -> str:
