@@ -19,7 +19,7 @@ from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import Strategy
-from hpc.text import run_time_literal, shown
+from hpc.text import run_time_literal, run_time_parts, shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
 
@@ -66,6 +66,8 @@ class HandoffPlan(Frozen):
     cpus: int
 
 
+# variables Slurm sets per job (the hand-off job has its own)
+JOB_VARIABLES = ("SLURM_", "SLURMD_")
 # a hand-off imports TensorFlow once (reference outputs) and talks gRPC: one core, and room for TF
 HANDOFF_MEM = "2000M"
 HANDOFF_CPUS = 1
@@ -263,6 +265,11 @@ def _handoff_plan(
     if partition and cfg.partitions and partition not in cfg.partitions:
         problems.append(doc.problem(("handoff",), f"site '{cfg.name}' has no partition '{partition}' "
                                     f"(serving.partition); choose one of: {', '.join(cfg.partitions)}"))
+    # the hand-off job reads output_dir in its own job: a variable of the training job alone names another place
+    job_only = [name for name, ref in run_time_parts(spec.output_dir or "") if ref and name.startswith(JOB_VARIABLES)]
+    if job_only:
+        problems.append(doc.problem(("output_dir",), f"${{{job_only[0]}}} is another value in the hand-off job, "
+                                    "which reads output_dir too: use a variable both jobs share (e.g. ${SCRATCH})"))
     limit = cfg.partitions[partition].max_time if partition and partition in cfg.partitions else None
     time_seconds = min(HANDOFF_TIME_S, parse_duration(limit)) if limit else HANDOFF_TIME_S
     return HandoffPlan(

@@ -3,6 +3,7 @@ literal ``$``, any other ``$`` refused at load time with one line (hpc.text.RunT
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -10,10 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpc.errors import SpecError
+from hpc.errors import ServingError, SpecError
 from hpc.render.quoting import UnsafeValue, sh_run_time, sh_run_time_words
 from hpc.render.script import render_script
 from hpc.resolve import resolve
+from hpc.serving.handoff import find_savedmodel
+from hpc.serving.signature import SAVED_MODEL_PB
 from hpc.site.load import load_site
 from hpc.spec import load_spec_text
 from hpc.text import expand_run_time, run_time_literal
@@ -145,3 +148,29 @@ def test_bash_reads_each_word_as_python_expands_it(tmp_path_factory: pytest.Temp
                          capture_output=True, text=True, check=True).stdout
     assert out.split("\0")[:-1] == [expand_run_time(w, VALUES) for w in words]
     assert not (cwd / "PWNED").exists()
+
+
+def test_a_hand_off_refuses_an_output_dir_named_by_the_training_job_alone() -> None:
+    site = load_site("sandbox", environ=ALICE)
+    text = ("name: a\ncommand: x\noutput_dir: '${SCRATCH}/out-${SLURM_JOB_ID}'\nhandoff: {model: mlp}\n")
+    with pytest.raises(SpecError) as info:
+        resolve(load_spec_text(text, "job.yaml", BASE), site, "r", ALICE)
+    assert [str(p) for p in info.value.problems] == [
+        "job.yaml:3: output_dir: ${SLURM_JOB_ID} is another value in the hand-off job, which reads output_dir too: "
+        "use a variable both jobs share (e.g. ${SCRATCH})"]
+
+
+def test_the_hand_off_finds_the_savedmodel_where_the_references_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "resolved.json").write_text(json.dumps({"output_dir": "${SCRATCH}/out $$1"}))
+    export = tmp_path / "scratch" / "out $1" / "export"
+    export.mkdir(parents=True)
+    (export / SAVED_MODEL_PB).write_bytes(b"")
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    assert find_savedmodel(run) == export
+    monkeypatch.delenv("SCRATCH")
+    with pytest.raises(ServingError, match=r"output_dir '\$\{SCRATCH\}/out \$\$1': \$\{SCRATCH\} is not set"):
+        find_savedmodel(run)
