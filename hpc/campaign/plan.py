@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from hpc.campaign.expand import Task, default_args, expand, format_value, render_template
+from hpc.campaign.expand import Task, default_args, expand, format_value, render_literal, render_template
 from hpc.campaign.load import LoadedCampaign
 from hpc.campaign.manifest import Manifest, StageRecord, TaskRecord, Unit, now_iso
 from hpc.campaign.model import DependencyType, Stage
@@ -142,7 +142,7 @@ def task_fields(paths: CampaignPaths, stage: str, task: Task) -> dict[str, str]:
 def task_invocation(paths: CampaignPaths, stage: StagePlan, task: Task) -> tuple[list[str], dict[str, str]]:
     """The arguments appended to the command of ``task`` in ``stage``, and the variables it gets."""
     fields = task_fields(paths, stage.name, task)
-    args = default_args(task.params) if stage.args is None else [render_template(t, fields) for t in stage.args]
+    args = default_args(task.params) if stage.args is None else [render_literal(t, fields) for t in stage.args]
     env = {
         "HPC_TF_CAMPAIGN_DIR": fields["campaign_dir"],
         "HPC_TF_TASK_ID": fields["task_id"],
@@ -150,7 +150,7 @@ def task_invocation(paths: CampaignPaths, stage: StagePlan, task: Task) -> tuple
         "HPC_TF_OUTPUT_DIR": fields["output_dir"],
         "HPC_TF_PARAMS": json.dumps(dict(task.params), sort_keys=True),
         **{f"HPC_TF_PARAM_{name.upper()}": format_value(value) for name, value in task.params.items()},
-        **{key: render_template(t, fields) for key, t in stage.env.items()},
+        **{key: render_literal(t, fields) for key, t in stage.env.items()},
     }
     return args, env
 

@@ -11,6 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hpc.campaign.load import load_campaign_text
+from hpc.campaign.plan import plan_campaign
 from hpc.errors import ServingError, SpecError
 from hpc.render.quoting import UnsafeValue, sh_run_time, sh_run_time_words
 from hpc.render.script import render_script
@@ -174,3 +176,42 @@ def test_the_hand_off_finds_the_savedmodel_where_the_references_point(
     monkeypatch.delenv("SCRATCH")
     with pytest.raises(ServingError, match=r"output_dir '\$\{SCRATCH\}/out \$\$1': \$\{SCRATCH\} is not set"):
         find_savedmodel(run)
+
+
+CAMPAIGN = """\
+name: c
+job: {command: [python3, train.py], resources: {nodes: 1, time: "5:00"}}
+parameters:
+  zip: {lr: [0.1]}
+args: ARGS
+env: {COST: "$$5-{lr}"}
+"""
+
+
+def campaign_problem(args: list[str]) -> str:
+    with pytest.raises(SpecError) as info:
+        load_campaign_text(CAMPAIGN.replace("ARGS", json.dumps(args)), Path("/p/campaign.yaml"))
+    (problem,) = info.value.problems
+    return str(problem)
+
+
+def test_campaign_templates_refuse_a_bare_dollar_and_a_reference_they_cannot_expand() -> None:
+    assert "'--data=$SCRATCH' holds '$SCRATCH', which hpc-tf does not expand: write ${SCRATCH}" in \
+        campaign_problem(["--data=$SCRATCH"])
+    assert campaign_problem(["--data=${SCRATCH}"]).endswith(
+        "args: '--data=${SCRATCH}': ${...} is not expanded in a campaign's templates: set the variable in the "
+        "job's env (job.yaml), which the batch script expands, or write $$ for a literal $")
+
+
+def test_a_campaign_task_gets_a_literal_dollar_for_dollar_dollar(tmp_path: Path) -> None:
+    """A task's arguments and variables reach it from task.json, with no shell: ``$$`` is ``$`` there
+    too, and a parameter's ``$`` stays as it is."""
+    text = CAMPAIGN.replace("ARGS", '["--price=5$$", "--lr={lr}"]').replace("[0.1]", '["$1"]')
+    env = {"HOME": str(tmp_path), "USER": "alice"}
+    site = load_site("sandbox", [f"runs_dir={tmp_path / 'runs'}"], environ=env)
+    plan = plan_campaign(load_campaign_text(text, tmp_path / "campaign.yaml"), site, "c-1", environ=env,
+                         gpu_limit=4, max_array_size=1001)
+    (task,) = plan.tasks
+    stage = plan.stages[0].name
+    assert plan.task_command(stage, task)[-2:] == ["--price=5$", "--lr=$1"]
+    assert plan.task_document(task)["stages"][stage]["env"]["COST"] == "$5-$1"  # type: ignore[index]
