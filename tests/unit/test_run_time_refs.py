@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hpc.campaign.load import load_campaign_text
 from hpc.campaign.plan import plan_campaign
 from hpc.errors import ServingError, SpecError
+from hpc.render.cpu_jobs import render_handoff_script
 from hpc.render.quoting import UnsafeValue, sh_run_time, sh_run_time_words
 from hpc.render.script import render_script
 from hpc.resolve import resolve
@@ -215,3 +216,9 @@ def test_a_campaign_task_gets_a_literal_dollar_for_dollar_dollar(tmp_path: Path)
     stage = plan.stages[0].name
     assert plan.task_command(stage, task)[-2:] == ["--price=5$", "--lr=$1"]
     assert plan.task_document(task)["stages"][stage]["env"]["COST"] == "$5-$1"  # type: ignore[index]
+
+
+def test_the_hand_off_job_starts_the_python_the_training_job_names() -> None:
+    job = job_of("environment: {python: '${VENV}/bin/python'}\nhandoff: {model: mlp}\n")
+    script = render_handoff_script(job)
+    assert '\nexec "${VENV}"/bin/python -m hpc.cli handoff ' in script
