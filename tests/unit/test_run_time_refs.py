@@ -222,3 +222,20 @@ def test_the_hand_off_job_starts_the_python_the_training_job_names() -> None:
     job = job_of("environment: {python: '${VENV}/bin/python'}\nhandoff: {model: mlp}\n")
     script = render_handoff_script(job)
     assert '\nexec "${VENV}"/bin/python -m hpc.cli handoff ' in script
+
+
+def test_a_reference_to_a_variable_the_node_lacks_stops_the_job_before_the_tasks(tmp_path: Path) -> None:
+    """The batch script runs with ``set -u``: bash names the variable and exits 1 (the job FAILED), and
+    srun never starts the tasks."""
+    site = load_site("sandbox", (f"runs_dir={tmp_path / 'runs'}",), environ=ALICE)
+    job = resolve(load_spec_text("name: a\ncommand: x\nworkdir: '${NOT_ON_THE_NODE}/w'\n", "job.yaml", tmp_path),
+                  site, "r", ALICE)
+    (tmp_path / "srun").write_text("#!/bin/sh\ntouch \"$0.ran\"\n")
+    (tmp_path / "srun").chmod(0o755)
+    script = tmp_path / "job.sbatch"
+    script.write_text(render_script(job))
+    result = subprocess.run(["bash", str(script)], env={"PATH": f"{tmp_path}:/usr/bin:/bin", "HOME": str(tmp_path)},
+                            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 1
+    assert "NOT_ON_THE_NODE: unbound variable" in result.stderr
+    assert not (tmp_path / "srun.ran").exists()
