@@ -62,16 +62,30 @@ def _only_mine(directory: Path) -> bool:
             and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
+# the host GPU driver inside an apptainer/singularity image, and Shifter's module for NVIDIA's
+GPU_FLAGS = {"nvidia": ["--nv"], "amd": ["--rocm"], "none": []}
+SHIFTER_GPU_FLAGS = {"nvidia": ["--module=gpu"], "amd": [], "none": []}  # resolve refuses amd
+
+
 def container_prefix(job: ResolvedJob) -> str:
-    """``apptainer exec --nv --bind … IMAGE `` so the bootstrap and the command run inside the image."""
+    """``apptainer exec --nv --bind … IMAGE `` or ``shifter --image=… `` so the bootstrap and the command
+    run inside the image."""
     if job.container is None:
         return ""
     c = job.container
-    # the run directory and workdir must be visible inside the container; each bind is quoted alone and
-    # the pieces joined by ',' (one bash word), so a reference in one expands where it stands
-    binds = dict.fromkeys((*c.binds, run_time_literal(job.run_dir), job.workdir))
-    flags = sh_words([c.runtime, "exec", *(["--nv"] if c.nv else []), "--bind"])
-    return f"{flags} {','.join(sh_run_time(b, 'container bind') for b in binds)} {sh_run_time(c.image, 'image')} "
+    # every word is run-time text (hpc.resolve.ResolvedJob): ${NAME} in an image, bind or overlay expands on the node
+    if c.runtime == "shifter":
+        # Shifter mounts the site's shared filesystems (where run directories live) by itself, and
+        # refuses volumes over some of them: only the binds asked for, each SRC:DST
+        volumes = ";".join(b if ":" in b else f"{b}:{b}" for b in dict.fromkeys(c.binds))
+        words = ["shifter", f"--image={c.image}", *SHIFTER_GPU_FLAGS[c.gpu],
+                 *([f"--volume={volumes}"] if volumes else [])]
+        return sh_run_time_words(words, "container") + " "
+    # the run directory and workdir must be visible inside the container
+    binds = ",".join(dict.fromkeys((*c.binds, run_time_literal(job.run_dir), job.workdir)))
+    overlays = [word for overlay in c.overlays for word in ("--overlay", overlay)]
+    words = [c.runtime, "exec", *GPU_FLAGS[c.gpu], *overlays, "--bind", binds, c.image]
+    return sh_run_time_words(words, "container") + " "
 
 
 def driver_python(job: ResolvedJob) -> str:

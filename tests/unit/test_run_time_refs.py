@@ -38,6 +38,7 @@ RUN_TIME_FIELDS = [
     ("environment: {python: %s}", "environment.python"),
     ("environment: {container: {image: %s}}", "environment.container.image"),
     ("environment: {container: {image: i.sif, binds: [%s]}}", "environment.container.binds[0]"),
+    ("environment: {container: {image: i.sif, overlays: [%s]}}", "environment.container.overlays[0]"),
     ("command: [python, train.py, %s]", "command[2]"),
 ]
 # (value as written, the part the message names, the fix it proposes)
@@ -239,3 +240,22 @@ def test_a_reference_to_a_variable_the_node_lacks_stops_the_job_before_the_tasks
     assert result.returncode == 1
     assert "NOT_ON_THE_NODE: unbound variable" in result.stderr
     assert not (tmp_path / "srun.ran").exists()
+
+
+def test_container_references_expand_where_the_container_starts(tmp_path: Path) -> None:
+    job = job_of("environment: {container: {image: 'docker://${REGISTRY}/tf:24', binds: ['${SCRATCH}:/data'], "
+                 "overlays: ['${SLURM_TMPDIR}/o.img']}}\n")
+    script = render_script(job)
+    assert ' --overlay "${SLURM_TMPDIR}"/o.img --bind "${SCRATCH}":/data,' in script
+    assert ' docker://"${REGISTRY}"/tf:24 ' in script
+
+
+def test_a_shifter_image_has_no_dollar_since_sbatch_reads_it() -> None:
+    site = load_site("sandbox", ("container_runtime=[shifter]",), environ=ALICE)
+    spec = load_spec_text("name: a\ncommand: x\nenvironment: {container: {image: 'tf:$${TAG}', runtime: shifter}}\n",
+                          "job.yaml", BASE)
+    with pytest.raises(SpecError) as info:
+        resolve(spec, site, "r", ALICE)
+    assert [str(p) for p in info.value.problems] == [
+        "job.yaml:3: environment.container.image: sbatch reads a Shifter image (#SBATCH --image) before the node "
+        "expands anything: write the image's name without $"]
