@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, overload
 
+from hpc.text import run_time_literal
+
 
 def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
     """``~`` and ``$VAR`` expanded with ``environ``; relative paths anchored at ``base_dir``."""
@@ -33,6 +35,17 @@ def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
     text = string.Template(text).safe_substitute(environ)
     path = Path(text)
     return str(path if path.is_absolute() else base_dir / path)
+
+
+def run_time_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
+    """A path the batch script expands on the node (run-time text, :data:`hpc.text.RunTimeText`): ``~``
+    is this user's home now; a relative path is anchored at ``base_dir``; a path that starts with a
+    ``${NAME}`` reference is left as written (the variable, not hpc-tf, says where it is)."""
+    if text.startswith("~"):
+        text = run_time_literal(environ.get("HOME", "~")) + text[1:]
+    if text.startswith("${") or text.startswith("/"):
+        return text
+    return str(Path(run_time_literal(str(base_dir))) / text)
 
 
 def runs_root(runs_dir: str, environ: Mapping[str, str]) -> Path:

@@ -15,13 +15,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from hpc.errors import FieldProblem, SpecError
-from hpc.paths import expand_path, runs_root
+from hpc.paths import expand_path, run_time_path, runs_root
 from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.site.model import Partition
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import ContainerRuntime, GpuBinding, Strategy, is_image_uri
-from hpc.text import shown
+from hpc.text import run_time_literal, run_time_parts, shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class HandoffPlan(Frozen):
     cpus: int
 
 
+# variables Slurm sets per job (the hand-off job has its own)
+JOB_VARIABLES = ("SLURM_", "SLURMD_")
 # a hand-off imports TensorFlow once (reference outputs) and talks gRPC: one core, and room for TF
 HANDOFF_MEM = "2000M"
 HANDOFF_CPUS = 1
@@ -79,6 +81,11 @@ HANDOFF_TIME_S = 30 * 60
 
 
 class ResolvedJob(Frozen):
+    """workdir, output_dir, command, env values, python, conda, venv, the container's image and binds
+    and runtime.checkpoint_dir are run-time text (hpc.text.RunTimeText: ``${NAME}`` expanded on the
+    node, ``$$`` a literal ``$``): rendered with hpc.render.quoting.sh_run_time, read in Python on the
+    node with hpc.text.expand_run_time; the values hpc-tf adds are written with run_time_literal."""
+
     name: str
     spec_source: str
     site: str  # as --site takes it: the site's name, or its file's absolute path (LoadedSite.ref)
@@ -195,9 +202,10 @@ def resolve(
         raise SpecError(problems)
 
     run_dir = str(runs_root(cfg.runs_dir, env) / run_id)
-    output_dir = expand_path(spec.output_dir, base, env) if spec.output_dir else str(Path(run_dir) / "output")
-    checkpoint_dir = (expand_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
-                      else str(Path(output_dir) / "checkpoints"))
+    output_dir = (run_time_path(spec.output_dir, base, env) if spec.output_dir
+                  else run_time_literal(str(Path(run_dir) / "output")))
+    checkpoint_dir = (run_time_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
+                      else f"{output_dir}/checkpoints")
     # --gpus-per-task makes Slurm bind each task to its own GPUs (device cgroup too); gpu_binding node
     # asks for the node's GPUs as one --gres instead, which every task of the node may open
     per_task = res.gpus_per_task is not None and res.gpus_per_task > 0 and res.gpu_binding != "node"
@@ -226,15 +234,15 @@ def resolve(
         time_seconds=time_seconds,
         constraint=res.constraint or cfg.constraint,
         exclusive=res.exclusive,
-        workdir=expand_path(spec.workdir, base, env) if spec.workdir else str(base),
+        workdir=run_time_path(spec.workdir, base, env) if spec.workdir else run_time_literal(str(base)),
         output_dir=output_dir,
         command=spec.command,
         env=tuple(sorted(spec.env.items())),
-        python=spec.environment.python or cfg.python,
+        python=spec.environment.python or run_time_literal(cfg.python),
         module_init=cfg.module_init,
         modules=(*cfg.modules, *spec.environment.modules),
         conda=spec.environment.conda,
-        venv=expand_path(spec.environment.venv, base, env) if spec.environment.venv else None,
+        venv=run_time_path(spec.environment.venv, base, env) if spec.environment.venv else None,
         container=container,
         sbatch_extra=(*cfg.sbatch_defaults, *spec.sbatch_extra),
         warning_seconds=spec.preemption.warning_seconds if spec.preemption.enabled else None,
@@ -283,11 +291,14 @@ def _container_plan(loaded: LoadedSpec, site: LoadedSite, partition: Partition |
     if runtime == "shifter" and gpu == "amd":
         problems.append(doc.problem((*where, "gpu"), "hpc-tf knows no Shifter module for AMD GPUs: use apptainer "
                                     "or singularity (--rocm), or gpu: none and srun_extra"))
+    if runtime == "shifter" and "$" in c.image:
+        problems.append(doc.problem((*where, "image"), "sbatch reads a Shifter image (#SBATCH --image) before the "
+                                    "node expands anything: write the image's name without $"))
     # a URI is pulled on the node and a Shifter image is a name: only a local image file is a path
     kept = runtime == "shifter" or is_image_uri(c.image)
-    return ContainerPlan(runtime=runtime, image=c.image if kept else expand_path(c.image, base, env),
-                         binds=(*cfg.container_binds, *c.binds),
-                         overlays=tuple(expand_path(o, base, env) for o in c.overlays), gpu=gpu)
+    return ContainerPlan(runtime=runtime, image=c.image if kept else run_time_path(c.image, base, env),
+                         binds=(*map(run_time_literal, cfg.container_binds), *c.binds),
+                         overlays=tuple(run_time_path(o, base, env) for o in c.overlays), gpu=gpu)
 
 
 def _handoff_plan(
@@ -304,6 +315,11 @@ def _handoff_plan(
     if partition and cfg.partitions and partition not in cfg.partitions:
         problems.append(doc.problem(("handoff",), f"site '{cfg.name}' has no partition '{partition}' "
                                     f"(serving.partition); choose one of: {', '.join(cfg.partitions)}"))
+    # the hand-off job reads output_dir in its own job: a variable of the training job alone names another place
+    job_only = [name for name, ref in run_time_parts(spec.output_dir or "") if ref and name.startswith(JOB_VARIABLES)]
+    if job_only:
+        problems.append(doc.problem(("output_dir",), f"${{{job_only[0]}}} is another value in the hand-off job, "
+                                    "which reads output_dir too: use a variable both jobs share (e.g. ${SCRATCH})"))
     limit = cfg.partitions[partition].max_time if partition and partition in cfg.partitions else None
     time_seconds = min(HANDOFF_TIME_S, parse_duration(limit)) if limit else HANDOFF_TIME_S
     return HandoffPlan(

@@ -107,3 +107,68 @@ def keys_matching(pattern: re.Pattern[str], rule: str) -> AfterValidator:
     """A check on a mapping's keys; the error names the mapping (a key in pydantic's path would be
     printed raw, and a key is not where a YAML line can point)."""
     return AfterValidator(partial(_keys_named, pattern=pattern, rule=rule))
+
+
+# --- run-time references: ``${NAME}`` expanded on the node ------------------------------------------------
+# In the fields that name paths, env values and arguments (hpc.spec.model's RunTimeText), ``${NAME}`` is
+# an environment variable of the node, expanded by the batch script as a batch script would, and ``$$``
+# is a literal ``$``. Any other ``$`` is refused at load time: bash would expand ``$HOME`` or ``$(cmd)``
+# and hpc-tf would not, so the value would be a silent literal or an injection; one spelling is neither.
+
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
+_BARE_NAME = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def run_time_parts(value: str) -> list[tuple[str, bool]]:
+    """``value`` as ``(text, is_reference)`` pieces: literal text (``$$`` already made ``$``) and the
+    names of ``${NAME}`` references, in order. ValueError at the first other ``$``."""
+    parts: list[tuple[str, bool]] = []
+    literal: list[str] = []
+    at = 0
+    while (dollar := value.find("$", at)) >= 0:
+        literal.append(value[at:dollar])
+        found = _REFERENCE.match(value, dollar)
+        if found is None:
+            raise ValueError(_bare_dollar(value, dollar))
+        if found.group(1) is None:
+            literal.append("$")
+        else:
+            parts += [("".join(literal), False), (found.group(1), True)]
+            literal = []
+        at = found.end()
+    parts.append(("".join([*literal, value[at:]]), False))
+    return [(text, ref) for text, ref in parts if text or ref]
+
+
+def _bare_dollar(value: str, at: int) -> str:
+    name = _BARE_NAME.match(value, at)
+    what = name.group() if name else value[at:at + 2]
+    fix = (f"write ${{{name.group(1)}}} to expand it on the node" if name
+           else "write ${NAME} to expand a variable on the node")
+    return f"{shown(value)} holds {shown(what)}, which hpc-tf does not expand: {fix}, or $$ for a literal $"
+
+
+def expand_run_time(value: str, environ: Mapping[str, str]) -> str:
+    """``value`` with each ``${NAME}`` replaced from ``environ`` (as the batch script does, for the
+    parts of hpc-tf that run Python on the node instead); ValueError names an unset variable, as
+    the batch script's ``set -u`` stops at one."""
+    parts = run_time_parts(value)
+    unset = [text for text, ref in parts if ref and text not in environ]
+    if unset:
+        raise ValueError(f"{shown(value)}: ${{{unset[0]}}} is not set on the node")
+    return "".join(environ[text] if ref else text for text, ref in parts)
+
+
+def run_time_literal(value: str) -> str:
+    """A literal path or word written as run-time text (``$`` doubled), for values hpc-tf chooses
+    itself (the spec directory, the run directory) beside those the user wrote."""
+    return value.replace("$", "$$")
+
+
+def _run_time(value: str) -> str:
+    run_time_parts(one_line(value, "the value"))
+    return value
+
+
+# text the batch script expands on the node: paths, env values, command arguments
+RunTimeText = Annotated[str, AfterValidator(_run_time)]

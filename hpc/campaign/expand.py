@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hpc.campaign.model import Distribution, Parameters, RandomSamples, Value
+from hpc.text import expand_run_time, run_time_literal
 
 Combination = dict[str, Value]
 
@@ -110,6 +111,12 @@ def expand(parameters: Parameters | None) -> list[Task]:
 def render_template(template: str, fields: Mapping[str, str]) -> str:
     """``--lr={lr}`` with ``fields`` filled in (placeholders were checked when the file was loaded)."""
     return template.format_map(fields)
+
+
+def render_literal(template: str, fields: Mapping[str, str]) -> str:
+    """A template of a task's arguments or variables, which reach it without a shell: run-time text
+    with no references (refused at load), so only ``$$`` becomes ``$``; the fields are literal."""
+    return expand_run_time(render_template(template, {k: run_time_literal(v) for k, v in fields.items()}), {})
 
 
 def default_args(params: Mapping[str, Value]) -> list[str]:

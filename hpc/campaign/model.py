@@ -36,7 +36,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
 from hpc.spec.model import Command, EnvVars, Resources
-from hpc.text import ONE_LINE_IF_TEXT, OneLine, matching, named, shown
+from hpc.text import ONE_LINE_IF_TEXT, RunTimeText, matching, named, shown
 
 # a parameter value: substituted into arguments and env values of the tasks' scripts
 Value = Annotated[bool | int | float | str, ONE_LINE_IF_TEXT]
@@ -188,6 +188,9 @@ class Parameters(StrictModel):
 
 def _check_templates(values: builtins.list[str] | dict[str, str] | None) -> None:
     for template in (values.values() if isinstance(values, dict) else values or []):
+        if "${" in template:  # run-time text (hpc.text), but {...} is a placeholder here and tasks get no shell
+            raise ValueError(f"{shown(template)}: ${{...}} is not expanded in a campaign's templates: set the variable "
+                             "in the job's env (job.yaml), which the batch script expands, or write $$ for a literal $")
         template_fields(template)
 
 
@@ -217,7 +220,7 @@ class Stage(StrictModel):
     after: dict[str, DependencyType | None] = Field(
         default_factory=dict, description="stages this one waits for; type defaults to aftercorr between arrays"
     )
-    args: builtins.list[OneLine] | None = Field(None, description="argument templates (default: the campaign's)")
+    args: builtins.list[RunTimeText] | None = Field(None, description="argument templates (default: the campaign's)")
     throttle: int | None = Field(None, ge=1, description="tasks running at once (default: from the GPU quota)")
 
     @field_validator("after", mode="before")
@@ -238,7 +241,7 @@ class CampaignSpec(StrictModel):
     name: CampaignName
     job: JobRef = Field(None, description="the base job: a job.yaml path or inline spec")
     parameters: Parameters | None = Field(None, description="none: one task")
-    args: builtins.list[OneLine] | None = Field(
+    args: builtins.list[RunTimeText] | None = Field(
         None, description="argument templates appended to array tasks' commands; default --name value per parameter"
     )
     env: EnvVars = Field(default_factory=dict, description="environment templates for every task")

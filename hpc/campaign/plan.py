@@ -16,9 +16,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from hpc.campaign.expand import Task, default_args, expand, format_value, render_template
+from hpc.campaign.expand import Task, default_args, expand, format_value, render_literal, render_template
 from hpc.campaign.load import LoadedCampaign
 from hpc.campaign.manifest import Manifest, StageRecord, TaskRecord, Unit, now_iso
 from hpc.campaign.model import DependencyType, Stage
@@ -29,6 +28,7 @@ from hpc.paths import runs_root
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
 from hpc.site.load import LoadedSite
+from hpc.text import run_time_literal
 
 # Slurm's default MaxArraySize: used when the cluster was not asked (a dry run)
 SLURM_DEFAULT_MAX_ARRAY_SIZE = 1001
@@ -142,7 +142,7 @@ def task_fields(paths: CampaignPaths, stage: str, task: Task) -> dict[str, str]:
 def task_invocation(paths: CampaignPaths, stage: StagePlan, task: Task) -> tuple[list[str], dict[str, str]]:
     """The arguments appended to the command of ``task`` in ``stage``, and the variables it gets."""
     fields = task_fields(paths, stage.name, task)
-    args = default_args(task.params) if stage.args is None else [render_template(t, fields) for t in stage.args]
+    args = default_args(task.params) if stage.args is None else [render_literal(t, fields) for t in stage.args]
     env = {
         "HPC_TF_CAMPAIGN_DIR": fields["campaign_dir"],
         "HPC_TF_TASK_ID": fields["task_id"],
@@ -150,7 +150,7 @@ def task_invocation(paths: CampaignPaths, stage: StagePlan, task: Task) -> tuple
         "HPC_TF_OUTPUT_DIR": fields["output_dir"],
         "HPC_TF_PARAMS": json.dumps(dict(task.params), sort_keys=True),
         **{f"HPC_TF_PARAM_{name.upper()}": format_value(value) for name, value in task.params.items()},
-        **{key: render_template(t, fields) for key, t in stage.env.items()},
+        **{key: render_literal(t, fields) for key, t in stage.env.items()},
     }
     return args, env
 
@@ -184,25 +184,28 @@ def _stage_job(
     spec = loaded.stages[stage.name]
     job = resolve(spec, site, f"{campaign_id}/stages/{stage.name}", environ)
     run_dir = paths.stage(stage.name).root
+    # the job's paths, env and command are run-time text (hpc.resolve.ResolvedJob): the campaign's own
+    # paths enter them as literals
+    root, tasks_dir = run_time_literal(str(paths.root)), run_time_literal(str(paths.tasks_dir))
     if stage.per_task:
-        output_dir = str(paths.tasks_dir)  # each task's wrapper points HPC_TF_OUTPUT_DIR at tasks/<id>/<stage>
+        output_dir = tasks_dir  # each task's wrapper points HPC_TF_OUTPUT_DIR at tasks/<id>/<stage>
     elif spec.spec.output_dir:
         output_dir = job.output_dir
     else:
-        output_dir = str(run_dir / "output")
+        output_dir = run_time_literal(str(run_dir / "output"))
     runtime = job.runtime
     if not spec.spec.checkpoint.dir:
-        runtime = runtime.model_copy(update={"checkpoint_dir": str(Path(output_dir) / "checkpoints")})
+        runtime = runtime.model_copy(update={"checkpoint_dir": f"{output_dir}/checkpoints"})
     command = job.command
     if stage.per_task:
-        command = (job.python, str(paths.task_shim(stage.name)), "--tasks", str(paths.tasks_dir),
+        command = (job.python, run_time_literal(str(paths.task_shim(stage.name))), "--tasks", tasks_dir,
                    "--stage", stage.name, "--", *job.command)
     container = job.container
     if container is not None:  # the tasks directory must be visible inside the image
-        container = container.model_copy(update={"binds": (*container.binds, str(paths.root))})
-    env = [*job.env, ("HPC_TF_CAMPAIGN_DIR", str(paths.root))]
+        container = container.model_copy(update={"binds": (*container.binds, root)})
+    env = [*job.env, ("HPC_TF_CAMPAIGN_DIR", root)]
     if not stage.per_task:  # one job: its env templates know only the campaign's and its own directory
-        fields = {"campaign_dir": str(paths.root), "output_dir": output_dir}
+        fields = {"campaign_dir": root, "output_dir": output_dir}
         env += [(key, render_template(t, fields)) for key, t in stage.env.items()]
     return job.model_copy(update={
         "run_dir": str(run_dir), "output_dir": output_dir, "runtime": runtime, "command": command,

@@ -29,14 +29,14 @@ from hpc.errors import HpcTfError
 from hpc.modelbase import validate_document
 from hpc.paths import RunPaths
 from hpc.render.directives import sbatch_options, step_options
-from hpc.render.quoting import sh
+from hpc.render.quoting import sh, sh_run_time
 from hpc.render.script import container_prefix, driver_python, log_pattern, render_script, template_environment
 from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import new_run_id
 from hpc.site.load import load_site
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import JobSpec
-from hpc.text import shown
+from hpc.text import run_time_literal, shown
 from hpc.yamlsource import YamlDocument, load_yaml_file
 
 ExecutorKind = Literal["slurm", "local"]
@@ -138,9 +138,9 @@ def plan_function(
                          hint="export the model in the function, or launch a command job (hpc-tf launch)")
     if kind == "slurm":
         return FunctionPlan(job=job, executor="slurm", parameters=slurm_parameters(job),
-                            python=container_prefix(job) + sh(job.python, "environment.python"))
+                            python=container_prefix(job) + sh_run_time(job.python, "environment.python"))
     # the tasks run this Python (it has hpc-tf and submitit), on this machine: no container
-    job = job.model_copy(update={"launcher": "local", "python": sys.executable, "container": None})
+    job = job.model_copy(update={"launcher": "local", "python": run_time_literal(sys.executable), "container": None})
     return FunctionPlan(job=job, executor="local", parameters={}, python=sh(sys.executable, "python"),
                         script=render_script(local_task_job(job)))
 
@@ -149,7 +149,7 @@ def local_task_job(job: ResolvedJob) -> ResolvedJob:
     """The job as the local launcher's script runs it: each task, set up by the bootstrap, starts
     submitit's task entry point, whose Slurm job environment reads the variables the launcher emulates."""
     folder = str(RunPaths.at(job.run_dir).submitit_dir)
-    return job.model_copy(update={"command": (job.python, *SUBMITIT_ENTRY, folder),
+    return job.model_copy(update={"command": (job.python, *SUBMITIT_ENTRY, run_time_literal(folder)),
                                   "env": (*job.env, ("SUBMITIT_EXECUTOR", "slurm"))})
 
 
@@ -231,7 +231,7 @@ def requeue_lines(job: ResolvedJob) -> list[str]:
     paths = RunPaths.at(job.run_dir)
     return [
         "hpc_tf_status=$?",
-        f"exec {sh(driver_python(job), 'python')} -S {sh(str(paths.batch_driver), 'run_dir')} "
+        f"exec {sh_run_time(driver_python(job), 'python')} -S {sh(str(paths.batch_driver), 'run_dir')} "
         f"--resolved {sh(str(paths.resolved), 'run_dir')} "
         f"--restart-log {sh(log_pattern(paths, RunPaths.RESTART_LOG_PATTERN), 'run_dir')} "
         '--step-status "$hpc_tf_status"',

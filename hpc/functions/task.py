@@ -7,7 +7,8 @@ the call only enters the working directory and calls the function. Under submiti
 the call does in-process what the bootstrap does before it execs a command, with the same code
 (:mod:`hpc.runtime.node`):
 
-1. the spec's ``env``, ``HPC_TF_RUN_DIR``, ``HPC_TF_OUTPUT_DIR``;
+1. the spec's ``env``, ``HPC_TF_RUN_DIR``, ``HPC_TF_OUTPUT_DIR``, ``HPC_TF_CHECKPOINT_DIR`` (``${NAME}``
+   references expanded here, in order, as the batch script of a command job expands them);
 2. :func:`~hpc.runtime.node.task_env.plan_task`: the task's GPU slice (CUDA_VISIBLE_DEVICES,
    CUDA_DEVICE_ORDER), TF_CONFIG, the hook settings, applied to ``os.environ``;
 3. the hooks the command path installs from sitecustomize (Keras multi-worker ``fit`` fix, bounded
@@ -35,8 +36,9 @@ from typing import Any
 import hpc.runtime.node
 from hpc.runtime import RUNTIME_PACKAGE
 from hpc.runtime.node import bootstrap, hooks
-from hpc.runtime.node.settings import settings_from_mapping
+from hpc.runtime.node.settings import CHECKPOINT_DIR_VARIABLE, settings_from_mapping
 from hpc.runtime.node.task_env import TaskPlan, plan_task
+from hpc.text import expand_run_time
 
 # the library's copy of the start-up hook: Python subprocesses of the function get the hooks too
 SITE_DIR = Path(bootstrap.__file__).resolve().parent / "sitedir"
@@ -98,16 +100,19 @@ class FunctionTask:
                       "function so GPU options apply before it touches a GPU", file=sys.stderr, flush=True)
             hooks.install_from_environ(plan.env)
             expose_runtime_package()
-        Path(self.output_dir).mkdir(parents=True, exist_ok=True)
-        os.chdir(self.workdir)
+        Path(expand_run_time(self.output_dir, os.environ)).mkdir(parents=True, exist_ok=True)
+        os.chdir(expand_run_time(self.workdir, os.environ))
         return self.fn(*args, **kwargs)
 
     def set_up(self, environ: MutableMapping[str, str]) -> TaskPlan:
         """Steps 1-2 of the module docstring: the task's variables, set in ``environ``."""
-        environ.update(dict(self.env))
+        for key, value in self.env:
+            environ[key] = expand_run_time(value, environ)
         environ["HPC_TF_RUN_DIR"] = self.run_dir
-        environ["HPC_TF_OUTPUT_DIR"] = self.output_dir
+        environ["HPC_TF_OUTPUT_DIR"] = expand_run_time(self.output_dir, environ)
         settings = settings_from_mapping(self.runtime, source=f"{self.run_dir}/resolved.json")
+        if settings.checkpoint_dir is not None:
+            environ[CHECKPOINT_DIR_VARIABLE] = expand_run_time(settings.checkpoint_dir, environ)
         plan = plan_task(environ, settings, site_dir=str(SITE_DIR))
         environ.update(plan.env)
         return plan

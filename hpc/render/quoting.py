@@ -3,7 +3,10 @@
 * ``#SBATCH`` lines are read by sbatch's own parser, not by bash: a backslash escapes the next
   character, single or double quotes group, and an unquoted ``#`` starts a comment.
 * Slurm expands ``%j``, ``%t``… in ``--output`` file names; a literal ``%`` is ``%%``.
-* Script lines are read by bash: :func:`shlex.quote` gives one single-quoted word.
+* Script lines are read by bash: :func:`shlex.quote` gives one single-quoted word; run-time text
+  (``${NAME}`` references, :data:`hpc.text.RunTimeText`) becomes one word of single-quoted literal
+  parts and double-quoted ``"${NAME}"`` parts. bash expands the reference once and never re-reads
+  its value, so a value holding ``$(…)``, backticks or ``;`` stays text.
 
 Values with a line break or another control character are refused everywhere (:func:`hpc.text.one_line`,
 the check the spec, site and campaign models apply at load time, repeated here for values that come
@@ -17,7 +20,7 @@ import shlex
 from collections.abc import Iterable
 
 from hpc.errors import HpcTfError
-from hpc.text import forbidden_character, shown
+from hpc.text import forbidden_character, run_time_parts, shown
 
 
 class UnsafeValue(HpcTfError):
@@ -98,3 +101,16 @@ def sh(value: str, what: str = "value") -> str:
 
 def sh_words(values: Iterable[str], what: str = "command") -> str:
     return " ".join(sh(v, what) for v in values)
+
+
+def sh_run_time(value: str, what: str = "value") -> str:
+    """One bash word that is ``value`` with its ``${NAME}`` references expanded (``$$`` a literal ``$``)."""
+    try:
+        parts = run_time_parts(_check(value, what))
+    except ValueError as err:
+        raise UnsafeValue(f"{what}: {err}") from None
+    return "".join(f'"${{{text}}}"' if ref else shlex.quote(text) for text, ref in parts) or "''"
+
+
+def sh_run_time_words(values: Iterable[str], what: str = "command") -> str:
+    return " ".join(sh_run_time(v, what) for v in values)

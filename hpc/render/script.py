@@ -12,9 +12,10 @@ import jinja2
 from hpc import __version__
 from hpc.paths import RunPaths
 from hpc.render.directives import directive_lines, step_options
-from hpc.render.quoting import sh, sh_words, slurm_filename
+from hpc.render.quoting import sh, sh_run_time, sh_run_time_words, sh_words, slurm_filename
 from hpc.resolve import ResolvedJob
 from hpc.resources import data_dir, user_cache_dir
+from hpc.text import run_time_literal
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ def template_environment() -> jinja2.Environment:
     )
     env.filters["sh"] = sh
     env.filters["sh_words"] = sh_words
+    env.filters["sh_run_time"] = sh_run_time  # run-time text: ${NAME} expanded by bash (hpc.resolve.ResolvedJob)
+    env.filters["sh_run_time_words"] = sh_run_time_words
     return env
 
 
@@ -70,18 +73,19 @@ def container_prefix(job: ResolvedJob) -> str:
     if job.container is None:
         return ""
     c = job.container
+    # every word is run-time text (hpc.resolve.ResolvedJob): ${NAME} in an image, bind or overlay expands on the node
     if c.runtime == "shifter":
         # Shifter mounts the site's shared filesystems (where run directories live) by itself, and
         # refuses volumes over some of them: only the binds asked for, each SRC:DST
         volumes = ";".join(b if ":" in b else f"{b}:{b}" for b in dict.fromkeys(c.binds))
         words = ["shifter", f"--image={c.image}", *SHIFTER_GPU_FLAGS[c.gpu],
                  *([f"--volume={volumes}"] if volumes else [])]
-        return sh_words(words) + " "
+        return sh_run_time_words(words, "container") + " "
     # the run directory and workdir must be visible inside the container
-    binds = ",".join(dict.fromkeys((*c.binds, job.run_dir, job.workdir)))
+    binds = ",".join(dict.fromkeys((*c.binds, run_time_literal(job.run_dir), job.workdir)))
     overlays = [word for overlay in c.overlays for word in ("--overlay", overlay)]
     words = [c.runtime, "exec", *GPU_FLAGS[c.gpu], *overlays, "--bind", binds, c.image]
-    return sh_words(words) + " "
+    return sh_run_time_words(words, "container") + " "
 
 
 def driver_python(job: ResolvedJob) -> str:

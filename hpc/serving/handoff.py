@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ from hpc.serving.repository import Repository
 from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, Samples, compare, compute_samples, load_samples
 from hpc.serving.server import check_servable, read_endpoint, registered_node
 from hpc.serving.signature import DEFAULT_SIGNATURE, SAVED_MODEL_PB, read_signature
+from hpc.text import expand_run_time
 
 ONNX_TOLERANCE = 1e-5  # max abs difference accepted for onnx (tf2onnx+ORT was bit-identical in the lab)
 DEFAULT_EXPORT_SUBDIR = "export"  # spec.handoff.savedmodel default, relative to output_dir
@@ -95,7 +97,12 @@ def find_savedmodel(source: Path, subdir: str = DEFAULT_EXPORT_SUBDIR) -> Path:
     if run.resolved.is_file():
         output_dir = read_record(run.resolved, "the resolved job", parse=lambda job: job.get("output_dir"),
                                  fix="pass the SavedModel directory instead of the run directory")
-        candidate = Path(output_dir or source / "output") / subdir
+        try:  # run-time text (hpc.resolve.ResolvedJob): its references are this job's variables too
+            output = expand_run_time(output_dir, os.environ) if output_dir else str(source / "output")
+        except ValueError as err:
+            raise ServingError(f"run {source}: output_dir {err}",
+                               hint="set the variable as for the training job") from None
+        candidate = Path(output) / subdir
         if (candidate / SAVED_MODEL_PB).is_file():
             return candidate
         raise ServingError(f"run {source} has no SavedModel at {candidate}",

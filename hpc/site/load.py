@@ -43,7 +43,8 @@ Flat = dict[str, Any]
 NOT_SITE_VARIABLES = frozenset({
     "HPC_TF_SITE",  # picks the site (not a key of it)
     # the job and its tasks (templates, runtime, local launcher, campaigns, functions)
-    "HPC_TF_RUN_DIR", "HPC_TF_OUTPUT_DIR", "HPC_TF_HOOKS", "HPC_TF_NODE_ADDRESS_MAP", "HPC_TF_REQUEUED_JOB",
+    "HPC_TF_RUN_DIR", "HPC_TF_OUTPUT_DIR", "HPC_TF_CHECKPOINT_DIR", "HPC_TF_HOOKS", "HPC_TF_NODE_ADDRESS_MAP",
+    "HPC_TF_REQUEUED_JOB",
     "HPC_TF_LOCAL_REQUEUE_FILE", "HPC_TF_CAMPAIGN_DIR", "HPC_TF_TASK_ID", "HPC_TF_TASK_DIR", "HPC_TF_TASK_OFFSET",
     "HPC_TF_PARAMS",
     # the CLI, install and example scripts, the test cluster and the test suite

@@ -16,11 +16,12 @@ from hpc.modelbase import StrictModel
 from hpc.runtime.node.settings import PORT_RANGE_RULE, RuntimeSettings, valid_port_range
 from hpc.scheduler.managed import check_extra_flag
 from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
-from hpc.text import OneLine, keys_matching, matching, shown
+from hpc.text import OneLine, RunTimeText, keys_matching, matching, shown
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
 # Names and tokens, each matched as a whole string (hpc.text.named): they reach scripts and #SBATCH
-# lines unquoted or as file names. Free text (paths, command words, values) is OneLine.
+# lines unquoted or as file names. Free text is OneLine; paths, env values and command words the batch
+# script expands on the node (``${NAME}``, hpc.text) are RunTimeText.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE = "a name has up to 64 letters, digits, '_', '.', '-' and starts with a letter or digit"
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -70,7 +71,7 @@ def _unmanaged_env(value: dict[str, str]) -> dict[str, str]:
 
 
 # variables exported by the batch script: `export KEY=value`, the key unquoted
-EnvVars = Annotated[dict[str, OneLine], keys_matching(ENV_NAME_RE, ENV_NAME_RULE), AfterValidator(_unmanaged_env)]
+EnvVars = Annotated[dict[str, RunTimeText], keys_matching(ENV_NAME_RE, ENV_NAME_RULE), AfterValidator(_unmanaged_env)]
 
 
 def _no_comma(value: str) -> str:
@@ -80,7 +81,7 @@ def _no_comma(value: str) -> str:
 
 
 # a container bind (src[:dst[:opts]]); hpc-tf joins them with ','
-Bind = Annotated[OneLine, AfterValidator(_no_comma)]
+Bind = Annotated[RunTimeText, AfterValidator(_no_comma)]
 
 
 def _slurm_time(value: str) -> str:
@@ -120,7 +121,7 @@ GresItem = Annotated[str, matching(GRES_RE, GRES_RULE), AfterValidator(_not_gpus
 
 # argv of a program: written as a YAML list, or as one string split like a shell would (a line break
 # between words separates them; one inside a word is refused with the word's index)
-Command = Annotated[tuple[OneLine, ...], BeforeValidator(command_words)]
+Command = Annotated[tuple[RunTimeText, ...], BeforeValidator(command_words)]
 
 
 class Resources(StrictModel):
@@ -246,12 +247,12 @@ def _image(value: str) -> str:
 
 
 class Container(StrictModel):
-    image: Annotated[OneLine, AfterValidator(_image)] = Field(
+    image: Annotated[RunTimeText, AfterValidator(_image)] = Field(
         description="docker://, oras://, library:// (pulled on the node), a .sif path, or a Shifter image name")
     runtime: ContainerRuntime | None = Field(None, description="default: the site's first container_runtime, "
                                                                "else apptainer")
     binds: list[Bind] = Field(default_factory=list)
-    overlays: list[OneLine] = Field(default_factory=list, description="apptainer/singularity --overlay images")
+    overlays: list[RunTimeText] = Field(default_factory=list, description="apptainer/singularity --overlay images")
     gpu: Literal["auto", "nvidia", "amd", "none"] = Field(
         "auto", description="the host GPU driver inside: --nv (nvidia), --rocm (amd); auto: the site's gpu_vendor")
     nv: bool | None = Field(None, description="deprecated: true is gpu: nvidia, false is gpu: none")
@@ -273,10 +274,10 @@ class Container(StrictModel):
 
 class Environment(StrictModel):
     modules: list[ModuleName] = Field(default_factory=list)
-    conda: OneLine | None = Field(None, description="name or path of a conda environment to activate")
-    venv: OneLine | None = Field(None, description="path of a Python virtual environment to activate")
+    conda: RunTimeText | None = Field(None, description="name or path of a conda environment to activate")
+    venv: RunTimeText | None = Field(None, description="path of a Python virtual environment to activate")
     container: Container | None = None
-    python: OneLine | None = Field(None, description="interpreter that starts the bootstrap (default: site's)")
+    python: RunTimeText | None = Field(None, description="interpreter that starts the bootstrap (default: site's)")
 
     @model_validator(mode="after")
     def _one_activation(self) -> Environment:
@@ -309,7 +310,7 @@ class TFOptions(StrictModel):
 
 
 class Checkpoint(StrictModel):
-    dir: OneLine | None = Field(None, description="default: <output_dir>/checkpoints")
+    dir: RunTimeText | None = Field(None, description="default: <output_dir>/checkpoints")
     every_steps: int | None = Field(None, ge=1)
     keep: int = Field(_RUNTIME.checkpoint_keep, ge=1)
 
@@ -329,9 +330,9 @@ class Handoff(StrictModel):
 class JobSpec(StrictModel):
     name: Name
     command: Command = Field(description="the unmodified training command: a list, or a shell-like string")
-    workdir: OneLine | None = None
+    workdir: RunTimeText | None = None
     env: EnvVars = Field(default_factory=dict)
-    output_dir: OneLine | None = None
+    output_dir: RunTimeText | None = None
     resources: Resources = Field(default_factory=lambda: Resources())
     environment: Environment = Field(default_factory=lambda: Environment())
     tf: TFOptions = Field(default_factory=lambda: TFOptions())

@@ -223,7 +223,7 @@ def test_a_worker_that_cannot_start_fails_the_job_within_the_bound(
 ) -> None:
     bound_s = 20
     # rank 1 never reaches Python (a stuck container, a hung file system ...)
-    command = ["bash", "-c", 'if [ "$SLURM_PROCID" = 1 ]; then exec sleep 3000; fi; exec python mwms_fit.py out']
+    command = ["bash", "-c", 'if [ "$$SLURM_PROCID" = 1 ]; then exec sleep 3000; fi; exec python mwms_fit.py out']
     spec = write_spec(project, "missing", command, {"nodes": 2, "tasks_per_node": 1},
                       tf={"coordination_timeout": bound_s})
     job_id, run_dir = launch(researcher_run, project, spec)

@@ -234,6 +234,20 @@ def test_a_slurm_task_gets_tf_config_its_gpus_and_the_hooks() -> None:
     assert (SITE_DIR / "sitecustomize.py").is_file()
 
 
+def test_a_function_task_expands_references_as_the_batch_script_does() -> None:
+    """env values in order (one may use the one before), output_dir and checkpoint.dir, with the task's
+    variables; ``$$`` a literal ``$``."""
+    task = task_for({"name": "fn", "env": {"A_DATA": "${SCRATCH}/d-${SLURM_JOB_ID}", "B_COPY": "${A_DATA} $$5"},
+                     "output_dir": "${SCRATCH}/out", "checkpoint": {"dir": "${SCRATCH}/ckpt", "every_steps": 9}})
+    environ = {**slurm_task(0), "SCRATCH": "/scratch/u"}
+    task.set_up(environ)
+    job = environ["SLURM_JOB_ID"]
+    assert (environ["A_DATA"], environ["B_COPY"]) == (f"/scratch/u/d-{job}", f"/scratch/u/d-{job} $5")
+    assert environ["HPC_TF_OUTPUT_DIR"] == "/scratch/u/out"
+    assert environ["HPC_TF_CHECKPOINT_DIR"] == "/scratch/u/ckpt"
+    assert json.loads(environ["HPC_TF_HOOKS"])["preemption"]["checkpoint_dir"] == "/scratch/u/ckpt"
+
+
 RUN_TASK = """
 import json, pickle, sys
 task = pickle.load(open(sys.argv[1], "rb"))

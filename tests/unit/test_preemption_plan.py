@@ -110,7 +110,15 @@ def test_settings_read_the_checkpoint_keys() -> None:
 def test_checkpointing_is_on_with_preemption_or_periodic_checkpoints(
     settings: RuntimeSettings, expected: PreemptionConfig | None
 ) -> None:
-    assert preemption_config(settings) == expected
+    assert preemption_config(settings, {}) == expected
+
+
+def test_the_checkpoint_directory_is_the_one_the_batch_script_expanded() -> None:
+    """resolved.json keeps checkpoint.dir as written (``${SCRATCH}/ckpt``); the batch script exports
+    it expanded, and that is where the workers checkpoint."""
+    settings = RuntimeSettings(checkpoint_dir="${SCRATCH}/ckpt", preemption=True)
+    config = preemption_config(settings, {"HPC_TF_CHECKPOINT_DIR": "/scratch/u/ckpt"})
+    assert config is not None and config.checkpoint_dir == "/scratch/u/ckpt"
 
 
 def test_a_single_worker_job_with_preemption_gets_the_hooks_without_tf_config() -> None:
@@ -138,7 +146,7 @@ def test_resolve_carries_the_spec_into_the_runtime_plan() -> None:
         (200, 5, True, 2)
     assert runtime.checkpoint_dir == f"{job.output_dir}/checkpoints"
     settings = settings_from_mapping(json.loads(job.to_json())["runtime"])
-    assert preemption_config(settings) == PreemptionConfig(runtime.checkpoint_dir, 200, 5, True)
+    assert preemption_config(settings, {}) == PreemptionConfig(runtime.checkpoint_dir, 200, 5, True)
 
 
 def _resolver(task_type: str, task_id: int, spec: dict[str, list[str]]) -> Any:

@@ -22,6 +22,7 @@ from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
 from hpc.site.load import load_site
 from hpc.spec import load_spec, load_spec_text
+from hpc.text import expand_run_time, run_time_literal
 
 TESTS = Path(__file__).resolve().parents[1]
 SPECS = TESTS / "fixtures" / "specs"
@@ -128,6 +129,7 @@ SHIM_SRUN = """#!/bin/bash
 # records the argv and the environment the script hands to srun, one NUL-terminated item each
 printf '%s\\0' "$@" > "$SHIM_OUT/srun.argv"
 printf '%s' "$MSG" > "$SHIM_OUT/msg"
+printf '%s' "$COPY" > "$SHIM_OUT/copy"
 pwd > "$SHIM_OUT/pwd"
 """
 SHIM_RECORD = """#!/bin/bash
@@ -135,11 +137,15 @@ printf '%s\\0' "$(basename "$0")" "$@" >> "$SHIM_OUT/calls"
 """
 
 
+# a variable's value that bash must not read again as code once it has expanded ${HOSTILE}
+HOSTILE = "$(touch PWNED); touch PWNED `touch PWNED` ${HOME} '\"\\"
+
+
 def hostile_job(tmp_path: Path) -> ResolvedJob:
     text = (SPECS / "hostile.yaml").read_text()
     workdir = tmp_path / "dir with spaces" / "it's $(x)"
     workdir.mkdir(parents=True)
-    text = text.replace('"/tmp/dir with spaces/it\'s $(x)"', f'"{workdir}"')
+    text = text.replace('"/tmp/dir with spaces/it\'s $$(x)"', f'"{run_time_literal(str(workdir))}"')
     loaded = load_spec_text(text, "hostile.yaml", tmp_path)
     site = load_site("sandbox", (f"runs_dir={tmp_path / 'runs %j'}",), environ=ALICE)
     return resolve(loaded, site, "hostile-run", environ=ALICE)
@@ -166,16 +172,19 @@ def test_hostile_values_reach_the_job_unchanged_and_run_nothing(tmp_path: Path) 
         (shims / name).chmod(stat.S_IRWXU)
     out = tmp_path / "out"
     out.mkdir()
-    env = {"PATH": f"{shims}:/usr/bin:/bin", "SHIM_OUT": str(out), "HOME": str(tmp_path)}
+    env = {"PATH": f"{shims}:/usr/bin:/bin", "SHIM_OUT": str(out), "HOME": str(tmp_path), "HOSTILE": HOSTILE}
     script_path = tmp_path / "job.sbatch"
     script_path.write_text(script)
     install_run_dir(job)  # the batch driver the script execs, and the resolved job it reads
     subprocess.run(["bash", str(script_path)], env=env, cwd=tmp_path, check=True, timeout=30)
 
     argv = (out / "srun.argv").read_bytes().decode().split("\0")[:-1]
-    assert argv[argv.index("--") + 1:] == list(job.command)
-    assert (out / "msg").read_text() == dict(job.env)["MSG"]
-    assert (out / "pwd").read_text().strip() == job.workdir
+    assert argv[argv.index("--") + 1:] == [expand_run_time(word, env) for word in job.command]
+    # $$ is a literal $; ${HOSTILE} is expanded once and its value stays text
+    assert argv[-5:] == ["$HOME", "*", "100%", HOSTILE, f"pre-{HOSTILE}-post"]
+    assert (out / "msg").read_text() == "hello; touch PWNED `touch PWNED` $(touch PWNED) 'q' \"d\" # c \\"
+    assert (out / "copy").read_text() == HOSTILE
+    assert (out / "pwd").read_text().strip() == expand_run_time(job.workdir, env)
     calls = (out / "calls").read_bytes().decode().split("\0")
     assert calls[calls.index("activate") - 1:][:3] == ["conda", "activate", "my env $(touch PWNED)"]
     assert not list(tmp_path.rglob("PWNED")), "a hostile value was executed"

@@ -27,7 +27,7 @@ from . import slurm_node
 from ._errors import HpcTfError
 from .record import Record
 from .requeue import decide, may_start, restart_count, slurm_requeued
-from .settings import read_resolved, settings_from_mapping
+from .settings import checkpoint_dir, read_resolved, settings_from_mapping
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,7 +65,8 @@ def load_batch_job(resolved: str, restart_log: str) -> BatchJob:
     helper = slurm_node.HelperJob(name=text("name") or "hpc-tf", log=restart_log, partition=text("partition"),
                                   account=text("account"), qos=text("qos"))
     return BatchJob(local=document.get("launcher") == "local", preemption=settings.preemption,
-                    max_restarts=settings.max_restarts, checkpoint_dir=settings.checkpoint_dir or "the run directory",
+                    max_restarts=settings.max_restarts,
+                    checkpoint_dir=checkpoint_dir(settings, os.environ) or "the run directory",
                     helper=helper)
 
 

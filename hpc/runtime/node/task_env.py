@@ -28,7 +28,7 @@ from .gpus import GpuAssignment, assign_gpus
 from .hook_config import HOOKS_VARIABLE, HookConfig, PreemptionConfig
 from .layout import step_layout
 from .record import Record
-from .settings import RuntimeSettings
+from .settings import RuntimeSettings, checkpoint_dir
 from .slurm_env import SlurmStep, read_slurm_step
 from .tf_config import ADDRESS_MAP_VARIABLE, parse_address_map, tf_config, worker_addresses
 
@@ -74,7 +74,7 @@ def plan_task(environ: Mapping[str, str], settings: RuntimeSettings, *, site_dir
             raise RuntimeSetupError(str(err)) from err
         env["TF_CONFIG"] = tf_config(workers, step.rank)
         worker_nodes = tuple(step.nodes[placement.node_index] for placement in layout)
-    checkpoints = preemption_config(settings)
+    checkpoints = preemption_config(settings, environ)
     if worker_nodes or checkpoints is not None:
         hooks = HookConfig(
             coordination_timeout_s=settings.coordination_timeout_s,
@@ -87,12 +87,13 @@ def plan_task(environ: Mapping[str, str], settings: RuntimeSettings, *, site_dir
     return TaskPlan(step=step, gpus=gpus, workers=workers, env=env)
 
 
-def preemption_config(settings: RuntimeSettings) -> PreemptionConfig | None:
+def preemption_config(settings: RuntimeSettings, environ: Mapping[str, str]) -> PreemptionConfig | None:
     """Checkpoints are on with preemption or periodic checkpoints, and need a directory."""
-    if settings.checkpoint_dir is None or not (settings.preemption or settings.checkpoint_every_steps):
+    directory = checkpoint_dir(settings, environ)
+    if directory is None or not (settings.preemption or settings.checkpoint_every_steps):
         return None
     return PreemptionConfig(
-        checkpoint_dir=settings.checkpoint_dir,
+        checkpoint_dir=directory,
         every_steps=settings.checkpoint_every_steps,
         keep=settings.checkpoint_keep,
         handle_signals=settings.preemption,
