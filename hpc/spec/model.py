@@ -288,6 +288,8 @@ class SetupStep(StrictModel):
     def _line(cls, value: object) -> object:
         if isinstance(value, str):
             return {"job": one_line(value, "a setup line")}
+        if isinstance(value, bool | int | float):  # `- true` is YAML's boolean
+            raise ValueError(f"YAML reads this step as a {type(value).__name__}, not a shell line: quote it")
         if not isinstance(value, dict):
             raise ValueError("a setup step is a shell line, or {node: LINE} to run it once on every node")
         return value
