@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from hpc.errors import SpecError
-from hpc.functions.plan import slurm_parameters
+from hpc.functions.plan import setup_lines, slurm_parameters
+from hpc.render.cpu_jobs import render_handoff_script
 from hpc.render.script import render_script
 from hpc.resolve import resolve
 from hpc.scheduler.managed import MANAGED_SRUN_FLAGS
@@ -177,3 +178,25 @@ def test_a_failing_step_stops_the_job_naming_it(setup: Setup, step: str, message
     result = setup.run(render_script(setup.job(extra=steps("'true'", step, "touch later-step-ran"))))
     assert_stopped(setup, result, message)
     assert not (setup.workdir / "later-step-ran").exists()
+
+
+def test_submitit_setup_lines_carry_the_steps_of_a_function_job(setup: Setup) -> None:
+    """A function job (submit_function) takes the same spec: its steps reach submitit's setup lines, which
+    submitit's local executor joins with '&&' before the command."""
+    (setup.workdir / "env.sh").write_text("export FROM_SETUP=sourced\n")
+    job = setup.job(extra=steps(f"cd '{setup.workdir}'", "source env.sh", "{node: echo node >> order}"))
+    result = setup.run(" && ".join([*setup_lines(job), str(setup.python)]) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert (setup.workdir / "order").read_text() == "node\n"
+    assert (setup.out / "python-ran").read_text().split() == [str(setup.workdir), "sourced"]
+    (setup.out / "python-ran").unlink()
+    failing = setup.job(extra=steps("'false'", "touch later-step-ran"))
+    result = setup.run(" && ".join([*setup_lines(failing), str(setup.python)]) + "\n")
+    assert_stopped(setup, result, "setup[0] exited with status 1: false: fix it under setup in job.yaml")
+
+
+def test_a_handoff_job_purges_and_uses_modules_as_the_training_job(setup: Setup) -> None:
+    job = setup.job("{module_purge: true, module_use: [/opt/mods]}", (f"module_init={setup.module_init}",),
+                    extra="handoff: {model: mlp}\n")
+    script = render_handoff_script(job)
+    assert "\nmodule purge || " in script and "\nmodule use /opt/mods || " in script
