@@ -9,7 +9,7 @@ letters resolved) and refuses a managed option with the field to use instead.
 
 from __future__ import annotations
 
-from hpc.scheduler.sbatch_options import SRUN, parse_option
+from hpc.scheduler.sbatch_options import SBATCH, SRUN, Grammar, parse_option
 from hpc.text import one_line, shown
 
 # long option -> where the user sets it instead (or why it cannot be set)
@@ -64,9 +64,13 @@ MANAGED_FLAGS: dict[str, str] = {
 def check_extra_flag(flag: str) -> str:
     """``flag`` as sbatch reads it, written canonically (``--mail-ty END`` -> ``--mail-type=END``);
     ValueError naming the field to use when it is an option hpc-tf manages."""
-    option = parse_option(one_line(flag, "an sbatch option"))
-    if option.name in MANAGED_FLAGS:
-        raise ValueError(f"{shown(flag)} is --{option.name}, which hpc-tf manages: {MANAGED_FLAGS[option.name]}")
+    return _unmanaged(flag, SBATCH, MANAGED_FLAGS)
+
+
+def _unmanaged(flag: str, grammar: Grammar, managed: dict[str, str]) -> str:
+    option = parse_option(one_line(flag, f"an {grammar.command} option"), grammar=grammar)
+    if option.name in managed:
+        raise ValueError(f"{shown(flag)} is --{option.name}, which hpc-tf manages: {managed[option.name]}")
     return str(option)
 
 
@@ -108,7 +112,4 @@ MANAGED_SRUN_FLAGS: dict[str, str] = {
 def check_srun_flag(flag: str) -> str:
     """``flag`` as srun reads it, written canonically (``-l`` -> ``--label``); ValueError naming the field
     to use when it is an option hpc-tf sets on the tasks' srun."""
-    option = parse_option(one_line(flag, "an srun option"), grammar=SRUN)
-    if option.name in MANAGED_SRUN_FLAGS:
-        raise ValueError(f"{shown(flag)} is --{option.name}, which hpc-tf manages: {MANAGED_SRUN_FLAGS[option.name]}")
-    return str(option)
+    return _unmanaged(flag, SRUN, MANAGED_SRUN_FLAGS)

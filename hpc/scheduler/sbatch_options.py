@@ -17,7 +17,7 @@ import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hpc.scheduler import sbatch_option_table, srun_option_table
+from hpc.scheduler import sbatch_option_table as recorded
 from hpc.text import shown
 
 
@@ -30,8 +30,8 @@ class Grammar:
     short: dict[str, dict[str, str]]  # version -> short letter -> long option
 
 
-SBATCH = Grammar("sbatch", sbatch_option_table.LONG_OPTIONS, sbatch_option_table.SHORT_OPTIONS)
-SRUN = Grammar("srun", srun_option_table.LONG_OPTIONS, srun_option_table.SHORT_OPTIONS)
+SBATCH = Grammar("sbatch", recorded.LONG_OPTIONS["sbatch"], recorded.SHORT_OPTIONS["sbatch"])
+SRUN = Grammar("srun", recorded.LONG_OPTIONS["srun"], recorded.SHORT_OPTIONS["srun"])
 SUPPORTED_VERSIONS: tuple[str, ...] = tuple(sorted(SBATCH.long))
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Record sbatch's or srun's option table for one Slurm version into hpc/scheduler/<command>_option_table.py.
+"""Record sbatch's or srun's option table for one Slurm version into hpc/scheduler/sbatch_option_table.py.
 
     tests/cluster/record_sbatch_options.py SOURCE            # add or replace that version's table
     tests/cluster/record_sbatch_options.py --check SOURCE    # exit 1 with a diff if the table differs
@@ -34,20 +34,14 @@ from collections.abc import Callable
 from itertools import takewhile
 from pathlib import Path
 
-SCHEDULER = Path(__file__).resolve().parents[2] / "hpc" / "scheduler"
+MODULE = Path(__file__).resolve().parents[2] / "hpc" / "scheduler" / "sbatch_option_table.py"
 # the command -> which pointer of slurm_opt_t selects its options (salloc_opt, sbatch_opt, scron_opt,
 # srun_opt come first in the struct, in that order in every supported version)
 COMMANDS = {"sbatch": 1, "srun": 3}
 ARGUMENT = {0: "none", 1: "required", 2: "optional"}  # getopt.h's no/required/optional_argument
 ARGUMENT_NAMES = {"no_argument": "none", "required_argument": "required", "optional_argument": "optional"}
 
-LITERALS = {"RECORDED_FROM", "COMMON_LONG_OPTIONS", "VERSION_LONG_OPTIONS", "COMMON_SHORT_OPTIONS",
-            "VERSION_SHORT_OPTIONS"}
 Table = tuple[dict[str, str], dict[str, str]]  # long name -> argument kind, short letter -> long name
-
-
-def module_path(command: str) -> Path:
-    return SCHEDULER / f"{command}_option_table.py"
 
 
 def from_installed(program: str, command: str) -> tuple[str, Table]:
@@ -151,19 +145,22 @@ def _member(tar: tarfile.TarFile, name: str) -> str:
     return handle.read().decode()
 
 
-def read_module(module: Path) -> tuple[dict[str, str], dict[str, Table]]:
-    """The recorded tables, and where each came from (kept in the module's docstring lines)."""
-    if not module.exists():
-        return {}, {}
-    tree = ast.parse(module.read_text())
+Recorded = dict[str, tuple[dict[str, str], dict[str, Table]]]  # command -> (version -> source, version -> table)
+
+
+def read_module() -> Recorded:
+    """The recorded tables of each command, and where each came from."""
+    if not MODULE.exists():
+        return {}
+    tree = ast.parse(MODULE.read_text())
     # only the literal tables: LONG_OPTIONS and SHORT_OPTIONS are built from them when imported
     values = {node.target.id: ast.literal_eval(node.value) for node in tree.body
-              if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value
-              and node.target.id in LITERALS}
-    sources: dict[str, str] = values["RECORDED_FROM"]
-    return sources, {v: ({**values["COMMON_LONG_OPTIONS"], **values["VERSION_LONG_OPTIONS"][v]},
-                         {**values["COMMON_SHORT_OPTIONS"], **values["VERSION_SHORT_OPTIONS"][v]})
-                     for v in sources}
+              if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+              and isinstance(node.value, ast.Dict)}
+    return {command: (sources, {
+        v: ({**values["COMMON_LONG_OPTIONS"][command], **values["VERSION_LONG_OPTIONS"][command][v]},
+            {**values["COMMON_SHORT_OPTIONS"][command], **values["VERSION_SHORT_OPTIONS"][command][v]})
+        for v in sources}) for command, sources in values["RECORDED_FROM"].items()}
 
 
 def split_common(tables: dict[str, dict[str, str]]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
@@ -173,10 +170,11 @@ def split_common(tables: dict[str, dict[str, str]]) -> tuple[dict[str, str], dic
     return common, {v: {k: x for k, x in table.items() if k not in common} for v, table in tables.items()}
 
 
-def render_module(command: str, sources: dict[str, str], tables: dict[str, Table]) -> str:
+def render_module(recorded: Recorded) -> str:
     q = json.dumps  # a double-quoted Python string literal for these plain names
-    common_long, version_long = split_common({v: tables[v][0] for v in sorted(tables)})
-    common_short, version_short = split_common({v: tables[v][1] for v in sorted(tables)})
+    commands = sorted(recorded, key=list(COMMANDS).index)
+    split = {c: (split_common({v: t[0] for v, t in sorted(recorded[c][1].items())}),
+                 split_common({v: t[1] for v, t in sorted(recorded[c][1].items())})) for c in commands}
 
     def by_name(table: dict[str, str]) -> list[tuple[str, str]]:
         return sorted(table.items())
@@ -184,22 +182,29 @@ def render_module(command: str, sources: dict[str, str], tables: dict[str, Table
     def by_letter(table: dict[str, str]) -> list[tuple[str, str]]:
         return sorted(table.items(), key=lambda item: (item[0].lower(), item[0]))
 
-    def entries(table: dict[str, str], order: Callable[[dict[str, str]], list[tuple[str, str]]],
-                indent: str) -> list[str]:
-        return [f"{indent}{q(key)}: {q(value)}," for key, value in order(table)]
+    def block(table: dict[str, str], order: Callable[[dict[str, str]], list[tuple[str, str]]], indent: str,
+              key: str) -> list[str]:
+        """``key: {…},`` one entry a line (``key: {},`` when empty)."""
+        if not table:
+            return [f"{indent}{q(key)}: {{}},"]
+        return [f"{indent}{q(key)}: {{", *(f"{indent}    {q(k)}: {q(v)}," for k, v in order(table)), f"{indent}}},"]
 
-    def per_version(table: dict[str, dict[str, str]], order: Callable[[dict[str, str]], list[tuple[str, str]]],
-                    ) -> list[str]:
-        lines: list[str] = []
-        for version in sorted(table):
-            if not table[version]:
-                lines.append(f"    {q(version)}: {{}},")
-            else:
-                lines += [f"    {q(version)}: {{", *entries(table[version], order, "        "), "    },"]
-        return lines
+    def per_command(name: str, kind: str, of: Callable[[str], dict[str, str]],
+                    order: Callable[[dict[str, str]], list[tuple[str, str]]]) -> list[str]:
+        return [f"{name}: dict[str, {kind}] = {{", *(line for c in commands for line in block(of(c), order, "    ", c)),
+                "}"]
+
+    def per_version(name: str, of: Callable[[str], dict[str, dict[str, str]]],
+                    order: Callable[[dict[str, str]], list[tuple[str, str]]]) -> list[str]:
+        lines = [f"{name}: dict[str, dict[str, dict[str, str]]] = {{"]
+        for c in commands:
+            versions = of(c)
+            entries = (line for v in sorted(versions) for line in block(versions[v], order, "        ", v))
+            lines += [f"    {q(c)}: {{", *entries, "    },"]
+        return [*lines, "}"]
 
     lines = [
-        f'"""{command}\'s options per supported Slurm version, as {command} hands them to getopt_long.',
+        '"""sbatch\'s and srun\'s options per supported Slurm version, as each hands them to getopt_long.',
         "",
         "Generated by tests/cluster/record_sbatch_options.py (see there how); do not edit by hand.",
         "Each table is stored once for what every version has alike, plus per version the rest.",
@@ -207,33 +212,25 @@ def render_module(command: str, sources: dict[str, str], tables: dict[str, Table
         "",
         "from __future__ import annotations",
         "",
-        "# version -> what the table was read from",
-        "RECORDED_FROM: dict[str, str] = {",
-        *(f"    {q(v)}: {q(sources[v])}," for v in sorted(tables)),
-        "}",
-        "# long option -> its argument: 'none', 'required' or 'optional' (only as --name=value)",
-        "COMMON_LONG_OPTIONS: dict[str, str] = {",
-        *entries(common_long, by_name, "    "),
-        "}",
-        "# version -> the long options it adds or takes otherwise",
-        "VERSION_LONG_OPTIONS: dict[str, dict[str, str]] = {",
-        *per_version(version_long, by_name),
-        "}",
-        "# short option letter -> long option",
-        "COMMON_SHORT_OPTIONS: dict[str, str] = {",
-        *entries(common_short, by_letter, "    "),
-        "}",
-        "# version -> the short options it adds or maps otherwise",
-        "VERSION_SHORT_OPTIONS: dict[str, dict[str, str]] = {",
-        *per_version(version_short, by_letter),
-        "}",
+        "# command -> version -> what the table was read from",
+        *per_command("RECORDED_FROM", "dict[str, str]", lambda c: recorded[c][0], by_name),
+        "# command -> long option -> its argument: 'none', 'required' or 'optional' (only as --name=value)",
+        *per_command("COMMON_LONG_OPTIONS", "dict[str, str]", lambda c: split[c][0][0], by_name),
+        "# command -> version -> the long options it adds or takes otherwise",
+        *per_version("VERSION_LONG_OPTIONS", lambda c: split[c][0][1], by_name),
+        "# command -> short option letter -> long option",
+        *per_command("COMMON_SHORT_OPTIONS", "dict[str, str]", lambda c: split[c][1][0], by_letter),
+        "# command -> version -> the short options it adds or maps otherwise",
+        *per_version("VERSION_SHORT_OPTIONS", lambda c: split[c][1][1], by_letter),
         "",
-        "# version -> its whole table",
-        "LONG_OPTIONS: dict[str, dict[str, str]] = {",
-        "    v: {**COMMON_LONG_OPTIONS, **VERSION_LONG_OPTIONS[v]} for v in RECORDED_FROM",
+        "# command -> version -> its whole table",
+        "LONG_OPTIONS: dict[str, dict[str, dict[str, str]]] = {",
+        "    c: {v: {**COMMON_LONG_OPTIONS[c], **VERSION_LONG_OPTIONS[c][v]} for v in versions}",
+        "    for c, versions in RECORDED_FROM.items()",
         "}",
-        "SHORT_OPTIONS: dict[str, dict[str, str]] = {",
-        "    v: {**COMMON_SHORT_OPTIONS, **VERSION_SHORT_OPTIONS[v]} for v in RECORDED_FROM",
+        "SHORT_OPTIONS: dict[str, dict[str, dict[str, str]]] = {",
+        "    c: {v: {**COMMON_SHORT_OPTIONS[c], **VERSION_SHORT_OPTIONS[c][v]} for v in versions}",
+        "    for c, versions in RECORDED_FROM.items()",
         "}",
     ]
     return "\n".join(lines) + "\n"
@@ -251,22 +248,22 @@ def main() -> int:
     else:
         release, table = from_installed(args.source, command)
     version = ".".join(release.split(".")[:2])  # options change with major releases only
-    module = module_path(command)
-    sources, tables = read_module(module)
+    recorded = read_module()
+    sources, tables = recorded.get(command, ({}, {}))
     if args.check:
-        recorded = render_module(command, {version: ""}, {version: tables.get(version, ({}, {}))})
-        found = render_module(command, {version: ""}, {version: table})
-        diff = list(difflib.unified_diff(recorded.splitlines(), found.splitlines(), "recorded", args.source,
-                                         lineterm=""))
+        was = render_module({command: ({version: ""}, {version: tables.get(version, ({}, {}))})})
+        found = render_module({command: ({version: ""}, {version: table})})
+        diff = list(difflib.unified_diff(was.splitlines(), found.splitlines(), "recorded", args.source, lineterm=""))
         print("\n".join(diff) if diff else f"{command} {version}: the recorded table matches {args.source}")
         return 1 if diff else 0
     sources[version] = f"{Path(args.source).name} (Slurm {release})"
     tables[version] = table
-    text = render_module(command, sources, tables)
-    temp = module.with_suffix(".tmp")
+    recorded[command] = sources, tables
+    text = render_module(recorded)
+    temp = MODULE.with_suffix(".tmp")
     temp.write_text(text)
-    temp.replace(module)
-    print(f"{command} {version}: {len(table[0])} long options, {len(table[1])} short, written to {module}")
+    temp.replace(MODULE)
+    print(f"{command} {version}: {len(table[0])} long options, {len(table[1])} short, written to {MODULE}")
     return 0
 
 
