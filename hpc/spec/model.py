@@ -16,7 +16,8 @@ from hpc.modelbase import StrictModel
 from hpc.runtime.node.settings import PORT_RANGE_RULE, RuntimeSettings, valid_port_range
 from hpc.scheduler.managed import check_extra_flag, check_srun_flag
 from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
-from hpc.text import OneLine, keys_matching, matching, one_line, shown
+from hpc.spec.steps import SetupStep
+from hpc.text import OneLine, keys_matching, matching, shown
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
 # Names and tokens, each matched as a whole string (hpc.text.named): they reach scripts and #SBATCH
@@ -44,8 +45,8 @@ MODULE_SUBCOMMANDS = {
 
 
 def _module_name(value: object) -> object:
-    if isinstance(value, str) and value.split(" ")[0] in MODULE_SUBCOMMANDS:
-        word = value.split(" ")[0]
+    word = value.split(" ")[0] if isinstance(value, str) else None
+    if word in MODULE_SUBCOMMANDS:
         raise ValueError(f"{shown(value)} is 'module {word}', not a module to load: {MODULE_SUBCOMMANDS[word]}")
     return value
 
@@ -54,7 +55,7 @@ ModuleName = Annotated[str, BeforeValidator(_module_name), matching(MODULE_RE, M
 ModelName = Annotated[str, matching(MODEL_NAME_RE, MODEL_NAME_RULE)]
 # Variables the bootstrap and Slurm own; a spec that sets them would silently break the job.
 MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
-MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "HPC_TF_")
+MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "HPC_TF_")  # SRUN_: srun options (SRUN_ENV below)
 # bash's read-only variables: `export UID=…` fails in the batch script and the job runs without it
 BASH_READONLY_ENV = ("BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID")
 
@@ -274,39 +275,6 @@ class Handoff(StrictModel):
     model: ModelName
     format: Literal["onnx", "savedmodel", "python"] | None = None
     savedmodel: OneLine = Field("export", description="SavedModel directory, relative to output_dir")
-
-
-class SetupStep(StrictModel):
-    """A setup step: ``- LINE`` runs in the batch shell (once per job), ``- node: LINE`` once on every node.
-    Shell code: bash expands it (no ${NAME} rule here)."""
-
-    job: OneLine | None = Field(None, description="shell line run in the batch shell before the tasks")
-    node: OneLine | None = Field(None, description="shell line run once on every node (one task per node)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _line(cls, value: object) -> object:
-        if isinstance(value, str):
-            return {"job": one_line(value, "a setup line")}
-        if isinstance(value, bool | int | float):  # `- true` is YAML's boolean
-            raise ValueError(f"YAML reads this step as a {type(value).__name__}, not a shell line: quote it")
-        if not isinstance(value, dict):
-            raise ValueError("a setup step is a shell line, or {node: LINE} to run it once on every node")
-        return value
-
-    @model_validator(mode="after")
-    def _one(self) -> SetupStep:
-        if (self.job is None) == (self.node is None):
-            raise ValueError("a setup step is a shell line, or {node: LINE} to run it once on every node")
-        return self
-
-    @property
-    def where(self) -> Literal["job", "node"]:
-        return "job" if self.job is not None else "node"
-
-    @property
-    def line(self) -> str:
-        return self.job if self.job is not None else str(self.node)
 
 
 # validated item by item like sbatch_extra, read as srun reads it
