@@ -12,8 +12,11 @@ from hpc.errors import HpcTfError
 from hpc.text import shown
 
 
-def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
+def write_text_atomic(path: Path, text: str, *, mode: int = 0o644, replace: bool = True) -> None:
     """Replace ``path`` with ``text`` so a reader sees the old file or the new one, never a mix.
+
+    ``replace=False``: a new file only; FileExistsError when ``path`` exists, even if it appeared
+    meanwhile (a hard link, unlike a rename, never replaces).
 
     ``mode`` is what the file may get at most: the user's umask takes bits away (umask 077 gives 0600
     run files), except the owner's, which the caller needs (a script stays executable).
@@ -27,10 +30,15 @@ def write_text_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
             fh.flush()
             os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | (mode & stat.S_IRWXU))
             os.fsync(fd)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    if not replace:
+        tmp.unlink()
 
 
 # Why a write failed, for the errors a user can do something about: (what happened, what to do)

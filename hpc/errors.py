@@ -64,26 +64,26 @@ class FieldProblem:
         return f"{prefix}{self.path}: {self.message}" if self.path else f"{prefix}{self.message}"
 
 
-class SpecError(HpcTfError):
-    """A job spec, campaign or site file is invalid. Nothing was written or submitted."""
+class InputError(HpcTfError):
+    """What the user gave cannot be used as it is: fix it and run again (exit code 2)."""
 
     exit_code = 2
+
+
+class SpecError(InputError):
+    """A job spec, campaign or site file is invalid. Nothing was written or submitted."""
 
     def __init__(self, problems: Sequence[FieldProblem], *, hint: str | None = None) -> None:
         self.problems = tuple(problems)
         super().__init__("\n".join(str(p) for p in self.problems), hint=hint)
 
 
-class ConfigError(HpcTfError):
+class ConfigError(InputError):
     """A site configuration value is missing or invalid."""
 
-    exit_code = 2
 
-
-class RecordError(HpcTfError):
+class RecordError(InputError):
     """A record an earlier hpc-tf command wrote (resolved.json, a hand-off record…) cannot be read."""
-
-    exit_code = 2
 
 
 class QuotaRefused(HpcTfError):
@@ -155,7 +155,5 @@ class ServingError(HpcTfError):
     exit_code = 5
 
 
-class ModelNameError(ServingError):
+class ModelNameError(InputError, ServingError):
     """A model name Triton or the model repository cannot use."""
-
-    exit_code = 2

@@ -36,9 +36,10 @@ class LaunchPlan:
 
 @dataclass(frozen=True)
 class Launched:
+    """What submitting a :class:`LaunchPlan` made (the job itself is the plan's)."""
+
     job_id: str
     paths: RunPaths
-    job: ResolvedJob
     handoff_job_id: str | None = None
     quota: QuotaVerdict | None = None  # the GPU quota preflight's verdict, to be shown (None: no quota)
 
@@ -77,7 +78,7 @@ def submit_plan(plan: LaunchPlan, backend: Backend, quota: QuotaPolicy = CHECK_Q
         job_id = backend.submit(paths.script)
     record_submission(paths, job_id, cluster=None, launcher=plan.job.launcher)
     handoff_id = _submit_handoff(paths, job_id, backend) if plan.handoff_script is not None else None
-    return Launched(job_id=job_id, paths=paths, job=plan.job, handoff_job_id=handoff_id, quota=verdict)
+    return Launched(job_id=job_id, paths=paths, handoff_job_id=handoff_id, quota=verdict)
 
 
 def _submit_handoff(paths: RunPaths, training_id: str, backend: Backend) -> str:

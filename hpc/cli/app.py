@@ -27,6 +27,7 @@ from hpc.text import shown
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "launch": ("hpc.cli.launch", "launch", "Check, render and submit a job spec (or run it locally)."),
     "render": ("hpc.cli.launch", "render", "Print the batch script a job spec renders to."),
+    "import": ("hpc.cli.importer", "import_command", "Draft a job.yaml from an existing sbatch script."),
     "status": ("hpc.cli.jobs", "status", "Jobs: state, why they wait, time, nodes, GPUs."),
     "logs": ("hpc.cli.jobs", "logs", "Print or follow a job's log, or one worker's."),
     "cancel": ("hpc.cli.jobs", "cancel", "Cancel jobs by id or run directory."),

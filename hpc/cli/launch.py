@@ -72,9 +72,9 @@ def launch(
     _say(f"submitted job {_bold(launched.job_id)}: {_summary(plan)}\n"
          f"run directory: {launched.paths.root}\n"
          f"follow it:     hpc-tf status {launched.job_id}   |   hpc-tf logs {launched.paths.root} --follow")
-    if launched.handoff_job_id is not None and launched.job.handoff is not None:
+    if launched.handoff_job_id is not None and plan.job.handoff is not None:
         _say(f"hand-off job {_bold(launched.handoff_job_id)} runs after job {launched.job_id} succeeds: "
-             f"model '{launched.job.handoff.model}' into {launched.job.handoff.repository} "
+             f"model '{plan.job.handoff.model}' into {plan.job.handoff.repository} "
              f"(log {launched.paths.handoff_log(launched.handoff_job_id)})")
     if wait:
         from hpc.cli.jobs import wait_for  # the status machinery, only for --wait

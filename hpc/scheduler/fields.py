@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from hpc.errors import SchedulerOutputError
 
 _JOB_ID = re.compile(
-    r"^(?P<base>\d+)"
+    r"(?P<base>\d+)"
     r"(?:_(?P<task>\d+|\[[^\]]*\])|\+(?P<het>\d+))?"
-    r"(?:\.(?P<step>[\w-]+))?$"
+    r"(?:\.(?P<step>[\w-]+))?"
 )
 
 
@@ -55,7 +55,7 @@ class JobId:
 
 
 def parse_job_id(text: str) -> JobId:
-    match = _JOB_ID.match(text.strip())
+    match = _JOB_ID.fullmatch(text.strip())
     if match is None:
         raise SchedulerOutputError(
             f"'{text}' is not a Slurm job id (expected e.g. 35, 12_3, 12_[4-9%2], 30+1)"
@@ -66,7 +66,7 @@ def parse_job_id(text: str) -> JobId:
 
 def is_job_id(text: str) -> bool:
     """True for ids a user may ask about (no step, no pending range): ``35``, ``12_3``, ``30+1``."""
-    match = _JOB_ID.match(text)
+    match = _JOB_ID.fullmatch(text)
     return match is not None and match["step"] is None and not (match["task"] or "").startswith("[")
 
 

@@ -9,10 +9,11 @@ wrong number of fields means the output is not what we asked for: that raises
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from hpc.errors import SchedulerOutputError
+from hpc.scheduler.choice import release
 from hpc.scheduler.commands import SQUEUE_FIELDS
 from hpc.scheduler.fields import (
     ExitCode,
@@ -119,6 +120,38 @@ def _sacct_row(f: dict[str, str]) -> SacctRow:
         start=get("Start"),
         end=get("End"),
     )
+
+
+# Before 25.11, sacct printed a job's exit status S of 128 or more as S - 128 (25.11's changelog: "Don't
+# subtract 128 from sacct returned exit codes for the codes above 128"); scontrol, and sacct's
+# DerivedExitCode (the highest end of the job's steps), always printed it whole. Recorded on 22.05: a
+# batch script that passes on its step's 137 (a task killed by SIGKILL) reads ExitCode 9:0, DerivedExitCode 0:9.
+WHOLE_EXIT_CODES_SINCE = (25, 11)
+
+
+def restore_exit_codes(rows: Sequence[SacctRow], slurm_version: Callable[[], str | None]) -> list[SacctRow]:
+    """``rows`` with the exit codes an older sacct printed 128 short put right.
+
+    Only a failed job whose ``S:0`` is exactly 128 short of how its steps ended is a candidate (hpc-tf's
+    batch script exits with its step's status); ``slurm_version`` (``22.05.8``; None when not known) is
+    asked once, and only when there is one, whether this sacct subtracts at all.
+    """
+    whole = [_whole_exit_code(row) for row in rows]
+    if all(code is None for code in whole) or not _subtracts_128(slurm_version()):
+        return list(rows)
+    return [row if code is None else replace(row, exit_code=code) for row, code in zip(rows, whole, strict=True)]
+
+
+def _whole_exit_code(row: SacctRow) -> ExitCode | None:
+    shown, derived = row.exit_code, row.derived_exit_code
+    if row.state is not JobState.FAILED or shown is None or derived is None or shown.signal or shown.status >= 128:
+        return None
+    return ExitCode(shown.status + 128) if derived.shell_code == shown.status + 128 else None
+
+
+def _subtracts_128(version: str | None) -> bool:
+    numbers = release(version or "")
+    return numbers is not None and tuple(int(n) for n in numbers.split(".")) < WHOLE_EXIT_CODES_SINCE
 
 
 # --- squeue --------------------------------------------------------------------------------------

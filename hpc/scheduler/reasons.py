@@ -173,10 +173,10 @@ _TABLE = {reason.code.lower(): reason for reason in _KNOWN}
 
 # The accounting-limit grammar: (Assoc|QOS)(Grp|Max|Min)<resource>[PerJob|PerNode|PerUser][Minutes…][Limit]
 _LIMIT = re.compile(
-    r"^(?P<who>Assoc|QOS)(?P<kind>Grp|Max|Min)(?P<what>[A-Za-z]+?)"
-    r"(?P<scope>MinutesPerJob|PerJob|PerNode|PerUser|PerAccount|RunMinutes|Minutes|NotSatisfied)?(?:Limit)?$"
+    r"(?P<who>Assoc|QOS)(?P<kind>Grp|Max|Min)(?P<what>[A-Za-z]+?)"
+    r"(?P<scope>MinutesPerJob|PerJob|PerNode|PerUser|PerAccount|RunMinutes|Minutes|NotSatisfied)?(?:Limit)?"
 )
-_PER_ACCOUNT = re.compile(r"^Max(?P<what>[A-Za-z]+?)PerAccount$")
+_PER_ACCOUNT = re.compile(r"Max(?P<what>[A-Za-z]+?)PerAccount")
 _RESOURCE_WORDS = {
     "cpu": "CPU",
     "cpus": "CPU",
@@ -199,12 +199,12 @@ _RESOURCE_WORDS = {
 
 
 def _from_grammar(code: str) -> PendingReason | None:
-    per_account = _PER_ACCOUNT.match(code)
+    per_account = _PER_ACCOUNT.fullmatch(code)
     if per_account is not None:
         what = _RESOURCE_WORDS.get(per_account["what"].lower(), per_account["what"])
         text = f"your account's jobs in this QOS use all the {what} quota it allows per account"
         return _r(code, _Q, text + _WHEN_FREE, _QUOTA)
-    match = _LIMIT.match(code)
+    match = _LIMIT.fullmatch(code)
     if match is None:
         return None
     who = "your account" if match["who"] == "Assoc" else "its QOS"

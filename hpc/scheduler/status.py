@@ -27,8 +27,9 @@ from typing import Protocol, TypeVar
 
 from hpc.errors import SchedulerOutputError, SchedulerUnavailable
 from hpc.scheduler import commands
+from hpc.scheduler.choice import slurm_version
 from hpc.scheduler.fields import ExitCode, JobId, parse_array_tasks, parse_job_id
-from hpc.scheduler.parse import SacctRow, SqueueRow, parse_sacct, parse_squeue
+from hpc.scheduler.parse import SacctRow, SqueueRow, parse_sacct, parse_squeue, restore_exit_codes
 from hpc.scheduler.reasons import PendingReason
 from hpc.scheduler.run import CommandResult, SlurmCli
 from hpc.scheduler.states import JobState, summarize
@@ -146,8 +147,8 @@ class _CliSource:
         self.started = cli.clock()
 
     def accounting(self, job_ids: Sequence[str]) -> list[SacctRow]:
-        return _run_parsed(self.cli, commands.sacct(job_ids), _parse_sacct,
-                           deadline=self.started + ACCOUNTING_BUDGET_S)
+        rows = _run_parsed(self.cli, commands.sacct(job_ids), _parse_sacct, deadline=self.started + ACCOUNTING_BUDGET_S)
+        return restore_exit_codes(rows, lambda: slurm_version(self.cli))
 
     def live(self, job_ids: Sequence[str]) -> list[SqueueRow]:
         return _run_parsed(self.cli, commands.squeue(job_ids), parse_squeue, tolerate=(SQUEUE_NO_SUCH_JOB,),

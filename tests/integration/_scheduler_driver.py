@@ -33,7 +33,7 @@ def _options(given: dict[str, Any]) -> SubmitOptions:
 
 def _records(scheduler: Any, job_ids: list[str]) -> dict[str, Any]:
     """pyslurm's fields of these jobs, and the statuses the pyslurm scheduler makes of exactly those."""
-    from hpc.scheduler.libslurm import RecordSource
+    from hpc.scheduler.libslurm_rows import RecordSource
     from hpc.scheduler.status import query_source
 
     bases = {job_id.split("_")[0].split("+")[0] for job_id in job_ids}

@@ -419,6 +419,11 @@ def test_a_launch_that_must_wait_is_submitted_and_pends_as_predicted(
     held_list = ", ".join(f"{h} (1 GPU)" for h in sorted(holders, key=int))
     assert (row["state"], row["reason"]) == ("PENDING", reason)
     assert row["info"] == sentence.format(holders=held_list)
+    # the same in process, so that the recording holds what the unit tests replay (status query, quota)
+    cli = runner.cli()
+    assert explain_waits(SlurmScheduler(cli).query([job_id]), cli, user=slurm_cluster.user) == {
+        job_id: sentence.format(holders=held_list)
+    }
     runner.record(f"wait-{case}", f"{held} one-GPU jobs hold the quota; job {job_id} (1 GPU) pends {reason}",
                   {"holders": holders, "waiting": job_id, "reason": reason})
 

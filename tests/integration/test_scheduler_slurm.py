@@ -181,6 +181,38 @@ def test_one_query_maps_every_state(slurm_cluster: SlurmCluster, runner: UserRun
             scheduler.cancel(submitted)
 
 
+def test_an_exit_status_over_128_reads_whole(slurm_cluster: SlurmCluster, runner: UserRunner) -> None:
+    # A task killed by SIGKILL: srun returns 137 and the batch script passes it on (as hpc-tf's does).
+    # sacct before 25.11 printed that 128 short (9:0, "exit code 9"); the status must say 137 on every version.
+    scheduler = SlurmScheduler(SlurmCli(runner))
+    workdir = runner.workdir
+    common = [f"--partition={slurm_cluster.cpu_partition}", "--output=/dev/null", f"--chdir={workdir}", "--time=5"]
+    scripts = {
+        "killed-task": "srun sh -c 'kill -9 $$'\nexit $?",
+        "killed-batch": "kill -9 $$",
+        "exit-3": "srun true\nexit 3",
+    }
+    ids = {name: scheduler.submit(write_script(workdir, f"{name}.sh", body), sbatch_args=common)
+           for name, body in scripts.items()}
+    wait_for(scheduler, list(ids.values()), lambda s: all(st.state.is_terminal for st in s.values()))
+    before = len(runner.results)
+    statuses = scheduler.query(list(ids.values()))
+    calls = runner.results[before:]
+    assert {name: (statuses[i].state, statuses[i].ending) for name, i in ids.items()} == {
+        "killed-task": (JobState.FAILED, "exit code 137"),
+        "killed-batch": (JobState.FAILED, "exit code 137"),
+        "exit-3": (JobState.FAILED, "exit code 3"),
+    }
+    assert calls[0].argv[0] == "sacct" and all(c.argv[0] != "squeue" for c in calls)  # all ended: no squeue
+    if RECORD_DIR:
+        out = Path(RECORD_DIR) / "exit-codes"
+        out.mkdir(parents=True, exist_ok=True)
+        note = "final query of test_an_exit_status_over_128_reads_whole; roles in scenario.json"
+        for call in calls:
+            (out / f"query-{call.argv[0]}.rec").write_text(format_recording(call, note))
+        (out / "scenario.json").write_text(json.dumps(ids, indent=2) + "\n")
+
+
 def test_errors_and_config(slurm_cluster: SlurmCluster, runner: UserRunner) -> None:
     scheduler = SlurmScheduler(SlurmCli(runner))
     script = write_script(runner.workdir, "true.sh", "true")

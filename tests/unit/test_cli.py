@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from hpc import errors
 from hpc.backends import Backend
 from hpc.cli import app
 from hpc.errors import SchedulerCommandFailed
@@ -84,6 +85,16 @@ def test_spec_error_is_exit_code_2_with_the_line(tmp_path: Path, spec: Path) -> 
     assert result.returncode == 2
     says = "sbatch_extra[0]: '--nodes=4' is --nodes, which hpc-tf manages: set resources.nodes"
     assert f"{spec}:4: {says}" in result.stderr
+
+
+def test_every_input_error_is_exit_code_2_and_each_kind_keeps_its_own() -> None:
+    # exit code 2 means "fix what you gave and run again", declared once (InputError)
+    for kind in (errors.SpecError, errors.ConfigError, errors.RecordError, errors.ModelNameError):
+        assert issubclass(kind, errors.InputError) and kind.exit_code == 2
+    assert issubclass(errors.ModelNameError, errors.ServingError)
+    codes = {kind: kind.exit_code for kind in (errors.HpcTfError, errors.QuotaRefused, errors.RuntimeSetupError,
+                                                errors.ServingError, errors.SchedulerCommandFailed)}
+    assert list(codes.values()) == [1, 3, 4, 5, 1]
 
 
 class RecordingScheduler:

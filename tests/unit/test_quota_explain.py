@@ -1,30 +1,25 @@
 """``hpc-tf status`` sentences for jobs pending on a GPU limit, from the recorded situations.
 
 The status query (sacct + squeue) and the quota snapshot (assoc_mgr + squeue) of each situation were
-recorded together by tests/integration/test_quota_slurm.py while the job really pended.
+recorded together by tests/integration/test_quota_slurm.py while the job really pended; each test runs
+on every Slurm version that recorded its scene (:func:`tests.unit._quota_fixtures.recorded_in`).
 """
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import pytest
 
 from hpc.quota import LimitKind, explain_waits, waits_on_gpu_quota
 from hpc.quota.model import limit_for_reason
 from hpc.scheduler import JobState, JobStatus, ReasonCategory, SlurmScheduler, parse_reason
-from hpc.scheduler.replay import ReplayRunner, load_recording
+from hpc.scheduler.replay import ReplayRunner
 from hpc.scheduler.run import RetryPolicy, SlurmCli
-
-QUOTA = Path(__file__).parents[1] / "fixtures" / "quota" / "slurm-22.05"
-USER = "researcher"
+from tests.unit._quota_fixtures import USER, recorded_in, replay, roles
 
 
-def setup(scenario: str) -> tuple[SlurmCli, ReplayRunner, dict[str, object]]:
-    runner = ReplayRunner(load_recording(path).result for path in sorted((QUOTA / scenario).glob("*.rec")))
-    roles: dict[str, object] = json.loads((QUOTA / scenario / "scenario.json").read_text())
-    return SlurmCli(runner, retry=RetryPolicy(attempts=1)), runner, roles
+def setup(scenario: str, version: str = "22.05") -> tuple[SlurmCli, ReplayRunner, dict[str, object]]:
+    runner = replay(scenario, version)
+    return SlurmCli(runner, retry=RetryPolicy(attempts=1)), runner, roles(scenario, version)
 
 
 def held(roles: dict[str, object]) -> str:
@@ -33,17 +28,20 @@ def held(roles: dict[str, object]) -> str:
     return ", ".join(f"{h} (1 GPU)" for h in sorted(holders, key=int))
 
 
+WAITS = {
+    "wait-qos":
+        "waiting for GPU quota: QOS quota-test allows 2 GPUs per user, 2 in use by jobs {held}; this job needs 1 GPU",
+    "wait-account":
+        "waiting for GPU quota: account quota-test allows 4 GPUs, 4 in use by jobs {held}; this job needs 1 GPU",
+}
+
+
 @pytest.mark.parametrize(
-    ("scenario", "sentence"),
-    [
-        ("wait-qos",
-         "waiting for GPU quota: QOS quota-test allows 2 GPUs per user, 2 in use by jobs {held}; this job needs 1 GPU"),
-        ("wait-account",
-         "waiting for GPU quota: account quota-test allows 4 GPUs, 4 in use by jobs {held}; this job needs 1 GPU"),
-    ],
+    ("scenario", "version"), [(scenario, version) for scenario in WAITS for version in recorded_in(scenario)]
 )
-def test_a_quota_wait_is_explained_with_the_numbers(scenario: str, sentence: str) -> None:
-    cli, runner, roles = setup(scenario)
+def test_a_quota_wait_is_explained_with_the_numbers(scenario: str, version: str) -> None:
+    sentence = WAITS[scenario]
+    cli, runner, roles = setup(scenario, version)
     job_id = str(roles["waiting"])
     statuses = SlurmScheduler(cli).query([job_id])
     reason = statuses[job_id].reason
@@ -53,8 +51,9 @@ def test_a_quota_wait_is_explained_with_the_numbers(scenario: str, sentence: str
     assert [argv[0] for argv in runner.calls[before:]] == ["scontrol", "squeue"]  # two controller calls
 
 
-def test_a_used_up_budget_is_explained() -> None:
-    cli, _, roles = setup("budget-used-up")
+@pytest.mark.parametrize("version", recorded_in("budget-used-up"))
+def test_a_used_up_budget_is_explained(version: str) -> None:
+    cli, _, roles = setup("budget-used-up", version)
     job_id = str(roles["waiting"])
     explained = explain_waits(SlurmScheduler(cli).query([job_id]), cli, user=USER)
     assert explained == {
@@ -74,14 +73,16 @@ def test_no_quota_wait_no_calls() -> None:
     assert runner.calls == []
 
 
-def test_when_slurm_does_not_answer_nothing_is_added() -> None:
-    runner = ReplayRunner(load_recording(p).result for p in sorted((QUOTA / "controller-down").glob("*.rec")))
+@pytest.mark.parametrize("version", recorded_in("controller-down"))
+def test_when_slurm_does_not_answer_nothing_is_added(version: str) -> None:
+    runner = replay("controller-down", version)
     status = JobStatus("5", JobState.PENDING, reason=parse_reason("AssocGrpGRES"), account="quota-test-a", gpus=1)
     assert explain_waits({"5": status}, SlurmCli(runner, retry=RetryPolicy(attempts=1)), user=USER) == {}
 
 
-def test_a_job_over_a_per_job_cap_is_told_it_never_starts() -> None:
-    cli, _, _ = setup("wait-qos")
+@pytest.mark.parametrize("version", recorded_in("wait-qos"))
+def test_a_job_over_a_per_job_cap_is_told_it_never_starts(version: str) -> None:
+    cli, _, _ = setup("wait-qos", version)
     status = JobStatus("77", JobState.PENDING, reason=parse_reason("AssocMaxGRESPerNode"), account="quota-test-a",
                        gpus=4, nodes=1, time_limit_s=300)  # fmt: skip
     assert waits_on_gpu_quota(status)

@@ -1,8 +1,12 @@
-"""The launch preflight on the recorded situations of tests/fixtures/quota/slurm-22.05 (see its README).
+"""The launch preflight on the recorded situations of tests/fixtures/quota/slurm-<version>/ (see the 22.05
+README), each test on every Slurm version that recorded its scene.
 
 Each verdict here was also checked on the live cluster (tests/integration/test_quota_slurm.py),
 where a must-wait job really pends with the reason predicted and a never-fit one, forced, pends
-forever with the reason named.
+forever with the reason named. Issue 19's three 25.11 failures are among them: a launch that must
+wait on a QOS MaxTRESPerUser limit is predicted to wait, with the warning
+(``test_must_wait_names…``, ``test_hpc_tf_launch_checks…``), and with slurmdbd down a launch over
+that limit is refused (``test_slurmdbd_down_a_launch_over_a_qos_per_user_limit_is_refused``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from hpc.quota.facts import Calls, gather
 from hpc.resolve import ResolvedJob
 from hpc.scheduler.replay import ReplayRunner, load_recording
 from hpc.scheduler.run import CommandResult
-from tests.unit._quota_fixtures import QUOTA, USER, MakeJob, cli, make_job, replay, roles, tools
+from tests.unit._quota_fixtures import USER, VERSIONS, MakeJob, cli, make_job, replay, roles, scene, tools
 
 __all__ = ["make_job"]  # the fixture, used by name
 
@@ -40,9 +44,10 @@ def holder_ids(verdict: QuotaVerdict) -> list[str]:
     return [str(j.job_id) for j in verdict.holders]
 
 
-def test_must_wait_names_the_limit_the_jobs_holding_it_and_the_pending_reason(make_job: MakeJob) -> None:
-    scene = roles("overview")
-    verdict = preflight(make_job(1, qos="quota-test"), cli(replay("overview")), user=USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_must_wait_names_the_limit_the_jobs_holding_it_and_the_pending_reason(make_job: MakeJob, version: str) -> None:
+    scene = roles("overview", version)
+    verdict = preflight(make_job(1, qos="quota-test"), cli(replay("overview", version)), user=USER)
     assert (verdict.kind, verdict.reason) == (VerdictKind.MUST_WAIT, "QOSMaxGRESPerUser")
     assert verdict.limit is not None and verdict.limit.setting == "MaxTRESPerUser=gres/gpu=2"
     holders = scene["holders"]
@@ -58,8 +63,9 @@ def test_must_wait_names_the_limit_the_jobs_holding_it_and_the_pending_reason(ma
     assert verdict.blocks and verdict.to_dict()["reason"] == "QOSMaxGRESPerUser"
 
 
-def test_a_job_that_fits_costs_three_calls_and_no_squeue(make_job: MakeJob) -> None:
-    verdict = preflight(make_job(1), cli(replay("overview")), user=USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_job_that_fits_costs_three_calls_and_no_squeue(make_job: MakeJob, version: str) -> None:
+    verdict = preflight(make_job(1), cli(replay("overview", version)), user=USER)
     assert verdict.kind is VerdictKind.OK and verdict.qos == "normal" and not verdict.blocks
     assert verdict.message == "GPU quota: 1 GPU for 5 min fits (account quota-test: 2 of 4 GPUs free)"
     assert tools(verdict) == ["scontrol", "sacctmgr", "sacctmgr"]
@@ -89,19 +95,22 @@ def test_no_gpus_no_calls(make_job: MakeJob) -> None:
          "the budget runs out"),
     ],
 )
+@pytest.mark.parametrize("version", VERSIONS)
 def test_never_fits_names_the_limit_its_value_and_the_request(
-    make_job: MakeJob, gpus_per_node: int, nodes: int, qos: str | None, time_limit: str, reason: str, message: str
+    make_job: MakeJob, gpus_per_node: int, nodes: int, qos: str | None, time_limit: str, reason: str, message: str,
+    version: str,
 ) -> None:
-    verdict = preflight(make_job(gpus_per_node, nodes, qos, time_limit), cli(replay("overview")), user=USER)
+    verdict = preflight(make_job(gpus_per_node, nodes, qos, time_limit), cli(replay("overview", version)), user=USER)
     assert (verdict.kind, verdict.reason, verdict.message) == (VerdictKind.NEVER_FITS, reason, message)
     assert "squeue" not in tools(verdict)
     refusal = verdict.refusal()
     assert isinstance(refusal, QuotaRefused) and refusal.exit_code == 3 and refusal.hint
 
 
-def test_a_never_fit_wins_over_a_wait_and_all_findings_are_kept(make_job: MakeJob) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_never_fit_wins_over_a_wait_and_all_findings_are_kept(make_job: MakeJob, version: str) -> None:
     # 4 GPUs on one node: over the per-node cap (never) and over what the account has free now (wait)
-    verdict = preflight(make_job(4), cli(replay("overview")), user=USER)
+    verdict = preflight(make_job(4), cli(replay("overview", version)), user=USER)
     assert verdict.reason == "AssocMaxGRESPerNode"
     assert [(f.limit.reason, f.kind) for f in verdict.findings] == [
         ("AssocMaxGRESPerNode", VerdictKind.NEVER_FITS),
@@ -109,8 +118,9 @@ def test_a_never_fit_wins_over_a_wait_and_all_findings_are_kept(make_job: MakeJo
     ]
 
 
-def test_a_used_up_budget_never_fits(make_job: MakeJob) -> None:
-    verdict = preflight(make_job(1), cli(replay("budget-used-up")), user=USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_used_up_budget_never_fits(make_job: MakeJob, version: str) -> None:
+    verdict = preflight(make_job(1), cli(replay("budget-used-up", version)), user=USER)
     assert (verdict.kind, verdict.reason) == (VerdictKind.NEVER_FITS, "AssocGrpGRESMinutes")
     assert verdict.message.startswith(
         "can never run: the GPU-time budget of account quota-test is used up: 0 of 0 GPU-minutes "
@@ -118,21 +128,23 @@ def test_a_used_up_budget_never_fits(make_job: MakeJob) -> None:
     )
 
 
-def test_a_qos_limit_replaces_the_association_limit_of_the_same_kind(make_job: MakeJob) -> None:
-    scene = roles("qos-overrides")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_qos_limit_replaces_the_association_limit_of_the_same_kind(make_job: MakeJob, version: str) -> None:
+    scene = roles("qos-overrides", version)
     # the account allows 2 and 3 are in use, but QOS quota-test-wide sets its own GrpTRES (6): fits
-    wide = preflight(make_job(1, qos="quota-test-wide"), cli(replay("qos-overrides")), user=USER)
+    wide = preflight(make_job(1, qos="quota-test-wide"), cli(replay("qos-overrides", version)), user=USER)
     assert wide.kind is VerdictKind.OK, wide.message
     assert wide.message.endswith("(QOS quota-test-wide: 3 of 6 GPUs free)")
-    plain = preflight(make_job(1), cli(replay("qos-overrides")), user=USER)
+    plain = preflight(make_job(1), cli(replay("qos-overrides", version)), user=USER)
     assert (plain.kind, plain.reason) == (VerdictKind.MUST_WAIT, "AssocGrpGRES")
     assert holder_ids(plain) == scene["holders"]
     assert "account quota-test allows 2 GPUs at once (GrpTRES=gres/gpu=2); 3 in use by jobs" in plain.message
     assert plain.message.endswith("until 2 GPUs are free")
 
 
-def test_job_limits_follow_slurms_order_and_precedence() -> None:
-    runner = replay("qos-overrides")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_job_limits_follow_slurms_order_and_precedence(version: str) -> None:
+    runner = replay("qos-overrides", version)
     facts = gather(Calls(cli(runner)), USER, qos="quota-test-wide")
     assoc = facts.association("quota-test-a")
     assert assoc is not None
@@ -146,20 +158,37 @@ def test_job_limits_follow_slurms_order_and_precedence() -> None:
     assert (LimitKind.GRP_TRES, "account quota-test") in [(lim.kind, str(lim.owner)) for lim in plain]
 
 
-def test_slurmdbd_down_association_limits_still_checked(make_job: MakeJob) -> None:
-    unknown = preflight(make_job(1, qos="quota-test"), cli(replay("slurmdbd-down")), user=USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_slurmdbd_down_association_limits_still_checked(make_job: MakeJob, version: str) -> None:
+    unknown = preflight(make_job(1, qos="quota-test"), cli(replay("slurmdbd-down", version)), user=USER)
     assert unknown.kind is VerdictKind.UNKNOWN
     assert unknown.message == (
         "GPU quota only partly checked: Slurm's accounting daemon (slurmdbd) is not answering; QOS quota-test: "
         "per-user and per-account limits not checked (slurmdbd did not answer)"
     )
-    never = preflight(make_job(3, nodes=2), cli(replay("slurmdbd-down")), user=USER)
+    never = preflight(make_job(3, nodes=2), cli(replay("slurmdbd-down", version)), user=USER)
     assert (never.kind, never.reason) == (VerdictKind.NEVER_FITS, "AssocGrpGRES")
     assert "the job's QOS is not known (slurmdbd did not answer): QOS limits not checked" in never.warnings
 
 
-def test_hanging_accounting_is_cut_off_at_the_timeout(make_job: MakeJob) -> None:
-    verdict = preflight(make_job(1), cli(replay("accounting-hangs")), user=USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_slurmdbd_down_a_launch_over_a_qos_per_user_limit_is_refused(make_job: MakeJob, version: str) -> None:
+    # slurmdbd stopped after the user ran jobs in QOS quota-test: the controller still shows that QOS's
+    # per-user limit (22.05 under "1001", 25.11 under "researcher(1001)") and enforces it
+    job = make_job(3, qos="quota-test")
+    verdict = preflight(job, cli(replay("slurmdbd-down", version)), user=USER)
+    assert (verdict.kind, verdict.reason) == (VerdictKind.NEVER_FITS, "QOSMaxGRESPerUser")
+    assert verdict.message.startswith(
+        "can never run: QOS quota-test allows one user 2 GPUs at once (MaxTRESPerUser=gres/gpu=2) and this job "
+        "asks for 3 GPUs"
+    )
+    with pytest.raises(QuotaRefused, match="MaxTRESPerUser=gres/gpu=2"):
+        check_launch(job, cli=cli(replay("slurmdbd-down", version)), user=USER)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_hanging_accounting_is_cut_off_at_the_timeout(make_job: MakeJob, version: str) -> None:
+    verdict = preflight(make_job(1), cli(replay("accounting-hangs", version)), user=USER)
     assert verdict.kind is VerdictKind.UNKNOWN
     assert verdict.message.startswith(
         "GPU quota only partly checked: Slurm's accounting daemon (slurmdbd) did not answer: "
@@ -167,8 +196,9 @@ def test_hanging_accounting_is_cut_off_at_the_timeout(make_job: MakeJob) -> None
     )
 
 
-def test_controller_down_is_unknown_not_an_error(make_job: MakeJob) -> None:
-    verdict = preflight(make_job(1), cli(replay("controller-down")), user=USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_controller_down_is_unknown_not_an_error(make_job: MakeJob, version: str) -> None:
+    verdict = preflight(make_job(1), cli(replay("controller-down", version)), user=USER)
     assert verdict.kind is VerdictKind.UNKNOWN and not verdict.blocks
     assert verdict.message == "GPU quota not checked: the Slurm controller (slurmctld) is not answering"
 
@@ -186,7 +216,7 @@ class SlowRunner(ReplayRunner):
 
 
 def test_the_whole_check_stays_within_its_budget(make_job: MakeJob) -> None:
-    recorded = [load_recording(p).result for p in sorted((QUOTA / "overview").glob("*.rec"))]
+    recorded = [load_recording(p).result for p in sorted(scene("overview").glob("*.rec"))]
     runner = SlowRunner(recorded, delay_s=0.2)
     started = time.monotonic()
     verdict = preflight(make_job(1), cli(runner), user=USER, budget_s=0.1)
@@ -195,8 +225,9 @@ def test_the_whole_check_stays_within_its_budget(make_job: MakeJob) -> None:
     assert verdict.kind is VerdictKind.UNKNOWN and "the quota check used up its 0.1 s" in verdict.message
 
 
-def test_an_unknown_account_never_fits(make_job: MakeJob) -> None:
-    verdict = preflight(make_job(1, account="physics"), cli(replay("overview")), user=USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_unknown_account_never_fits(make_job: MakeJob, version: str) -> None:
+    verdict = preflight(make_job(1, account="physics"), cli(replay("overview", version)), user=USER)
     assert verdict.kind is VerdictKind.NEVER_FITS
     assert verdict.message == (
         "user researcher may not use account physics on cluster lab: sbatch would refuse the job "
@@ -204,13 +235,15 @@ def test_an_unknown_account_never_fits(make_job: MakeJob) -> None:
     )
 
 
-def test_without_an_account_the_default_association_is_used(make_job: MakeJob) -> None:
-    verdict = preflight(make_job(1, account=None), cli(replay("overview")), user=USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_without_an_account_the_default_association_is_used(make_job: MakeJob, version: str) -> None:
+    verdict = preflight(make_job(1, account=None), cli(replay("overview", version)), user=USER)
     assert verdict.account == "lab"  # researcher's default association (DefAssoc=Yes)
 
 
-def test_judge_is_pure() -> None:
-    facts = gather(Calls(cli(replay("overview"))), USER)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_judge_is_pure(version: str) -> None:
+    facts = gather(Calls(cli(replay("overview", version))), USER)
     request = GpuRequest(gpus=2, gpus_per_node=2, nodes=1, minutes=10)
     assert judge(facts, request, account="quota-test-a", qos="quota-test", partition="gpu").reason == (
         "QOSMaxGRESPerUser"
@@ -222,19 +255,20 @@ def test_judge_is_pure() -> None:
     assert isinstance(facts, QuotaFacts) and facts.cluster == "lab" and facts.uid == 1001
 
 
-def test_check_launch_refuses_or_lets_through(make_job: MakeJob) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+def test_check_launch_refuses_or_lets_through(make_job: MakeJob, version: str) -> None:
     never = make_job(3, nodes=2)
     with pytest.raises(QuotaRefused, match="GrpTRES=gres/gpu=4") as refused:
-        check_launch(never, cli=cli(replay("overview")), user=USER)
+        check_launch(never, cli=cli(replay("overview", version)), user=USER)
     assert refused.value.exit_code == 3
-    forced = check_launch(never, force=True, cli=cli(replay("overview")), user=USER)
+    forced = check_launch(never, force=True, cli=cli(replay("overview", version)), user=USER)
     assert forced.kind is VerdictKind.NEVER_FITS
     wait = make_job(1, qos="quota-test")
-    assert check_launch(wait, cli=cli(replay("overview")), user=USER).kind is VerdictKind.MUST_WAIT
+    assert check_launch(wait, cli=cli(replay("overview", version)), user=USER).kind is VerdictKind.MUST_WAIT
     with pytest.raises(QuotaRefused, match="must wait") as no_queue:
-        check_launch(wait, no_queue=True, cli=cli(replay("overview")), user=USER)
+        check_launch(wait, no_queue=True, cli=cli(replay("overview", version)), user=USER)
     assert "without --no-queue" in str(no_queue.value)
-    unknown = check_launch(make_job(1), no_queue=True, cli=cli(replay("controller-down")), user=USER)
+    unknown = check_launch(make_job(1), no_queue=True, cli=cli(replay("controller-down", version)), user=USER)
     assert unknown.kind is VerdictKind.UNKNOWN  # never blocks a launch
 
 
@@ -261,8 +295,10 @@ class Submitted:
         ("{nodes: 1, gpus_per_node: 1}", [], False, "GPU quota: 1 GPU for 30 min fits"),
     ],
 )
+@pytest.mark.parametrize("version", VERSIONS)
 def test_hpc_tf_launch_checks_the_quota_before_sbatch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: str, flags: list[str], refused: bool, says: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resources: str, flags: list[str], refused: bool, says: str,
+    version: str,
 ) -> None:
     from typer.testing import CliRunner
 
@@ -274,7 +310,7 @@ def test_hpc_tf_launch_checks_the_quota_before_sbatch(
     def check(job: ResolvedJob, force: bool, no_queue: bool, stored: StoredAnswers) -> QuotaVerdict:
         assert stored.path == tmp_path / ".cache" / "hpc-tf" / f"slurmdbd-{current_user()}.json" and stored.reuse
         return check_launch(
-            job, force=force, no_queue=no_queue, cli=cli(replay("overview")), user=USER, stored=stored
+            job, force=force, no_queue=no_queue, cli=cli(replay("overview", version)), user=USER, stored=stored
         )
 
     monkeypatch.setattr("hpc.quota.check_launch", check)

@@ -1,9 +1,10 @@
-"""``hpc-tf quota`` and the GPU ceiling, on the recorded situations of tests/fixtures/quota/slurm-22.05."""
+"""``hpc-tf quota`` and the GPU ceiling, on the recorded situations of tests/fixtures/quota/slurm-<version>/,
+each test on every Slurm version that recorded its scene (issue 19: 25.11 showed a QOS MaxTRESPerUser
+limit's use as 0 while the user held 2 GPUs)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,32 +22,26 @@ from hpc.quota import (
     gpu_ceiling,
     quota_report,
 )
-from hpc.scheduler.replay import ReplayRunner, load_recording
+from hpc.scheduler.replay import ReplayRunner
 from hpc.scheduler.run import RetryPolicy, SlurmCli
-
-QUOTA = Path(__file__).parents[1] / "fixtures" / "quota" / "slurm-22.05"
-USER = "researcher"
+from tests.unit._quota_fixtures import USER, VERSIONS, replay, roles
 
 
-def setup(scenario: str) -> tuple[SlurmCli, ReplayRunner]:
-    runner = ReplayRunner(load_recording(path).result for path in sorted((QUOTA / scenario).glob("*.rec")))
+def setup(scenario: str, version: str = "22.05") -> tuple[SlurmCli, ReplayRunner]:
+    runner = replay(scenario, version)
     return SlurmCli(runner, retry=RetryPolicy(attempts=1)), runner
 
 
-def roles(scenario: str) -> dict[str, object]:
-    loaded: dict[str, object] = json.loads((QUOTA / scenario / "scenario.json").read_text())
-    return loaded
-
-
-def report_of(scenario: str, account: str | None = "quota-test-a") -> QuotaReport:
-    cli, _ = setup(scenario)
+def report_of(scenario: str, version: str = "22.05", account: str | None = "quota-test-a") -> QuotaReport:
+    cli, _ = setup(scenario, version)
     return quota_report(account, cli, user=USER)
 
 
-def test_every_limit_on_the_path_with_its_live_use() -> None:
-    scene: Any = roles("overview")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_limit_on_the_path_with_its_live_use(version: str) -> None:
+    scene: Any = roles("overview", version)
     holders, waiting = scene["holders"], scene["waiting"]
-    cli, runner = setup("overview")
+    cli, runner = setup("overview", version)
     data: Any = quota_report("quota-test-a", cli, user=USER).to_dict()
     assert [argv[0] for argv in runner.calls] == ["scontrol", "sacctmgr", "sacctmgr", "squeue"]
     assert (data["cluster"], data["user"], data["accounting_available"], data["warnings"]) == ("lab", USER, True, [])
@@ -83,8 +78,9 @@ def test_every_limit_on_the_path_with_its_live_use() -> None:
     json.dumps(data)
 
 
-def test_with_slurmdbd_down_the_controllers_view_is_shown_and_marked() -> None:
-    data: Any = report_of("slurmdbd-down").to_dict()
+@pytest.mark.parametrize("version", VERSIONS)
+def test_with_slurmdbd_down_the_controllers_view_is_shown_and_marked(version: str) -> None:
+    data: Any = report_of("slurmdbd-down", version).to_dict()
     assert data["accounting_available"] is False and data["complete"] is False
     assert data["warnings"] == ["Slurm's accounting daemon (slurmdbd) is not answering"]
     (assoc,) = data["associations"]
@@ -97,39 +93,43 @@ def test_with_slurmdbd_down_the_controllers_view_is_shown_and_marked() -> None:
     assert limits == {("quota-test", "MaxTRESPerUser", 2), ("quota-test-wide", "GrpTRES", 6)}
 
 
-def test_a_qos_that_replaces_the_account_limit_shows_the_account_over_its_own() -> None:
-    data: Any = report_of("qos-overrides").to_dict()
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_qos_that_replaces_the_account_limit_shows_the_account_over_its_own(version: str) -> None:
+    data: Any = report_of("qos-overrides", version).to_dict()
     (assoc,) = data["associations"]
     grp = next(lim for lim in assoc["limits"] if lim["limit"] == "GrpTRES")
     assert (grp["value"], grp["used"], grp["remaining"]) == (2, 3, 0)
 
 
-def test_an_account_the_user_does_not_have_is_an_error_naming_the_ones_it_has() -> None:
-    cli, _ = setup("overview")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_account_the_user_does_not_have_is_an_error_naming_the_ones_it_has(version: str) -> None:
+    cli, _ = setup("overview", version)
     with pytest.raises(HpcTfError, match="has no association with account physics") as err:
         quota_report("physics", cli, user=USER)
     assert err.value.hint == "accounts of researcher: lab, quota-test-a"
 
 
-def test_controller_down_is_an_error() -> None:
-    cli, _ = setup("controller-down")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_controller_down_is_an_error(version: str) -> None:
+    cli, _ = setup("controller-down", version)
     with pytest.raises(SchedulerUnavailable, match="controller"):
         quota_report(None, cli, user=USER)
 
 
-def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.MonkeyPatch, version: str) -> None:
     calls: list[str | None] = []
 
     def fake(account: str | None = None, *, stored: StoredAnswers) -> QuotaReport:
         assert not stored.reuse  # the overview always asks slurmdbd, and remembers its answers
         calls.append(account)
-        return report_of("overview" if account else "slurmdbd-down")
+        return report_of("overview" if account else "slurmdbd-down", version)
 
     monkeypatch.setattr("hpc.cli.quota.quota_report", fake)
     result = CliRunner().invoke(app, ["quota", "--site", "sandbox", "--account", "quota-test-a", "--json"])
     assert result.exit_code == 0, result.output
     assert calls == ["quota-test-a"]
-    assert json.loads(result.stdout) == report_of("overview").to_dict()
+    assert json.loads(result.stdout) == report_of("overview", version).to_dict()
 
     table = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["quota", "--site", "sandbox", "-A", "quota-test-a"])
     assert table.exit_code == 0, table.output
@@ -137,6 +137,11 @@ def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.
                  "MaxTRESPerUser gres/gpu", "GrpTRESMins gres/gpu", "AssocGrpGRES", "QOSMaxGRESPerUser",
                  "QOS quota-test-wide"):  # fmt: skip
         assert text in table.stdout, text
+    holders = roles("overview", version)["holders"]
+    assert isinstance(holders, list)
+    # the QOS's per-user use, with the jobs holding it: what 25.11 showed as 0
+    row = f"MaxTRESPerUser gres/gpu QOS quota-test 2 GPUs 2 ({', '.join(holders)})"
+    assert row in " ".join(table.stdout.split())
     degraded = CliRunner().invoke(app, ["quota", "--site", "sandbox"])
     assert degraded.exit_code == 0 and calls[-1] is None
     assert "warning: Slurm's accounting daemon (slurmdbd) is not answering" in " ".join(degraded.stderr.split())
@@ -145,13 +150,14 @@ def test_the_command_is_one_call_and_prints_json_or_a_table(monkeypatch: pytest.
 # --- how many GPUs at once (campaign throttles) --------------------------------------------------
 
 
-def test_the_gpu_ceiling_of_a_qos_and_of_the_account() -> None:
-    cli, _ = setup("overview")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_gpu_ceiling_of_a_qos_and_of_the_account(version: str) -> None:
+    cli, _ = setup("overview", version)
     per_user = concurrent_gpus("quota-test-a", "quota-test", user=USER, cli=cli)
     assert (per_user.gpus, per_user.free_now) == (2, 0)
     assert per_user.limit is not None and per_user.limit.reason == "QOSMaxGRESPerUser"
     assert per_user.max_tasks(1) == 2 and per_user.max_tasks(2) == 1 and per_user.max_tasks(3) == 0
-    cli, _ = setup("overview")
+    cli, _ = setup("overview", version)
     account = concurrent_gpus("quota-test-a", user=USER, cli=cli)  # QOS normal: the account's GrpTRES
     assert (account.gpus, account.free_now, account.warnings) == (4, 2, ())
     assert account.limit is not None and str(account.limit.owner) == "account quota-test"

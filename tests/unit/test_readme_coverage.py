@@ -27,6 +27,7 @@ TYPO = LOCAL + "test_a_misspelt_key_is_refused_as_the_readme_shows"
 PREEMPTION = LOCAL + "test_the_preemption_block_renders_the_warning_and_the_requeue"
 ON_YOUR_CLUSTER = SLURM + "test_on_your_cluster_launch_status_logs_cancel_config"
 QUICKSTART = "integration/test_quickstart_local.py::test_the_first_command_ends_with_a_prediction_served_by_triton"
+IMPORT = "unit/test_import.py::test_the_readme_import_command_drafts_a_job_that_renders"
 CI = "CI: "  # covered by CI itself, not by a test: the reason follows
 
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -41,6 +42,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "cp site_configs/example-plain.yaml mycluster.yaml": (ON_YOUR_CLUSTER,),
     "hpc-tf site add mycluster.yaml --default": (ON_YOUR_CLUSTER,),
     "hpc-tf launch job.yaml --dry-run": (ON_YOUR_CLUSTER, PREEMPTION),
+    "hpc-tf import train.sbatch -o job.yaml": (IMPORT,),
     "hpc-tf status --all": (ON_YOUR_CLUSTER,),
     "hpc-tf logs JOBID --task 0 -f": (ON_YOUR_CLUSTER,),
     "hpc-tf cancel JOBID": (ON_YOUR_CLUSTER,),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 
 import hpc.runtime.node
@@ -18,6 +19,14 @@ def test_records_compare_and_hash_by_value() -> None:
     config = PreemptionConfig("/c", None, 3, True)
     assert hash(HookConfig(5, True, ("n1",), config)) == hash(HookConfig(5, True, ("n1",), config))
     assert repr(Placement(1, 0)) == "Placement(local_rank=0, node_index=1)"
+
+
+def test_a_record_is_a_dict_of_its_slots_and_hooks_travel_as_json_of_them() -> None:
+    assert Placement(1, 0).to_dict() == {"local_rank": 0, "node_index": 1}
+    config = PreemptionConfig("/c", None, 3, True)
+    wire = json.loads(HookConfig(5, True, ("n1", "n2"), config).to_json())
+    assert wire == {"coordination_timeout_s": 5, "keras_mwms_fix": True, "worker_nodes": ["n1", "n2"],
+                    "preemption": {"checkpoint_dir": "/c", "every_steps": None, "handle_signals": True, "keep": 3}}
 
 
 def test_records_of_different_classes_are_never_equal() -> None:

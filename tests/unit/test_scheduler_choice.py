@@ -18,7 +18,7 @@ from hpc.errors import HpcTfError
 from hpc.render.directives import read_directives
 from hpc.scheduler.choice import choose, release
 from hpc.scheduler.commands import submit_options
-from hpc.scheduler.libslurm import submit_attributes
+from hpc.scheduler.libslurm_submit import submit_attributes
 from hpc.scheduler.submission import ArrayRequest, SubmitOptions
 
 GOLDEN = Path(__file__).parent.parent / "golden"

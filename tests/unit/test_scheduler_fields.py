@@ -52,6 +52,7 @@ def test_garbage_is_not_a_job_id(text: str) -> None:
 def test_user_may_ask_about_jobs_tasks_and_het_components_only() -> None:
     assert is_job_id("35") and is_job_id("12_3") and is_job_id("30+1")
     assert not is_job_id("12_[1-3]") and not is_job_id("35.batch")
+    assert not is_job_id("12\n")  # the whole text, not a prefix: `$` alone would accept a final line break
 
 
 @pytest.mark.parametrize(

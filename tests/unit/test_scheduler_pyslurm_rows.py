@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from hpc.scheduler.libslurm import DB_FIELDS, LIVE_FIELDS, RecordSource, sacct_row, squeue_row
+from hpc.scheduler.libslurm_rows import DB_FIELDS, LIVE_FIELDS, RecordSource, sacct_row, squeue_row
 from hpc.scheduler.status import query_source
 
 SCENARIO = Path(__file__).parent.parent / "fixtures" / "slurm-25.11" / "pyslurm" / "scenario.json"

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from hpc.scheduler import JobState, ReasonCategory, parse_reason
+from hpc.scheduler.reasons import _from_grammar
 from hpc.scheduler.states import summarize
 
 # job_state_string() of Slurm 22.05 (src/common/slurm_protocol_defs.c) and the flags of
@@ -197,6 +198,13 @@ def test_reason_details_after_the_comma_are_kept() -> None:
     assert reason.code == "ReqNodeNotAvail"
     assert reason.detail == "UnavailableNodes:node1"
     assert "(UnavailableNodes:node1)" in reason.sentence()
+
+
+@pytest.mark.parametrize("code", ["AssocGrpGRES", "QOSMaxGRESPerUser", "MaxGRESPerAccount"])
+def test_the_limit_grammar_reads_a_whole_code(code: str) -> None:
+    # a regex's `$` also matches before a final newline: "AssocGrpGRES\n" is not a code Slurm gives
+    assert _from_grammar(code) is not None
+    assert _from_grammar(code + "\n") is None
 
 
 @pytest.mark.parametrize("text", ["None", "(None)", "", "  ", "(null)"])

@@ -317,3 +317,37 @@ def test_a_thousand_array_tasks_summarized() -> None:
     assert len(runner.calls) == 2
     assert statuses[array_id].state is JobState.RUNNING and len(statuses[array_id].tasks) == 1000
     assert statuses[array_id].tasks[:3] == (f"{array_id}_0", f"{array_id}_1", f"{array_id}_2")
+
+
+# --- exit codes over 128 --------------------------------------------------------------------------
+EXIT_CODES = {v: SCENARIO.parents[1] / f"slurm-{v}" / "exit-codes" for v in ("22.05", "25.11")}
+
+
+@pytest.mark.parametrize("version", list(EXIT_CODES))
+def test_an_exit_status_over_128_reads_whole_on_every_version(version: str) -> None:
+    # 22.05 recorded, 25.11 synthesized from its release note (see the fixture READMEs): sacct before
+    # 25.11 prints 137 as 9:0; its DerivedExitCode (0:9) and the version say what it was
+    scene = EXIT_CODES[version]
+    roles: dict[str, str] = json.loads((scene / "scenario.json").read_text())
+    scheduler, runner = scheduler_with(*(load_recording(p).result for p in sorted(scene.glob("*.rec"))))
+    statuses = scheduler.query(list(roles.values()))
+    endings = {name: statuses[job_id].ending for name, job_id in roles.items()}
+    assert endings.pop("exit-9-after-killed-step", "exit code 9") == "exit code 9"  # 25.11 prints 9 whole
+    assert endings == {"killed-task": "exit code 137", "killed-batch": "exit code 137", "exit-3": "exit code 3"}
+    assert [argv[0] for argv in runner.calls] == ["sacct", "scontrol"]  # the version, asked once
+
+
+def test_the_version_is_asked_only_for_an_exit_code_that_may_be_short() -> None:
+    # the recorded scenario's failed job (3:0, DerivedExitCode 0:0) is no candidate
+    scheduler, runner = scheduler_with(SACCT, SQUEUE)
+    scheduler.query(list(ROLES.values()))
+    assert [argv[0] for argv in runner.calls] == ["sacct", "squeue"]
+
+
+def test_without_a_version_an_exit_code_is_left_as_sacct_printed_it() -> None:
+    scene = EXIT_CODES["22.05"]
+    sacct = load_recording(scene / "query-sacct.rec").result
+    no_scontrol = CommandResult(("scontrol", "--version"), 127, "", "scontrol: command not found")
+    scheduler, _ = scheduler_with(sacct, no_scontrol)
+    roles: dict[str, str] = json.loads((scene / "scenario.json").read_text())
+    assert scheduler.query(list(roles.values()))[roles["killed-task"]].ending == "exit code 9"

@@ -29,14 +29,6 @@ class PreemptionConfig(Record):
         self.keep: Final = keep
         self.handle_signals: Final = handle_signals  # USR1/TERM -> agreed checkpoint -> exit REQUEUE_EXIT_CODE
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "checkpoint_dir": self.checkpoint_dir,
-            "every_steps": self.every_steps,
-            "keep": self.keep,
-            "handle_signals": self.handle_signals,
-        }
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreemptionConfig:
         every = data.get("every_steps")
@@ -64,15 +56,8 @@ class HookConfig(Record):
         self.preemption: Final = preemption  # checkpoints, resume, Slurm's warning
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "coordination_timeout_s": self.coordination_timeout_s,
-                "keras_mwms_fix": self.keras_mwms_fix,
-                "worker_nodes": list(self.worker_nodes),
-                "preemption": None if self.preemption is None else self.preemption.to_dict(),
-            },
-            separators=(",", ":"),
-        )
+        # the tuple of nodes becomes a list; the nested PreemptionConfig its to_dict()
+        return json.dumps(self.to_dict(), default=Record.to_dict, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str) -> HookConfig:
