@@ -9,7 +9,9 @@ the tasks' srun (``--label`` prefixes each line a task prints with its rank).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,11 +20,12 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
-    from tests.conftest import JobStatus
+    from tests.conftest import JobStatus, SlurmCluster
 
 pytestmark = pytest.mark.slurm
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
+FUNCTIONS = Path(__file__).resolve().parent.parent / "fixtures" / "functions"
 # each task says who it is and what the job's setup exported; writes 'ran' so a test sees it started
 TASK = ("import os; open('ran', 'a').close(); "
         "print('task', os.environ['SLURM_PROCID'], 'sees', os.environ.get('FROM_SETUP'), flush=True)")
@@ -100,3 +103,20 @@ def test_a_failing_step_ends_the_job_failed_naming_it_before_any_task_starts(
     assert f"hpc-tf: setup failed: {message}" in log
     assert "job step finished" not in log
     assert not (scratch_dir / "ran").exists() and not (scratch_dir / "later-step-ran").exists()
+
+
+def test_a_function_job_runs_the_same_steps_through_submitit(
+    researcher_run: Run, scratch_dir: Path, slurm_cluster: SlurmCluster
+) -> None:
+    """submit_function takes the same spec: its steps become submitit's setup lines, before its srun."""
+    shutil.copy(FUNCTIONS / "small_functions.py", scratch_dir)
+    subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True, timeout=30)
+    spec = {"name": "fnsteps", "resources": {"nodes": 2, "tasks_per_node": 1, "time": "5:00"},
+            "setup": ["export FROM_SETUP=batch-shell", {"node": f"hostname >> {scratch_dir / 'node-step.txt'}"}]}
+    result = researcher_run([sys.executable, "small_functions.py", "setup_seen", json.dumps(spec), "sandbox",
+                             "--set", f"runs_dir={scratch_dir / 'runs'}", "--set", f"python={sys.executable}"],
+                            cwd=scratch_dir, env={"PYTHONPATH": str(scratch_dir)}, timeout=300)
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["results"] == {"value": [{"rank": 0, "from_setup": "batch-shell", "x": 3},
+                                           {"rank": 1, "from_setup": "batch-shell", "x": 3}]}, report
+    assert sorted(lines(scratch_dir / "node-step.txt")) == ["node1", "node2"]
