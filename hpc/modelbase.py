@@ -17,10 +17,13 @@ from typing import Any, TypeVar, Union
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from hpc.errors import FieldProblem, SpecError
+from hpc.scheduler.managed import sbatch_key_hint
 from hpc.text import shown
 from hpc.yamlsource import YamlDocument
 
 M = TypeVar("M", bound=BaseModel)
+# a model's field for sbatch options it has no field of its own for (job spec, site config)
+ESCAPE_HATCHES = ("sbatch_extra", "sbatch_defaults")
 
 
 class StrictModel(BaseModel):
@@ -71,6 +74,10 @@ def error_message(model: type[BaseModel], error: Any) -> str:
     loc = error["loc"]
     if kind == "extra_forbidden":
         allowed = allowed_keys(model, loc[:-1]) or []
+        hatch = next((name for name in ESCAPE_HATCHES if name in model.model_fields), None)
+        hint = sbatch_key_hint(str(loc[-1]), hatch) if hatch else None
+        if hint is not None:  # an sbatch option written as a key: where it goes instead
+            return f"unknown key: {hint}"
         near = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         guess = f" (did you mean '{near[0]}'?)" if near else ""
         return f"unknown key{guess}; allowed here: {', '.join(allowed)}"

@@ -6,6 +6,7 @@ the node-side bootstrap all read the frozen ResolvedJob (saved as resolved.json)
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,10 +18,13 @@ from hpc.errors import FieldProblem, SpecError
 from hpc.paths import expand_path, runs_root
 from hpc.records import read_record
 from hpc.site.load import LoadedSite
+from hpc.site.model import Partition
 from hpc.spec.load import LoadedSpec
-from hpc.spec.model import Strategy
+from hpc.spec.model import ContainerRuntime, Strategy, is_image_uri
 from hpc.text import shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
+
+log = logging.getLogger(__name__)
 
 
 class Frozen(BaseModel):
@@ -28,10 +32,11 @@ class Frozen(BaseModel):
 
 
 class ContainerPlan(Frozen):
-    runtime: str
-    image: str
+    runtime: ContainerRuntime
+    image: str  # a URI or Shifter image as written, else an absolute path
     binds: tuple[str, ...]
-    nv: bool
+    overlays: tuple[str, ...] = ()
+    gpu: Literal["nvidia", "amd", "none"]  # the host driver the tasks see inside
 
 
 class RuntimePlan(Frozen):
@@ -90,6 +95,9 @@ class ResolvedJob(Frozen):
     gres_name: str
     cpus_per_task: int | None
     mem: str | None
+    mem_per_gpu: str | None = None
+    mem_per_cpu: str | None = None
+    gres: tuple[str, ...] = ()  # extra gres, on the GPUs' --gres line
     time_seconds: int
     constraint: str | None
     exclusive: bool
@@ -171,16 +179,21 @@ def resolve(
             problems.append(doc.problem(("resources", cpu_field), f"{res.tasks_per_node} tasks x "
                                         f"{res.cpus_per_task or 1} CPUs exceed the {partition.cpus_per_node} CPUs "
                                         f"of a '{partition_name}' node"))
-        if (partition.mem_per_node and res.mem and res.mem != ALL_MEMORY
-                and parse_memory_mb(res.mem) > parse_memory_mb(partition.mem_per_node)):
-            problems.append(doc.problem(("resources", "mem"), f"{shown(res.mem)} exceeds the memory of a "
-                                        f"'{partition_name}' node ({partition.mem_per_node})"))
+        # each memory field times what it is per (a node, each GPU, each CPU of a node) must fit a node
+        for key, count in (("mem", 1), ("mem_per_gpu", res.gpus_on_each_node), ("mem_per_cpu", cpus_per_node)):
+            amount = getattr(res, key)
+            if (partition.mem_per_node and amount and amount != ALL_MEMORY
+                    and parse_memory_mb(amount) * count > parse_memory_mb(partition.mem_per_node)):
+                times = f" x {count}" if key != "mem" else ""
+                problems.append(doc.problem(("resources", key), f"{shown(amount)}{times} exceeds the memory of a "
+                                            f"'{partition_name}' node ({partition.mem_per_node})"))
     time_seconds = res.time_seconds or parse_duration(cfg.default_time)
     if spec.preemption.enabled and time_seconds <= spec.preemption.warning_seconds:
         problems.append(doc.problem(("preemption", "warning_seconds"),
                                     "the warning must come before the time limit; lower it or raise resources.time"))
     base = loaded.base_dir
     handoff = _handoff_plan(loaded, site, base, env, problems)
+    container = _container_plan(loaded, site, partition, base, env, problems)
     if problems:
         raise SpecError(problems)
 
@@ -188,11 +201,6 @@ def resolve(
     output_dir = expand_path(spec.output_dir, base, env) if spec.output_dir else str(Path(run_dir) / "output")
     checkpoint_dir = (expand_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
                       else str(Path(output_dir) / "checkpoints"))
-    container = None
-    if spec.environment.container is not None:
-        c = spec.environment.container
-        container = ContainerPlan(runtime=c.runtime, image=expand_path(c.image, base, env),
-                                  binds=(*cfg.container_binds, *c.binds), nv=c.nv)
     per_task = res.gpus_per_task is not None and res.gpus_per_task > 0
 
     return ResolvedJob(
@@ -213,8 +221,11 @@ def resolve(
         gres_name=cfg.gres_name,
         cpus_per_task=res.cpus_per_task,
         mem=res.mem,
+        mem_per_gpu=res.mem_per_gpu,
+        mem_per_cpu=res.mem_per_cpu,
+        gres=tuple(res.gres),
         time_seconds=time_seconds,
-        constraint=res.constraint,
+        constraint=res.constraint or cfg.constraint,
         exclusive=res.exclusive,
         workdir=expand_path(spec.workdir, base, env) if spec.workdir else str(base),
         output_dir=output_dir,
@@ -249,6 +260,38 @@ def resolve(
         ),
         handoff=handoff,
     )
+
+
+def _container_plan(loaded: LoadedSpec, site: LoadedSite, partition: Partition | None, base: Path,
+                    env: Mapping[str, str], problems: list[FieldProblem]) -> ContainerPlan | None:
+    spec, cfg, doc = loaded.spec, site.config, loaded.document
+    c = spec.environment.container
+    if c is None:
+        return None
+    where = ("environment", "container")
+    runtime = c.runtime or (cfg.container_runtime[0] if cfg.container_runtime else "apptainer")
+    has = cfg.container_runtime or ["apptainer", "singularity"]  # Shifter only where the site declares it
+    if runtime not in has:
+        problems.append(doc.problem((*where, "runtime"), f"site '{cfg.name}' has no {runtime} (its "
+                                    f"container_runtime: {', '.join(has)}); choose one of those"))
+    if runtime == "shifter" and (cfg.launcher == "local" or cfg.scheduler != "cli"):
+        # neither the local launcher nor pyslurm reads the plugin's #SBATCH --image; sbatch does
+        problems.append(doc.problem((*where, "runtime"), "Shifter images start through sbatch's shifter plugin "
+                                    "(#SBATCH --image): use a Slurm site with scheduler: cli, or apptainer"))
+    if c.nv is not None:
+        log.warning("%s", doc.problem((*where, "nv"), f"deprecated: write gpu: {c.gpu_setting}"))
+    gpu = c.gpu_setting
+    if gpu == "auto":  # the host's driver, for a job that has GPUs
+        vendor = (partition.gpu_vendor if partition else None) or cfg.gpu_vendor
+        gpu = vendor if spec.resources.gpus_on_each_node else "none"
+    if runtime == "shifter" and gpu == "amd":
+        problems.append(doc.problem((*where, "gpu"), "hpc-tf knows no Shifter module for AMD GPUs: use apptainer "
+                                    "or singularity (--rocm), or gpu: none and srun_extra"))
+    # a URI is pulled on the node and a Shifter image is a name: only a local image file is a path
+    kept = runtime == "shifter" or is_image_uri(c.image)
+    return ContainerPlan(runtime=runtime, image=c.image if kept else expand_path(c.image, base, env),
+                         binds=(*cfg.container_binds, *c.binds),
+                         overlays=tuple(expand_path(o, base, env) for o in c.overlays), gpu=gpu)
 
 
 def _handoff_plan(

@@ -27,7 +27,7 @@ from hpc.campaign.throttle import StageDemand, Throttle, compute_throttles
 from hpc.errors import HpcTfError
 from hpc.paths import runs_root
 from hpc.render.script import render_script
-from hpc.resolve import ContainerPlan, ResolvedJob, resolve
+from hpc.resolve import ResolvedJob, resolve
 from hpc.site.load import LoadedSite
 
 # Slurm's default MaxArraySize: used when the cluster was not asked (a dry run)
@@ -199,8 +199,7 @@ def _stage_job(
                    "--stage", stage.name, "--", *job.command)
     container = job.container
     if container is not None:  # the tasks directory must be visible inside the image
-        container = ContainerPlan(runtime=container.runtime, image=container.image, nv=container.nv,
-                                  binds=(*container.binds, str(paths.root)))
+        container = container.model_copy(update={"binds": (*container.binds, str(paths.root))})
     env = [*job.env, ("HPC_TF_CAMPAIGN_DIR", str(paths.root))]
     if not stage.per_task:  # one job: its env templates know only the campaign's and its own directory
         fields = {"campaign_dir": str(paths.root), "output_dir": output_dir}

@@ -36,6 +36,8 @@ def _summary(plan: LaunchPlan) -> str:
     memory = "" if job.mem is None else f", memory {job.mem}/node"
     if job.mem == ALL_MEMORY:
         memory = ", memory: all of each node's (--mem=0)"
+    for amount, unit in ((job.mem_per_gpu, "GPU"), (job.mem_per_cpu, "CPU")):
+        memory += f", memory {amount}/{unit}" if amount else ""
     return (f"{job.name}: {job.nodes} node(s) x {job.tasks_per_node} worker(s), {gpus}{memory}, "
             f"time {job.time_limit}, strategy {job.runtime.strategy}" + (f"; {where}" if where else ""))
 

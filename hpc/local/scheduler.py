@@ -147,8 +147,9 @@ def _job_from_script(script: Path, environ: Mapping[str, str]) -> LocalJob:
     else:
         tasks_per_node = max(1, int(options.get("ntasks") or 1) // nodes)
     gpus_per_node = 0
-    if options.get("gres"):
-        gpus_per_node = int((options["gres"] or "").rpartition(":")[2])
+    if options.get("gres"):  # gpu:2 or gpu:a100:2, maybe beside other gres (nvme:200)
+        gpus_per_node = sum(int(item.rpartition(":")[2]) for item in (options["gres"] or "").split(",")
+                            if item.partition(":")[0] == "gpu")
     elif options.get("gpus-per-task"):
         gpus_per_node = int((options["gpus-per-task"] or "").rpartition(":")[2]) * tasks_per_node
     warning = options.get("signal") or ""

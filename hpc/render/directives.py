@@ -28,19 +28,28 @@ def sbatch_options(job: ResolvedJob, batch_log: str) -> list[tuple[str, str | No
     for key, value in (("partition", job.partition), ("account", job.account), ("qos", job.qos)):
         if value:
             opts.append((key, value))
+    gres = list(job.gres)
     if job.gpus_per_task:
         opts.append(("gpus-per-task", gpu_request(job.gres_name, job.gpu_type, job.gpus_per_task)
                      .removeprefix(f"{job.gres_name}:")))
     elif job.gpus_per_node:
-        opts.append(("gres", gpu_request(job.gres_name, job.gpu_type, job.gpus_per_node)))
+        gres.insert(0, gpu_request(job.gres_name, job.gpu_type, job.gpus_per_node))
+    if gres:  # one --gres line: a second would replace the first
+        opts.append(("gres", ",".join(gres)))
     if job.cpus_per_task:
         opts.append(("cpus-per-task", str(job.cpus_per_task)))
     if job.mem:
         opts.append(("mem", "0" if job.mem == ALL_MEMORY else job.mem))  # Slurm's spelling of "all of it"
+    for key, value in (("mem-per-gpu", job.mem_per_gpu), ("mem-per-cpu", job.mem_per_cpu)):
+        if value:
+            opts.append((key, value))
     if job.constraint:
         opts.append(("constraint", job.constraint))
     if job.exclusive:
         opts.append(("exclusive", None))
+    if job.container is not None and job.container.runtime == "shifter":
+        # the shifter plugin's option (not sbatch's own): the image is made ready before the job starts
+        opts.append(("image", job.container.image))
     if job.warning_seconds is not None:
         # B: signal only the batch shell; its trap forwards the warning to the tasks
         opts += [("signal", f"B:USR1@{job.warning_seconds}"), ("requeue", None), ("open-mode", "append")]

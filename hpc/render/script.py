@@ -59,14 +59,28 @@ def _only_mine(directory: Path) -> bool:
             and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
 
 
+# the host GPU driver inside an apptainer/singularity image, and Shifter's module for NVIDIA's
+GPU_FLAGS = {"nvidia": ["--nv"], "amd": ["--rocm"], "none": []}
+SHIFTER_GPU_FLAGS = {"nvidia": ["--module=gpu"], "amd": [], "none": []}  # resolve refuses amd
+
+
 def container_prefix(job: ResolvedJob) -> str:
-    """``apptainer exec --nv --bind … IMAGE `` so the bootstrap and the command run inside the image."""
+    """``apptainer exec --nv --bind … IMAGE `` or ``shifter --image=… `` so the bootstrap and the command
+    run inside the image."""
     if job.container is None:
         return ""
     c = job.container
+    if c.runtime == "shifter":
+        # Shifter mounts the site's shared filesystems (where run directories live) by itself, and
+        # refuses volumes over some of them: only the binds asked for, each SRC:DST
+        volumes = ";".join(b if ":" in b else f"{b}:{b}" for b in dict.fromkeys(c.binds))
+        words = ["shifter", f"--image={c.image}", *SHIFTER_GPU_FLAGS[c.gpu],
+                 *([f"--volume={volumes}"] if volumes else [])]
+        return sh_words(words) + " "
     # the run directory and workdir must be visible inside the container
     binds = ",".join(dict.fromkeys((*c.binds, job.run_dir, job.workdir)))
-    words = [c.runtime, "exec", *(["--nv"] if c.nv else []), "--bind", binds, c.image]
+    overlays = [word for overlay in c.overlays for word in ("--overlay", overlay)]
+    words = [c.runtime, "exec", *GPU_FLAGS[c.gpu], *overlays, "--bind", binds, c.image]
     return sh_words(words) + " "
 
 

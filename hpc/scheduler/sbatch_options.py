@@ -166,7 +166,7 @@ def _short_options(word: str, args: Sequence[str], i: int, versions: Sequence[st
             continue
         if kinds == {"required"} and not value:
             if i == len(args):
-                raise _Refused(word, f"is --{name}, which needs a value")
+                raise _Refused(word, f"is --{name}, which needs a value: write --{name}=VALUE")
             value, i = args[i], i + 1
         elif kinds != {"required"} and kinds != {"optional"}:
             raise _Refused(word, f"is --{name}, which takes a value differently in each Slurm version: "

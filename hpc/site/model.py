@@ -7,7 +7,18 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from hpc.modelbase import StrictModel
-from hpc.spec.model import TOKEN_RE, TOKEN_RULE, Bind, ExtraFlag, ModuleName, Name, SlurmTime, Token
+from hpc.spec.model import (
+    TOKEN_RE,
+    TOKEN_RULE,
+    Bind,
+    ContainerRuntime,
+    ExtraFlag,
+    GpuVendor,
+    ModuleName,
+    Name,
+    SlurmTime,
+    Token,
+)
 from hpc.text import OneLine, keys_matching
 
 
@@ -18,6 +29,7 @@ class Partition(StrictModel):
     mem_per_node: OneLine | None = None
     max_time: SlurmTime | None = None
     max_nodes: int | None = Field(None, ge=1)
+    gpu_vendor: GpuVendor | None = Field(None, description="the GPUs of this partition's nodes (default: the site's)")
 
     @property
     def has_gpus(self) -> bool:
@@ -49,6 +61,11 @@ class SiteConfig(StrictModel):
     modules: list[ModuleName] = Field(default_factory=list, description="modules every job loads first")
     module_init: OneLine | None = Field(None, description="file to source before 'module load' (e.g. lmod init)")
     container_binds: list[Bind] = Field(default_factory=list)
+    container_runtime: list[ContainerRuntime] = Field(
+        default_factory=list, description="the container runtimes the nodes have, the first the default "
+                                          "(none listed: apptainer or singularity)")
+    gpu_vendor: GpuVendor = Field("nvidia", description="the GPUs of the nodes: a container's gpu: auto follows it")
+    constraint: OneLine | None = Field(None, description="node features for jobs that set no resources.constraint")
     sbatch_defaults: list[ExtraFlag] = Field(default_factory=list)
     serving: Serving = Field(default_factory=lambda: Serving())
 

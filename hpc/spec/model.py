@@ -128,6 +128,20 @@ def command_words(value: object) -> object:
     return value
 
 
+GRES_RE = re.compile(r"[A-Za-z0-9_.+-]{1,128}(:[A-Za-z0-9_.+-]{1,128})?:[0-9]{1,9}")
+GRES_RULE = "a gres is NAME:COUNT or NAME:TYPE:COUNT (e.g. nvme:200)"
+
+
+def _not_gpus(value: str) -> str:
+    if value.split(":", 1)[0] in ("gpu", "gpus"):
+        raise ValueError(f"{shown(value)} asks for GPUs: set resources.gpus_per_node or gpus_per_task (and gpu_type)")
+    return value
+
+
+# an extra generic resource on the job's --gres line, next to the GPUs
+GresItem = Annotated[str, matching(GRES_RE, GRES_RULE), AfterValidator(_not_gpus)]
+
+
 # argv of a program: written as a YAML list, or as one string split like a shell would (a line break
 # between words separates them; one inside a word is refused with the word's index)
 Command = Annotated[tuple[OneLine, ...], BeforeValidator(command_words)]
@@ -141,6 +155,9 @@ class Resources(StrictModel):
     gpu_type: Token | None = None
     cpus_per_task: Count | None = Field(None, ge=1)
     mem: OneLine | None = Field(None, description=f"memory per node, e.g. 32G, or '{ALL_MEMORY}' (all of each node's)")
+    mem_per_gpu: OneLine | None = Field(None, description="memory per allocated GPU, e.g. 8G (instead of mem)")
+    mem_per_cpu: OneLine | None = Field(None, description="memory per allocated CPU, e.g. 2G (instead of mem)")
+    gres: list[GresItem] = Field(default_factory=list, description="extra gres beside the GPUs, e.g. nvme:200")
     time: SlurmTime | None = Field(None, description="time limit, e.g. 2:00:00 or 1-00:00:00")
     partition: Token | None = None
     account: Token | None = None
@@ -164,6 +181,23 @@ class Resources(StrictModel):
         if value is not None:
             parse_memory_mb(value)
         return value
+
+    @field_validator("mem_per_gpu", "mem_per_cpu")
+    @classmethod
+    def _mem_per(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_memory_mb(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_memory_field(self) -> Resources:
+        # sbatch takes one of --mem, --mem-per-cpu, --mem-per-gpu: they are mutually exclusive
+        given = [key for key in ("mem", "mem_per_cpu", "mem_per_gpu") if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise ValueError(f"set one of mem, mem_per_cpu, mem_per_gpu, not {' and '.join(given)}")
+        if self.mem_per_gpu is not None and not self.gpus_on_each_node:
+            raise ValueError("mem_per_gpu needs gpus_per_node or gpus_per_task: use mem or mem_per_cpu for a CPU job")
+        return self
 
     @model_validator(mode="after")
     def _per_node(self) -> Resources:
@@ -213,11 +247,49 @@ class Resources(StrictModel):
         return None if self.time is None else parse_duration(self.time)
 
 
+ContainerRuntime = Literal["apptainer", "singularity", "shifter"]
+GpuVendor = Literal["nvidia", "amd"]
+# where apptainer/singularity pull an image from: kept as written, never a path under the spec directory
+IMAGE_SOURCES = ("docker://", "oras://", "library://", "shub://", "http://", "https://",
+                 "docker-daemon:", "docker-archive:", "oci:", "oci-archive:")
+
+
+def is_image_uri(image: str) -> bool:
+    return image.startswith(IMAGE_SOURCES)
+
+
+def _image(value: str) -> str:
+    scheme, sep, _ = value.partition("://")
+    if sep and not is_image_uri(value):
+        raise ValueError(f"{shown(scheme + sep)} is not an image source apptainer pulls from: write "
+                         f"{', '.join(s for s in IMAGE_SOURCES if s.endswith('://'))}, a .sif path or a Shifter image")
+    return value
+
+
 class Container(StrictModel):
-    image: OneLine
-    runtime: Literal["apptainer", "singularity"] = "apptainer"
+    image: Annotated[OneLine, AfterValidator(_image)] = Field(
+        description="docker://, oras://, library:// (pulled on the node), a .sif path, or a Shifter image name")
+    runtime: ContainerRuntime | None = Field(None, description="default: the site's first container_runtime, "
+                                                               "else apptainer")
     binds: list[Bind] = Field(default_factory=list)
-    nv: bool = Field(True, description="pass --nv so the container sees the host's NVIDIA driver")
+    overlays: list[OneLine] = Field(default_factory=list, description="apptainer/singularity --overlay images")
+    gpu: Literal["auto", "nvidia", "amd", "none"] = Field(
+        "auto", description="the host GPU driver inside: --nv (nvidia), --rocm (amd); auto: the site's gpu_vendor")
+    nv: bool | None = Field(None, description="deprecated: true is gpu: nvidia, false is gpu: none")
+
+    @model_validator(mode="after")
+    def _one_gpu_setting(self) -> Container:
+        if self.nv is not None and self.gpu != "auto":
+            raise ValueError("set gpu (nv is its deprecated spelling), not both")
+        if self.runtime == "shifter" and self.overlays:
+            raise ValueError("Shifter takes no overlays: use apptainer or singularity, or bind a directory")
+        return self
+
+    @property
+    def gpu_setting(self) -> Literal["auto", "nvidia", "amd", "none"]:
+        if self.nv is not None:
+            return "nvidia" if self.nv else "none"
+        return self.gpu
 
 
 class Environment(StrictModel):

@@ -127,7 +127,7 @@ def test_environment_setup_and_the_python_of_a_container(tmp_path: Path) -> None
         "module load cuda/12.2",
         f"source '{Path.cwd()}/envs/it'\"'\"'s here/bin/activate'",
     ]
-    assert p.python.startswith("apptainer exec --nv --bind ")
+    assert p.python.startswith("apptainer exec --bind ")  # a CPU job: no GPU driver inside (gpu: auto)
     assert p.python.endswith(" /img/tf.sif python3.11")
     subprocess.run(["bash", "-n"], input=sbatch_text(p.parameters), text=True, check=True, timeout=30)
 

@@ -17,7 +17,6 @@ from hpc.render.script import render_script
 from hpc.resolve import resolve
 from hpc.scheduler.managed import MANAGED_FLAGS
 from hpc.site.load import LoadedSite, load_site
-from hpc.site.model import SiteConfig
 from hpc.spec import load_spec_text
 from hpc.units import parse_duration, parse_memory_mb
 from tests._readme import readme_argv
@@ -70,10 +69,7 @@ def script_options(text: str) -> dict[str, str | None]:
 
 
 def site(tmp_path: Path) -> LoadedSite:
-    text = SITE.read_text()
-    if "container_runtime" in SiteConfig.model_fields:  # once issue 20's containers part is merged: drop the
-        text += "container_runtime: [apptainer, singularity, shifter]\n"  # `if` and move this line to site.yaml
-    (tmp_path / "site.yaml").write_text(text)
+    (tmp_path / "site.yaml").write_text(SITE.read_text())
     return load_site(str(tmp_path / "site.yaml"), environ=ALICE)
 
 

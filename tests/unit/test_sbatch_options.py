@@ -55,7 +55,7 @@ def extras(*entries: str) -> list[str]:
         ("--gpus-per-nod=8", "gpus-per-node", "set resources.gpus_per_node"),
         ("--arra=0-99", "array", "use a campaign"),
         ("--outpu=/elsewhere", "output", "hpc-tf writes logs into the run directory"),
-        ("--dependenc=afterok:1", "dependency", "use a campaign pipeline"),
+        ("--dependenc=afterok:1", "dependency", "campaign pipelines chain stages"),
         ("--qo=high", "qos", "set resources.qos"),
         ("--job-n=x", "job-name", "set 'name'"),
         ("--gpus-per-s=8", "gpus-per-socket", "set resources.gpus_per_node"),

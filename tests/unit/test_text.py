@@ -68,7 +68,8 @@ BASES: dict[type[BaseModel], dict[str, Any]] = {
 # one cannot be filled beside the other (test_setup_steps.py refuses a line break in each)
 NOT_HERE = {"sbatch_extra", "sbatch_defaults", "after", "srun_extra", "setup"}
 VALUE_SAMPLES: dict[str, Any] = {"partitions": {}, "space": {"choice": [1]}}
-SAMPLES = {"time": "10{}", "default_time": "10{}", "max_time": "10{}", "mem": "1G{}", "mem_per_node": "1G{}"}
+SAMPLES = {"time": "10{}", "default_time": "10{}", "max_time": "10{}", "mem": "1G{}", "mem_per_node": "1G{}",
+           "mem_per_gpu": "1G{}", "mem_per_cpu": "1G{}", "gres": "nvme:1{}"}
 
 
 def _members(annotation: Any) -> list[Any]:
@@ -94,7 +95,7 @@ def _text_fields(model: type[BaseModel], loc: tuple[str | int, ...] = ()) -> lis
             elif isinstance(member, type) and issubclass(member, BaseModel):
                 found += _text_fields(member, (*loc, name))
             elif origin in (list, tuple) and str in inner:
-                found.append(((*loc, name), ["x{}"]))
+                found.append(((*loc, name), [SAMPLES.get(name, "x{}")]))
             elif origin is dict and args[-1] is not Any:  # dict[str, Any]: an inline job, a JobSpec later
                 value = VALUE_SAMPLES.get(name, ["v"] if typing.get_origin(args[-1]) is list else "v")
                 found.append(((*loc, name), {"k{}": value}))  # the key

@@ -50,7 +50,8 @@ def assign_gpus(step: SlurmStep, settings: RuntimeSettings) -> GpuAssignment:
         raise RuntimeSetupError(
             f"rank {step.rank} on {step.node} should get {share} GPU(s) but Slurm gave it none "
             f"(CUDA_VISIBLE_DEVICES={'unset' if visible is None else repr('')})",
-            hint="request GPUs for the step (--gres=gpu:N, --gpus-per-task) or set gpus to 0 for a CPU job",
+            hint="request GPUs for the step (--gres=gpu:N, --gpus-per-task), or for a CPU job leave "
+                 "resources.gpus_per_node and gpus_per_task unset",
         )
     if len(visible) == share:
         return GpuAssignment(devices=visible, share=share, inherited=visible, sliced=False)
