@@ -95,11 +95,11 @@ def test_a_failing_step_ends_the_job_failed_naming_it_before_any_task_starts(
         "preemption": {"enabled": True, "warning_seconds": 30, "max_restarts": 2},  # and nothing requeues it
     })
     job = wait_for_job(job_id)
-    assert (job.state, job.exit_code) == ("FAILED", "1:0")
+    log = logs(researcher_run, scratch_dir, run_dir)
+    assert (job.state, job.exit_code) == ("FAILED", "1:0"), log
     (row,) = json.loads(researcher_run(["hpc-tf", "status", job_id, "--json", "--site", "sandbox", "--set",
                                         f"runs_dir={scratch_dir / 'runs'}"], cwd=scratch_dir).stdout)
-    assert (row["state"], row["restarts"]) == ("FAILED", 0)
-    log = logs(researcher_run, scratch_dir, run_dir)
+    assert (row["state"], row["restarts"]) == ("FAILED", 0), (row, log)
     assert f"hpc-tf: setup failed: {message}" in log
     assert "job step finished" not in log
     assert not (scratch_dir / "ran").exists() and not (scratch_dir / "later-step-ran").exists()
