@@ -115,11 +115,15 @@ class ResolvedJob(Frozen):
     env: tuple[tuple[str, str], ...]
     python: str
     module_init: str | None
+    module_purge: bool = False  # `module purge` before the site's and the job's modules
+    module_use: tuple[str, ...] = ()  # `module use PATH` before they load
     modules: tuple[str, ...]
     conda: str | None
     venv: str | None
     container: ContainerPlan | None
     sbatch_extra: tuple[str, ...]
+    srun_extra: tuple[str, ...] = ()  # options of the tasks' srun, canonical (--label)
+    setup: tuple[tuple[Literal["job", "node"], str], ...] = ()  # (where, shell line), in order
     warning_seconds: int | None  # preemption warning before the time limit
     runtime: RuntimePlan
     handoff: HandoffPlan | None = None
@@ -240,11 +244,15 @@ def resolve(
         env=tuple(sorted(spec.env.items())),
         python=spec.environment.python or run_time_literal(cfg.python),
         module_init=cfg.module_init,
+        module_purge=spec.environment.module_purge,
+        module_use=tuple(run_time_path(path, base, env) for path in spec.environment.module_use),
         modules=(*cfg.modules, *spec.environment.modules),
         conda=spec.environment.conda,
         venv=run_time_path(spec.environment.venv, base, env) if spec.environment.venv else None,
         container=container,
         sbatch_extra=(*cfg.sbatch_defaults, *spec.sbatch_extra),
+        srun_extra=tuple(spec.srun_extra),
+        setup=tuple((step.where, step.line) for step in spec.setup),
         warning_seconds=spec.preemption.warning_seconds if spec.preemption.enabled else None,
         runtime=RuntimePlan(
             strategy=spec.strategy,

@@ -209,10 +209,13 @@ def _submitit_directive_value(value: str, option: str) -> None:
 
 
 def setup_lines(job: ResolvedJob) -> list[str]:
-    """The job's software environment (site modules, conda or venv) for submitit's ``setup``."""
-    text = template_environment().get_template("environment.sh.j2").render(
-        module_init=job.module_init, modules=job.modules, conda=job.conda, venv=job.venv
-    )
+    """The job's software environment (modules, conda or venv) and setup steps for submitit's ``setup``."""
+    templates = template_environment()
+    text = templates.get_template("environment.sh.j2").render(
+        module_init=job.module_init, module_purge=job.module_purge, module_use=job.module_use, modules=job.modules,
+        conda=job.conda, venv=job.venv, checks_follow=bool(job.setup),
+    ) + templates.get_template("setup_steps.sh.j2").render(setup=job.setup, nodes=job.nodes,
+                                                            local=job.launcher == "local")
     return [line for line in text.splitlines() if line.strip()]
 
 

@@ -61,7 +61,8 @@ def render_handoff_script(job: ResolvedJob) -> str:
                             account=job.account, qos=job.qos)
     return template_environment().get_template("handoff.sbatch.j2").render(
         job=job, handoff=h, version=__version__, directives=_directive_lines(opts), command=handoff_argv(job),
-        module_init=job.module_init, modules=job.modules, conda=job.conda, venv=job.venv,
+        module_init=job.module_init, module_purge=job.module_purge, module_use=job.module_use, modules=job.modules,
+        conda=job.conda, venv=job.venv,
     )
 
 

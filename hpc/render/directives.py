@@ -104,4 +104,4 @@ def step_options(job: ResolvedJob) -> list[str]:
     if job.cpus_per_task:
         # Slurm 22.05 and 23.02 steps do not inherit --cpus-per-task from the allocation: each task had one CPU
         options.append(f"--cpus-per-task={job.cpus_per_task}")
-    return options
+    return [*options, *job.srun_extra]  # the spec's srun_extra last: none of them is one of these

@@ -1,15 +1,15 @@
-"""The sbatch options hpc-tf manages, and the check that keeps them out of ``sbatch_extra``.
+"""The sbatch and srun options hpc-tf manages, and the checks that keep them out of ``sbatch_extra``
+and ``srun_extra``.
 
-This table is the one place that says which sbatch options hpc-tf manages; the spec's
-``sbatch_extra`` and the site's ``sbatch_defaults`` go through :func:`check_extra_flag`, which reads
-each entry as sbatch would (abbreviations and short letters resolved) and refuses a managed option
-with the field to use instead.
+These tables are the one place that says which options hpc-tf manages; the spec's ``sbatch_extra``
+and the site's ``sbatch_defaults`` go through :func:`check_extra_flag`, the spec's ``srun_extra``
+through :func:`check_srun_flag`: each reads the entry as sbatch (srun) would (abbreviations and short
+letters resolved) and refuses a managed option with the field to use instead.
 """
 
 from __future__ import annotations
 
-from hpc.scheduler.sbatch_option_table import LONG_OPTIONS
-from hpc.scheduler.sbatch_options import parse_option
+from hpc.scheduler.sbatch_options import SBATCH, SRUN, Grammar, parse_option
 from hpc.text import one_line, shown
 
 # long option -> where the user sets it instead (or why it cannot be set)
@@ -65,20 +65,65 @@ MANAGED_FLAGS: dict[str, str] = {
 def check_extra_flag(flag: str) -> str:
     """``flag`` as sbatch reads it, written canonically (``--mail-ty END`` -> ``--mail-type=END``);
     ValueError naming the field to use when it is an option hpc-tf manages."""
-    option = parse_option(one_line(flag, "an sbatch option"))
-    if option.name in MANAGED_FLAGS:
-        raise ValueError(f"{shown(flag)} is --{option.name}, which hpc-tf manages: {MANAGED_FLAGS[option.name]}")
+    return _unmanaged(flag, SBATCH, MANAGED_FLAGS)
+
+
+def _unmanaged(flag: str, grammar: Grammar, managed: dict[str, str]) -> str:
+    option = parse_option(one_line(flag, f"an {grammar.command} option"), grammar=grammar)
+    if option.name in managed:
+        raise ValueError(f"{shown(flag)} is --{option.name}, which hpc-tf manages: {managed[option.name]}")
     return str(option)
+
+
+_LOGS = "hpc-tf writes each task's log into the run directory (hpc-tf logs)"
+_LAYOUT = "the tasks' layout comes from resources (nodes, tasks_per_node)"
+# srun options of the tasks' step (hpc.render.directives.step_options) -> where the user sets it instead
+MANAGED_SRUN_FLAGS: dict[str, str] = {
+    "nodes": _LAYOUT, "ntasks": _LAYOUT, "ntasks-per-node": _LAYOUT, "tasks-per-node": _LAYOUT,
+    "ntasks-per-core": _LAYOUT, "ntasks-per-socket": _LAYOUT, "ntasks-per-gpu": _LAYOUT,
+    "ntasks-per-tres": _LAYOUT, "nodelist": _LAYOUT, "exclude": _LAYOUT, "relative": _LAYOUT,
+    "multi-prog": "every task runs the command (command in job.yaml)",
+    "cpus-per-task": "set resources.cpus_per_task (hpc-tf passes it to the tasks' srun)",
+    "gres": "set resources.gpus_per_node / gpus_per_task / gpu_type",
+    "gpus": "set resources.gpus_per_node / gpus_per_task",
+    "gpus-per-node": "set resources.gpus_per_node",
+    "gpus-per-task": "set resources.gpus_per_task",
+    "gpus-per-socket": "set resources.gpus_per_node / gpus_per_task",
+    "tres-per-task": "set resources.gpus_per_task / cpus_per_task",
+    "cpus-per-gpu": "set resources.cpus_per_task",
+    "partition": "set resources.partition (the tasks run in the job's allocation)",
+    "account": "set resources.account (the tasks run in the job's allocation)",
+    "qos": "set resources.qos (the tasks run in the job's allocation)",
+    "clusters": "hpc-tf submits to the site's cluster: pick the cluster with --site",
+    "cluster": "hpc-tf submits to the site's cluster: pick the cluster with --site",
+    "signal": "set preemption.warning_seconds (the batch shell forwards the warning to the tasks)",
+    "kill-on-bad-exit": "hpc-tf stops every task when one fails (--kill-on-bad-exit=1)",
+    "output": _LOGS, "error": _LOGS, "input": _LOGS, "open-mode": _LOGS,
+    "export": "the tasks get the batch script's environment; set variables under env",
+    "chdir": "set workdir",
+    "jobid": "the tasks run in the job hpc-tf submits",
+    "pty": "the tasks run in a batch job, without a terminal",
+    "test-only": "use hpc-tf launch --dry-run",
+    "help": "srun would print its help instead of starting the tasks",
+    "usage": "srun would print its usage instead of starting the tasks",
+    "version": "srun would print its version instead of starting the tasks",
+}
+
+
+def check_srun_flag(flag: str) -> str:
+    """``flag`` as srun reads it, written canonically (``-l`` -> ``--label``); ValueError naming the field
+    to use when it is an option hpc-tf sets on the tasks' srun."""
+    return _unmanaged(flag, SRUN, MANAGED_SRUN_FLAGS)
 
 
 def sbatch_key_hint(key: str, escape_hatch: str) -> str | None:
     """For a key a spec or site does not have but sbatch does (``reservation``, ``ntasks``): where that
     option goes instead, the field that sets it or ``escape_hatch`` (sbatch_extra, sbatch_defaults)."""
     name = key.replace("_", "-")
-    if not all(name in table for table in LONG_OPTIONS.values()):
+    if not all(name in table for table in SBATCH.long.values()):
         return None
     if name not in MANAGED_FLAGS:
-        takes_none = all(table[name] == "none" for table in LONG_OPTIONS.values())
+        takes_none = all(table[name] == "none" for table in SBATCH.long.values())
         return f"sbatch's --{name} is not a field: add '--{name}{'' if takes_none else '=VALUE'}' to {escape_hatch}"
     if escape_hatch != "sbatch_extra":  # the fields named are the job spec's: a site lists its own keys
         return None

@@ -14,8 +14,9 @@ from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationI
 
 from hpc.modelbase import StrictModel
 from hpc.runtime.node.settings import PORT_RANGE_RULE, RuntimeSettings, valid_port_range
-from hpc.scheduler.managed import check_extra_flag
+from hpc.scheduler.managed import check_extra_flag, check_srun_flag
 from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
+from hpc.spec.steps import SetupStep
 from hpc.text import OneLine, RunTimeText, keys_matching, matching, shown
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
@@ -34,12 +35,29 @@ MODULE_RULE = "a module name has up to 255 letters, digits, '_', '.', '+', '/', 
 
 Name = Annotated[str, matching(NAME_RE, NAME_RULE)]  # job, site
 Token = Annotated[str, matching(TOKEN_RE, TOKEN_RULE)]  # partition, account, qos, GPU type, gres name
-ModuleName = Annotated[str, matching(MODULE_RE, MODULE_RULE)]
+
+
+# `module` subcommands written as a module name: `module load purge` would fail on the node
+MODULE_SUBCOMMANDS = {
+    "purge": "set environment.module_purge: true",
+    "use": "list the directory under environment.module_use",
+    "load": "list the module's name alone",
+}
+
+
+def _module_name(value: object) -> object:
+    word = value.split(" ")[0] if isinstance(value, str) else None
+    if word in MODULE_SUBCOMMANDS:
+        raise ValueError(f"{shown(value)} is 'module {word}', not a module to load: {MODULE_SUBCOMMANDS[word]}")
+    return value
+
+
+ModuleName = Annotated[str, BeforeValidator(_module_name), matching(MODULE_RE, MODULE_RULE)]
 ModelName = Annotated[str, matching(MODEL_NAME_RE, MODEL_NAME_RULE)]
 # Variables the bootstrap and Slurm own; a spec that sets them would silently break the job.
 MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES",
                "HIP_VISIBLE_DEVICES")
-MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "HPC_TF_")
+MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "HPC_TF_")  # SRUN_: srun options (SRUN_ENV below)
 # bash's read-only variables: `export UID=…` fails in the batch script and the job runs without it
 BASH_READONLY_ENV = ("BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID")
 
@@ -61,8 +79,16 @@ GpuBinding = Literal["task", "node", "slurm"]  # hpc/runtime/node/settings.py GP
 Count = Annotated[int, Strict()]
 
 
+# srun reads these from the environment as options of every step, the setup steps' too
+SRUN_ENV = {"SLURM_MPI_TYPE": "--mpi=…"}
+
+
 def _unmanaged_env(value: dict[str, str]) -> dict[str, str]:
     for key in value:
+        if key in SRUN_ENV or key.startswith("SRUN_"):
+            option = SRUN_ENV.get(key) or f"--{key.removeprefix('SRUN_').lower().replace('_', '-')}=…"
+            raise ValueError(f"{key} is read by srun as an option: write it under srun_extra ({option}), "
+                             "which reaches the tasks' srun only")
         if key in MANAGED_ENV or key.startswith(MANAGED_ENV_PREFIXES):
             raise ValueError(f"{key} is set by hpc-tf/Slurm for each task; choose another name")
         if key in BASH_READONLY_ENV:
@@ -274,6 +300,9 @@ class Container(StrictModel):
 
 class Environment(StrictModel):
     modules: list[ModuleName] = Field(default_factory=list)
+    module_purge: bool = Field(False, description="'module purge' before the site's and the job's modules")
+    module_use: list[RunTimeText] = Field(default_factory=list,
+                                          description="'module use PATH' before the modules load")
     conda: RunTimeText | None = Field(None, description="name or path of a conda environment to activate")
     venv: RunTimeText | None = Field(None, description="path of a Python virtual environment to activate")
     container: Container | None = None
@@ -327,6 +356,10 @@ class Handoff(StrictModel):
     savedmodel: OneLine = Field("export", description="SavedModel directory, relative to output_dir")
 
 
+# validated item by item like sbatch_extra, read as srun reads it
+SrunFlag = Annotated[str, AfterValidator(check_srun_flag)]
+
+
 class JobSpec(StrictModel):
     name: Name
     command: Command = Field(description="the unmodified training command: a list, or a shell-like string")
@@ -340,6 +373,8 @@ class JobSpec(StrictModel):
     preemption: Preemption = Field(default_factory=lambda: Preemption())
     handoff: Handoff | None = None
     sbatch_extra: list[ExtraFlag] = Field(default_factory=list)
+    setup: list[SetupStep] = Field(default_factory=list, description="shell lines run before the tasks start")
+    srun_extra: list[SrunFlag] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _strategy(self) -> JobSpec:

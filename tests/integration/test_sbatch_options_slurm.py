@@ -1,5 +1,5 @@
-"""The option parser against the real sbatch of the test cluster: the recorded option table is the one the
-installed sbatch builds, and ``sbatch --test-only`` reads abbreviated, short, ambiguous and unknown
+"""The option parser against the real sbatch of the test cluster: the recorded option tables are the ones
+the installed sbatch and srun build, and ``sbatch --test-only`` reads abbreviated, short, ambiguous and unknown
 options in ``#SBATCH`` lines exactly as :mod:`hpc.scheduler.sbatch_options` says it does."""
 
 from __future__ import annotations
@@ -27,13 +27,16 @@ REPO = Path(__file__).resolve().parents[2]
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def test_the_recorded_table_is_the_one_the_installed_sbatch_builds(slurm_cluster: SlurmCluster) -> None:
-    sbatch = shutil.which("sbatch")
-    assert sbatch is not None
+@pytest.mark.parametrize("command", ["sbatch", "srun"])
+def test_the_recorded_table_is_the_one_the_installed_command_builds(slurm_cluster: SlurmCluster, command: str) -> None:
+    program = shutil.which(command)
+    assert program is not None
     result = subprocess.run([sys.executable, str(REPO / "tests" / "cluster" / "record_sbatch_options.py"),
-                             "--check", sbatch], capture_output=True, text=True, timeout=60, check=False)
+                             "--check", "--command", command, program],
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"sbatch {'.'.join(slurm_cluster.slurm_version.split('.')[:2])}: the recorded table matches" in result.stdout
+    version = ".".join(slurm_cluster.slurm_version.split(".")[:2])
+    assert f"{command} {version}: the recorded table matches" in result.stdout
 
 
 @pytest.mark.parametrize(

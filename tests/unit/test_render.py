@@ -33,6 +33,7 @@ CASES = [
     ("sandbox", "multinode"),
     ("sandbox", "per-task"),
     ("sandbox", "handoff"),
+    ("sandbox", "setup-steps"),  # module purge/use, setup lines, a node step, srun_extra
     ("example-apptainer", "apptainer"),
     ("example-plain", "minimal"),
     ("local", "per-task"),  # the local launcher: its srun stand-in, and requeue through its supervisor

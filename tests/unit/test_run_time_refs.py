@@ -36,6 +36,7 @@ RUN_TIME_FIELDS = [
     ("environment: {venv: %s}", "environment.venv"),
     ("environment: {conda: %s}", "environment.conda"),
     ("environment: {python: %s}", "environment.python"),
+    ("environment: {module_use: [%s]}", "environment.module_use[0]"),
     ("environment: {container: {image: %s}}", "environment.container.image"),
     ("environment: {container: {image: i.sif, binds: [%s]}}", "environment.container.binds[0]"),
     ("environment: {container: {image: i.sif, overlays: [%s]}}", "environment.container.overlays[0]"),
@@ -106,9 +107,11 @@ def test_directories_hpc_tf_chooses_stay_literal(tmp_path: Path) -> None:
 
 
 def test_the_script_expands_each_reference_once_and_runs_nothing(tmp_path: Path) -> None:
-    job = job_of("workdir: '${WORK}'\nenv: {DATA: '${HOSTILE}/d', PRICE: '5 $$'}\n")
+    job = job_of("workdir: '${WORK}'\nenv: {DATA: '${HOSTILE}/d', PRICE: '5 $$'}\n"
+                 "environment: {module_use: ['${PROJECT}/modulefiles'], modules: [x]}\n")
     script = render_script(job)
     assert "cd \"${WORK}\" ||" in script
+    assert "module use \"${PROJECT}\"/modulefiles ||" in script
     assert "export DATA=\"${HOSTILE}\"/d\n" in script
     assert "export PRICE='5 $'\n" in script
 

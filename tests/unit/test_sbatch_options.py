@@ -17,8 +17,14 @@ from hpc.render.directives import directive_lines, read_directives
 from hpc.render.script import render_script
 from hpc.resolve import resolve
 from hpc.scheduler.managed import MANAGED_FLAGS, check_extra_flag
-from hpc.scheduler.sbatch_option_table import LONG_OPTIONS, SHORT_OPTIONS
-from hpc.scheduler.sbatch_options import SUPPORTED_VERSIONS, OptionError, SbatchOption, parse_arguments, parse_option
+from hpc.scheduler.sbatch_options import (
+    SBATCH,
+    SUPPORTED_VERSIONS,
+    OptionError,
+    SbatchOption,
+    parse_arguments,
+    parse_option,
+)
 from hpc.site.load import load_site
 from hpc.spec import load_spec_text
 
@@ -140,7 +146,7 @@ def test_words_are_read_as_getopt_long_reads_them() -> None:
 
 
 def test_an_exact_name_wins_over_longer_options() -> None:
-    assert "cluster" in LONG_OPTIONS["22.05"] and "clusters" in LONG_OPTIONS["22.05"]
+    assert "cluster" in SBATCH.long["22.05"] and "clusters" in SBATCH.long["22.05"]
     assert parse_option("--cluster=x").name == "cluster"
     assert parse_option("--mem=1G").name == "mem"  # also a prefix of --mem-bind, --mem-per-cpu, ...
 
@@ -148,9 +154,9 @@ def test_an_exact_name_wins_over_longer_options() -> None:
 def test_the_recorded_tables_cover_every_supported_version_and_every_managed_name() -> None:
     assert SUPPORTED_VERSIONS == ("22.05", "25.11")
     for version in SUPPORTED_VERSIONS:
-        assert SHORT_OPTIONS[version]["p"] == "partition"
-        assert set(SHORT_OPTIONS[version].values()) <= set(LONG_OPTIONS[version])
-    known = {name for version in SUPPORTED_VERSIONS for name in LONG_OPTIONS[version]}
+        assert SBATCH.short[version]["p"] == "partition"
+        assert set(SBATCH.short[version].values()) <= set(SBATCH.long[version])
+    known = {name for version in SUPPORTED_VERSIONS for name in SBATCH.long[version]}
     assert set(MANAGED_FLAGS) <= known, "a managed option that sbatch does not have is a typo"
 
 
@@ -180,8 +186,8 @@ def test_the_local_launcher_reads_abbreviated_options_as_sbatch_would(tmp_path: 
 # ---- property: whatever is accepted is rendered so that sbatch's reading gives back the intended option ----
 
 FREE_OPTIONS = sorted(
-    name for name, kind in LONG_OPTIONS["22.05"].items()
-    if name not in MANAGED_FLAGS and kind == "required" and LONG_OPTIONS["25.11"].get(name) == "required"
+    name for name, kind in SBATCH.long["22.05"].items()
+    if name not in MANAGED_FLAGS and kind == "required" and SBATCH.long["25.11"].get(name) == "required"
 )
 PRINTABLE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=30)
 

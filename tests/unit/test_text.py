@@ -64,7 +64,9 @@ BASES: dict[type[BaseModel], dict[str, Any]] = {
 # sbatch_extra / sbatch_defaults: checked by hpc.scheduler.managed (the sbatch option parser's own field
 # type); their values are also refused by the quoting layer at render time (test_render.py)
 # stages[].after: its keys must equal the name of an earlier stage, a StageName
-NOT_HERE = {"sbatch_extra", "sbatch_defaults", "after"}
+# srun_extra: as sbatch_extra, by the srun option parser; setup: a step holds exactly one of job and node, so
+# one cannot be filled beside the other (test_setup_steps.py refuses a line break in each)
+NOT_HERE = {"sbatch_extra", "sbatch_defaults", "after", "srun_extra", "setup"}
 VALUE_SAMPLES: dict[str, Any] = {"partitions": {}, "space": {"choice": [1]}}
 SAMPLES = {"time": "10{}", "default_time": "10{}", "max_time": "10{}", "mem": "1G{}", "mem_per_node": "1G{}",
            "mem_per_gpu": "1G{}", "mem_per_cpu": "1G{}", "gres": "nvme:1{}"}
