@@ -84,8 +84,7 @@ BINDING_CASES: dict[str, dict[str, Any]] = {
     "task": {"gpus_per_node": 2},
     "node": {"gpus_per_task": 1},
     "slurm": {"gpus_per_node": 2},
-    # srun reads the allocation's --gpu-bind (SLURM_GPU_BIND); srun_extra is the usual way to give it
-    "slurm-gpu-bind": {"gpus_per_node": 2, "sbatch_extra": ["--gpu-bind=per_task:1"]},
+    "slurm-gpu-bind": {"gpus_per_node": 2, "srun_extra": ["--gpu-bind=per_task:1"]},
 }
 
 
@@ -95,7 +94,7 @@ def test_each_gpu_binding_gives_the_devices_it_promises(
 ) -> None:
     binding = case.partition("-")[0]
     resources = {"nodes": 1, "tasks_per_node": 2, "gpu_binding": binding, **BINDING_CASES[case]}
-    extra = {"sbatch_extra": resources.pop("sbatch_extra")} if "sbatch_extra" in resources else {}
+    extra = {"srun_extra": resources.pop("srun_extra")} if "srun_extra" in resources else {}
     records, seen, held = run_recorded(researcher_run, project, wait_for_job, f"bind-{case}", resources, HOLD,
                                        **extra)
     (node,) = held
