@@ -12,7 +12,7 @@ import pytest
 from hpc.importer import draft_from_script, read_script
 from hpc.importer.draft import NOTE_PREFIX, Draft
 from hpc.importer.shell import Unplaceable, split
-from hpc.render.directives import read_directives
+from hpc.render.directives import gpu_count, gpu_request, read_directives, read_gres
 from hpc.render.script import render_script
 from hpc.resolve import resolve
 from hpc.scheduler.managed import MANAGED_FLAGS
@@ -368,3 +368,11 @@ def test_an_activation_an_earlier_step_prepares_stays_a_step_after_it() -> None:
                                      "source env/bin/activate"]
     placed = read_script("#!/bin/bash\nmodule load anaconda3\nconda activate tf\nsrun python t.py\n", "t")
     assert placed.get(("environment",)) == {"modules": ["anaconda3"], "conda": "tf"}
+
+
+def test_gres_reads_back_what_the_renderer_writes() -> None:
+    # one reader for the import and the local launcher, the inverse of gpu_request
+    assert read_gres(f"{gpu_request('gpu', 'a100', 2)},nvme:200") == ([("a100", 2)], ["nvme:200"])
+    assert gpu_count("gpu") == (None, 1) and gpu_count("4") == (None, 4)
+    draft = read_script("#!/bin/bash\n#SBATCH --gres=gpu:a:b:2\nsrun python t.py\n", "t")
+    assert draft.get(("resources",)) is None and "is not [TYPE:]N" in draft.notes[0].why
