@@ -195,11 +195,8 @@ def _export(draft: Draft, line: Line, assignment: str, before: list[Line]) -> bo
     assigned = {m.group(1) for li in before if (m := _ASSIGNMENT.match(li.text))}
     if any("${" + name + "}" in value for name in assigned):
         return False
-    if option := srun_env_option(key):  # srun reads it as this option: srun_extra, checked as the spec checks it
-        try:
-            draft.add(("srun_extra",), check_srun_flag(f"--{option}={value}"))
-        except ValueError as err:
-            draft.note(line.number, line.text, f"srun reads {key} as an option: {err}")
+    if option := srun_env_option(key):  # srun reads it as this option
+        _srun_option(draft, line, f"--{option}={value}")
         return True
     if key in MANAGED_ENV or key.startswith(MANAGED_ENV_PREFIXES):
         draft.note(line.number, line.text, f"{key} is set by hpc-tf or Slurm for each task (see srun_extra)")
@@ -222,10 +219,11 @@ def _command(draft: Draft, line: Line, header: dict[str, str | None]) -> None:
     if launcher == "srun":
         try:
             options, at = parse_command_line(argv[1:])
-            _srun_extra(draft, line, options, header)
-            argv, launcher = argv[1 + at:], None
         except OptionError as err:
             draft.note(line.number, line.text, f"srun would refuse {err}")
+        else:
+            _srun_extra(draft, line, options, header)
+            argv, launcher = argv[1 + at:], None
     if launcher is not None:
         at = next((i for i, a in enumerate(argv) if _PYTHON.fullmatch(a)), len(argv))
         draft.note(line.number, line.text, f"hpc-tf starts one task per worker with srun, not {launcher}; "
@@ -246,10 +244,25 @@ def _srun_extra(draft: Draft, line: Line, options: list[SbatchOption], header: d
             if value == "none":
                 continue
         if name not in MANAGED_SRUN_FLAGS:
-            draft.add(("srun_extra",), str(option))
+            _srun_option(draft, line, str(option))
         elif header.get(name, value) != value or name not in _ALLOCATION:
             # the tasks' srun gets it from the spec: say so where the script asked for something else
             draft.note(line.number, str(option), f"--{name}: {MANAGED_SRUN_FLAGS[name]}")
+
+
+def _srun_option(draft: Draft, line: Line, option: str) -> None:
+    """``option`` into srun_extra, checked as the spec checks it; srun_extra reaches srun as written, so a
+    value naming a variable stays a note."""
+    try:
+        checked = check_srun_flag(option)
+    except ValueError as err:
+        draft.note(line.number, option, str(err))
+        return
+    if "$" in checked:
+        draft.note(line.number, checked, "srun_extra reaches srun as written (no ${NAME} expanded there): "
+                                         "write the value by hand")
+        return
+    draft.add(("srun_extra",), checked)
 
 
 def _container(draft: Draft, line: Line, argv: list[str], header: dict[str, str | None]) -> list[str]:

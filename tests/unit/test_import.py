@@ -351,6 +351,7 @@ def test_an_srun_line_srun_would_refuse_is_noted_and_its_python_kept() -> None:
     ("export SLURM_CPU_BIND=cores", ("srun_extra",), ["--cpu-bind=cores"]),
     ("export SLURM_MPI_TYPE=pmix", ("srun_extra",), ["--mpi=pmix"]),
     ("export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK", ("srun_extra",), None),  # managed: noted
+    ("export SLURM_CPU_BIND=$BIND", ("srun_extra",), None),  # srun_extra is not expanded: noted
 ])
 def test_variables_srun_reads_as_options_go_to_srun_extra(export: str, field: tuple[str, ...],
                                                           value: list[str] | None) -> None:
