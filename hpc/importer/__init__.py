@@ -17,7 +17,6 @@ from hpc.importer.directives import header_lines, job_name, read_header
 from hpc.importer.draft import Draft, Note, fit_to_spec
 from hpc.importer.shell import logical_lines
 from hpc.records import MIB, NotText, read_text
-from hpc.spec.model import Resources
 from hpc.text import shown
 
 __all__ = ["Draft", "Note", "draft_from_script", "import_script", "read_script"]
@@ -49,8 +48,7 @@ def _gpu_binding_hint(draft: Draft) -> None:
     slice breaks (each task sees only its own GPU:0); nothing in a batch script says so."""
     resources = draft.fields.get("resources", {})
     gpus = resources.get("gpus_per_node") or resources.get("gpus_per_task")
-    if (gpus and resources.get("tasks_per_node", 1) > 1 and "gpu_binding" not in resources
-            and "gpu_binding" in Resources.model_fields):  # issue 20's `cluster` part adds the field
+    if gpus and resources.get("tasks_per_node", 1) > 1 and "gpu_binding" not in resources:
         draft.hints.append("each task sees only its own GPUs, as GPU:0..: if the script picks its GPU by local "
                            "rank (Horovod's hvd.local_rank(), DDP's LOCAL_RANK), set resources.gpu_binding: node")
 

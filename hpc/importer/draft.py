@@ -70,7 +70,7 @@ class Draft:
         *parents, last = path
         parent = self._parent(parents)
         value = parent.pop(last)
-        # JSON is YAML: the note can be pasted back once the field exists
+        # JSON is YAML: the note can be pasted back once the value is fixed
         self.note(self._origin(path), f"{'.'.join(path)}: {json.dumps(value)}", why)
         while parents and not self.get(tuple(parents)):  # no empty mapping left behind
             *parents, emptied = parents

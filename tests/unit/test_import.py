@@ -18,7 +18,6 @@ from hpc.resolve import resolve
 from hpc.scheduler.managed import MANAGED_FLAGS
 from hpc.site.load import LoadedSite, load_site
 from hpc.spec import load_spec_text
-from hpc.spec.model import Resources
 from hpc.units import parse_duration, parse_memory_mb
 from tests._readme import readme_argv
 
@@ -174,22 +173,15 @@ def test_every_script_has_expectations() -> None:
     assert sorted(EXPECTED) == ALL
 
 
-GPU_BINDING = ("resources", "gpu_binding")
-HAS_GPU_BINDING = "gpu_binding" in Resources.model_fields  # issue 20's `cluster` part adds it
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_each_idiom_lands_in_its_field(name: str) -> None:
     draft = draft_from_script((SCRIPTS / name).read_text(), name)  # as written: the fields the spec loads
     notes = [f"{note.text} {note.why}" for note in draft.notes]
     for path, value in EXPECTED[name].items():
-        if path == GPU_BINDING and not HAS_GPU_BINDING:
-            assert draft.get(path) is None and any(f'resources.gpu_binding: "{value}"' in n for n in notes), notes
-        else:
-            assert draft.get(path) == value, path
+        assert draft.get(path) == value, path
     for text in NOTED.get(name, []):
         assert any(text in note for note in notes), (text, notes)
-    refused = [note for note in notes if "the spec refuses it" in note and "gpu_binding" not in note]
+    refused = [note for note in notes if "the spec refuses it" in note]
     assert not refused  # nothing the script says is lost to a field the spec lacks or a value it refuses
 
 
@@ -314,8 +306,7 @@ def test_a_job_name_the_spec_refuses_is_renamed_and_noted(written: str, name: st
     assert [note.line for note in draft.notes] == [2]
 
 
-def test_several_gpu_tasks_per_node_get_the_gpu_binding_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(Resources.model_fields, "gpu_binding", Resources.model_fields["gpu_type"])  # `cluster`'s
+def test_several_gpu_tasks_per_node_get_the_gpu_binding_hint() -> None:
     ddp = draft_from_script("#!/bin/bash\n#SBATCH --ntasks-per-node=4 --gres=gpu:4\nsrun python t.py\n", "t")
     assert [hint for hint in ddp.hints if "resources.gpu_binding: node" in hint]
     horovod = draft_from_script((SCRIPTS / "horovod.sbatch").read_text(), "horovod.sbatch")  # --gpu-bind=none
