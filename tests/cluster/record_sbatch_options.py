@@ -184,10 +184,16 @@ def render_module(recorded: Recorded) -> str:
 
     def block(table: dict[str, str], order: Callable[[dict[str, str]], list[tuple[str, str]]], indent: str,
               key: str) -> list[str]:
-        """``key: {…},`` one entry a line (``key: {},`` when empty)."""
+        """``key: {…},`` its entries packed into lines of at most 110 characters (``key: {},`` when empty)."""
         if not table:
             return [f"{indent}{q(key)}: {{}},"]
-        return [f"{indent}{q(key)}: {{", *(f"{indent}    {q(k)}: {q(v)}," for k, v in order(table)), f"{indent}}},"]
+        lines = [f"{indent}    "]
+        for k, v in order(table):
+            entry = f"{q(k)}: {q(v)},"
+            if len(lines[-1]) + len(entry) + 1 > 110 and lines[-1].strip():
+                lines.append(f"{indent}    ")
+            lines[-1] += (" " if lines[-1].strip() else "") + entry
+        return [f"{indent}{q(key)}: {{", *lines, f"{indent}}},"]
 
     def per_command(name: str, kind: str, of: Callable[[str], dict[str, str]],
                     order: Callable[[dict[str, str]], list[tuple[str, str]]]) -> list[str]:
