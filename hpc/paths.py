@@ -19,20 +19,25 @@ without knowing any naming convention::
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, overload
 
-from hpc.text import run_time_literal
+from hpc.errors import ConfigError
+from hpc.text import expand_submit_time, run_time_literal
 
 
-def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
-    """``~`` and ``$VAR`` expanded with ``environ``; relative paths anchored at ``base_dir``."""
-    if text.startswith("~"):
-        text = environ.get("HOME", "~") + text[1:]
-    text = string.Template(text).safe_substitute(environ)
+def expand_path(text: str, field: str, base_dir: Path, environ: Mapping[str, str]) -> str:
+    """A path hpc-tf itself creates or reads (submit-time text, :data:`hpc.text.SubmitTimeText`: ``~``,
+    ``$VAR``, ``${VAR}`` from ``environ``), relative paths anchored at ``base_dir``; an unset variable is
+    a ConfigError naming the site key ``field``, never a directory named ``$VAR``."""
+    try:
+        text = expand_submit_time(text, environ)
+    except ValueError as err:
+        raise ConfigError(f"{field} {err}",
+                          hint=f"set the variable before running hpc-tf, or write {field} without it "
+                               "($$ is a literal $)") from None
     path = Path(text)
     return str(path if path.is_absolute() else base_dir / path)
 
@@ -54,7 +59,7 @@ def runs_root(runs_dir: str, environ: Mapping[str, str]) -> Path:
     A relative ``runs_dir`` is relative to the current directory, for every command alike, so that
     ``hpc-tf status`` finds what ``hpc-tf launch`` created when both run from the same place.
     """
-    return Path(expand_path(runs_dir, Path.cwd(), environ))
+    return Path(expand_path(runs_dir, "runs_dir", Path.cwd(), environ))
 
 
 class Under:
