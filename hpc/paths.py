@@ -19,6 +19,8 @@ without knowing any naming convention::
 
 from __future__ import annotations
 
+import os
+import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +35,24 @@ def expand_path(text: str, field: str, base_dir: Path, environ: Mapping[str, str
     ``$VAR``, ``${VAR}`` from ``environ``), relative paths anchored at ``base_dir``; an unset variable is
     a ConfigError naming the site key ``field``, never a directory named ``$VAR``."""
     try:
-        text = expand_submit_time(text, environ)
+        text = expand_submit_time(text, _with_user(environ))
     except ValueError as err:
         raise ConfigError(f"{field} {err}",
                           hint=f"set the variable before running hpc-tf, or write {field} without it "
                                "($$ is a literal $)") from None
     path = Path(text)
     return str(path if path.is_absolute() else base_dir / path)
+
+
+def _with_user(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """``environ`` with ``$USER`` as a login shell sets it (the account running hpc-tf) where it is missing,
+    as under cron or in a container: a site's ``/scratch/$USER`` names that account's directory."""
+    if "USER" in environ:
+        return environ
+    try:
+        return {**environ, "USER": pwd.getpwuid(os.getuid()).pw_name}
+    except KeyError:  # a uid without an account: $USER stays unset, and the error names it
+        return environ
 
 
 def run_time_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:

@@ -150,7 +150,6 @@ def resolve(
     environ: Mapping[str, str] | None = None,
 ) -> ResolvedJob:
     env = dict(os.environ if environ is None else environ)
-    env.setdefault("USER", env.get("LOGNAME", "user"))
     spec, cfg, doc = loaded.spec, site.config, loaded.document
     res = spec.resources
     problems: list[FieldProblem] = []

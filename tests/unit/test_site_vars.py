@@ -9,6 +9,8 @@ refused. Values passed on as written (#SBATCH lines: sbatch_defaults, constraint
 
 from __future__ import annotations
 
+import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,12 @@ def rendered(job: str, *overrides: str) -> str:
 def test_runs_dir_expands_where_hpc_tf_runs(written: str, path: str) -> None:
     site = load_site("sandbox", [f"runs_dir={written}"], environ=ALICE)
     assert runs_root(site.config.runs_dir, ALICE) == Path(path)
+
+
+def test_user_missing_from_the_environment_is_the_account_running_hpc_tf() -> None:
+    # as under cron or in a container; a login shell sets it (never a directory named $USER or "user")
+    account = pwd.getpwuid(os.getuid()).pw_name
+    assert runs_root("/scratch/$USER/runs", {"HOME": "/h"}) == Path(f"/scratch/{account}/runs")
 
 
 @pytest.mark.parametrize("key", ["runs_dir", "serving.model_repository"])
