@@ -20,7 +20,7 @@ from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.site.model import Partition
 from hpc.spec.load import LoadedSpec
-from hpc.spec.model import ContainerRuntime, Strategy, is_image_uri
+from hpc.spec.model import ContainerRuntime, GpuBinding, Strategy, is_image_uri
 from hpc.text import run_time_literal, run_time_parts, shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 
@@ -56,6 +56,7 @@ class RuntimePlan(Frozen):
     checkpoint_keep: int
     preemption: bool
     max_restarts: int
+    gpu_binding: GpuBinding
 
 
 class HandoffPlan(Frozen):
@@ -208,7 +209,9 @@ def resolve(
                   else run_time_literal(str(Path(run_dir) / "output")))
     checkpoint_dir = (run_time_path(spec.checkpoint.dir, base, env) if spec.checkpoint.dir
                       else f"{output_dir}/checkpoints")
-    per_task = res.gpus_per_task is not None and res.gpus_per_task > 0
+    # --gpus-per-task makes Slurm bind each task to its own GPUs (device cgroup too); gpu_binding node
+    # asks for the node's GPUs as one --gres instead, which every task of the node may open
+    per_task = res.gpus_per_task is not None and res.gpus_per_task > 0 and res.gpu_binding != "node"
 
     return ResolvedJob(
         name=spec.name,
@@ -264,6 +267,7 @@ def resolve(
             checkpoint_keep=spec.checkpoint.keep,
             preemption=spec.preemption.enabled,
             max_restarts=spec.preemption.max_restarts,
+            gpu_binding=res.gpu_binding,
         ),
         handoff=handoff,
     )

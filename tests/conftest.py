@@ -70,6 +70,9 @@ class SlurmCluster:
     log_dir: Path
     other_user: str | None = None  # another ordinary user in its own account (None: cluster from an older up)
     cgroup_modes: tuple[str, ...] = ("1", "0")  # the modes this version can run in on this machine
+    cpus: str = "fake"  # "fake": 8 CPUs per node, tasks not pinned; "real": this machine's CPUs + task/affinity
+    amd_nodes: tuple[str, ...] = ()  # nodes with fake AMD GPUs (Slurm sets ROCR_VISIBLE_DEVICES)
+    amd_partition: str | None = None
 
     @classmethod
     def load(cls, path: Path = STATE_ENV) -> SlurmCluster:
@@ -92,6 +95,9 @@ class SlurmCluster:
             scratch_dir=Path(values["SCRATCH_DIR"]),
             log_dir=Path(values["LOG_DIR"]),
             other_user=values.get("OTHER_USER"),
+            cpus=values.get("CPUS", "fake"),
+            amd_nodes=tuple(filter(None, values.get("AMD_NODES", "").split(","))),
+            amd_partition=values.get("AMD_PARTITION"),
         )
 
 
@@ -299,18 +305,20 @@ def slurm_cluster() -> SlurmCluster:
 
 
 @pytest.fixture(scope="session")
-def restart_cluster() -> Callable[[str], SlurmCluster]:
-    """``restart_cluster("1" | "0" | "auto") -> SlurmCluster``: bring the cluster into that cgroup mode
-    (tests/cluster/up restarts slurmctld/slurmd only when the mode changes). Restore what you change."""
+def restart_cluster() -> Callable[..., SlurmCluster]:
+    """``restart_cluster("1" | "0" | "auto", cpus="fake" | "real") -> SlurmCluster``: bring the cluster
+    into that cgroup and CPU mode (tests/cluster/up restarts slurmctld/slurmd only when a mode
+    changes). Restore what you change."""
 
-    def restart(cgroup: str) -> SlurmCluster:
+    def restart(cgroup: str, cpus: str = "fake") -> SlurmCluster:
         now = SlurmCluster.load()
         if cgroup != "auto" and cgroup not in now.cgroup_modes:
             pytest.skip(f"Slurm {now.slurm_version} runs in cgroup mode {','.join(now.cgroup_modes)} only on "
                         "this machine kind (see README: Tests)")
-        up = _run([str(CLUSTER_SCRIPTS / "up"), f"--cgroup={cgroup}"], timeout=180)
+        up = _run([str(CLUSTER_SCRIPTS / "up"), f"--cgroup={cgroup}", f"--cpus={cpus}"], timeout=180)
         if up.returncode != 0:
-            pytest.fail(f"tests/cluster/up --cgroup={cgroup} failed:\n{up.stdout}{up.stderr}", pytrace=False)
+            pytest.fail(f"tests/cluster/up --cgroup={cgroup} --cpus={cpus} failed:\n{up.stdout}{up.stderr}",
+                        pytrace=False)
         return SlurmCluster.load()
 
     return restart

@@ -55,7 +55,8 @@ def _module_name(value: object) -> object:
 ModuleName = Annotated[str, BeforeValidator(_module_name), matching(MODULE_RE, MODULE_RULE)]
 ModelName = Annotated[str, matching(MODEL_NAME_RE, MODEL_NAME_RULE)]
 # Variables the bootstrap and Slurm own; a spec that sets them would silently break the job.
-MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")
+MANAGED_ENV = ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "ROCR_VISIBLE_DEVICES",
+               "HIP_VISIBLE_DEVICES")
 MANAGED_ENV_PREFIXES = ("SLURM_", "SBATCH_", "HPC_TF_")  # SRUN_: srun options (SRUN_ENV below)
 # bash's read-only variables: `export UID=…` fails in the batch script and the job runs without it
 BASH_READONLY_ENV = ("BASHOPTS", "BASH_VERSINFO", "EUID", "PPID", "SHELLOPTS", "UID")
@@ -81,6 +82,7 @@ def _no_variables_sbatch(value: str) -> str:
 # node features (#SBATCH --constraint), the job's or the site's default
 Constraint = Annotated[OneLine, AfterValidator(_no_variables_sbatch)]
 Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
+GpuBinding = Literal["task", "node", "slurm"]  # hpc/runtime/node/settings.py GPU_BINDINGS
 # a whole number as written: not `true` (1 to pydantic), not 2.0, not "2"
 Count = Annotated[int, Strict()]
 
@@ -173,6 +175,9 @@ class Resources(StrictModel):
     qos: Token | None = None
     constraint: Constraint | None = None
     exclusive: bool = False
+    gpu_binding: GpuBinding = Field(
+        "task", description="task: each task sees its own GPUs as GPU:0..; node: every task sees its node's GPUs "
+        "(the script picks one by local rank); slurm: exactly what Slurm set (srun_extra --gpu-bind=...)")
 
     @field_validator(*COUNT_LIMITS)
     @classmethod

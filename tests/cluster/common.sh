@@ -9,16 +9,17 @@ INTRUDER=intruder              # another ordinary user (own account, no GPU quot
 INTRUDER_ACCOUNT=others
 GPU_QUOTA=4                    # GrpTRES=gres/gpu of account lab
 GPUS_PER_NODE=4
-GPU_NODES=(node1 node2)
+GPU_NODES=(node1 node2)             # fake NVIDIA GPUs, partition gpu
+AMD_NODES=(amd1)                   # fake AMD GPUs (/dev/kfd, /dev/dri/renderD*), partition amd
 CPU_NODES=(cpu1)
-ALL_NODES=("${GPU_NODES[@]}" "${CPU_NODES[@]}")
+ALL_NODES=("${GPU_NODES[@]}" "${AMD_NODES[@]}" "${CPU_NODES[@]}")
 
 # Private addresses on our own bridge; the namespaces have no default route, nothing leaves the machine.
 CTL_NAME=slurmctl
 CTL_IP=10.77.0.1
 BRIDGE=hpctfbr0
 NETNS_PREFIX=hpctf-
-declare -A NODE_IP=([node1]=10.77.0.11 [node2]=10.77.0.12 [cpu1]=10.77.0.21)
+declare -A NODE_IP=([node1]=10.77.0.11 [node2]=10.77.0.12 [amd1]=10.77.0.31 [cpu1]=10.77.0.21)
 
 STATE_DIR=/run/hpc-tf-cluster      # what up started, the config checksum, fake GPUs, state.env
 STATE_ENV=$STATE_DIR/state.env     # machine-readable description read by tests/conftest.py

@@ -241,3 +241,15 @@ def test_handoff_without_a_model_repository_is_refused_with_the_line() -> None:
     site = load_site("sandbox", ("serving.model_repository=",), environ=ALICE)
     with pytest.raises(SpecError, match=r"job\.yaml:3: handoff: site .sandbox. sets no serving\.model_repository"):
         resolve(load_spec_text(text, "job.yaml", Path("/x")), site, "r", ALICE)
+
+
+@pytest.mark.parametrize(("binding", "expected"), [("task", ("gpus-per-task", "1")), ("node", ("gres", "gpu:2"))])
+def test_gpu_binding_node_asks_for_the_nodes_gpus_not_one_per_task(binding: str, expected: tuple[str, str]) -> None:
+    # --gpus-per-task makes Slurm bind (and, with device cgroups, fence) one GPU per task; the
+    # node mode's tasks must each see all of them, so it asks for them per node
+    text = f"name: a\ncommand: x\nresources: {{tasks_per_node: 2, gpus_per_task: 1, gpu_binding: {binding}}}\n"
+    job = resolve(load_spec_text(text, "job.yaml", Path("/x")), load_site("sandbox", environ=ALICE), "r", ALICE)
+    gpu_options = {key: value for key, value in read_directives(render_script(job)).items()
+                   if key in ("gpus-per-task", "gres")}
+    assert gpu_options == dict([expected])
+    assert job.runtime.gpu_binding == binding

@@ -185,3 +185,56 @@ def test_uneven_split_needs_an_explicit_share() -> None:
         devices(lab_task(**three, SLURM_PROCID="2", SLURM_LOCALID="2"), RuntimeSettings(gpus_per_task=1))
         == "2"
     )
+
+
+# ------------------------------------------------------------------ AMD GPUs (ROCR_VISIBLE_DEVICES)
+# What amd1 of the test cluster gives a 2-GPU step of two tasks (gres.conf Flags=amd_gpu_env): Slurm
+# sets ROCR_VISIBLE_DEVICES only (recorded with `srun -p amd --gres=gpu:2 --ntasks=2`, cgroup mode)
+def amd_tasks(visible: str) -> list[dict[str, str]]:
+    nvidia_only = {"CUDA_VISIBLE_DEVICES": None, "GPU_DEVICE_ORDINAL": None, "SLURM_JOB_GPUS": None}
+    return two_tasks_on_one_node({**nvidia_only, "ROCR_VISIBLE_DEVICES": visible},
+                                 {**nvidia_only, "ROCR_VISIBLE_DEVICES": visible})
+
+
+def gpu_env(env: dict[str, str], settings: RuntimeSettings = NO_SPEC) -> dict[str, str]:
+    return assign_gpus(read_slurm_step(env), settings).env()
+
+
+def test_amd_gpus_are_sliced_like_nvidia_and_hip_numbers_the_slice() -> None:
+    tasks = amd_tasks("0,1")
+    assert [gpu_env(env) for env in tasks] == [
+        {"ROCR_VISIBLE_DEVICES": "0", "HIP_VISIBLE_DEVICES": "0", "CUDA_VISIBLE_DEVICES": "0"},
+        {"ROCR_VISIBLE_DEVICES": "1", "HIP_VISIBLE_DEVICES": "0", "CUDA_VISIBLE_DEVICES": "0"},
+    ]
+    # physical ids (no device cgroup) are sliced, never renumbered; HIP counts within the slice
+    physical = amd_tasks("4,5,6,7")
+    assert [gpu_env(env)["ROCR_VISIBLE_DEVICES"] for env in physical] == ["4,5", "6,7"]
+    assert [gpu_env(env)["HIP_VISIBLE_DEVICES"] for env in physical] == ["0,1", "0,1"]
+
+
+def test_amd_gpus_asked_for_but_none_given_names_rocr() -> None:
+    env = {**amd_tasks("0,1")[0], "ROCR_VISIBLE_DEVICES": ""}
+    with pytest.raises(RuntimeSetupError, match="Slurm gave it none \\(ROCR_VISIBLE_DEVICES=''\\)"):
+        gpu_env(env, RuntimeSettings(gpus_per_task=1))
+
+
+# ------------------------------------------------------------------ resources.gpu_binding
+def test_node_binding_gives_every_task_all_its_nodes_gpus() -> None:
+    tasks = two_tasks_on_one_node({"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, {"CUDA_VISIBLE_DEVICES": "0,1,2,3"})
+    node = RuntimeSettings(gpus_per_task=2, gpu_binding="node")
+    assert [devices(env, node) for env in tasks] == ["0,1,2,3", "0,1,2,3"]
+    assert [devices(env, RuntimeSettings(gpus_per_task=2)) for env in tasks] == ["0,1", "2,3"]
+    # still a task's share at least
+    with pytest.raises(RuntimeSetupError, match="but its share is 2"):
+        devices({**tasks[0], "CUDA_VISIBLE_DEVICES": "0"}, node)
+    assert [gpu_env(env, RuntimeSettings(gpus_per_task=2, gpu_binding="node")) for env in amd_tasks("0,1,2,3")][1] == {
+        "ROCR_VISIBLE_DEVICES": "0,1,2,3", "HIP_VISIBLE_DEVICES": "0,1,2,3", "CUDA_VISIBLE_DEVICES": "0,1,2,3"}
+
+
+def test_slurm_binding_leaves_slurms_variables_alone() -> None:
+    slurm = RuntimeSettings(gpus_per_task=1, gpu_binding="slurm")
+    tasks = two_tasks_on_one_node({"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "3"})
+    assert [gpu_env(env, slurm) for env in tasks] == [{}, {}]
+    assert [devices(env, slurm) for env in tasks] == ["0,1", "3"]
+    # nothing to check either: a task Slurm gave no GPU is Slurm's decision
+    assert gpu_env(lab_task(CUDA_VISIBLE_DEVICES=None), slurm) == {}

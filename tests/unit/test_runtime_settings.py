@@ -32,6 +32,7 @@ def test_full_runtime_object_is_read(tmp_path: Path) -> None:
         "gpu_allocator": "cuda_malloc_async",
         "strategy": "mirrored",
         "keras_mwms_fix": False,
+        "gpu_binding": "node",
     }
     settings = load_settings(write(tmp_path, {"name": "job", "runtime": runtime}))
     assert settings == RuntimeSettings(
@@ -43,6 +44,7 @@ def test_full_runtime_object_is_read(tmp_path: Path) -> None:
         gpu_allocator="cuda_malloc_async",
         strategy="mirrored",
         keras_mwms_fix=False,
+        gpu_binding="node",
     )
 
 
@@ -72,6 +74,7 @@ def test_missing_keys_take_defaults_and_unknown_keys_are_ignored(tmp_path: Path)
         ("gpu_allocator", ""),
         ("gpu_allocator", "a\nb"),
         ("strategy", "parameter_server"),
+        ("gpu_binding", "socket"),
         ("keras_mwms_fix", 1),
     ],
 )

@@ -16,6 +16,7 @@ import pytest
 
 from hpc.errors import HpcTfError, SchedulerOutputError, SchedulerUnavailable
 from hpc.scheduler import JobState, ReasonCategory, SlurmCli, SlurmScheduler, commands
+from hpc.scheduler.parse import parse_sacct, restore_exit_codes
 from hpc.scheduler.replay import ReplayRunner, load_recording
 from hpc.scheduler.run import CommandResult, RetryPolicy
 from hpc.scheduler.status import ACCOUNTING_BUDGET_S, STATUS_BUDGET_S, degraded_warnings
@@ -325,16 +326,28 @@ EXIT_CODES = {v: SCENARIO.parents[1] / f"slurm-{v}" / "exit-codes" for v in ("22
 
 @pytest.mark.parametrize("version", list(EXIT_CODES))
 def test_an_exit_status_over_128_reads_whole_on_every_version(version: str) -> None:
-    # 22.05 recorded, 25.11 synthesized from its release note (see the fixture READMEs): sacct before
-    # 25.11 prints 137 as 9:0; its DerivedExitCode (0:9) and the version say what it was
+    # both recorded: sacct before 25.11 prints 137 as 9:0, and its DerivedExitCode (0:9) and the version
+    # say what it was; 25.11 prints 137:0, so no row is a candidate and the version is not asked
     scene = EXIT_CODES[version]
     roles: dict[str, str] = json.loads((scene / "scenario.json").read_text())
     scheduler, runner = scheduler_with(*(load_recording(p).result for p in sorted(scene.glob("*.rec"))))
     statuses = scheduler.query(list(roles.values()))
     endings = {name: statuses[job_id].ending for name, job_id in roles.items()}
-    assert endings.pop("exit-9-after-killed-step", "exit code 9") == "exit code 9"  # 25.11 prints 9 whole
     assert endings == {"killed-task": "exit code 137", "killed-batch": "exit code 137", "exit-3": "exit code 3"}
-    assert [argv[0] for argv in runner.calls] == ["sacct", "scontrol"]  # the version, asked once
+    assert [argv[0] for argv in runner.calls] == (["sacct", "scontrol"] if version == "22.05" else ["sacct"])
+
+
+@pytest.mark.parametrize(("version", "ending"), [("22.05.8", "exit code 137"), ("24.11.6", "exit code 137"),
+                                                 ("25.11.7", "exit code 9"), (None, "exit code 9")])
+def test_a_9_with_a_step_killed_by_signal_9_is_137_only_where_sacct_subtracts(version: str | None,
+                                                                            ending: str) -> None:
+    # the 22.05 recording's killed task (9:0, DerivedExitCode 0:9): from 25.11 on, a 9:0 is a job that
+    # exited 9 itself; an unknown version changes nothing
+    scene = EXIT_CODES["22.05"]
+    killed = json.loads((scene / "scenario.json").read_text())["killed-task"]
+    rows = parse_sacct(load_recording(scene / "query-sacct.rec").result.stdout, commands.SACCT_FIELDS)
+    (row,) = [r for r in restore_exit_codes(rows, lambda: version) if r.job_id.job == killed]
+    assert row.exit_code is not None and f"exit code {row.exit_code.status}" == ending
 
 
 def test_the_version_is_asked_only_for_an_exit_code_that_may_be_short() -> None:

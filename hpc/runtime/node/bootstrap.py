@@ -53,7 +53,8 @@ def task_record(plan: TaskPlan, command: Sequence[str]) -> dict[str, object]:
         "node": step.node,
         "hostname": os.uname().nodename,  # where the task really runs, to compare with "node"
         "address": plan.address,
-        "inherited_cuda_visible_devices": (
+        # what Slurm handed the task, under the variable it came in (ROCR_VISIBLE_DEVICES on AMD nodes)
+        f"inherited_{'rocr' if plan.gpus.amd else 'cuda'}_visible_devices": (
             None if plan.gpus.inherited is None else ",".join(plan.gpus.inherited)
         ),
         "env": plan.env,

@@ -19,11 +19,16 @@ from .record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Final, Literal
+    from typing import Final, Literal, TypeVar
 
     Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
+    GpuBinding = Literal["task", "node", "slurm"]
+    _Choice = TypeVar("_Choice", bound=str)
 
 STRATEGIES: tuple[Strategy, ...] = ("multi_worker_mirrored", "mirrored", "none")
+# task: each task sees its own share; node: every task sees all its node's GPUs (the script picks by
+# local rank); slurm: the variables exactly as Slurm set them (srun --gpu-bind=... decides)
+GPU_BINDINGS: tuple[GpuBinding, ...] = ("task", "node", "slurm")
 
 # Below Linux's ephemeral range (32768-60999), so outgoing connections never hold our ports.
 DEFAULT_PORT_RANGE = (20000, 29999)
@@ -51,6 +56,7 @@ class RuntimeSettings(Record):
         "checkpoint_keep",
         "coordination_timeout_s",
         "gpu_allocator",
+        "gpu_binding",
         "gpus_per_node",
         "gpus_per_task",
         "keras_mwms_fix",
@@ -80,6 +86,7 @@ class RuntimeSettings(Record):
         checkpoint_keep: int = 3,
         preemption: bool = False,
         max_restarts: int = 3,
+        gpu_binding: GpuBinding = "task",
     ) -> None:
         self.gpus_per_task: Final = gpus_per_task
         self.gpus_per_node: Final = gpus_per_node
@@ -94,6 +101,7 @@ class RuntimeSettings(Record):
         self.checkpoint_keep: Final = checkpoint_keep
         self.preemption: Final = preemption
         self.max_restarts: Final = max_restarts
+        self.gpu_binding: Final = gpu_binding
 
 
 def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
@@ -130,13 +138,14 @@ def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runti
         coordination_timeout_s=reader.positive_int("coordination_timeout_s", defaults.coordination_timeout_s),
         memory_growth=reader.boolean("memory_growth", defaults.memory_growth),
         gpu_allocator=reader.optional_text("gpu_allocator"),
-        strategy=reader.strategy("strategy", defaults.strategy),
+        strategy=reader.choice("strategy", defaults.strategy, STRATEGIES),
         keras_mwms_fix=reader.boolean("keras_mwms_fix", defaults.keras_mwms_fix),
         checkpoint_dir=reader.optional_text("checkpoint_dir"),
         checkpoint_every_steps=reader.optional_count("checkpoint_every_steps") or None,
         checkpoint_keep=reader.positive_int("checkpoint_keep", defaults.checkpoint_keep),
         preemption=reader.boolean("preemption", defaults.preemption),
         max_restarts=reader.count("max_restarts", defaults.max_restarts),
+        gpu_binding=reader.choice("gpu_binding", defaults.gpu_binding, GPU_BINDINGS),
     )
 
 
@@ -186,12 +195,12 @@ class _Reader:
             raise self._fail(key, "a non-empty single-line string or null")
         return value
 
-    def strategy(self, key: str, default: Strategy) -> Strategy:
+    def choice(self, key: str, default: _Choice, choices: tuple[_Choice, ...]) -> _Choice:
         value = self._runtime.get(key, default)
-        for strategy in STRATEGIES:
-            if value == strategy:
-                return strategy
-        raise self._fail(key, "one of " + ", ".join(STRATEGIES))
+        for choice in choices:
+            if value == choice:
+                return choice
+        raise self._fail(key, "one of " + ", ".join(choices))
 
     def port_range(self, key: str, default: tuple[int, int]) -> tuple[int, int]:
         value = self._runtime.get(key, list(default))

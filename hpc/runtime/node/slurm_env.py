@@ -46,6 +46,7 @@ class SlurmStep(Record):
         "num_tasks",
         "plane_size",
         "rank",
+        "rocr_visible_devices",
         "step_id",
         "tasks_per_node",
     )
@@ -67,6 +68,7 @@ class SlurmStep(Record):
         cuda_visible_devices: tuple[str, ...] | None,
         gpus_per_task: int | None,
         gpus_on_node: int | None,
+        rocr_visible_devices: tuple[str, ...] | None = None,
     ) -> None:
         self.job_id: Final = job_id
         self.step_id: Final = step_id
@@ -81,6 +83,8 @@ class SlurmStep(Record):
         self.plane_size: Final = plane_size  # SLURM_DIST_PLANESIZE
         self.node_ranks: Final = node_ranks  # SLURM_GTIDS: the ranks of the step on this node
         self.cuda_visible_devices: Final = cuda_visible_devices  # None when unset; () when empty
+        # AMD GPUs: Slurm sets ROCR_VISIBLE_DEVICES instead (gres.conf Flags=amd_gpu_env, AutoDetect=rsmi)
+        self.rocr_visible_devices: Final = rocr_visible_devices
         self.gpus_per_task: Final = gpus_per_task  # SLURM_GPUS_PER_TASK (srun --gpus-per-task)
         self.gpus_on_node: Final = gpus_on_node  # SLURM_GPUS_ON_NODE
 
@@ -122,6 +126,7 @@ def read_slurm_step(environ: Mapping[str, str]) -> SlurmStep:
         plane_size=env.optional_count("SLURM_DIST_PLANESIZE"),
         node_ranks=env.optional_parsed("SLURM_GTIDS", _int_tuple),
         cuda_visible_devices=_device_list(environ.get("CUDA_VISIBLE_DEVICES")),
+        rocr_visible_devices=_device_list(environ.get("ROCR_VISIBLE_DEVICES")),
         gpus_per_task=env.optional_parsed("SLURM_GPUS_PER_TASK", _gpu_count),
         gpus_on_node=env.optional_count("SLURM_GPUS_ON_NODE"),
     )
@@ -163,7 +168,7 @@ _LAYOUT_VARIABLES = (
 
 
 def _device_list(value: str | None) -> tuple[str, ...] | None:
-    """CUDA_VISIBLE_DEVICES values, kept as strings (they may be UUIDs or MIG names)."""
+    """CUDA_/ROCR_VISIBLE_DEVICES values, kept as strings (they may be UUIDs or MIG names)."""
     if value is None:
         return None
     # Slurm writes NoDevFiles when a GPU gres has no device files behind it.

@@ -8,6 +8,8 @@ Variables, in this order:
 
 * CUDA_VISIBLE_DEVICES – the task's own GPUs (gpus.py); ``""`` for CPU-only tasks
 * CUDA_DEVICE_ORDER=PCI_BUS_ID – CUDA ordinals in the order nvidia-smi and Slurm use
+  (AMD: ROCR_VISIBLE_DEVICES, HIP_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES; none of them with
+  gpu_binding slurm, which keeps Slurm's)
 * TF_FORCE_GPU_ALLOW_GROWTH=true / TF_GPU_ALLOCATOR – the spec's memory options (GPU tasks only)
 * TF_CONFIG – multi_worker_mirrored only (tf_config.py)
 * HPC_TF_HOOKS – multi_worker_mirrored, or checkpoints/preemption on: the in-process hooks (hooks.py)
@@ -53,7 +55,7 @@ class TaskPlan(Record):
 def plan_task(environ: Mapping[str, str], settings: RuntimeSettings, *, site_dir: str) -> TaskPlan:
     step = read_slurm_step(environ)
     gpus = assign_gpus(step, settings)
-    env = {"CUDA_VISIBLE_DEVICES": ",".join(gpus.devices), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    env = gpus.env()
     if gpus.devices and settings.memory_growth:
         env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
     if gpus.devices and settings.gpu_allocator:
