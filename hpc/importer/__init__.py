@@ -3,7 +3,7 @@
 Every ``#SBATCH`` option goes to its field (or ``sbatch_extra``), the shell around the training command
 to ``environment``, ``env`` and ``setup``, the ``srun … python …`` line to ``command`` and
 ``srun_extra``. What has no place is kept as a ``# hpc-tf import:`` note in the draft and listed by
-the caller. The draft holds only fields the installed spec has and values it accepts.
+the caller. The draft holds only what the spec accepts: a refused field becomes a note too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError
 from hpc.importer.body import read_body
 from hpc.importer.directives import header_lines, job_name, read_header
-from hpc.importer.draft import Draft, Note, fit_to_spec, spec_has
+from hpc.importer.draft import Draft, Note, fit_to_spec
 from hpc.importer.shell import logical_lines
 from hpc.records import MIB, NotText, read_text
 from hpc.text import shown
@@ -31,8 +31,8 @@ def draft_from_script(text: str, source: str) -> Draft:
 
 
 def read_script(text: str, source: str) -> Draft:
-    """Every line of the script where the spec contract of issue 20 places it, before the fit to the
-    installed spec (which turns fields it lacks into notes)."""
+    """Every line of the script where the spec places it, before the fit to the spec (which turns what it
+    refuses into notes)."""
     draft = Draft(source)
     header, body = header_lines(logical_lines(text))
     if not header and not body:
@@ -48,8 +48,7 @@ def _gpu_binding_hint(draft: Draft) -> None:
     slice breaks (each task sees only its own GPU:0); nothing in a batch script says so."""
     resources = draft.fields.get("resources", {})
     gpus = resources.get("gpus_per_node") or resources.get("gpus_per_task")
-    if (gpus and resources.get("tasks_per_node", 1) > 1 and "gpu_binding" not in resources
-            and spec_has(("resources", "gpu_binding"))):
+    if gpus and resources.get("tasks_per_node", 1) > 1 and "gpu_binding" not in resources:
         draft.hints.append("each task sees only its own GPUs, as GPU:0..: if the script picks its GPU by local "
                            "rank (Horovod's hvd.local_rank(), DDP's LOCAL_RANK), set resources.gpu_binding: node")
 

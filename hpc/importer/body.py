@@ -10,26 +10,20 @@ Lines after it, and blocks (``if``/``for``…), become notes.
 from __future__ import annotations
 
 import re
+from typing import get_args
 
 from hpc.importer.draft import Draft
 from hpc.importer.shell import BLOCK_OPENERS, Line, Unplaceable, Word, split, words
-from hpc.scheduler.managed import MANAGED_FLAGS
-from hpc.spec.model import MANAGED_ENV, MANAGED_ENV_PREFIXES
+from hpc.scheduler.managed import MANAGED_SRUN_FLAGS, check_srun_flag
+from hpc.scheduler.sbatch_options import OptionError, SbatchOption, parse_command_line
+from hpc.spec.model import MANAGED_ENV, MANAGED_ENV_PREFIXES, ContainerRuntime, srun_env_option
 
 LAUNCHERS = ("srun", "mpirun", "mpiexec", "horovodrun")
 _PYTHON = re.compile(r"(.*/)?python[0-9.]*")
-CONTAINER_RUNTIMES = ("apptainer", "singularity")
-# srun options that take no value (the rest take one, after '=' or as the next word); srun's short letters
-SRUN_FLAGS = {"label", "unbuffered", "exclusive", "overlap", "quiet", "verbose", "kill-on-bad-exit", "multi-prog",
-              "pty", "no-kill", "disable-status", "overcommit", "exact", "whole", "immediate", "nice"}
-SRUN_SHORT = {"n": "ntasks", "N": "nodes", "c": "cpus-per-task", "G": "gpus", "l": "label", "u": "unbuffered",
-              "K": "kill-on-bad-exit", "o": "output", "e": "error", "t": "time", "p": "partition", "A": "account",
-              "w": "nodelist", "x": "exclude", "m": "distribution", "X": "disable-status", "Q": "quiet",
-              "v": "verbose", "C": "constraint", "J": "job-name", "q": "qos"}
-# srun options hpc-tf sets on the task step from the spec: dropped (the allocation already says them)
-SRUN_MANAGED = {"ntasks", "nodes", "ntasks-per-node", "cpus-per-task", "gpus", "gpus-per-node", "gpus-per-task",
-                "gres", "mem", "mem-per-cpu", "mem-per-gpu", "time", "partition", "account", "qos", "constraint",
-                "job-name", "kill-on-bad-exit", "export"}
+EXEC_RUNTIMES = tuple(r for r in get_args(ContainerRuntime) if r != "shifter")  # `RUNTIME exec IMAGE …`
+# managed srun options the tasks' srun gets from the allocation anyway: dropped unless #SBATCH said otherwise
+_ALLOCATION = {"nodes", "ntasks", "ntasks-per-node", "tasks-per-node", "cpus-per-task", "gres", "gpus", "gpus-per-node",
+               "gpus-per-task", "partition", "account", "qos", "kill-on-bad-exit"}
 _PER_NODE_COUNTS = ("${SLURM_NNODES}", "${SLURM_JOB_NUM_NODES}")
 _ASSIGNMENT = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=")
 
@@ -92,7 +86,7 @@ def _main_command(lines: list[Line]) -> int | None:
     """The training command: the last line that starts tasks and runs python (or a container), else the
     last that starts tasks, else the last that runs python."""
     def runs_python(line: Line) -> bool:
-        return any(_PYTHON.fullmatch(w) or w in (*CONTAINER_RUNTIMES, "shifter") for w in line.text.split())
+        return any(_PYTHON.fullmatch(w) or w in get_args(ContainerRuntime) for w in line.text.split())
 
     launches = [i for i, line in enumerate(lines) if _program(line) in LAUNCHERS]
     for found in ([i for i in launches if runs_python(lines[i])], launches,
@@ -100,32 +94,6 @@ def _main_command(lines: list[Line]) -> int | None:
         if found:
             return found[-1]
     return None
-
-
-def _srun_options(items: list[Word]) -> tuple[list[tuple[str, str | None]], int]:
-    """srun's options at the start of ``items`` (after 'srun') as (long name, value); index of the program."""
-    options: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(items) and items[i].text.startswith("-"):
-        text = items[i].text
-        i += 1
-        if text.startswith("--"):
-            name, sep, value = text[2:].partition("=")
-            if not sep and name not in SRUN_FLAGS and i < len(items):
-                value, sep = items[i].text, "="
-                i += 1
-            options.append((name, value if sep else None))
-            continue
-        letter, attached = text[1:2], text[2:]
-        name = SRUN_SHORT.get(letter, letter)
-        if name in SRUN_FLAGS:  # clustered flags: -lu
-            options += [(SRUN_SHORT.get(c, c), None) for c in text[1:]]
-        elif attached:
-            options.append((name, attached))
-        elif i < len(items):
-            options.append((name, items[i].text))
-            i += 1
-    return options, i
 
 
 def _node_step(line: Line) -> str | None:
@@ -141,8 +109,11 @@ def _node_step(line: Line) -> str | None:
         items = []
     if not items:  # a $(…) or pattern somewhere: the options may still be read word by word
         items = _leading(line.text)
-    options, at = _srun_options(items[1:])
-    given = dict(options)
+    try:  # read as srun reads them, as srun_extra is checked
+        options, at = parse_command_line([item.text for item in items[1:]])
+    except OptionError:
+        return None  # srun would refuse the line: it stays shell code, as written
+    given = {option.name: option.value for option in options}
     one_per_node = (given.get("ntasks-per-node") == "1"
                     or (given.get("ntasks") is not None and given.get("ntasks") == given.get("nodes"))
                     or given.get("ntasks") in _PER_NODE_COUNTS)
@@ -172,7 +143,7 @@ def _setup_line(draft: Draft, line: Line, before: list[Line]) -> None:
         argv = split(text)
     except Unplaceable:
         argv = []
-    if argv and _environment(draft, argv, before):
+    if argv and _environment(draft, argv):
         return
     if len(argv) == 2 and argv[0] == "cd":
         draft.set(("workdir",), argv[1])
@@ -185,7 +156,7 @@ def _setup_line(draft: Draft, line: Line, before: list[Line]) -> None:
     draft.add(("setup",), text)
 
 
-def _environment(draft: Draft, argv: list[str], before: list[Line]) -> bool:
+def _environment(draft: Draft, argv: list[str]) -> bool:
     """``module``/``ml``, ``conda activate``, ``source …/bin/activate`` into environment; whether placed."""
     if argv[0] in ("module", "ml"):
         sub = [a for a in argv[1:] if not a.startswith("-")]
@@ -202,17 +173,18 @@ def _environment(draft: Draft, argv: list[str], before: list[Line]) -> bool:
         else:
             return False
         return True
-    created = " ".join(line.text for line in before)  # an environment made by this script is set up here
+    # environment is set up before every setup step: an activation that an earlier step prepares (`source
+    # …/conda.sh`, `conda create`, `virtualenv`) stays a step after it
+    steps = " ".join(step if isinstance(step, str) else step["node"] for step in draft.get(("setup",)) or [])
     if argv[:2] == ["conda", "activate"] or argv[:2] in (["source", "activate"], [".", "activate"]):
-        if len(argv) == 3 and "conda create" not in created:
+        if len(argv) == 3 and "conda" not in steps:
             draft.set(("environment", "conda"), argv[2])
             return True
         return False
-    if argv[0] in ("source", ".") and len(argv) == 2 and argv[1].endswith("/bin/activate"):
-        venv = argv[1].removesuffix("/bin/activate")
-        if not any(tool in created for tool in ("virtualenv", "venv ")):
-            draft.set(("environment", "venv"), venv)
-            return True
+    activate = argv[1] if argv[0] in ("source", ".") and len(argv) == 2 else ""
+    if activate.endswith("/bin/activate") and not any(tool in steps for tool in ("venv", "virtualenv")):
+        draft.set(("environment", "venv"), activate.removesuffix("/bin/activate"))
+        return True
     return False
 
 
@@ -223,8 +195,8 @@ def _export(draft: Draft, line: Line, assignment: str, before: list[Line]) -> bo
     assigned = {m.group(1) for li in before if (m := _ASSIGNMENT.match(li.text))}
     if any("${" + name + "}" in value for name in assigned):
         return False
-    if key == "SLURM_MPI_TYPE":
-        draft.add(("srun_extra",), f"--mpi={value}")
+    if option := srun_env_option(key):  # srun reads it as this option
+        _srun_option(draft, line, f"--{option}={value}")
         return True
     if key in MANAGED_ENV or key.startswith(MANAGED_ENV_PREFIXES):
         draft.note(line.number, line.text, f"{key} is set by hpc-tf or Slurm for each task (see srun_extra)")
@@ -243,12 +215,16 @@ def _command(draft: Draft, line: Line, header: dict[str, str | None]) -> None:
     while argv and "=" in argv[0] and not argv[0].startswith("-"):
         key, _, value = argv.pop(0).partition("=")
         draft.set(("env", key), value)
-    if argv and argv[0] == "srun":
-        options, at = _srun_options([Word(a, 0) for a in argv[1:]])
-        argv = argv[1 + at:]
-        _srun_extra(draft, line, options, header)
-    elif argv and argv[0] in LAUNCHERS:
-        launcher = argv[0]
+    launcher = argv[0] if argv and argv[0] in LAUNCHERS else None
+    if launcher == "srun":
+        try:
+            options, at = parse_command_line(argv[1:])
+        except OptionError as err:
+            draft.note(line.number, line.text, f"srun would refuse {err}")
+        else:
+            _srun_extra(draft, line, options, header)
+            argv, launcher = argv[1 + at:], None
+    if launcher is not None:
         at = next((i for i, a in enumerate(argv) if _PYTHON.fullmatch(a)), len(argv))
         draft.note(line.number, line.text, f"hpc-tf starts one task per worker with srun, not {launcher}; "
                                            f"dropped: {' '.join(argv[:at])} (srun_extra takes srun's options)")
@@ -260,22 +236,33 @@ def _command(draft: Draft, line: Line, header: dict[str, str | None]) -> None:
     draft.set(("command",), argv)
 
 
-def _srun_extra(draft: Draft, line: Line, options: list[tuple[str, str | None]],
-                header: dict[str, str | None]) -> None:
-    for name, value in options:
+def _srun_extra(draft: Draft, line: Line, options: list[SbatchOption], header: dict[str, str | None]) -> None:
+    for option in options:
+        name, value = option.name, option.value
         if name == "gpu-bind":
             draft.set(("resources", "gpu_binding"), "node" if value == "none" else "slurm")
             if value == "none":
                 continue
-        if name in SRUN_MANAGED:  # the step gets it from the spec's resources: say so where the script differed
-            if name in header and header[name] != value:
-                draft.note(line.number, f"--{name}={value}", f"the tasks get the allocation's --{name}="
-                                                             f"{header[name]} (from #SBATCH): set it by hand if not")
-            continue
-        if name in ("output", "error"):
-            draft.note(line.number, f"--{name}={value}", f"--{name}: {MANAGED_FLAGS[name]}")
-            continue
-        draft.add(("srun_extra",), f"--{name}" if value is None else f"--{name}={value}")
+        if name not in MANAGED_SRUN_FLAGS:
+            _srun_option(draft, line, str(option))
+        elif header.get(name, value) != value or name not in _ALLOCATION:
+            # the tasks' srun gets it from the spec: say so where the script asked for something else
+            draft.note(line.number, str(option), f"--{name}: {MANAGED_SRUN_FLAGS[name]}")
+
+
+def _srun_option(draft: Draft, line: Line, option: str) -> None:
+    """``option`` into srun_extra, checked as the spec checks it; srun_extra reaches srun as written, so a
+    value naming a variable stays a note."""
+    try:
+        checked = check_srun_flag(option)
+    except ValueError as err:
+        draft.note(line.number, option, str(err))
+        return
+    if "$" in checked:
+        draft.note(line.number, checked, "srun_extra reaches srun as written (no ${NAME} expanded there): "
+                                         "write the value by hand")
+        return
+    draft.add(("srun_extra",), checked)
 
 
 def _container(draft: Draft, line: Line, argv: list[str], header: dict[str, str | None]) -> list[str]:
@@ -292,7 +279,7 @@ def _container(draft: Draft, line: Line, argv: list[str], header: dict[str, str 
         else:
             draft.note(line.number, line.text, "shifter without an image: set environment.container.image")
         return rest
-    if argv[:1] and argv[0] in CONTAINER_RUNTIMES and argv[1:2] == ["exec"]:
+    if argv[:1] and argv[0] in EXEC_RUNTIMES and argv[1:2] == ["exec"]:
         container: dict[str, object] = {"runtime": argv[0]}
         rest = argv[2:]
         while rest and rest[0].startswith("-"):
@@ -313,11 +300,6 @@ def _container(draft: Draft, line: Line, argv: list[str], header: dict[str, str 
             return rest
         container["image"] = rest.pop(0)
         container.setdefault("gpu", "none")
-        draft.set(("environment", "container"), dict(sorted(container.items(), key=_container_order)))
+        draft.set(("environment", "container"), container)
         return rest
     return argv
-
-
-def _container_order(item: tuple[str, object]) -> int:
-    order = ("image", "runtime", "gpu", "binds", "overlays")
-    return order.index(item[0])

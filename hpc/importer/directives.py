@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from hpc.importer.draft import Draft
 from hpc.importer.shell import Line
+from hpc.render.directives import gpu_count, read_gres
 from hpc.render.quoting import sbatch_words
 from hpc.scheduler.managed import MANAGED_FLAGS
 from hpc.scheduler.sbatch_options import OptionError, SbatchOption, parse_arguments
@@ -89,34 +90,27 @@ def _count(value: str, what: str) -> int:
     return int(value)
 
 
-def _gpus(value: str) -> tuple[str | None, int]:
-    """``[gpu:][TYPE:]N`` -> (TYPE, N)."""
-    parts = value.removeprefix("gpu:").split(":") if value != "gpu" else ["1"]
-    gpu_type = parts[0] if len(parts) == 2 else None
-    return gpu_type, _count(parts[-1], "a GPU count")
-
-
-def _set_gpus(draft: Draft, key: str, value: str) -> None:
-    gpu_type, count = _gpus(value)
+def _set_gpus(draft: Draft, key: str, gpus: tuple[str | None, int]) -> None:
+    gpu_type, count = gpus
     draft.set(("resources", key), count)
     if gpu_type:
         draft.set(("resources", "gpu_type"), gpu_type)
 
 
 def _gres(draft: Draft, value: str, seen: dict[str, str | None]) -> None:
-    for item in value.split(","):
-        if item == "gpu" or item.startswith("gpu:"):
-            _set_gpus(draft, "gpus_per_node", item)
-        else:
-            draft.add(("resources", "gres"), item)
+    gpus, others = read_gres(value)
+    for request in gpus:
+        _set_gpus(draft, "gpus_per_node", request)
+    for item in others:
+        draft.add(("resources", "gres"), item)
 
 
 def _total_gpus(draft: Draft, value: str, seen: dict[str, str | None]) -> None:
-    gpu_type, count = _gpus(value)
+    gpu_type, count = gpu_count(value)
     nodes = _count(seen.get("nodes") or "1", "--nodes")
     if count % nodes:
         raise ValueError(f"--gpus={value} does not split evenly over {nodes} nodes: set resources.gpus_per_node")
-    _set_gpus(draft, "gpus_per_node", f"{gpu_type}:{count // nodes}" if gpu_type else str(count // nodes))
+    _set_gpus(draft, "gpus_per_node", (gpu_type, count // nodes))
 
 
 def _ntasks(draft: Draft, value: str, seen: dict[str, str | None]) -> None:
@@ -151,8 +145,8 @@ _FIELDS: dict[str, Callable[[Draft, str, dict[str, str | None]], None]] = {
     "ntasks": _ntasks,
     "cpus-per-task": _field("resources", "cpus_per_task", convert=_integer("--cpus-per-task")),
     "gres": _gres,
-    "gpus-per-node": lambda draft, value, seen: _set_gpus(draft, "gpus_per_node", value),
-    "gpus-per-task": lambda draft, value, seen: _set_gpus(draft, "gpus_per_task", value),
+    "gpus-per-node": lambda draft, value, seen: _set_gpus(draft, "gpus_per_node", gpu_count(value)),
+    "gpus-per-task": lambda draft, value, seen: _set_gpus(draft, "gpus_per_task", gpu_count(value)),
     "gpus": _total_gpus,
     "mem": _mem,
     "mem-per-cpu": _field("resources", "mem_per_cpu"),

@@ -19,7 +19,6 @@ from hpc.text import shown
 
 NOTE_PREFIX = "# hpc-tf import:"
 CONTAINER = ("environment", "container")
-NO_FIELD_YET = "this hpc-tf has no field for it yet"
 COMMENT_LIMIT = 2000
 
 
@@ -71,7 +70,7 @@ class Draft:
         *parents, last = path
         parent = self._parent(parents)
         value = parent.pop(last)
-        # JSON is YAML: the note can be pasted back once the field exists
+        # JSON is YAML: the note can be pasted back once the value is fixed
         self.note(self._origin(path), f"{'.'.join(path)}: {json.dumps(value)}", why)
         while parents and not self.get(tuple(parents)):  # no empty mapping left behind
             *parents, emptied = parents
@@ -116,17 +115,6 @@ def one_comment(text: str) -> str:
     return shown(" ".join(text.split()), limit=COMMENT_LIMIT)[1:-1]
 
 
-def spec_has(path: tuple[str, ...]) -> bool:
-    """Whether the job spec has a field at ``path``: a draft never holds a key the spec would refuse
-    (fields of other releases become notes instead)."""
-    model: Any = JobSpec
-    for key in path:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
-            return False
-        model = _model_of(model.model_fields[key].annotation)
-    return True
-
-
 def _model_of(annotation: Any) -> Any:
     """The model inside ``X | None`` (or the annotation itself)."""
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
@@ -136,10 +124,8 @@ def _model_of(annotation: Any) -> Any:
 
 
 def fit_to_spec(draft: Draft) -> None:
-    """Move every field the spec lacks, then every value it refuses, into a note with its reason."""
-    for path in list(_leaves(draft.fields)):
-        if not spec_has(path):
-            draft.drop(path, NO_FIELD_YET)
+    """Move every field the spec refuses (a value it does not take, a key this release lacks) into a note
+    with its reason, so the draft always loads."""
     for _ in range(20):  # each pass drops at least one refused field; the check is the one every launch meets
         try:
             load_spec_text(yaml.safe_dump(draft.fields), draft.source, base_dir=Path("."))
@@ -161,12 +147,4 @@ def fit_to_spec(draft: Draft) -> None:
 def _field_path(dotted: tuple[str, ...]) -> tuple[str, ...]:
     # "sbatch_extra[2]" or "env.FOO": a list item is dropped with its list
     return tuple(part.split("[")[0] for part in dotted)
-
-
-def _leaves(fields: dict[str, Any], prefix: tuple[str, ...] = ()) -> typing.Iterator[tuple[str, ...]]:
-    for key, value in fields.items():
-        if isinstance(value, dict) and value and key != "env":
-            yield from _leaves(value, (*prefix, key))
-        else:
-            yield (*prefix, key)
 

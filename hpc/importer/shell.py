@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from hpc.text import run_time_literal
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _OPERATORS = ";&|<>()"
 # compound commands: their lines belong together, and a spec has no place for them
@@ -82,13 +84,13 @@ def words(line: str) -> Iterator[Word]:
             if char == "`":
                 raise Unplaceable("a command substitution (`…`)")
             if char == "\\":
-                parts.append(_literal(line[i + 1:i + 2]))
+                parts.append(run_time_literal(line[i + 1:i + 2]))
                 i += 2
             elif char == "'":
                 end = line.find("'", i + 1)
                 if end < 0:
                     raise Unplaceable("an unterminated quote")
-                parts.append(_literal(line[i + 1:end]))
+                parts.append(run_time_literal(line[i + 1:end]))
                 i = end + 1
             elif char == '"':
                 i = _double_quoted(line, i + 1, parts)
@@ -105,10 +107,6 @@ def split(line: str) -> list[str]:
     return [word.text for word in words(line)]
 
 
-def _literal(text: str) -> str:
-    return text.replace("$", "$$")
-
-
 def _double_quoted(line: str, i: int, parts: list[str]) -> int:
     while i < len(line):
         char = line[i]
@@ -117,7 +115,7 @@ def _double_quoted(line: str, i: int, parts: list[str]) -> int:
         if char == "`":
             raise Unplaceable("a command substitution (`…`)")
         if char == "\\" and line[i + 1:i + 2] in ('"', "\\", "$", "`"):
-            parts.append(_literal(line[i + 1]))
+            parts.append(run_time_literal(line[i + 1]))
             i += 2
         elif char == "$":
             i = _reference(line, i, parts)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hpc.errors import HpcTfError
 from hpc.local.jobs import TERMINAL_STATES, LocalJob, LocalJobStore
-from hpc.render.directives import script_directives
+from hpc.render.directives import gpu_count, read_gres, script_directives
 from hpc.scheduler.fields import ExitCode
 from hpc.scheduler.reasons import parse_reason
 from hpc.scheduler.states import JobState
@@ -148,10 +148,9 @@ def _job_from_script(script: Path, environ: Mapping[str, str]) -> LocalJob:
         tasks_per_node = max(1, int(options.get("ntasks") or 1) // nodes)
     gpus_per_node = 0
     if options.get("gres"):  # gpu:2 or gpu:a100:2, maybe beside other gres (nvme:200)
-        gpus_per_node = sum(int(item.rpartition(":")[2]) for item in (options["gres"] or "").split(",")
-                            if item.partition(":")[0] == "gpu")
+        gpus_per_node = sum(count for _, count in read_gres(options["gres"] or "")[0])
     elif options.get("gpus-per-task"):
-        gpus_per_node = int((options["gpus-per-task"] or "").rpartition(":")[2]) * tasks_per_node
+        gpus_per_node = gpu_count(options["gpus-per-task"] or "")[1] * tasks_per_node
     warning = options.get("signal") or ""
     return LocalJob(
         job_id="",

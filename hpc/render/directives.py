@@ -16,6 +16,22 @@ def gpu_request(gres_name: str, gpu_type: str | None, count: int) -> str:
     return f"{gres_name}:{gpu_type}:{count}" if gpu_type else f"{gres_name}:{count}"
 
 
+def gpu_count(value: str) -> tuple[str | None, int]:
+    """``[gpu:][TYPE:]N`` (a ``--gpus*`` value or a gres item; a bare ``gpu`` is one) as (TYPE, N), the
+    inverse of :func:`gpu_request`; ValueError when N is not one whole number."""
+    parts = value.removeprefix("gpu:").split(":") if value != "gpu" else ["1"]
+    if len(parts) > 2 or not parts[-1].isdigit() or int(parts[-1]) < 1:
+        raise ValueError(f"the GPU request {value!r} is not [TYPE:]N with N a whole number: set it by hand")
+    return (parts[0] if len(parts) == 2 else None), int(parts[-1])
+
+
+def read_gres(value: str) -> tuple[list[tuple[str | None, int]], list[str]]:
+    """A ``--gres`` value as its GPU requests (TYPE, N) and the other gres items (``nvme:200``)."""
+    items = [item for item in value.split(",") if item]
+    gpus = [item for item in items if item.partition(":")[0] == "gpu"]
+    return [gpu_count(item) for item in gpus], [item for item in items if item not in gpus]
+
+
 def sbatch_options(job: ResolvedJob, batch_log: str) -> list[tuple[str, str | None]]:
     """The managed options in a stable order, as (long option, value or None for a bare flag)."""
     opts: list[tuple[str, str | None]] = [

@@ -64,7 +64,18 @@ def parse_arguments(args: Sequence[str], versions: Sequence[str] = SUPPORTED_VER
     an option that requires an argument takes the next word when none is attached.
     """
     try:
-        return _parse(args, versions, grammar)
+        return _parse(args, versions, grammar)[0]
+    except _Refused as err:
+        raise OptionError(f"{shown(err.word)} {err}") from None
+
+
+def parse_command_line(args: Sequence[str], versions: Sequence[str] = SUPPORTED_VERSIONS,
+                       grammar: Grammar = SRUN) -> tuple[list[SbatchOption], int]:
+    """The options before the program in ``args`` (the words after ``srun``), read as srun reads them,
+    and the index of the program's word: srun's option string starts with ``+`` too, so the first word
+    that is not an option (or the one after ``--``) starts the command srun runs."""
+    try:
+        return _parse(args, versions, grammar, command=True)
     except _Refused as err:
         raise OptionError(f"{shown(err.word)} {err}") from None
 
@@ -77,7 +88,7 @@ def parse_option(text: str, versions: Sequence[str] = SUPPORTED_VERSIONS, gramma
     """
     head, space, rest = text.lstrip(" ").partition(" ")
     try:
-        options = _parse([head, rest] if space and "=" not in head else [text.lstrip(" ")], versions, grammar)
+        options, _ = _parse([head, rest] if space and "=" not in head else [text.lstrip(" ")], versions, grammar)
     except _Refused as err:
         subject = shown(text) if err.word == text else f"{shown(text)}: {shown(err.word)}"
         raise OptionError(f"{subject} {err}") from None
@@ -86,12 +97,16 @@ def parse_option(text: str, versions: Sequence[str] = SUPPORTED_VERSIONS, gramma
     return options[0]
 
 
-def _parse(args: Sequence[str], versions: Sequence[str], grammar: Grammar) -> list[SbatchOption]:
+def _parse(args: Sequence[str], versions: Sequence[str], grammar: Grammar,
+           command: bool = False) -> tuple[list[SbatchOption], int]:
+    """The options, and (``command``: a program follows them) the index of the first word after them."""
     found: list[SbatchOption] = []
     i = 0
     while i < len(args):
         word = args[i]
         i += 1
+        if command and (word == "--" or not word.startswith("-") or word == "-"):
+            return found, i if word == "--" else i - 1
         if word.startswith("--") and len(word) > 2 and word[2] != "=":
             written, sep, value = word[2:].partition("=")
             name = _long_name(word, written, versions, grammar)
@@ -113,7 +128,7 @@ def _parse(args: Sequence[str], versions: Sequence[str], grammar: Grammar) -> li
             raise _Refused(word, f"is not an {grammar.command} option (--{flag} before it takes {takes})")
         else:
             raise _Refused(word, f"is not an {grammar.command} option (options start with - or --)")
-    return found
+    return found, i
 
 
 def _long_name(word: str, written: str, versions: Sequence[str], grammar: Grammar) -> str:

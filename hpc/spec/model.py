@@ -87,15 +87,21 @@ GpuBinding = Literal["task", "node", "slurm"]  # hpc/runtime/node/settings.py GP
 Count = Annotated[int, Strict()]
 
 
-# srun reads these from the environment as options of every step, the setup steps' too
-SRUN_ENV = {"SLURM_MPI_TYPE": "--mpi=…"}
+# srun reads these from the environment as options of every step, the setup steps' too (and SRUN_*)
+SRUN_ENV = {"SLURM_MPI_TYPE": "mpi", "SLURM_CPU_BIND": "cpu-bind"}
+
+
+def srun_env_option(key: str) -> str | None:
+    """The srun option (long name) that srun reads the environment variable ``key`` as, or None."""
+    if key in SRUN_ENV:
+        return SRUN_ENV[key]
+    return key.removeprefix("SRUN_").lower().replace("_", "-") if key.startswith("SRUN_") else None
 
 
 def _unmanaged_env(value: dict[str, str]) -> dict[str, str]:
     for key in value:
-        if key in SRUN_ENV or key.startswith("SRUN_"):
-            option = SRUN_ENV.get(key) or f"--{key.removeprefix('SRUN_').lower().replace('_', '-')}=…"
-            raise ValueError(f"{key} is read by srun as an option: write it under srun_extra ({option}), "
+        if option := srun_env_option(key):
+            raise ValueError(f"{key} is read by srun as an option: write it under srun_extra (--{option}=…), "
                              "which reaches the tasks' srun only")
         if key in MANAGED_ENV or key.startswith(MANAGED_ENV_PREFIXES):
             raise ValueError(f"{key} is set by hpc-tf/Slurm for each task; choose another name")

@@ -61,3 +61,29 @@ def test_a_campaign_on_the_local_default_says_it_needs_slurm_as_the_readme_warns
     readme = README.read_text(encoding="utf-8")
     section = " ".join(readme[readme.index("### Campaigns"):readme.index("hpc-tf campaign run ")].split())
     assert "they need a Slurm site" in section and "`campaigns need Slurm`" in section, section
+
+
+BEFORE_THE_TASKS = "environment: {module_purge: true, module_use: [~/modulefiles], modules: [gcc/12, cuda/12.2]}"
+
+
+def test_the_before_the_tasks_block_renders_modules_setup_steps_and_srun_options(tmp_path: Path) -> None:
+    """The README's modules, setup and srun_extra snippet on its job spec, rendered for the sandbox cluster:
+    purge, use, then loads; the job line by eval, the node line once per node; srun_extra in full on the
+    tasks' srun; a managed srun option refused as the README shows. (Where and how often steps run, and a
+    failing step: tests/integration/test_setup_steps_slurm.py.)"""
+    spec = {**yaml.safe_load(block(SPEC).text), **yaml.safe_load(block(BEFORE_THE_TASKS).text)}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    done = hpc_tf(["hpc-tf", "render", "job.yaml", "--site", "sandbox"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    script = done.stdout
+    in_order = ("module purge ||", "module use ", "module load gcc/12 ", "module load cuda/12.2",
+                "eval 'source ~/env.sh' ||", "bash -c 'cp -r data $SLURM_TMPDIR/' ||")
+    at = [script.index(text) for text in in_order]
+    assert at == sorted(at), script
+    assert "srun --nodes=2 --ntasks=2 --ntasks-per-node=1 bash -c 'cp -r data $SLURM_TMPDIR/'" in script
+    assert "--mpi=pmi2 --cpu-bind=cores --label --unbuffered" in script
+    spec["srun_extra"] = ["-n 4"]
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    refused = hpc_tf(["hpc-tf", "render", "job.yaml", "--site", "sandbox"], tmp_path)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "'-n 4' is --ntasks, which hpc-tf manages: the tasks' layout comes from resources (" in refused.stderr

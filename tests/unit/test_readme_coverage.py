@@ -67,6 +67,8 @@ BLOCKS: dict[str, tuple[str, ...]] = {
     "allowed here: …": (TYPO,),
     "from hpc import submit_function": (PYTHON,),
     "preemption: {enabled: true, warning_seconds: 300, max_restarts: 3}": (PREEMPTION,),
+    "environment: {module_purge: true, module_use: [~/modulefiles], modules: [gcc/12, cuda/12.2]}": (
+        LOCAL + "test_the_before_the_tasks_block_renders_modules_setup_steps_and_srun_options",),
 }
 
 

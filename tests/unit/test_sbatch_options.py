@@ -23,6 +23,7 @@ from hpc.scheduler.sbatch_options import (
     OptionError,
     SbatchOption,
     parse_arguments,
+    parse_command_line,
     parse_option,
 )
 from hpc.site.load import load_site
@@ -143,6 +144,17 @@ def test_words_are_read_as_getopt_long_reads_them() -> None:
     assert str(parse_option("-t 10")) == "--time=10"
     with pytest.raises(OptionError, match="'stray' is not an sbatch option"):
         parse_arguments(["--hold", "stray"])
+
+
+def test_an_srun_line_is_read_up_to_its_program_as_srun_reads_it() -> None:
+    # srun's options end at the first word that is not one (or after --): the program's own options stay its
+    words = ["--cpu-b=cores", "--mpi", "pmi2", "-lun", "2", "python", "-u", "t.py", "--lr", "1"]
+    assert parse_command_line(words) == ([SbatchOption("cpu-bind", "cores"), SbatchOption("mpi", "pmi2"),
+                                          SbatchOption("label", None), SbatchOption("unbuffered", None),
+                                          SbatchOption("ntasks", "2")], 5)
+    assert parse_command_line(["-l", "--", "-weird"]) == ([SbatchOption("label", None)], 2)
+    with pytest.raises(OptionError, match="'--frobnicate' is not an srun option"):
+        parse_command_line(["--frobnicate", "python"])
 
 
 def test_an_exact_name_wins_over_longer_options() -> None:

@@ -65,7 +65,8 @@ def test_module_subcommands_written_as_modules_are_refused_pointing_to_the_field
 
 @pytest.mark.parametrize(
     ("key", "option"),
-    [("SLURM_MPI_TYPE", "--mpi=…"), ("SRUN_CPU_BIND", "--cpu-bind=…"), ("SRUN_CPUS_PER_TASK", "--cpus-per-task=…")],
+    [("SLURM_MPI_TYPE", "--mpi=…"), ("SLURM_CPU_BIND", "--cpu-bind=…"), ("SRUN_CPU_BIND", "--cpu-bind=…"),
+     ("SRUN_CPUS_PER_TASK", "--cpus-per-task=…")],
 )
 def test_srun_variables_in_env_point_to_srun_extra(key: str, option: str) -> None:
     assert problem(f"env: {{{key}: x}}") == (f"job.yaml:3: env: {key} is read by srun as an option: write it under "
