@@ -19,22 +19,40 @@ without knowing any naming convention::
 
 from __future__ import annotations
 
-import string
+import os
+import pwd
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, overload
 
-from hpc.text import run_time_literal
+from hpc.errors import ConfigError
+from hpc.text import expand_submit_time, run_time_literal
 
 
-def expand_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
-    """``~`` and ``$VAR`` expanded with ``environ``; relative paths anchored at ``base_dir``."""
-    if text.startswith("~"):
-        text = environ.get("HOME", "~") + text[1:]
-    text = string.Template(text).safe_substitute(environ)
+def expand_path(text: str, field: str, base_dir: Path, environ: Mapping[str, str]) -> str:
+    """A path hpc-tf itself creates or reads (submit-time text, :data:`hpc.text.SubmitTimeText`: ``~``,
+    ``$VAR``, ``${VAR}`` from ``environ``), relative paths anchored at ``base_dir``; an unset variable is
+    a ConfigError naming the site key ``field``, never a directory named ``$VAR``."""
+    try:
+        text = expand_submit_time(text, _with_user(environ))
+    except ValueError as err:
+        raise ConfigError(f"{field} {err}",
+                          hint=f"set the variable before running hpc-tf, or write {field} without it "
+                               "($$ is a literal $)") from None
     path = Path(text)
     return str(path if path.is_absolute() else base_dir / path)
+
+
+def _with_user(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """``environ`` with ``$USER`` as a login shell sets it (the account running hpc-tf) where it is missing,
+    as under cron or in a container: a site's ``/scratch/$USER`` names that account's directory."""
+    if "USER" in environ:
+        return environ
+    try:
+        return {**environ, "USER": pwd.getpwuid(os.getuid()).pw_name}
+    except KeyError:  # a uid without an account: $USER stays unset, and the error names it
+        return environ
 
 
 def run_time_path(text: str, base_dir: Path, environ: Mapping[str, str]) -> str:
@@ -54,7 +72,7 @@ def runs_root(runs_dir: str, environ: Mapping[str, str]) -> Path:
     A relative ``runs_dir`` is relative to the current directory, for every command alike, so that
     ``hpc-tf status`` finds what ``hpc-tf launch`` created when both run from the same place.
     """
-    return Path(expand_path(runs_dir, Path.cwd(), environ))
+    return Path(expand_path(runs_dir, "runs_dir", Path.cwd(), environ))
 
 
 class Under:

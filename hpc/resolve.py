@@ -114,7 +114,7 @@ class ResolvedJob(Frozen):
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     python: str
-    module_init: str | None
+    module_init: str | None  # run-time text, as python, workdir, venv (``${NAME}``, hpc.text)
     module_purge: bool = False  # `module purge` before the site's and the job's modules
     module_use: tuple[str, ...] = ()  # `module use PATH` before they load
     modules: tuple[str, ...]
@@ -151,7 +151,6 @@ def resolve(
     environ: Mapping[str, str] | None = None,
 ) -> ResolvedJob:
     env = dict(os.environ if environ is None else environ)
-    env.setdefault("USER", env.get("LOGNAME", "user"))
     spec, cfg, doc = loaded.spec, site.config, loaded.document
     res = spec.resources
     problems: list[FieldProblem] = []
@@ -242,7 +241,7 @@ def resolve(
         output_dir=output_dir,
         command=spec.command,
         env=tuple(sorted(spec.env.items())),
-        python=spec.environment.python or run_time_literal(cfg.python),
+        python=spec.environment.python or cfg.python,
         module_init=cfg.module_init,
         module_purge=spec.environment.module_purge,
         module_use=tuple(run_time_path(path, base, env) for path in spec.environment.module_use),
@@ -305,7 +304,7 @@ def _container_plan(loaded: LoadedSpec, site: LoadedSite, partition: Partition |
     # a URI is pulled on the node and a Shifter image is a name: only a local image file is a path
     kept = runtime == "shifter" or is_image_uri(c.image)
     return ContainerPlan(runtime=runtime, image=c.image if kept else run_time_path(c.image, base, env),
-                         binds=(*map(run_time_literal, cfg.container_binds), *c.binds),
+                         binds=(*cfg.container_binds, *c.binds),
                          overlays=tuple(run_time_path(o, base, env) for o in c.overlays), gpu=gpu)
 
 
@@ -334,7 +333,7 @@ def _handoff_plan(
         model=spec.handoff.model,
         format=spec.handoff.format or cfg.serving.format,
         savedmodel=spec.handoff.savedmodel,
-        repository=expand_path(cfg.serving.model_repository, base, env),
+        repository=expand_path(cfg.serving.model_repository, "serving.model_repository", base, env),
         partition=partition,
         time_seconds=time_seconds,
         mem=HANDOFF_MEM,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
@@ -109,35 +109,49 @@ def keys_matching(pattern: re.Pattern[str], rule: str) -> AfterValidator:
     return AfterValidator(partial(_keys_named, pattern=pattern, rule=rule))
 
 
-# --- run-time references: ``${NAME}`` expanded on the node ------------------------------------------------
-# In the fields that name paths, env values and arguments (hpc.spec.model's RunTimeText), ``${NAME}`` is
-# an environment variable of the node, expanded by the batch script as a batch script would, and ``$$``
-# is a literal ``$``. Any other ``$`` is refused at load time: bash would expand ``$HOME`` or ``$(cmd)``
-# and hpc-tf would not, so the value would be a silent literal or an injection; one spelling is neither.
+# --- references to environment variables: ``${NAME}`` on the node, ``$NAME`` where hpc-tf runs -------------
+# Two rules, one parser (:func:`_parts`). Run-time text (:data:`RunTimeText`: the job's paths, env values and
+# arguments, the site's python, binds and module_init) reaches the batch script: ``${NAME}`` is an environment
+# variable of the node, expanded by the batch script as a batch script would, and ``$$`` is a literal ``$``.
+# Any other ``$`` is refused at load time: bash would expand ``$HOME`` or ``$(cmd)`` and hpc-tf would not, so
+# the value would be a silent literal or an injection; one spelling is neither.
+# Submit-time text (:data:`SubmitTimeText`: the site's runs_dir and serving.model_repository, a campaign's
+# job path) is read by hpc-tf itself on the submitting host, as a shell there would: ``~``, ``$NAME`` and
+# ``${NAME}`` expand from this environment, ``$$`` is a literal ``$``, an unset variable is an error
+# (:func:`expand_submit_time`), never a directory named ``$NAME``.
 
-_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$\$")
-_BARE_NAME = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_REFERENCE = re.compile(rf"\$\{{({_NAME})\}}|\$\$")
+_SUBMIT_REFERENCE = re.compile(rf"\$\{{({_NAME})\}}|\$({_NAME})|\$\$")
+_BARE_NAME = re.compile(rf"\$\{{?({_NAME})")
 
 
-def run_time_parts(value: str) -> list[tuple[str, bool]]:
+def _parts(value: str, reference: re.Pattern[str], refused: Callable[[str, int], str]) -> list[tuple[str, bool]]:
     """``value`` as ``(text, is_reference)`` pieces: literal text (``$$`` already made ``$``) and the
-    names of ``${NAME}`` references, in order. ValueError at the first other ``$``."""
+    names of references, in order. ValueError(``refused(value, index)``) at the first other ``$``."""
     parts: list[tuple[str, bool]] = []
     literal: list[str] = []
     at = 0
     while (dollar := value.find("$", at)) >= 0:
         literal.append(value[at:dollar])
-        found = _REFERENCE.match(value, dollar)
+        found = reference.match(value, dollar)
         if found is None:
-            raise ValueError(_bare_dollar(value, dollar))
-        if found.group(1) is None:
+            raise ValueError(refused(value, dollar))
+        name = next((group for group in found.groups() if group), None)
+        if name is None:
             literal.append("$")
         else:
-            parts += [("".join(literal), False), (found.group(1), True)]
+            parts += [("".join(literal), False), (name, True)]
             literal = []
         at = found.end()
     parts.append(("".join([*literal, value[at:]]), False))
     return [(text, ref) for text, ref in parts if text or ref]
+
+
+def run_time_parts(value: str) -> list[tuple[str, bool]]:
+    """``value`` as ``(text, is_reference)`` pieces: literal text (``$$`` already made ``$``) and the
+    names of ``${NAME}`` references, in order. ValueError at the first other ``$``."""
+    return _parts(value, _REFERENCE, _bare_dollar)
 
 
 def _bare_dollar(value: str, at: int) -> str:
@@ -148,15 +162,39 @@ def _bare_dollar(value: str, at: int) -> str:
     return f"{shown(value)} holds {shown(what)}, which hpc-tf does not expand: {fix}, or $$ for a literal $"
 
 
+def _not_a_variable(value: str, at: int) -> str:
+    return (f"{shown(value)} holds {shown(value[at:at + 2])}, which hpc-tf does not expand: write $NAME or "
+            "${NAME} for a variable of the environment hpc-tf runs in, or $$ for a literal $")
+
+
 def expand_run_time(value: str, environ: Mapping[str, str]) -> str:
     """``value`` with each ``${NAME}`` replaced from ``environ`` (as the batch script does, for the
     parts of hpc-tf that run Python on the node instead); ValueError names an unset variable, as
     the batch script's ``set -u`` stops at one."""
-    parts = run_time_parts(value)
+    return _expand(run_time_parts(value), value, environ, "on the node")
+
+
+def expand_submit_time(value: str, environ: Mapping[str, str]) -> str:
+    """Submit-time text expanded from ``environ``: a leading ``~`` or ``~/`` is ``$HOME``, ``$NAME`` and
+    ``${NAME}`` the variable's value, ``$$`` a ``$``. ValueError names the first unset variable."""
+    home = value == "~" or value.startswith("~/")
+    parts = _parts(value[1:] if home else value, _SUBMIT_REFERENCE, _not_a_variable)
+    return _expand([("HOME", True), *parts] if home else parts, value, environ, "here")
+
+
+def _expand(parts: list[tuple[str, bool]], value: str, environ: Mapping[str, str], where: str) -> str:
     unset = [text for text, ref in parts if ref and text not in environ]
     if unset:
-        raise ValueError(f"{shown(value)}: ${{{unset[0]}}} is not set on the node")
+        raise ValueError(f"{shown(value)}: ${{{unset[0]}}} is not set {where}")
     return "".join(environ[text] if ref else text for text, ref in parts)
+
+
+def no_variables(value: str, reason: str) -> str:
+    """``value`` unchanged if it holds no ``$``: text passed on as written (an ``#SBATCH`` line, an srun
+    option), where a ``$`` would stay literal where its author meant a variable; else ValueError."""
+    if "$" in value:
+        raise ValueError(f"{shown(value)} holds a $: {reason}; write the value itself")
+    return value
 
 
 def run_time_literal(value: str) -> str:
@@ -170,5 +208,13 @@ def _run_time(value: str) -> str:
     return value
 
 
+def submit_time(value: str) -> str:
+    """``value`` unchanged if it is one line of submit-time text (only ``$NAME``, ``${NAME}``, ``$$``)."""
+    _parts(one_line(value, "the value"), _SUBMIT_REFERENCE, _not_a_variable)
+    return value
+
+
 # text the batch script expands on the node: paths, env values, command arguments
 RunTimeText = Annotated[str, AfterValidator(_run_time)]
+# text hpc-tf expands where it runs (expand_submit_time): paths the CLI itself creates or reads
+SubmitTimeText = Annotated[str, AfterValidator(submit_time)]

@@ -48,7 +48,7 @@ def plan_from_file(
     With ``scheduler`` None nothing is asked of the cluster: Slurm's default MaxArraySize is assumed
     and only a numeric ``gpu_limit`` sets throttles (``hpc-tf campaign run`` always passes one, dry or not).
     """
-    env = dict(_environ(environ))
+    env = dict(os.environ if environ is None else environ)
     loaded = load_campaign(path)
     site = load_site(site_name, overrides, env)
     require_slurm(site)  # before the cluster is asked anything: a local site has no scontrol to ask
@@ -70,12 +70,6 @@ def plan_from_file(
     except HpcTfError as err:
         return plan(None, f"GPU quota not read: {err.reason}")
     return plan(min(limits)) if limits else plan(None, "no GPU quota")
-
-
-def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
-    env = dict(os.environ if environ is None else environ)
-    env.setdefault("USER", env.get("LOGNAME", "user"))
-    return env
 
 
 def run(plan: CampaignPlan, backend: Backend) -> Submitted:

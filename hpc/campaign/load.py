@@ -7,6 +7,7 @@ job.yaml points into job.yaml.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from hpc.campaign.model import CampaignSpec, Stage
-from hpc.errors import FieldProblem, SpecError
+from hpc.errors import ConfigError, FieldProblem, SpecError
 from hpc.modelbase import validate_document
+from hpc.paths import expand_path
 from hpc.spec.load import LoadedSpec, load_spec
 from hpc.spec.model import JobSpec
 from hpc.yamlsource import Location, YamlDocument, dotted, load_yaml_file, parse_yaml
@@ -110,7 +112,11 @@ def _base(
     """The job the stage starts from: its own ``job`` or the campaign's; a path or inline."""
     job, loc = (stage.job, (*stage_loc, "job")) if stage.job is not None else (spec.job, ("job",))
     if isinstance(job, str):
-        loaded = load_spec(base_dir / job)
+        try:
+            path = expand_path(job, "job", base_dir, os.environ)
+        except ConfigError as err:
+            raise SpecError([document.problem(loc, err.message)], hint=err.hint) from None
+        loaded = load_spec(Path(path))
         return loaded, Origin(loaded.document), loaded.spec.model_dump(exclude_unset=True)
     if job is None:  # the model refuses this; kept for the type checker
         raise SpecError([document.problem(stage_loc, "no job for this stage")])

@@ -32,16 +32,22 @@ import re
 import string
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from hpc.modelbase import StrictModel
 from hpc.spec.model import Command, EnvVars, Resources
-from hpc.text import ONE_LINE_IF_TEXT, RunTimeText, matching, named, shown
+from hpc.text import ONE_LINE_IF_TEXT, RunTimeText, matching, named, shown, submit_time
 
 # a parameter value: substituted into arguments and env values of the tasks' scripts
 Value = Annotated[bool | int | float | str, ONE_LINE_IF_TEXT]
-# a job: a job.yaml path, or a spec written inline
-JobRef = Annotated[str | dict[str, Any] | None, ONE_LINE_IF_TEXT]
+
+
+def _job_path(value: object) -> object:
+    return submit_time(value) if isinstance(value, str) else value
+
+
+# a job: a job.yaml path (hpc-tf reads it: submit-time text, ~ and $VAR expanded here), or a spec written inline
+JobRef = Annotated[str | dict[str, Any] | None, AfterValidator(_job_path)]
 DependencyType = Literal["afterok", "afterany", "aftercorr"]
 # names matched as whole strings (hpc.text.named): they become variable names, directories, job names
 PARAM_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")

@@ -10,7 +10,7 @@ letters resolved) and refuses a managed option with the field to use instead.
 from __future__ import annotations
 
 from hpc.scheduler.sbatch_options import SBATCH, SRUN, Grammar, parse_option
-from hpc.text import one_line, shown
+from hpc.text import no_variables, one_line, shown
 
 # long option -> where the user sets it instead (or why it cannot be set)
 MANAGED_FLAGS: dict[str, str] = {
@@ -68,8 +68,15 @@ def check_extra_flag(flag: str) -> str:
     return _unmanaged(flag, SBATCH, MANAGED_FLAGS)
 
 
+# An option is passed as written: sbatch reads #SBATCH lines without a shell, and the tasks' srun line
+# quotes each option. A `$` would stay literal text where a script's author meant a variable: refused.
+NO_VARIABLES = {"sbatch": "sbatch reads #SBATCH lines without a shell, so no variable there is expanded",
+                "srun": "hpc-tf passes srun options as written, so no variable there is expanded"}
+
+
 def _unmanaged(flag: str, grammar: Grammar, managed: dict[str, str]) -> str:
-    option = parse_option(one_line(flag, f"an {grammar.command} option"), grammar=grammar)
+    text = no_variables(one_line(flag, f"an {grammar.command} option"), NO_VARIABLES[grammar.command])
+    option = parse_option(text, grammar=grammar)
     if option.name in managed:
         raise ValueError(f"{shown(flag)} is --{option.name}, which hpc-tf manages: {managed[option.name]}")
     return str(option)

@@ -34,7 +34,8 @@ def serving_target(site: str | None, overrides: Sequence[str], repository: Path 
         if config.serving.model_repository is None:
             raise ConfigError(f"site '{config.name}' sets no serving.model_repository",
                               hint="pass --repository or --set serving.model_repository=PATH")
-        root = Path(expand_path(config.serving.model_repository, Path.cwd(), dict(os.environ)))
+        root = Path(expand_path(config.serving.model_repository, "serving.model_repository", Path.cwd(),
+                                     os.environ))
     return ServingTarget(Repository.at(root), config.serving.format, config.serving.partition or config.cpu_partition,
                          config.serving.inference_token)
 

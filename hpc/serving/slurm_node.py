@@ -32,6 +32,7 @@ from hpc.serving.service import serving_target
 from hpc.site.load import LoadedSite, load_site
 from hpc.spec.load import LoadedSpec
 from hpc.spec.model import JobSpec
+from hpc.text import run_time_literal
 from hpc.units import format_duration, parse_duration
 from hpc.yamlsource import YamlDocument
 
@@ -95,7 +96,8 @@ def _resolved(site: LoadedSite, repo: Repository, time_seconds: int) -> Resolved
     if partition is not None:
         resources["partition"] = partition
     data = {"name": SERVE_JOB_NAME, "resources": resources,
-            "command": [config.python, "-m", "hpc.cli", "serve", "node", "--repository", str(repo.root)]}
+            "command": [config.python, "-m", "hpc.cli", "serve", "node", "--repository",
+                        run_time_literal(str(repo.root))]}
     document = YamlDocument(data=data, source=f"the serving-node job of site '{config.name}'")
     spec = LoadedSpec(spec=validate_document(JobSpec, document, what="serving-node job"), document=document,
                       base_dir=repo.root)

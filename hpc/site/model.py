@@ -11,6 +11,7 @@ from hpc.spec.model import (
     TOKEN_RE,
     TOKEN_RULE,
     Bind,
+    Constraint,
     ContainerRuntime,
     ExtraFlag,
     GpuVendor,
@@ -19,7 +20,7 @@ from hpc.spec.model import (
     SlurmTime,
     Token,
 )
-from hpc.text import OneLine, keys_matching
+from hpc.text import OneLine, RunTimeText, SubmitTimeText, keys_matching
 
 
 class Partition(StrictModel):
@@ -37,7 +38,9 @@ class Partition(StrictModel):
 
 
 class Serving(StrictModel):
-    model_repository: OneLine | None = None
+    model_repository: SubmitTimeText | None = Field(
+        None, description="where hand-offs put models and the server reads them; ~, $VAR, ${VAR} expand where "
+                          "hpc-tf runs (an unset one is an error), $$ is a literal $")
     format: Literal["onnx", "savedmodel", "python"] = "python"
     partition: Token | None = None
     inference_token: bool = Field(False, description="serving nodes answer inference only with the owner's token")
@@ -56,16 +59,25 @@ class SiteConfig(StrictModel):
     qos: Token | None = None
     gres_name: Token = "gpu"
     default_time: SlurmTime = "1:00:00"
-    runs_dir: OneLine = Field("~/hpc-tf-runs", description="where run directories are created (a shared filesystem)")
-    python: OneLine = Field("python3", description="interpreter that starts the bootstrap on compute nodes")
+    # Paths hpc-tf creates or reads itself are submit-time text: ~, $VAR and ${VAR} expand where hpc-tf
+    # runs, as in the shell an admin tests them from. What reaches the batch script is run-time text like
+    # the job's paths: ${NAME} expands on the node (a node's $HOME, $SCRATCH, $MODULESHOME may differ from
+    # the login node's), and a bare $VAR is refused rather than kept literal (hpc.text).
+    runs_dir: SubmitTimeText = Field(
+        "~/hpc-tf-runs", description="where run directories are created (a shared filesystem); ~, $VAR, ${VAR} "
+                                     "expand where hpc-tf runs (an unset one is an error), $$ is a literal $")
+    python: RunTimeText = Field("python3", description="interpreter that starts the bootstrap on compute nodes; "
+                                                       "${NAME} expands on the node, $$ is a literal $")
     modules: list[ModuleName] = Field(default_factory=list, description="modules every job loads first")
-    module_init: OneLine | None = Field(None, description="file to source before 'module load' (e.g. lmod init)")
-    container_binds: list[Bind] = Field(default_factory=list)
+    module_init: RunTimeText | None = Field(
+        None, description="file to source before 'module load' (e.g. lmod init); ${NAME} expands on the node")
+    container_binds: list[Bind] = Field(
+        default_factory=list, description="binds of every container job; ${NAME} expands on the node")
     container_runtime: list[ContainerRuntime] = Field(
         default_factory=list, description="the container runtimes the nodes have, the first the default "
                                           "(none listed: apptainer or singularity)")
     gpu_vendor: GpuVendor = Field("nvidia", description="the GPUs of the nodes: a container's gpu: auto follows it")
-    constraint: OneLine | None = Field(None, description="node features for jobs that set no resources.constraint")
+    constraint: Constraint | None = Field(None, description="node features for jobs that set no resources.constraint")
     sbatch_defaults: list[ExtraFlag] = Field(default_factory=list)
     serving: Serving = Field(default_factory=lambda: Serving())
 

@@ -14,10 +14,10 @@ from pydantic import AfterValidator, BeforeValidator, Field, Strict, ValidationI
 
 from hpc.modelbase import StrictModel
 from hpc.runtime.node.settings import PORT_RANGE_RULE, RuntimeSettings, valid_port_range
-from hpc.scheduler.managed import check_extra_flag, check_srun_flag
+from hpc.scheduler.managed import NO_VARIABLES, check_extra_flag, check_srun_flag
 from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
 from hpc.spec.steps import SetupStep
-from hpc.text import OneLine, RunTimeText, keys_matching, matching, shown
+from hpc.text import OneLine, RunTimeText, keys_matching, matching, no_variables, shown
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
 
 # Names and tokens, each matched as a whole string (hpc.text.named): they reach scripts and #SBATCH
@@ -73,6 +73,14 @@ COUNT_LIMITS = {"nodes": MAX_NODES, "tasks_per_node": MAX_CPUS_PER_NODE, "cpus_p
 # validated item by item so an error names its index: sbatch_extra[2]; each item is read as sbatch
 # reads it and kept in full (``--mail-ty END`` becomes ``--mail-type=END``); site sbatch_defaults too
 ExtraFlag = Annotated[str, AfterValidator(check_extra_flag)]
+
+
+def _no_variables_sbatch(value: str) -> str:
+    return no_variables(value, NO_VARIABLES["sbatch"])
+
+
+# node features (#SBATCH --constraint), the job's or the site's default
+Constraint = Annotated[OneLine, AfterValidator(_no_variables_sbatch)]
 Strategy = Literal["multi_worker_mirrored", "mirrored", "none"]
 GpuBinding = Literal["task", "node", "slurm"]  # hpc/runtime/node/settings.py GPU_BINDINGS
 # a whole number as written: not `true` (1 to pydantic), not 2.0, not "2"
@@ -171,7 +179,7 @@ class Resources(StrictModel):
     partition: Token | None = None
     account: Token | None = None
     qos: Token | None = None
-    constraint: OneLine | None = None
+    constraint: Constraint | None = None
     exclusive: bool = False
     gpu_binding: GpuBinding = Field(
         "task", description="task: each task sees its own GPUs as GPU:0..; node: every task sees its node's GPUs "

@@ -90,7 +90,7 @@ def test_a_value_submitits_quoting_cannot_carry_is_refused(spec: dict[str, Any])
         plan({"name": "fn", **spec})
 
 
-@pytest.mark.parametrize("value", ["a b", "x#y", 'say "hi"', "$(id)", "100%", "a&b|c", "é ü"])
+@pytest.mark.parametrize("value", ["a b", "x#y", 'say "hi"', "100%", "a&b|c", "é ü"])
 def test_other_hostile_values_reach_submitits_script_exactly(value: str) -> None:
     p = plan({"name": "fn", "resources": {"constraint": value}, "sbatch_extra": [f"--comment={value}"]})
     options = read_directives(sbatch_text(p.parameters))  # as sbatch reads them

@@ -158,7 +158,7 @@ def test_hostile_values_reach_the_job_unchanged_and_run_nothing(tmp_path: Path) 
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
 
     found = directives(script)
-    assert found["--comment"] == 'say "hi" # there \\ $(touch PWNED) \'q\''
+    assert found["--comment"] == 'say "hi" # there \\ `touch PWNED` \'q\''
     assert found["--constraint"] == "a&b|c # d"
     assert found["--job-name"] == "hostile-job"
     # the literal '%' of the runs dir is escaped for Slurm's filename patterns, %j is kept

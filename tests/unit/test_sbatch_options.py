@@ -201,7 +201,9 @@ FREE_OPTIONS = sorted(
     name for name, kind in SBATCH.long["22.05"].items()
     if name not in MANAGED_FLAGS and kind == "required" and SBATCH.long["25.11"].get(name) == "required"
 )
-PRINTABLE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=30)
+# no $: sbatch expands no variable, so a $ is refused (test_site_vars.py)
+PRINTABLE = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters="$"),
+                    max_size=30)
 
 
 @settings(max_examples=200, deadline=None)
