@@ -19,8 +19,9 @@ from hpc.paths import expand_path, run_time_path, runs_root
 from hpc.records import read_record
 from hpc.site.load import LoadedSite
 from hpc.site.model import Partition
+from hpc.spec.container import ContainerRuntime, is_image_uri
 from hpc.spec.load import LoadedSpec
-from hpc.spec.model import ContainerRuntime, GpuBinding, Strategy, is_image_uri
+from hpc.spec.model import GpuBinding, Strategy
 from hpc.text import run_time_literal, run_time_parts, shown
 from hpc.units import ALL_MEMORY, format_duration, parse_duration, parse_memory_mb
 

@@ -16,7 +16,8 @@ from hpc.importer.draft import Draft
 from hpc.importer.shell import BLOCK_OPENERS, Line, Unplaceable, Word, split, words
 from hpc.scheduler.managed import MANAGED_SRUN_FLAGS, check_srun_flag
 from hpc.scheduler.sbatch_options import OptionError, SbatchOption, parse_command_line
-from hpc.spec.model import MANAGED_ENV, MANAGED_ENV_PREFIXES, ContainerRuntime, srun_env_option
+from hpc.spec.container import ContainerRuntime
+from hpc.spec.model import MANAGED_ENV, MANAGED_ENV_PREFIXES, srun_env_option
 
 LAUNCHERS = ("srun", "mpirun", "mpiexec", "horovodrun")
 _PYTHON = re.compile(r"(.*/)?python[0-9.]*")

@@ -7,14 +7,12 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from hpc.modelbase import StrictModel
+from hpc.spec.container import Bind, ContainerRuntime, GpuVendor
 from hpc.spec.model import (
     TOKEN_RE,
     TOKEN_RULE,
-    Bind,
     Constraint,
-    ContainerRuntime,
     ExtraFlag,
-    GpuVendor,
     ModuleName,
     Name,
     SlurmTime,

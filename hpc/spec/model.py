@@ -16,6 +16,7 @@ from hpc.modelbase import StrictModel
 from hpc.runtime.node.settings import PORT_RANGE_RULE, RuntimeSettings, valid_port_range
 from hpc.scheduler.managed import NO_VARIABLES, check_extra_flag, check_srun_flag
 from hpc.serving.names import MODEL_NAME_RE, MODEL_NAME_RULE
+from hpc.spec.container import Container
 from hpc.spec.steps import SetupStep
 from hpc.text import OneLine, RunTimeText, keys_matching, matching, no_variables, shown
 from hpc.units import ALL_MEMORY, parse_duration, parse_memory_mb
@@ -112,16 +113,6 @@ def _unmanaged_env(value: dict[str, str]) -> dict[str, str]:
 
 # variables exported by the batch script: `export KEY=value`, the key unquoted
 EnvVars = Annotated[dict[str, RunTimeText], keys_matching(ENV_NAME_RE, ENV_NAME_RULE), AfterValidator(_unmanaged_env)]
-
-
-def _no_comma(value: str) -> str:
-    if "," in value:
-        raise ValueError(f"bind {shown(value)} must not contain ',' (list each bind separately)")
-    return value
-
-
-# a container bind (src[:dst[:opts]]); hpc-tf joins them with ','
-Bind = Annotated[RunTimeText, AfterValidator(_no_comma)]
 
 
 def _slurm_time(value: str) -> str:
@@ -265,51 +256,6 @@ class Resources(StrictModel):
     @property
     def time_seconds(self) -> int | None:
         return None if self.time is None else parse_duration(self.time)
-
-
-ContainerRuntime = Literal["apptainer", "singularity", "shifter"]
-GpuVendor = Literal["nvidia", "amd"]
-# where apptainer/singularity pull an image from: kept as written, never a path under the spec directory
-IMAGE_SOURCES = ("docker://", "oras://", "library://", "shub://", "http://", "https://",
-                 "docker-daemon:", "docker-archive:", "oci:", "oci-archive:")
-
-
-def is_image_uri(image: str) -> bool:
-    return image.startswith(IMAGE_SOURCES)
-
-
-def _image(value: str) -> str:
-    scheme, sep, _ = value.partition("://")
-    if sep and not is_image_uri(value):
-        raise ValueError(f"{shown(scheme + sep)} is not an image source apptainer pulls from: write "
-                         f"{', '.join(s for s in IMAGE_SOURCES if s.endswith('://'))}, a .sif path or a Shifter image")
-    return value
-
-
-class Container(StrictModel):
-    image: Annotated[RunTimeText, AfterValidator(_image)] = Field(
-        description="docker://, oras://, library:// (pulled on the node), a .sif path, or a Shifter image name")
-    runtime: ContainerRuntime | None = Field(None, description="default: the site's first container_runtime, "
-                                                               "else apptainer")
-    binds: list[Bind] = Field(default_factory=list)
-    overlays: list[RunTimeText] = Field(default_factory=list, description="apptainer/singularity --overlay images")
-    gpu: Literal["auto", "nvidia", "amd", "none"] = Field(
-        "auto", description="the host GPU driver inside: --nv (nvidia), --rocm (amd); auto: the site's gpu_vendor")
-    nv: bool | None = Field(None, description="deprecated: true is gpu: nvidia, false is gpu: none")
-
-    @model_validator(mode="after")
-    def _one_gpu_setting(self) -> Container:
-        if self.nv is not None and self.gpu != "auto":
-            raise ValueError("set gpu (nv is its deprecated spelling), not both")
-        if self.runtime == "shifter" and self.overlays:
-            raise ValueError("Shifter takes no overlays: use apptainer or singularity, or bind a directory")
-        return self
-
-    @property
-    def gpu_setting(self) -> Literal["auto", "nvidia", "amd", "none"]:
-        if self.nv is not None:
-            return "nvidia" if self.nv else "none"
-        return self.gpu
 
 
 class Environment(StrictModel):
