@@ -8,6 +8,7 @@ without knowing any naming convention::
       job.sbatch          the rendered batch script, exactly as submitted
       resolved.json       the resolved job (spec + site config), read by the bootstrap
       submission.json     job id, cluster, submit time (written after sbatch succeeds)
+      metrics.jsonl       what training logged, one JSON row per epoch (the chief's, appended; runtime metrics.py)
       handoff.sbatch      the dependent hand-off job's script (only with a ``handoff:`` section)
       handoff.json        the hand-off job's id and the training job it waits for (afterok)
       runtime/            stdlib-only bootstrap the tasks start through
@@ -115,6 +116,7 @@ class RunPaths(Layout):
     script = Under("job.sbatch")
     resolved = Under("resolved.json")
     submission = Under("submission.json")
+    metrics = Under("metrics.jsonl")  # the runtime's METRICS_FILE (hpc/runtime/node/hook_config.py)
     handoff_script = Under("handoff.sbatch")
     handoff_submission = Under("handoff.json")
     runtime_dir = Under("runtime")

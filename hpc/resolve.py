@@ -58,6 +58,8 @@ class RuntimePlan(Frozen):
     preemption: bool
     max_restarts: int
     gpu_binding: GpuBinding
+    metrics: bool
+    metrics_every_steps: int | None
 
 
 class HandoffPlan(Frozen):
@@ -269,6 +271,8 @@ def resolve(
             preemption=spec.preemption.enabled,
             max_restarts=spec.preemption.max_restarts,
             gpu_binding=res.gpu_binding,
+            metrics=spec.metrics.enabled,
+            metrics_every_steps=spec.metrics.every_steps,
         ),
         handoff=handoff,
     )

@@ -310,6 +310,11 @@ class Preemption(StrictModel):
     max_restarts: int = Field(_RUNTIME.max_restarts, ge=0)
 
 
+class Metrics(StrictModel):
+    enabled: bool = Field(_RUNTIME.metrics, description="record what model.fit logs into <run_dir>/metrics.jsonl")
+    every_steps: int | None = Field(None, ge=1, description="a row every N training steps too (default: epochs only)")
+
+
 class Handoff(StrictModel):
     model: ModelName
     format: Literal["onnx", "savedmodel", "python"] | None = None
@@ -331,6 +336,7 @@ class JobSpec(StrictModel):
     tf: TFOptions = Field(default_factory=lambda: TFOptions())
     checkpoint: Checkpoint = Field(default_factory=lambda: Checkpoint())
     preemption: Preemption = Field(default_factory=lambda: Preemption())
+    metrics: Metrics = Field(default_factory=lambda: Metrics())
     handoff: Handoff | None = None
     sbatch_extra: list[ExtraFlag] = Field(default_factory=list)
     setup: list[SetupStep] = Field(default_factory=list, description="shell lines run before the tasks start")

@@ -1,13 +1,21 @@
 """A Slurm job step emulated with local processes: the two tasks' environments recorded on the test
-cluster (a CPU job, 2 tasks on cpu1), pointed at 127.0.0.1, and ports for the step's workers."""
+cluster (a CPU job, 2 tasks on cpu1), pointed at 127.0.0.1, ports for the step's workers, and a run
+directory whose tasks start through the installed bootstrap (:class:`LocalRun`)."""
 
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+from hpc.runtime import install_into
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TIMEOUT_S = 300
 
 
 def recorded_cpu_tasks() -> list[dict[str, str]]:
@@ -36,3 +44,71 @@ def free_port_pair() -> int:
                     continue
                 return port
     raise RuntimeError("no two consecutive free ports")
+
+
+class LocalRun:
+    """A run directory with the runtime installed; ``start`` launches the step's tasks (``ranks``), each
+    through the installed bootstrap running ``python SCRIPT OUT ARGS...``; ``run`` waits for them, after
+    interrupting them once the chief's ``OUT/progress-0`` reached a step, if asked. ``runs`` counts the
+    starts, as SLURM_RESTART_COUNT does a requeued job's."""
+
+    def __init__(self, root: Path, script: str, *args: str, ranks: tuple[int, ...] = (0, 1), **runtime: object) -> None:
+        self.root = root
+        self.script = FIXTURES / "tf" / script
+        self.args = args
+        self.ranks = ranks
+        self.out = root / "out"
+        self.checkpoints = root / "checkpoints"
+        install_into(root / "runtime")
+        port = free_port_pair()
+        settings = {"port_range": [port, port + 1], "coordination_timeout_s": 60, "preemption": True,
+                    "checkpoint_dir": str(self.checkpoints), **runtime}
+        (root / "resolved.json").write_text(json.dumps({"runtime": settings}), encoding="utf-8")
+        self.runs = 0
+        self.resolved = {rank: root / "resolved.json" for rank in self.ranks}
+
+    def start(self, *extra: str) -> dict[int, subprocess.Popen[bytes]]:
+        processes = {}
+        for rank in self.ranks:
+            env = local_task_env(rank, self.root, TF_CPP_MIN_LOG_LEVEL="2", SLURM_RESTART_COUNT=str(self.runs),
+                                 HPC_TF_RUN_DIR=str(self.root))  # as the batch script exports it
+            argv = [sys.executable, str(self.root / "runtime" / "bootstrap.py"), "--resolved",
+                    str(self.resolved[rank]), "--", sys.executable, str(self.script), str(self.out),
+                    *self.args, *extra]
+            log = (self.root / f"task-{rank}.log").open("ab")
+            processes[rank] = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        self.runs += 1
+        return processes
+
+    def run(self, *extra: str, interrupt_at: int | None = None, signum: int = signal.SIGUSR1) -> dict[int, int]:
+        processes = self.start(*extra)
+        try:
+            if interrupt_at is not None:
+                deadline = time.monotonic() + TIMEOUT_S
+                while self.progress() < interrupt_at:
+                    assert time.monotonic() < deadline, self.log(0)
+                    assert all(p.poll() is None for p in processes.values()), self.log(0) + self.log(1)
+                    time.sleep(0.1)
+                for process in processes.values():
+                    process.send_signal(signum)
+            return {rank: process.wait(timeout=TIMEOUT_S) for rank, process in processes.items()}
+        finally:
+            for process in processes.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+
+    def progress(self) -> int:
+        try:
+            return int((self.out / "progress-0").read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def log(self, rank: int) -> str:
+        return (self.root / f"task-{rank}.log").read_text(encoding="utf-8", errors="replace")
+
+    def weights(self, rank: int) -> list[bytes]:
+        import numpy as np
+
+        saved = np.load(self.out / f"weights-{rank}.npz")
+        return [saved[name].tobytes() for name in saved.files]

@@ -277,6 +277,8 @@ def test_the_task_pickles_by_reference_and_runs_in_a_fresh_process(tmp_path: Pat
     (record,) = [line for line in result.stderr.splitlines() if line.startswith("hpc-tf bootstrap: {")]
     shown = json.loads(record.partition(": ")[2])
     assert (shown["rank"], shown["node"], shown["command"]) == (0, "cpu1", ["tests.train"])
+    hooks = json.loads(shown["env"].pop("HPC_TF_HOOKS"))  # metrics are on by default: the chief records them
+    assert hooks["metrics"]["path"].endswith("/metrics.jsonl") and hooks["preemption"] is None
     assert {k: v for k, v in shown["env"].items() if k != "PYTHONPATH"} == {  # one CPU worker
         "CUDA_VISIBLE_DEVICES": "", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     assert (tmp_path / "out").is_dir()

@@ -7,7 +7,7 @@ import json
 import pkgutil
 
 import hpc.runtime.node
-from hpc.runtime.node.hook_config import HookConfig, PreemptionConfig
+from hpc.runtime.node.hook_config import HookConfig, MetricsConfig, PreemptionConfig
 from hpc.runtime.node.layout import Placement
 from hpc.runtime.node.record import Record
 
@@ -24,9 +24,12 @@ def test_records_compare_and_hash_by_value() -> None:
 def test_a_record_is_a_dict_of_its_slots_and_hooks_travel_as_json_of_them() -> None:
     assert Placement(1, 0).to_dict() == {"local_rank": 0, "node_index": 1}
     config = PreemptionConfig("/c", None, 3, True)
-    wire = json.loads(HookConfig(5, True, ("n1", "n2"), config).to_json())
+    hooks = HookConfig(5, True, ("n1", "n2"), config, MetricsConfig("/run/metrics.jsonl", 10))
+    wire = json.loads(hooks.to_json())
     assert wire == {"coordination_timeout_s": 5, "keras_mwms_fix": True, "worker_nodes": ["n1", "n2"],
-                    "preemption": {"checkpoint_dir": "/c", "every_steps": None, "handle_signals": True, "keep": 3}}
+                    "preemption": {"checkpoint_dir": "/c", "every_steps": None, "handle_signals": True, "keep": 3},
+                    "metrics": {"path": "/run/metrics.jsonl", "every_steps": 10}}
+    assert HookConfig.from_json(hooks.to_json()) == hooks
 
 
 def test_records_of_different_classes_are_never_equal() -> None:

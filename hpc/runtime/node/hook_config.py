@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 HOOKS_VARIABLE = "HPC_TF_HOOKS"
+RUN_DIR_VARIABLE = "HPC_TF_RUN_DIR"  # set in every task of an hpc-tf job (the batch script, a function's set-up)
+METRICS_FILE = "metrics.jsonl"  # in the run directory (RunPaths.metrics in the library)
 
 
 class PreemptionConfig(Record):
@@ -40,8 +42,23 @@ class PreemptionConfig(Record):
         )
 
 
+class MetricsConfig(Record):
+    """The ``metrics`` part of HPC_TF_HOOKS: given to the chief's process only (metrics.py)."""
+
+    __slots__ = ("every_steps", "path")
+
+    def __init__(self, path: str, every_steps: int | None = None) -> None:
+        self.path: Final = path  # <run_dir>/metrics.jsonl
+        self.every_steps: Final = every_steps  # a step row every N steps; None: epochs only
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MetricsConfig:
+        every = data.get("every_steps")
+        return cls(path=str(data["path"]), every_steps=None if every is None else int(every))
+
+
 class HookConfig(Record):
-    __slots__ = ("coordination_timeout_s", "keras_mwms_fix", "preemption", "worker_nodes")
+    __slots__ = ("coordination_timeout_s", "keras_mwms_fix", "metrics", "preemption", "worker_nodes")
 
     def __init__(
         self,
@@ -49,11 +66,13 @@ class HookConfig(Record):
         keras_mwms_fix: bool,
         worker_nodes: tuple[str, ...],
         preemption: PreemptionConfig | None = None,
+        metrics: MetricsConfig | None = None,
     ) -> None:
         self.coordination_timeout_s: Final = coordination_timeout_s
         self.keras_mwms_fix: Final = keras_mwms_fix
         self.worker_nodes: Final = worker_nodes  # the Slurm node of each worker, index = rank
         self.preemption: Final = preemption  # checkpoints, resume, Slurm's warning
+        self.metrics: Final = metrics  # record what model.fit logs (the chief only)
 
     def to_json(self) -> str:
         # the tuple of nodes becomes a list; the nested PreemptionConfig its to_dict()
@@ -67,4 +86,5 @@ class HookConfig(Record):
             keras_mwms_fix=bool(data["keras_mwms_fix"]),
             worker_nodes=tuple(str(node) for node in data["worker_nodes"]),
             preemption=None if data.get("preemption") is None else PreemptionConfig.from_dict(data["preemption"]),
+            metrics=None if data.get("metrics") is None else MetricsConfig.from_dict(data["metrics"]),
         )

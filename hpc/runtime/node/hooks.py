@@ -12,7 +12,10 @@ code imports the module it concerns:
 * Keras's saving API, ``Model``, ``file_utils`` and the file-writing callbacks → keras_files
   (what every worker writes: the chief at the named paths, the others privately)
 
-These only matter with two or more workers. With checkpointing or preemption on (any
+On by default, in the chief's process only: ``keras.src.backend.tensorflow.trainer`` →
+metrics.apply (what ``model.fit`` logs, into the run's metrics.jsonl).
+
+The others only matter with two or more workers. With checkpointing or preemption on (any
 number of workers), preemption.install catches Slurm's warning signal from start-up and
 ``keras.src.backend.tensorflow.trainer`` → keras_resume.apply (checkpoints and exact
 resume for ``model.fit``). The hook settings travel in HPC_TF_HOOKS (hook_config.py).
@@ -28,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
-from . import formation, keras_files, keras_fix, keras_resume, preemption
+from . import formation, keras_files, keras_fix, keras_resume, metrics, preemption
 from .hook_config import HOOKS_VARIABLE, HookConfig
 
 Callback = Callable[[ModuleType], None]
@@ -39,6 +42,9 @@ def install_from_environ(environ: Mapping[str, str]) -> None:
     if not text:
         return
     config = HookConfig.from_json(text)
+    if config.metrics is not None:
+        metrics.install(config.metrics)
+        when_imported(metrics.TRAINER_MODULE, metrics.apply)
     if config.preemption is not None:
         preemption.install(config.preemption)
         when_imported(keras_resume.TRAINER_MODULE, functools.partial(keras_resume.apply, config=config.preemption))

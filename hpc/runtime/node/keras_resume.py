@@ -82,19 +82,25 @@ def apply(trainer: ModuleType, *, config: PreemptionConfig) -> None:
     def fit(self: Any, *args: Any, **kwargs: Any) -> Any:
         bound = signature.bind(self, *args, **kwargs)
         resume = FitResume(self, config, fit_call=next(_fit_calls))
-        callback = resume.callback(callback_base)
-        given = bound.arguments.get("callbacks")
-        if isinstance(given, callback_list):
-            given.callbacks.insert(0, callback)
-            callback.set_model(self)
-        else:
-            bound.arguments["callbacks"] = [callback, *(given or [])]
+        add_callback(bound, resume.callback(callback_base), self, callback_list, first=True)
         try:
             return original(*bound.args, **bound.kwargs)
         finally:
             resume.finish()
 
     cls.fit = fit
+
+
+def add_callback(bound: inspect.BoundArguments, callback: Any, model: Any, callback_list: Any, *, first: bool) -> None:
+    """Add ``callback`` to the ``callbacks`` argument of a bound ``fit`` call, first or last in the
+    user's list (a list, or a CallbackList the user built)."""
+    given = bound.arguments.get("callbacks")
+    if isinstance(given, callback_list):
+        given.callbacks.insert(0 if first else len(given.callbacks), callback)
+        callback.set_model(model)
+    else:
+        given = list(given or [])
+        bound.arguments["callbacks"] = [callback, *given] if first else [*given, callback]
 
 
 class FitResume:

@@ -42,7 +42,7 @@ from types import FrameType
 from typing import Any, Literal
 
 from ._errors import RuntimeSetupError
-from .hook_config import PreemptionConfig
+from .hook_config import RUN_DIR_VARIABLE, PreemptionConfig
 from .requeue import REQUEUE_EXIT_CODE as REQUEUE_EXIT_CODE  # the batch driver requeues the job on it
 
 CHECKPOINT_NAME = "ckpt"
@@ -50,7 +50,6 @@ POSITION_KEY = "hpc_tf_position"
 AGREEMENT_TIMEOUT_MS = 300_000
 EXIT_BARRIER_TIMEOUT_MS = 120_000
 LOG_PREFIX = "hpc-tf: "
-RUN_DIR_VARIABLE = "HPC_TF_RUN_DIR"  # set in every task of an hpc-tf job (the batch script, a function's set-up)
 
 
 @dataclass(frozen=True)

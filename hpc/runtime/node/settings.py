@@ -62,6 +62,8 @@ class RuntimeSettings(Record):
         "keras_mwms_fix",
         "max_restarts",
         "memory_growth",
+        "metrics",
+        "metrics_every_steps",
         "port_range",
         "preemption",
         "strategy",
@@ -87,6 +89,9 @@ class RuntimeSettings(Record):
         preemption: bool = False,
         max_restarts: int = 3,
         gpu_binding: GpuBinding = "task",
+        # what model.fit logs, into <run_dir>/metrics.jsonl (metrics.py); every N steps too when set
+        metrics: bool = True,
+        metrics_every_steps: int | None = None,
     ) -> None:
         self.gpus_per_task: Final = gpus_per_task
         self.gpus_per_node: Final = gpus_per_node
@@ -102,6 +107,8 @@ class RuntimeSettings(Record):
         self.preemption: Final = preemption
         self.max_restarts: Final = max_restarts
         self.gpu_binding: Final = gpu_binding
+        self.metrics: Final = metrics
+        self.metrics_every_steps: Final = metrics_every_steps
 
 
 def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
@@ -146,6 +153,8 @@ def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runti
         preemption=reader.boolean("preemption", defaults.preemption),
         max_restarts=reader.count("max_restarts", defaults.max_restarts),
         gpu_binding=reader.choice("gpu_binding", defaults.gpu_binding, GPU_BINDINGS),
+        metrics=reader.boolean("metrics", defaults.metrics),
+        metrics_every_steps=reader.optional_count("metrics_every_steps") or None,
     )
 
 

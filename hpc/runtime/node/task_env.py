@@ -12,7 +12,8 @@ Variables, in this order:
   gpu_binding slurm, which keeps Slurm's)
 * TF_FORCE_GPU_ALLOW_GROWTH=true / TF_GPU_ALLOCATOR – the spec's memory options (GPU tasks only)
 * TF_CONFIG – multi_worker_mirrored only (tf_config.py)
-* HPC_TF_HOOKS – multi_worker_mirrored, or checkpoints/preemption on: the in-process hooks (hooks.py)
+* HPC_TF_HOOKS – multi_worker_mirrored, checkpoints/preemption on, or metrics on (the default) in
+  an hpc-tf run (HPC_TF_RUN_DIR set): the in-process hooks (hooks.py)
 * PYTHONPATH – always: the directory holding the sitecustomize.py that installs those hooks and
   makes ``hpc_tf_runtime`` importable in every Python process of the job (``Resumable`` for a
   custom loop is documented whatever the job's checkpoint settings)
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 
 from ._errors import RuntimeSetupError
 from .gpus import GpuAssignment, assign_gpus
-from .hook_config import HOOKS_VARIABLE, HookConfig, PreemptionConfig
+from .hook_config import HOOKS_VARIABLE, METRICS_FILE, RUN_DIR_VARIABLE, HookConfig, MetricsConfig, PreemptionConfig
 from .layout import step_layout
 from .record import Record
 from .settings import RuntimeSettings, checkpoint_dir
@@ -75,12 +76,14 @@ def plan_task(environ: Mapping[str, str], settings: RuntimeSettings, *, site_dir
         env["TF_CONFIG"] = tf_config(workers, step.rank)
         worker_nodes = tuple(step.nodes[placement.node_index] for placement in layout)
     checkpoints = preemption_config(settings, environ)
-    if worker_nodes or checkpoints is not None:
+    metrics = metrics_config(settings, environ, step.rank)
+    if worker_nodes or checkpoints is not None or metrics is not None:
         hooks = HookConfig(
             coordination_timeout_s=settings.coordination_timeout_s,
             keras_mwms_fix=settings.keras_mwms_fix,
             worker_nodes=worker_nodes,
             preemption=checkpoints,
+            metrics=metrics,
         )
         env[HOOKS_VARIABLE] = hooks.to_json()
     env["PYTHONPATH"] = _prepend_path(site_dir, environ.get("PYTHONPATH", ""))
@@ -98,6 +101,15 @@ def preemption_config(settings: RuntimeSettings, environ: Mapping[str, str]) -> 
         keep=settings.checkpoint_keep,
         handle_signals=settings.preemption,
     )
+
+
+def metrics_config(settings: RuntimeSettings, environ: Mapping[str, str], rank: int) -> MetricsConfig | None:
+    """Metrics go to the run directory, written by the chief (task 0) alone: every worker logs the same
+    all-reduced values, and one writer keeps the file's lines whole."""
+    run_dir = environ.get(RUN_DIR_VARIABLE)
+    if not settings.metrics or not run_dir or rank != 0:
+        return None
+    return MetricsConfig(path=os.path.join(run_dir, METRICS_FILE), every_steps=settings.metrics_every_steps)
 
 
 def _prepend_path(directory: str, current: str) -> str:
