@@ -117,6 +117,13 @@ def test_an_unmodified_fit_script_trains_identically_on_two_emulated_nodes(refer
     assert [r["env"]["CUDA_VISIBLE_DEVICES"] for r in records] == ["0,1", "2,3"]
     shown = hpc_tf(project, "logs", job_id, "--task", "1").stdout
     assert '"node": "local2"' in shown
+    # worker 0 recorded each epoch's logs in the run directory, the very values of its History
+    task_0 = (run_dir / "logs" / f"task-{job_id}-0.out").read_text().splitlines()
+    (said,) = [ln for ln in task_0 if ln.startswith("worker 0: loss per epoch ")]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["kind"], r["epoch"], r["attempt"], r["job"]) for r in rows] == [("epoch", e, 0, job_id)
+                                                                               for e in range(3)]
+    assert [r["values"]["loss"] for r in rows] == json.loads(said.removeprefix("worker 0: loss per epoch "))
 
 
 def test_the_time_limit_warning_checkpoints_requeues_and_resumes_bit_for_bit(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hpc.errors import SpecError
 from hpc.paths import RunPaths
 from hpc.resolve import resolve
 from hpc.runtime.node import metrics
@@ -122,3 +123,13 @@ def test_the_spec_section_reaches_the_runtime() -> None:
     every = runtime("metrics: {every_steps: 100}\n")
     assert (every.metrics, every.metrics_every_steps) == (True, 100)
     assert runtime("metrics: {enabled: false}\n").metrics is False
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("metrics: {every_steps: 0}\n", "job.yaml:3: metrics.every_steps: Input should be greater than or equal to 1"),
+    ("metrics: {every: 3}\n", "job.yaml:3: metrics.every: unknown key (did you mean 'every_steps'?)"),
+])
+def test_a_wrong_metrics_section_is_one_line_naming_the_field(text: str, message: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec_text("name: m\ncommand: python t.py\n" + text, "job.yaml", Path("/home/alice/m"))
+    assert str(caught.value).splitlines()[0].startswith(message)
