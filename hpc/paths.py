@@ -10,6 +10,7 @@ without knowing any naming convention::
       submission.json     job id, cluster, submit time (written after sbatch succeeds)
       handoff.sbatch      the dependent hand-off job's script (only with a ``handoff:`` section)
       handoff.json        the hand-off job's id and the training job it waits for (afterok)
+      metrics.jsonl       what training logged, one JSON row per epoch (or step), appended by the chief
       runtime/            stdlib-only bootstrap the tasks start through
       logs/batch-<jobid>.out        the batch shell's stdout/stderr
       logs/task-<jobid>-<rank>.out  each task's output (srun --output)
@@ -78,7 +79,10 @@ def runs_root(runs_dir: str, environ: Mapping[str, str]) -> Path:
 class Under:
     """A fixed path below a layout's ``root``, declared once as a class attribute::
 
-        class RunPaths(Layout):
+        METRICS = "metrics.jsonl"  # a run's (or a campaign task's) metrics: the runtime appends, hpc.metrics reads
+
+
+class RunPaths(Layout):
             script = Under("job.sbatch")
 
     ``RunPaths.at(d).script`` is then ``d / "job.sbatch"``.
@@ -111,6 +115,9 @@ class Layout:
 _L = TypeVar("_L", bound=Layout)
 
 
+METRICS = "metrics.jsonl"  # a run's (or a campaign task's) metrics: the runtime appends, hpc.metrics reads
+
+
 class RunPaths(Layout):
     script = Under("job.sbatch")
     resolved = Under("resolved.json")
@@ -123,6 +130,7 @@ class RunPaths(Layout):
     local_step = Under("runtime", "local_step.py")  # srun for the local launcher (launchers/local_step.py)
     batch_driver = Under("runtime", "batch.py")  # what the batch script execs after its setup (launchers/batch.py)
     logs_dir = Under("logs")
+    metrics = Under(METRICS)
 
     # File name patterns for --output: Slurm expands %j (job id) and %t (task rank).
     BATCH_LOG_PATTERN = "batch-%j.out"
