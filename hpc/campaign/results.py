@@ -1,9 +1,10 @@
 """Which configuration is best: one row per task of a campaign, ranked by a metric its training logged.
 
 Each task's metrics are its own ``tasks/<id>/<stage>/metrics.jsonl`` (hpc.metrics). Every task has a
-row, whatever happened to it: a failed, blocked, running or never-started task is shown with its
-state and without values, below the ranked ones. The metric defaults to ``val_loss`` when any task
-logged it, else ``loss``; the mode to what its name says (:func:`hpc.metrics.default_mode`).
+row, whatever happened to it: completed tasks first, best first (only one of them is named best); then
+failed, running and blocked tasks with what they logged so far; then tasks that logged nothing. The
+metric defaults to ``val_loss`` when any task logged it, else ``loss``; the mode to what its name says
+(:func:`hpc.metrics.default_mode`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hpc.campaign.paths import CampaignPaths
 from hpc.campaign.status import BLOCKED, blocked_units
 from hpc.errors import HpcTfError
 from hpc.metrics.read import Mode, RunMetrics, default_mode, read_metrics
+from hpc.scheduler import JobState
 from hpc.text import shown
 
 DEFAULT_METRICS = ("val_loss", "loss")
@@ -49,12 +51,13 @@ class CampaignResults:
     stage: str
     metric: str
     mode: Mode
-    tasks: Sequence[TaskResult]  # ranked tasks first (best first), then the rest by task id
+    tasks: Sequence[TaskResult]  # in the order of the module docstring
 
     @property
     def best(self) -> TaskResult | None:
+        """The completed task with the best value, if any completed task logged the metric."""
         first = self.tasks[0] if self.tasks else None
-        return first if first is not None and first.best is not None else None
+        return first if first is not None and _group(first) == 0 else None
 
     def as_dict(self) -> dict[str, object]:
         best = self.best
@@ -64,10 +67,12 @@ class CampaignResults:
     def to_csv(self) -> str:
         """One line per task: its parameters as columns (the campaign's names), then the results."""
         names = list(dict.fromkeys(name for t in self.tasks for name in t.params))
+        results = ["state", f"final_{self.metric}", f"best_{self.metric}", "best_epoch", "epochs_done",
+                   "epochs_planned", "wall_s", "job_id"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["task", *names, "state", f"final_{self.metric}", f"best_{self.metric}", "best_epoch",
-                         "epochs", "epochs_planned", "wall_s", "job_id"])
+        # a parameter named like a result column keeps its value apart: param_state
+        writer.writerow(["task", *(f"param_{n}" if n in results or n == "task" else n for n in names), *results])
         for t in self.tasks:
             writer.writerow([t.task_id, *(_cell(t.params.get(n)) for n in names), t.state, _cell(t.final),
                              _cell(t.best), _cell(t.best_epoch), t.epochs, _cell(t.epochs_planned),
@@ -118,11 +123,16 @@ def results(
     rows = [_row(task.id, dict(task.params), refs.get(task.id), blocked, *read[task.id], metric, mode,
                  str(paths.task_metrics(task.id, stage)))
             for task in manifest.tasks]
-    ranked = sorted((r for r in rows if r.best is not None), key=lambda r: r.best or 0.0,
-                    reverse=mode == "max")  # stable either way: a tie keeps task order
-    rest = [r for r in rows if r.best is None]
+    by_value = sorted(rows, key=lambda r: r.best or 0.0, reverse=mode == "max")  # stable: ties keep task order
     return CampaignResults(id=manifest.id, root=manifest.root, stage=stage, metric=metric, mode=mode,
-                           tasks=[*ranked, *rest])
+                           tasks=sorted(by_value, key=_group))
+
+
+def _group(task: TaskResult) -> int:
+    """Finished tasks are ranked first: a failed or running task's value is not a configuration's result."""
+    if task.best is None:
+        return 2
+    return 0 if task.state == JobState.COMPLETED.value else 1
 
 
 def _row(

@@ -200,7 +200,7 @@ def _print_results(found: CampaignResults) -> None:
     out().print(table)
     best = found.best
     if best is None:
-        err().print(f"no task logged {found.metric} yet (stage {found.stage}): nothing to rank")
+        err().print(f"no completed task logged {found.metric} (stage {found.stage}): no best configuration yet")
         return
     err().print(Text.assemble("best: ", (f"task {best.task_id}", "bold"), f" ({_params(best.params)}): "
                               f"{found.metric} {number(best.best)} at epoch {of_total(best.best_epoch, None)}"))
