@@ -41,10 +41,10 @@ def _table(found: RunMetrics) -> Table:
     by_step = bool(rows) and rows[0].kind == "step"
     requeued = found.attempts > 1
     table = Table("step" if by_step else "epoch", *names, "time", *(["attempt"] if requeued else []), box=None)
-    previous: dict[int, float] = {}  # attempt → time of its previous row
+    previous: dict[tuple[str, int], float] = {}  # (job, attempt) → the time of its previous row
     for row in rows:
-        since = row.time - previous[row.attempt] if row.attempt in previous else None
-        previous[row.attempt] = row.time
+        since = row.time - previous[row.run] if row.run in previous else None
+        previous[row.run] = row.time
         where = str(row.step) if by_step else of_total(row.epoch, row.epochs)
         table.add_row(where, *(number(row.values.get(n)) for n in names),
                       "-" if since is None else f"{since:.1f}s", *([str(row.attempt)] if requeued else []))

@@ -10,8 +10,8 @@ row of this format (damaged, or from a newer hpc-tf) is skipped and counted, nev
 
 A requeued run resumes from its checkpoint and logs the epochs after it again, with a higher
 ``attempt``. What the run really ended with (:func:`dedupe`): for each (kind, epoch, step) the row of
-the highest attempt (the later line on a tie); and rows of a lower attempt at or past the first
-position a higher attempt logged are lost work, dropped.
+the latest attempt (the later line on a tie); and rows of an earlier attempt at or past the first
+position a later attempt logged are lost work, dropped.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class Row:
     @property
     def key(self) -> tuple[str, int | None, int | None]:
         return (self.kind, self.epoch, self.step)
+
+    @property
+    def run(self) -> tuple[str, int]:
+        """Which attempt of which job wrote the row."""
+        return (self.job, self.attempt)
 
     @property
     def position(self) -> int:
@@ -126,24 +131,29 @@ def read_lines(path: Path) -> tuple[list[str], int]:
 
 
 def dedupe(rows: Iterable[Row]) -> list[Row]:
-    """The rows a run ended with, in training order (see the module docstring)."""
+    """The rows a run ended with, in training order (see the module docstring).
+
+    Attempts are ranked by where they first appear in the file: the file only grows, so that is the
+    order they ran in. Within one job it is the attempt number's order (the contract's "highest attempt
+    wins"); it also puts a campaign task resubmitted as a new job (its attempt counts from 0 again) after
+    the job that failed, which the attempt number alone would not."""
     rows = list(rows)
-    first: dict[tuple[str, int], int] = {}  # (kind, attempt) → the first position it logged
+    rank: dict[tuple[str, int], int] = {}  # (job, attempt) → the order it ran in
     for row in rows:
-        where = (row.kind, row.attempt)
+        rank.setdefault(row.run, len(rank))
+    first: dict[tuple[str, int], int] = {}  # (kind, rank) → the first position that attempt logged
+    for row in rows:
+        where = (row.kind, rank[row.run])
         first[where] = min(first.get(where, row.position), row.position)
 
-    def lost(row: Row) -> bool:
-        return any(kind == row.kind and attempt > row.attempt and start <= row.position
-                   for (kind, attempt), start in first.items())
+    def lost(row: Row) -> bool:  # a later attempt resumed at or before it: the work was redone
+        own = rank[row.run]
+        return any(kind == row.kind and later > own and start <= row.position for (kind, later), start in first.items())
 
     kept: dict[tuple[str, int | None, int | None], Row] = {}
     for row in rows:
-        if lost(row):
-            continue
-        held = kept.get(row.key)
-        if held is None or row.attempt >= held.attempt:
-            kept[row.key] = row
+        if not lost(row):
+            kept[row.key] = row  # the later line of the same attempt wins
     return sorted(kept.values(), key=lambda r: (r.kind, r.position))
 
 
@@ -174,7 +184,7 @@ class RunMetrics:
     path: Path
     rows: Sequence[Row]  # epoch rows, then step rows, each in training order
     skipped: int = 0  # lines that were no row (damaged, or of a newer format)
-    attempts: int = 0  # how many attempts logged anything (requeues + 1)
+    attempts: int = 0  # how many attempts logged anything (requeues + 1, and resubmissions)
     wall_s: float | None = None  # see :func:`wall_seconds`
     names: Sequence[str] = field(default_factory=tuple)  # every metric name, in the order first logged
 
@@ -223,10 +233,10 @@ def wall_seconds(rows: Sequence[Row]) -> float | None:
     """Training time: per attempt, the span of its epoch rows plus one typical epoch (the first epoch
     has no row before it; the median time between consecutive epochs stands in). Time between attempts,
     waiting in the queue, is not counted. None when no two consecutive epochs give a typical epoch."""
-    by_attempt: dict[int, list[float]] = {}
+    by_attempt: dict[tuple[str, int], list[float]] = {}
     for row in rows:
         if row.kind == "epoch":
-            by_attempt.setdefault(row.attempt, []).append(row.time)
+            by_attempt.setdefault(row.run, []).append(row.time)
     gaps = [later - earlier for times in by_attempt.values()
             for earlier, later in itertools.pairwise(sorted(times))]
     if not gaps:
@@ -248,5 +258,5 @@ def read_metrics(path: Path) -> RunMetrics:
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row.values))
-    return RunMetrics(path=path, rows=dedupe(rows), skipped=skipped, attempts=len({r.attempt for r in rows}),
+    return RunMetrics(path=path, rows=dedupe(rows), skipped=skipped, attempts=len({r.run for r in rows}),
                       wall_s=wall_seconds(rows), names=tuple(names))

@@ -20,8 +20,10 @@ from hpc.campaign.paths import CampaignPaths
 from hpc.campaign.results import results
 from hpc.campaign.submit import write_campaign_dir
 from hpc.cli import app
+from hpc.paths import RunPaths
+from hpc.rundir import record_submission
 from tests._readme import readme_argv
-from tests.unit.test_metrics_read import append, row
+from tests.unit.test_metrics_read import T0, append, row
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart" / "campaign.yaml"
@@ -142,3 +144,25 @@ def test_the_readme_metrics_command_shows_one_tasks_epochs(tmp_path: Path) -> No
     paths.task_output(11, "main").mkdir()  # the task started, and has not finished an epoch yet
     missing = CliRunner().invoke(app, ["metrics", str(paths.task_output(11, "main"))])
     assert missing.exit_code == 1 and "no metrics recorded at" in str(missing.exception)
+
+
+def test_metrics_of_a_job_id_finds_its_run_and_shows_a_requeue_once_per_epoch(tmp_path: Path) -> None:
+    run = RunPaths.at(tmp_path / "runs" / "resnet-20261205-101500-ab12")
+    run.root.mkdir(parents=True)
+    record_submission(run, "4711", None)
+    # preempted after epoch 2, resumed from the checkpoint of epoch 1
+    append(run.metrics, *(row(e, {"loss": 1.0 - e / 10, "lr": 0.01}) for e in range(3)),
+           row(2, {"loss": 0.75, "lr": 0.005}, attempt=1, time=T0 + 500), row(3, {"loss": 0.6, "lr": 0.005},
+                                                                             attempt=1, time=T0 + 510))
+    result = CliRunner().invoke(app, ["metrics", "4711"])
+    assert result.exit_code == 0, result.output
+    assert [line.split() for line in result.stdout.splitlines()] == [
+        ["epoch", "loss", "lr", "time", "attempt"],
+        ["1/5", "1", "0.01", "-", "0"], ["2/5", "0.9", "0.01", "10.0s", "0"],
+        ["3/5", "0.75", "0.005", "-", "1"], ["4/5", "0.6", "0.005", "10.0s", "1"]]
+    said = " ".join(result.stderr.split())
+    assert said == "4 epoch(s) of 5; training time 00:00:50; 2 attempts (requeued; epochs trained again are shown once)"
+    as_json = json.loads(CliRunner().invoke(app, ["metrics", "4711", "--json"]).stdout)
+    assert [r["epoch"] for r in as_json["rows"]] == [0, 1, 2, 3] and as_json["attempts"] == 2
+    unknown = CliRunner().invoke(app, ["metrics", "999"])
+    assert unknown.exit_code == 1 and "job 999 has no hpc-tf run directory under" in str(unknown.exception)

@@ -17,12 +17,12 @@ T0 = 1_764_900_000.0
 
 
 def row(epoch: int | None, values: dict[str, float], *, attempt: int = 0, time: float | None = None,
-        kind: str = "epoch", step: int | None = None, epochs: int | None = 5) -> dict[str, object]:
+        kind: str = "epoch", step: int | None = None, epochs: int | None = 5, job: str = "4711") -> dict[str, object]:
     return {"v": 1, "kind": kind, "epoch": epoch, "step": step, "epochs": epochs, "steps": None,
             # the writer's rule: NaN and infinities become null
             "values": {k: (v if math.isfinite(v) else None) for k, v in values.items()},
             "time": T0 + 10.0 * (epoch or 0) + 1000.0 * attempt if time is None else time,
-            "attempt": attempt, "job": "4711"}
+            "attempt": attempt, "job": job}
 
 
 def append(path: Path, *rows: dict[str, object], raw: bytes = b"") -> None:
@@ -64,6 +64,19 @@ def test_a_lower_attempt_past_where_a_higher_one_resumed_is_lost_work_even_if_ne
     path = tmp_path / "metrics.jsonl"
     append(path, *(row(e, {"loss": 1.0}) for e in range(4)), row(2, {"loss": 0.5}, attempt=1))
     assert [(r.epoch, r.attempt) for r in read_metrics(path).rows] == [(0, 0), (1, 0), (2, 1)]
+
+
+def test_a_task_resubmitted_as_a_new_job_counts_its_attempts_from_0_again_and_still_wins(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    # job 4711 was requeued once and failed in epoch 3; campaign resubmit ran the task again as job 4800,
+    # which resumed from the checkpoint of epoch 1
+    append(path, row(0, {"loss": 0.9}), row(1, {"loss": 0.8}), row(1, {"loss": 0.7}, attempt=1),
+           row(2, {"loss": 0.6}, attempt=1), row(3, {"loss": 0.5}, attempt=1),
+           row(2, {"loss": 0.55}, job="4800", time=T0 + 5000), row(3, {"loss": 0.45}, job="4800", time=T0 + 5010))
+    found = read_metrics(path)
+    assert [(r.epoch, r.job, r.attempt, r.values["loss"]) for r in found.rows] == [
+        (0, "4711", 0, 0.9), (1, "4711", 1, 0.7), (2, "4800", 0, 0.55), (3, "4800", 0, 0.45)]
+    assert found.attempts == 3
 
 
 def test_the_same_row_twice_in_one_attempt_keeps_the_later_line(tmp_path: Path) -> None:
