@@ -8,9 +8,9 @@ without knowing any naming convention::
       job.sbatch          the rendered batch script, exactly as submitted
       resolved.json       the resolved job (spec + site config), read by the bootstrap
       submission.json     job id, cluster, submit time (written after sbatch succeeds)
+      metrics.jsonl       what training logged, one JSON row per epoch (the chief's, appended; runtime metrics.py)
       handoff.sbatch      the dependent hand-off job's script (only with a ``handoff:`` section)
       handoff.json        the hand-off job's id and the training job it waits for (afterok)
-      metrics.jsonl       what training logged, one JSON row per epoch (or step), appended by the chief
       runtime/            stdlib-only bootstrap the tasks start through
       logs/batch-<jobid>.out        the batch shell's stdout/stderr
       logs/task-<jobid>-<rank>.out  each task's output (srun --output)
@@ -79,10 +79,7 @@ def runs_root(runs_dir: str, environ: Mapping[str, str]) -> Path:
 class Under:
     """A fixed path below a layout's ``root``, declared once as a class attribute::
 
-        METRICS = "metrics.jsonl"  # a run's (or a campaign task's) metrics: the runtime appends, hpc.metrics reads
-
-
-class RunPaths(Layout):
+        class RunPaths(Layout):
             script = Under("job.sbatch")
 
     ``RunPaths.at(d).script`` is then ``d / "job.sbatch"``.
@@ -115,13 +112,11 @@ class Layout:
 _L = TypeVar("_L", bound=Layout)
 
 
-METRICS = "metrics.jsonl"  # a run's (or a campaign task's) metrics: the runtime appends, hpc.metrics reads
-
-
 class RunPaths(Layout):
     script = Under("job.sbatch")
     resolved = Under("resolved.json")
     submission = Under("submission.json")
+    metrics = Under("metrics.jsonl")  # the runtime's METRICS_FILE (hpc/runtime/node/hook_config.py)
     handoff_script = Under("handoff.sbatch")
     handoff_submission = Under("handoff.json")
     runtime_dir = Under("runtime")
@@ -130,7 +125,6 @@ class RunPaths(Layout):
     local_step = Under("runtime", "local_step.py")  # srun for the local launcher (launchers/local_step.py)
     batch_driver = Under("runtime", "batch.py")  # what the batch script execs after its setup (launchers/batch.py)
     logs_dir = Under("logs")
-    metrics = Under(METRICS)
 
     # File name patterns for --output: Slurm expands %j (job id) and %t (task rank).
     BATCH_LOG_PATTERN = "batch-%j.out"

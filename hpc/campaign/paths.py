@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpc.paths import METRICS, Layout, RunPaths, Under
+from hpc.paths import Layout, RunPaths, Under
 
 MANIFEST = "manifest.json"
 TASK_FILE = "task.json"
@@ -38,7 +38,8 @@ class CampaignPaths(Layout):
         return self.task_dir(task_id) / stage
 
     def task_metrics(self, task_id: int, stage: str) -> Path:
-        return self.task_output(task_id, stage) / METRICS
+        """Named as in a run directory; the stage's run directory is shared by all its tasks."""
+        return RunPaths.at(self.task_output(task_id, stage)).metrics
 
     def stage(self, name: str) -> RunPaths:
         return RunPaths.at(self.stages_dir / name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from hpc.errors import HpcTfError
 from hpc.metrics.read import RunMetrics, read_metrics
-from hpc.paths import METRICS
+from hpc.paths import RunPaths
 from hpc.runs import find_run
 from hpc.text import shown
 
@@ -17,7 +17,7 @@ def metrics_path(target: str, root: Path) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        return path / METRICS
+        return RunPaths.at(path).metrics
     run = find_run(target, root)  # a job id, or an error that says what else to pass
     if run.paths is None:
         raise HpcTfError(f"job {run.job_id} has no hpc-tf run directory under {shown(str(root), 300)}",
