@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from hpc.campaign import api
 from hpc.campaign.manifest import Attempt, read_manifest, write_manifest
 from hpc.campaign.paths import CampaignPaths
-from hpc.campaign.results import results
+from hpc.campaign.results import CampaignResults, TaskResult, results
 from hpc.campaign.submit import write_campaign_dir
 from hpc.cli import app
 from hpc.paths import RunPaths
@@ -166,3 +166,11 @@ def test_metrics_of_a_job_id_finds_its_run_and_shows_a_requeue_once_per_epoch(tm
     assert [r["epoch"] for r in as_json["rows"]] == [0, 1, 2, 3] and as_json["attempts"] == 2
     unknown = CliRunner().invoke(app, ["metrics", "999"])
     assert unknown.exit_code == 1 and "job 999 has no hpc-tf run directory under" in str(unknown.exception)
+
+
+def test_a_parameter_named_like_a_result_column_keeps_its_own_csv_column() -> None:
+    task = TaskResult(task_id=0, params={"state": "warm", "lr": 0.1}, state="COMPLETED", job_id="7_0", final=0.5,
+                      best=0.4, best_epoch=1, epochs=2, epochs_planned=2, wall_s=None, metrics_file="m")
+    found = CampaignResults(id="c", root="/c", stage="main", metric="loss", mode="min", tasks=[task])
+    (parsed,) = csv.DictReader(io.StringIO(found.to_csv()))
+    assert (parsed["param_state"], parsed["lr"], parsed["state"]) == ("warm", "0.1", "COMPLETED")
