@@ -13,10 +13,12 @@ from hpc.campaign.load import load_campaign
 from hpc.campaign.manifest import locked, read_manifest, write_manifest
 from hpc.campaign.paths import MANIFEST, CampaignPaths
 from hpc.campaign.plan import CampaignPlan, plan_campaign, require_slurm
+from hpc.campaign.results import CampaignResults, results
 from hpc.campaign.status import CampaignView, poll, view
 from hpc.campaign.submit import Submitted, submit_campaign
 from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
 from hpc.errors import HpcTfError, SchedulerCommandFailed
+from hpc.metrics.read import Mode
 from hpc.rundir import new_run_id
 from hpc.scheduler import Scheduler
 from hpc.scheduler.parse import config_number
@@ -122,6 +124,19 @@ def status(
         if queried:
             write_manifest(paths, manifest)
     return view(manifest, queried=queried, now=clock())
+
+
+def ranked(
+    paths: CampaignPaths, scheduler: Scheduler, *, metric: str | None = None, mode: Mode | None = None,
+    stage: str | None = None, clock: Callable[[], float] = time.time,
+) -> CampaignResults:
+    """``hpc-tf campaign results``: the tasks' states as :func:`status` has them (the same backoff; no query
+    once every task has ended), each with its metrics, ranked."""
+    with locked(paths):
+        manifest = read_manifest(paths)
+        if poll(manifest, scheduler, clock=clock):
+            write_manifest(paths, manifest)
+    return results(manifest, paths, metric=metric, mode=mode, stage=stage)
 
 
 def find_campaign(target: str, root: Path) -> CampaignPaths:

@@ -5,6 +5,7 @@
       manifest.json             every task: parameters, job ids, states, exit codes, output dirs
       tasks/<id>/task.json      what an array task passes to its command (arguments, environment)
       tasks/<id>/<stage>/       that task's output in that stage ($HPC_TF_OUTPUT_DIR)
+      tasks/<id>/<stage>/metrics.jsonl  what that task's training logged (the stage's run dir is shared)
       stages/<stage>/           a run directory (hpc.paths.RunPaths): resolved.json, runtime/, logs/
       stages/<stage>/submit-001.sbatch   each script exactly as submitted (one per array chunk or resubmission)
 """
@@ -35,6 +36,10 @@ class CampaignPaths(Layout):
 
     def task_output(self, task_id: int, stage: str) -> Path:
         return self.task_dir(task_id) / stage
+
+    def task_metrics(self, task_id: int, stage: str) -> Path:
+        """Named as in a run directory; the stage's run directory is shared by all its tasks."""
+        return RunPaths.at(self.task_output(task_id, stage)).metrics
 
     def stage(self, name: str) -> RunPaths:
         return RunPaths.at(self.stages_dir / name)

@@ -148,6 +148,8 @@ def task_invocation(paths: CampaignPaths, stage: StagePlan, task: Task) -> tuple
         "HPC_TF_TASK_ID": fields["task_id"],
         "HPC_TF_TASK_DIR": fields["task_dir"],
         "HPC_TF_OUTPUT_DIR": fields["output_dir"],
+        # the stage's run directory is shared by every task: each task's metrics go to its own file
+        "HPC_TF_METRICS_FILE": str(paths.task_metrics(task.id, stage.name)),
         "HPC_TF_PARAMS": json.dumps(dict(task.params), sort_keys=True),
         **{f"HPC_TF_PARAM_{name.upper()}": format_value(value) for name, value in task.params.items()},
         **{key: render_literal(t, fields) for key, t in stage.env.items()},

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "status": ("hpc.cli.jobs", "status", "Jobs: state, why they wait, time, nodes, GPUs."),
     "logs": ("hpc.cli.jobs", "logs", "Print or follow a job's log, or one worker's."),
     "cancel": ("hpc.cli.jobs", "cancel", "Cancel jobs by id or run directory."),
+    "metrics": ("hpc.cli.metrics", "metrics", "What a run's training logged, epoch by epoch."),
     "quota": ("hpc.cli.quota", "quota", "Your GPU limits beside the GPUs in use."),
     "config": ("hpc.cli.config", "config_app", "Show the layered site configuration."),
     "site": ("hpc.cli.site", "site_app", "Install your cluster's site config (and make it the default)."),

@@ -1,4 +1,4 @@
-"""``hpc-tf campaign run|status|resubmit|cancel``: sweeps as job arrays, pipelines with dependencies."""
+"""``hpc-tf campaign run|status|results|resubmit|cancel``: sweeps as job arrays, pipelines with dependencies."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ from hpc.errors import HpcTfError
 from hpc.paths import runs_root
 from hpc.scheduler import Scheduler
 from hpc.site.load import load_site
+from hpc.text import shown
 
 if TYPE_CHECKING:
     from hpc.campaign.paths import CampaignPaths
     from hpc.campaign.plan import CampaignPlan
+    from hpc.campaign.results import CampaignResults
     from hpc.campaign.status import CampaignView
 
 # hpc.campaign (its models take ~0.2 s to build) is imported by the campaign commands only, so that
@@ -183,6 +185,58 @@ def status(
             return
         refresh = False
         time.sleep(max(view.next_query_s, 1.0))
+
+
+def _print_results(found: CampaignResults) -> None:
+    from hpc.cli.metrics import number, of_total, wall
+
+    names = list(dict.fromkeys(name for t in found.tasks for name in t.params))
+    table = Table("task", *names, "state", f"final {found.metric}", f"best ({found.mode})", "at epoch", "epochs",
+                  "time", "note", box=None)
+    for t in found.tasks:
+        table.add_row(str(t.task_id), *(str(t.params.get(n, "-")) for n in names), t.state, number(t.final),
+                      number(t.best), of_total(t.best_epoch, None), of_total(t.epochs - 1, t.epochs_planned),
+                      wall(t.wall_s), t.note)
+    out().print(table)
+    best = found.best
+    if best is None:
+        err().print(f"no completed task logged {found.metric} (stage {found.stage}): no best configuration yet")
+        return
+    err().print(Text.assemble("best: ", (f"task {best.task_id}", "bold"), f" ({_params(best.params)}): "
+                              f"{found.metric} {number(best.best)} at epoch {of_total(best.best_epoch, None)}"))
+
+
+@campaign_app.command("results", short_help="One row per task with its metric, ranked; the best named.")
+def results(
+    target: TargetArg,
+    metric: str | None = typer.Option(None, "--metric", metavar="NAME",
+                                      help="What to rank by (default: val_loss if logged, else loss)."),
+    mode: str | None = typer.Option(None, "--mode", metavar="min|max",
+                                    help="Lower or higher is better (default: max for acc/auc/precision/recall "
+                                         "in the name, else min)."),
+    stage: str | None = typer.Option(None, "--stage", metavar="NAME",
+                                     help="The per-task stage whose metrics to read (default: the last that "
+                                          "logged any)."),
+    as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout: one line per task, parameters as columns."),
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Every task with its parameters, state, final and best value of a metric, epochs and time; ranked."""
+    from hpc.campaign import api
+
+    if mode not in (None, "min", "max"):
+        raise HpcTfError(f"--mode {shown(mode)}: choose min or max")
+    if as_csv and as_json:
+        raise HpcTfError("--csv and --json both ask for the whole output: choose one")
+    found = api.ranked(_target(target, site, set_), _scheduler(site, set_), metric=metric,
+                       mode="max" if mode == "max" else "min" if mode == "min" else None, stage=stage)
+    if as_json:
+        print_json(found.as_dict())
+    elif as_csv:
+        typer.echo(found.to_csv(), nl=False)
+    else:
+        _print_results(found)
 
 
 @campaign_app.command("resubmit", short_help="Resubmit only the failed tasks.")

@@ -135,6 +135,7 @@ def test_task_parameters_reach_the_command_exactly(tmp_path: Path) -> None:
         assert env["RUN_TAG"] == f"t-{tag}-{task.id}" and env["HPC_TF_PARAM_TAG"] == tag
         assert env["HPC_TF_OUTPUT_DIR"] == out and env["HPC_TF_TASK_DIR"] == str(root / "tasks" / str(task.id))
         assert json.loads(env["HPC_TF_PARAMS"]) == dict(task.params)
+        assert env["HPC_TF_METRICS_FILE"] == f"{out}/metrics.jsonl"  # not the run dir all tasks share
 
 
 def run_shim(plan: CampaignPlan, stage: str, index: str, offset: str) -> tuple[list[str], dict[str, str]]:

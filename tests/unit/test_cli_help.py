@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 from hpc.cli import app
 
 COMMANDS = [
-    [], ["launch"], ["render"], ["import"], ["status"], ["logs"], ["cancel"], ["quota"], ["node-env"], ["handoff"],
+    [], ["launch"], ["render"], ["import"], ["status"], ["logs"], ["cancel"], ["metrics"], ["quota"], ["node-env"],
+    ["handoff"],
     ["config"], ["config", "show"], ["site"], ["site", "add"],
-    ["campaign"], ["campaign", "run"], ["campaign", "status"], ["campaign", "resubmit"], ["campaign", "cancel"],
+    ["campaign"], ["campaign", "run"], ["campaign", "status"], ["campaign", "results"], ["campaign", "resubmit"],
+    ["campaign", "cancel"],
     ["serve"], ["serve", "up"], ["serve", "down"], ["serve", "status"], ["serve", "predict"],
 ]
 

@@ -89,8 +89,9 @@ def test_campaign_status_in_a_pipe_shows_the_failure_log_path_whole(tmp_path: Pa
 
 # Commands whose result a script reads: each takes --json (one JSON document on stdout), and prints text
 # for people without it. The others only act (cancel, serve down) or print what they print (logs, render).
-RESULTS = [["launch"], ["status"], ["quota"], ["config", "show"], ["node-env"], ["handoff"], ["campaign", "run"],
-           ["campaign", "status"], ["campaign", "resubmit"], ["serve", "up"], ["serve", "status"], ["serve", "predict"]]
+RESULTS = [["launch"], ["status"], ["metrics"], ["quota"], ["config", "show"], ["node-env"], ["handoff"],
+           ["campaign", "run"], ["campaign", "status"], ["campaign", "results"], ["campaign", "resubmit"],
+           ["serve", "up"], ["serve", "status"], ["serve", "predict"]]
 
 
 @pytest.mark.parametrize("argv", RESULTS, ids=" ".join)

@@ -28,6 +28,7 @@ PREEMPTION = LOCAL + "test_the_preemption_block_renders_the_warning_and_the_requ
 ON_YOUR_CLUSTER = SLURM + "test_on_your_cluster_launch_status_logs_cancel_config"
 QUICKSTART = "integration/test_quickstart_local.py::test_the_first_command_ends_with_a_prediction_served_by_triton"
 IMPORT = "unit/test_import.py::test_the_readme_import_command_drafts_a_job_that_renders"
+RESULTS = "unit/test_campaign_results.py::"
 CI = "CI: "  # covered by CI itself, not by a test: the reason follows
 
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -52,6 +53,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "hpc-tf campaign status DIR": (CAMPAIGN,),
     "hpc-tf campaign resubmit DIR --failed": (CAMPAIGN,),
     "hpc-tf campaign cancel DIR": (CAMPAIGN,),
+    "hpc-tf campaign results DIR": (RESULTS + "test_the_readme_results_command_prints_the_table_and_names_the_best",),
+    "hpc-tf campaign results DIR --metric loss --mode min --csv": (
+        RESULTS + "test_csv_has_one_line_per_task_with_its_parameters_as_columns",),
+    "hpc-tf metrics RUN_DIR": (RESULTS + "test_the_readme_metrics_command_shows_one_tasks_epochs",),
     "hpc-tf serve up": (HANDOFF,),
     "hpc-tf handoff RUN_DIR --model resnet": (HANDOFF,),
     "hpc-tf serve status": (HANDOFF,),

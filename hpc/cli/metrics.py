@@ -1,0 +1,73 @@
+"""``hpc-tf metrics RUN|JOBID``: what one run's training logged, epoch by epoch."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from hpc.cli.console import err, out
+from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
+from hpc.metrics.find import run_metrics
+from hpc.metrics.read import RunMetrics
+from hpc.paths import runs_root
+from hpc.site.load import load_site
+from hpc.units import format_duration
+
+FIRST = ("loss", "val_loss")  # Keras prints these first; then the rest as logged
+
+
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
+
+
+def wall(seconds: float | None) -> str:
+    return "-" if seconds is None else format_duration(round(seconds))
+
+
+def of_total(done: int | None, total: int | None) -> str:
+    """``3/10``: 1-based, as Keras prints ``Epoch 3/10``."""
+    if done is None:
+        return "-"
+    return f"{done + 1}/{total}" if total is not None else str(done + 1)
+
+
+def _table(found: RunMetrics) -> Table:
+    names = [n for n in FIRST if n in found.names] + [n for n in found.names if n not in FIRST]
+    rows = found.main_rows
+    by_step = bool(rows) and rows[0].kind == "step"
+    requeued = found.attempts > 1
+    table = Table("step" if by_step else "epoch", *names, "time", *(["attempt"] if requeued else []), box=None)
+    previous: dict[tuple[str, int], float] = {}  # (job, attempt) → the time of its previous row
+    for row in rows:
+        since = row.time - previous[row.run] if row.run in previous else None
+        previous[row.run] = row.time
+        where = str(row.step) if by_step else of_total(row.epoch, row.epochs)
+        table.add_row(where, *(number(row.values.get(n)) for n in names),
+                      "-" if since is None else f"{since:.1f}s", *([str(row.attempt)] if requeued else []))
+    return table
+
+
+def metrics(
+    target: Annotated[str, typer.Argument(help="Run directory, job id, a campaign task's output directory, or a "
+                                               "metrics.jsonl file.", show_default=False)],
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The metrics a run's training logged (loss, compiled metrics, val_*, learning rate), one row per epoch."""
+    found = run_metrics(target, runs_root(load_site(site, set_ or ()).config.runs_dir, os.environ))
+    if as_json:
+        print_json(found.as_dict())
+        return
+    out().print(_table(found))
+    planned = f" of {found.epochs_planned}" if found.epochs_planned is not None else ""
+    said = [f"{found.epochs} epoch(s){planned}", f"training time {wall(found.wall_s)}"]
+    if found.attempts > 1:
+        said.append(f"{found.attempts} attempts (requeued; epochs trained again are shown once)")
+    if found.skipped:
+        said.append(f"{found.skipped} damaged line(s) skipped")
+    err().print(Text("; ".join(said)))
