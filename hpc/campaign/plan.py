@@ -27,6 +27,7 @@ from hpc.errors import HpcTfError
 from hpc.paths import runs_root
 from hpc.render.script import render_script
 from hpc.resolve import ResolvedJob, resolve
+from hpc.runtime.node.hook_config import CHECKPOINT_DIR_VARIABLE, METRICS_FILE_VARIABLE
 from hpc.site.load import LoadedSite
 from hpc.text import run_time_literal
 
@@ -45,6 +46,9 @@ class StagePlan:
     throttle: Throttle
     args: tuple[str, ...] | None  # argument templates; None: --name value per parameter
     env: Mapping[str, str]  # environment templates
+    # array tasks share the stage's run directory: checkpoints go under each task's output directory
+    # unless the spec names a checkpoint directory itself
+    task_checkpoints: bool = False
 
     def job_at(self, offset: int) -> ResolvedJob:
         """The job as submitted for an array chunk whose index 0 is task ``offset``."""
@@ -149,7 +153,9 @@ def task_invocation(paths: CampaignPaths, stage: StagePlan, task: Task) -> tuple
         "HPC_TF_TASK_DIR": fields["task_dir"],
         "HPC_TF_OUTPUT_DIR": fields["output_dir"],
         # the stage's run directory is shared by every task: each task's metrics go to its own file
-        "HPC_TF_METRICS_FILE": str(paths.task_metrics(task.id, stage.name)),
+        METRICS_FILE_VARIABLE: str(paths.task_metrics(task.id, stage.name)),
+        **({CHECKPOINT_DIR_VARIABLE: str(paths.task_output(task.id, stage.name) / "checkpoints")}
+           if stage.task_checkpoints else {}),
         "HPC_TF_PARAMS": json.dumps(dict(task.params), sort_keys=True),
         **{f"HPC_TF_PARAM_{name.upper()}": format_value(value) for name, value in task.params.items()},
         **{key: render_literal(t, fields) for key, t in stage.env.items()},
@@ -251,6 +257,7 @@ def plan_campaign(
             throttle=throttles[s.name],
             args=tuple(s.args) if s.args is not None else (tuple(spec.args) if spec.args is not None else None),
             env={**spec.env, **s.env},
+            task_checkpoints=s.per_task and not loaded.stages[s.name].spec.checkpoint.dir,
         )
         for s in spec.stage_list
     )

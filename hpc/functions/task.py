@@ -36,7 +36,8 @@ from typing import Any
 import hpc.runtime.node
 from hpc.runtime import RUNTIME_PACKAGE
 from hpc.runtime.node import bootstrap, hooks
-from hpc.runtime.node.settings import CHECKPOINT_DIR_VARIABLE, settings_from_mapping
+from hpc.runtime.node.hook_config import CHECKPOINT_DIR_VARIABLE
+from hpc.runtime.node.settings import settings_from_mapping
 from hpc.runtime.node.task_env import TaskPlan, plan_task
 from hpc.text import expand_run_time
 

@@ -136,6 +136,7 @@ def test_task_parameters_reach_the_command_exactly(tmp_path: Path) -> None:
         assert env["HPC_TF_OUTPUT_DIR"] == out and env["HPC_TF_TASK_DIR"] == str(root / "tasks" / str(task.id))
         assert json.loads(env["HPC_TF_PARAMS"]) == dict(task.params)
         assert env["HPC_TF_METRICS_FILE"] == f"{out}/metrics.jsonl"  # not the run dir all tasks share
+        assert env["HPC_TF_CHECKPOINT_DIR"] == f"{out}/checkpoints"  # nor the checkpoints
 
 
 def run_shim(plan: CampaignPlan, stage: str, index: str, offset: str) -> tuple[list[str], dict[str, str]]:
@@ -234,3 +235,11 @@ def test_array_and_dependency_options_are_spelled_by_the_scheduler_module() -> N
         dependency_option([("afterok", ["12;rm -rf ~"])])
     with pytest.raises(HpcTfError):
         array_option([], throttle=1)
+
+
+def test_a_checkpoint_directory_the_spec_names_is_kept_for_every_task(tmp_path: Path) -> None:
+    text = PIPELINE.replace('  resources: {nodes: 2,', '  checkpoint: {dir: /scratch/ckpt}\n  resources: {nodes: 2,')
+    plan = plan_of(tmp_path, text)
+    env = plan.task_document(plan.tasks[0])["stages"]["train"]["env"]  # type: ignore[index]
+    assert "HPC_TF_CHECKPOINT_DIR" not in env
+    assert plan.stage("train").job.runtime.checkpoint_dir == "/scratch/ckpt"

@@ -14,7 +14,7 @@ from _runtime_fixtures import recorded_tasks
 from hpc.errors import RuntimeSetupError
 from hpc.resolve import resolve
 from hpc.runtime.node import keras_resume, preemption
-from hpc.runtime.node.hook_config import HookConfig
+from hpc.runtime.node.hook_config import CHECKPOINT_DIR_VARIABLE, METRICS_FILE_VARIABLE, HookConfig, MetricsConfig
 from hpc.runtime.node.preemption import (
     REQUEUE_EXIT_CODE,
     Cluster,
@@ -73,6 +73,18 @@ def test_position_round_trips_through_the_checkpoint_variable() -> None:
     position = Position(fit_call=1, epoch=2, batch=5, consumed=69, global_step=133)
     assert Position.from_list(position.as_list()) == position
     assert Position().as_list() == [0, 0, 0, 0, 0]
+
+
+def test_a_task_that_shares_its_run_directory_keeps_its_own_checkpoints_and_metrics() -> None:
+    """A campaign's array tasks share their stage's run directory: each task's process checkpoints and
+    records metrics where its environment says, not into files every task of the array writes."""
+    hooks = HookConfig(30, True, ("n1",), preemption=CONFIG, metrics=MetricsConfig("/scratch/run/metrics.jsonl", 10))
+    mine = hooks.for_task({CHECKPOINT_DIR_VARIABLE: "/c/tasks/3/train/checkpoints",
+                           METRICS_FILE_VARIABLE: "/c/tasks/3/train/metrics.jsonl"})
+    assert mine.preemption == PreemptionConfig("/c/tasks/3/train/checkpoints", 50, 2, True)
+    assert mine.metrics == MetricsConfig("/c/tasks/3/train/metrics.jsonl", 10)
+    assert hooks.for_task({}) == hooks
+    assert HookConfig(30, True, ("n1",)).for_task({METRICS_FILE_VARIABLE: "/m"}).metrics is None  # not the chief
 
 
 def test_hook_config_carries_the_preemption_settings() -> None:

@@ -18,6 +18,12 @@ if TYPE_CHECKING:
 HOOKS_VARIABLE = "HPC_TF_HOOKS"
 RUN_DIR_VARIABLE = "HPC_TF_RUN_DIR"  # set in every task of an hpc-tf job (the batch script, a function's set-up)
 METRICS_FILE = "metrics.jsonl"  # in the run directory (RunPaths.metrics in the library)
+# A task's own files where it shares its run directory with others (the array tasks of a campaign stage:
+# hpc/campaign/plan.py sets them per task): the hooks of its process use them instead (HookConfig.for_task).
+METRICS_FILE_VARIABLE = "HPC_TF_METRICS_FILE"
+# the checkpoint directory as the batch script expanded it for every job (resolved.json holds it as written,
+# with any ${NAME} references; hpc.text): the runtime prefers it to runtime.checkpoint_dir (settings.py)
+CHECKPOINT_DIR_VARIABLE = "HPC_TF_CHECKPOINT_DIR"
 
 
 class PreemptionConfig(Record):
@@ -73,6 +79,17 @@ class HookConfig(Record):
         self.worker_nodes: Final = worker_nodes  # the Slurm node of each worker, index = rank
         self.preemption: Final = preemption  # checkpoints, resume, Slurm's warning
         self.metrics: Final = metrics  # record what model.fit logs (the chief only)
+
+    def for_task(self, environ: Mapping[str, str]) -> HookConfig:
+        """This configuration in one task's process: its own metrics file and checkpoint directory
+        where the environment names them (METRICS_FILE_VARIABLE, CHECKPOINT_DIR_VARIABLE)."""
+        metrics, preemption = self.metrics, self.preemption
+        if metrics is not None and environ.get(METRICS_FILE_VARIABLE):
+            metrics = MetricsConfig(environ[METRICS_FILE_VARIABLE], metrics.every_steps)
+        if preemption is not None and environ.get(CHECKPOINT_DIR_VARIABLE):
+            preemption = PreemptionConfig(environ[CHECKPOINT_DIR_VARIABLE], preemption.every_steps, preemption.keep,
+                                          preemption.handle_signals)
+        return HookConfig(self.coordination_timeout_s, self.keras_mwms_fix, self.worker_nodes, preemption, metrics)
 
     def to_json(self) -> str:
         # the tuple of nodes becomes a list; the nested PreemptionConfig its to_dict()

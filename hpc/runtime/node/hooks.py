@@ -41,7 +41,7 @@ def install_from_environ(environ: Mapping[str, str]) -> None:
     text = environ.get(HOOKS_VARIABLE)
     if not text:
         return
-    config = HookConfig.from_json(text)
+    config = HookConfig.from_json(text).for_task(environ)
     if config.metrics is not None:
         metrics.install(config.metrics)
         when_imported(metrics.TRAINER_MODULE, metrics.apply)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 
 from ._errors import RuntimeSetupError
+from .hook_config import CHECKPOINT_DIR_VARIABLE
 from .record import Record
 
 TYPE_CHECKING = False
@@ -36,9 +37,6 @@ DEFAULT_PORT_RANGE = (20000, 29999)
 PORT_RANGE_RULE = "[low, high] with 1024 <= low <= high <= 65535"
 
 
-# the checkpoint directory as the batch script expanded it (resolved.json holds it as written, with any
-# ${NAME} references; hpc.text): the runtime prefers it to runtime.checkpoint_dir
-CHECKPOINT_DIR_VARIABLE = "HPC_TF_CHECKPOINT_DIR"
 
 
 def checkpoint_dir(settings: RuntimeSettings, environ: Mapping[str, str]) -> str | None:
