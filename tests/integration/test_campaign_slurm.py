@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from hpc.metrics import read_metrics
 from hpc.scheduler import SlurmCli, SlurmScheduler, commands
 from hpc.scheduler.replay import format_recording
 from hpc.scheduler.run import CommandResult, subprocess_runner
@@ -246,6 +247,16 @@ def test_the_readme_campaign_plans_what_it_submits_and_trains_every_grid_point(
         history = json.loads((out / "history.json").read_text())
         assert len(history["loss"]) == task["params"]["epochs"]  # its own --epochs reached train.py
         assert (out / "export" / "saved_model.pb").is_file()
+        # recorded with no code in train.py, into the task's own file: exactly what Keras' History holds
+        recorded = read_metrics(out / "metrics.jsonl")
+        assert [p.value for p in recorded.series("loss")] == history["loss"]
+    results = readme("hpc-tf campaign results DIR", DIR=campaign)
+    assert len(re.findall(r"COMPLETED", results.stdout)) == 12, results.stdout
+    best = re.search(r"best: task (\d+) \(", results.stderr)
+    assert best, results.stderr
+    losses = {t["id"]: min(json.loads((Path(t["stages"]["main"]["output_dir"]) / "history.json").read_text())["loss"])
+              for t in manifest(campaign)["tasks"]}
+    assert losses[int(best.group(1))] == min(losses.values())  # the one with the lowest loss is named
     assert "nothing failed: nothing resubmitted" in readme("hpc-tf campaign resubmit DIR --failed",
                                                           DIR=campaign).stderr
     assert "nothing to cancel" in readme("hpc-tf campaign cancel DIR", DIR=campaign).stderr
