@@ -10,9 +10,9 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from hpc.errors import FieldProblem, SpecError
 from hpc.paths import expand_path, run_time_path, runs_root
@@ -38,6 +38,14 @@ class ContainerPlan(Frozen):
     binds: tuple[str, ...]
     overlays: tuple[str, ...] = ()
     gpu: Literal["nvidia", "amd", "none"]  # the host driver the tasks see inside
+
+    @model_validator(mode="before")
+    @classmethod
+    def _written_before_gpu(cls, data: Any) -> Any:
+        # resolved.json of a run launched by an hpc-tf that wrote `nv: bool` (a campaign resubmits from it)
+        if isinstance(data, dict) and "nv" in data and "gpu" not in data:
+            data = {**{k: v for k, v in data.items() if k != "nv"}, "gpu": "nvidia" if data["nv"] else "none"}
+        return data
 
 
 class RuntimePlan(Frozen):

@@ -10,7 +10,7 @@ import pytest
 
 from hpc.errors import SpecError
 from hpc.render.script import render_script
-from hpc.resolve import ResolvedJob, resolve
+from hpc.resolve import ContainerPlan, ResolvedJob, resolve
 from hpc.site.load import load_site
 from hpc.spec import load_spec_text
 
@@ -139,3 +139,10 @@ def test_the_batch_script_names_a_missing_runtime_before_any_task_starts(tmp_pat
                            "docker://tensorflow/tensorflow:2.16.1: load it with "
                                 "environment.modules in job.yaml (or modules in the site config), or set "
                                 "environment.container.runtime to one the site has\n")
+
+
+def test_a_resolved_job_written_with_nv_still_loads() -> None:
+    """resolved.json of a campaign launched before `gpu` replaced `nv`: resubmitting it still works."""
+    old = {"runtime": "apptainer", "image": "/images/tf.sif", "binds": [], "nv": True}
+    assert ContainerPlan.model_validate(old).gpu == "nvidia"
+    assert ContainerPlan.model_validate({**old, "nv": False}).gpu == "none"
