@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, scheduler_for
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
 from hpc.errors import HpcTfError, SchedulerUnavailable
+from hpc.metrics.progress import ProgressReader
 from hpc.paths import runs_root
 from hpc.quota import explain_waits
 from hpc.runs import Run, find_run, list_runs, with_run_account
@@ -168,14 +171,38 @@ def logs(
         time.sleep(0.5)
 
 
+def _bar(done: float | None) -> list[RenderableType]:
+    return [] if done is None else [ProgressBar(total=1.0, completed=done, width=24)]
+
+
+def _row(parts: Sequence[RenderableType]) -> RenderableType:
+    """The live line: the parts side by side, three spaces apart (a bar is no text, so a grid)."""
+    grid = Table.grid(padding=(0, 3))
+    grid.add_row(*parts)
+    return grid
+
+
 def wait_for(job_ids: Sequence[str], scheduler: Scheduler, runs: Sequence[Run] = ()) -> int:
     """Follow jobs with a live status line until all ended; return an exit code mirroring the first
     that did not succeed (0 when all did). ``runs``: the run directories of those jobs that have one."""
     follower = Follower(scheduler.query, job_ids, backoff=poll_backoff(scheduler))
-    with err().status(f"job {', '.join(job_ids)}: submitted") as line:
+    # training progress from each run's metrics file, read on the same polls as the status
+    readers = {run.job_id: ProgressReader(run.paths.metrics) for run in runs if run.paths is not None}
+    console = err()
+    with console.status(f"job {', '.join(job_ids)}: submitted") as line:
         def show(statuses: Mapping[str, JobStatus]) -> None:
-            line.update("   ".join(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}".rstrip()
-                                   for job_id in job_ids if (st := statuses.get(job_id)) is not None))
+            progress = {job_id: reader.update() for job_id, reader in readers.items()}
+            parts: list[RenderableType] = []
+            for job_id in job_ids:
+                if (st := statuses.get(job_id)) is not None:
+                    parts.append(f"job {job_id}: {st.state.value}  {_time(st)}  {_info(st)}".rstrip())
+                    if (update := progress.get(job_id)) is not None and update.latest is not None:
+                        parts.extend(_bar(update.fraction))
+                        parts.append(update.latest)
+            line.update(_row(parts))
+            for job_id, update in progress.items():
+                for text in update.lines:  # printed above the live line on a terminal; a pipe gets only these
+                    console.print(f"job {job_id}: {text}")
         final = dict(follower.wait(on_update=show))
     for run in runs:
         final[run.job_id] = with_run_account(run, final[run.job_id])
