@@ -184,7 +184,8 @@ def _row(parts: Sequence[RenderableType]) -> RenderableType:
 
 def wait_for(job_ids: Sequence[str], scheduler: Scheduler, runs: Sequence[Run] = ()) -> int:
     """Follow jobs with a live status line until all ended; return an exit code mirroring the first
-    that did not succeed (0 when all did). ``runs``: the run directories of those jobs that have one."""
+    that did not succeed (0 when all did). ``runs``: the run directories of those jobs that have one;
+    their training progress (hpc.metrics.progress) joins the live line, and each new epoch is printed."""
     follower = Follower(scheduler.query, job_ids, backoff=poll_backoff(scheduler))
     # training progress from each run's metrics file, read on the same polls as the status
     readers = {run.job_id: ProgressReader(run.paths.metrics) for run in runs if run.paths is not None}
