@@ -53,6 +53,8 @@ def up(
         typer.echo(f"hpc-tf: warning: {up.readers} other user(s) have processes on this host and can read "
                    "tritonserver's command line, which holds the node's control secret (/proc has no hidepid): "
                    "on a shared login node, run the serving node as a Slurm job (hpc-tf serve up --slurm)", err=True)
+    for line in endpoint.restored_lines():
+        typer.echo(f"hpc-tf: {line}", err=True)
     if as_json:
         print_json(endpoint.to_dict())
     else:
@@ -96,13 +98,20 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
         print_json(info)
         return
     endpoint = info["endpoint"]
-    typer.echo(f"serving node {endpoint['grpc_url']} (pid {endpoint['pid']} on {endpoint['hostname']}): "
-               f"{'ready' if info['ready'] else 'NOT READY'}")
-    if "error" in info:
-        typer.echo(info["error"], err=True)  # one line, however narrow the terminal
+    if endpoint is not None:
+        typer.echo(f"serving node {endpoint['grpc_url']} (pid {endpoint['pid']} on {endpoint['hostname']}): "
+                   f"{'ready' if info['ready'] else 'NOT READY'}")
+    for line in ("error", "recorded_error"):
+        if line in info:
+            typer.echo(info[line], err=True)  # one line, however narrow the terminal
     for model in info["models"]:
         reason = f"  {model['reason']}" if model["reason"] else ""
         typer.echo(f"  {model['name']}  v{model['version'] or '-'}  {model['state']}{reason}")
+    if info["recorded"]:
+        typer.echo("recorded as serving (every node that starts loads these):")
+    for entry in info["recorded"]:
+        problem = "" if entry["state"] == "READY" else f"  {entry['state']}: {entry['reason']}"
+        typer.echo(f"  {entry['model']}  v{entry['version']}  by {entry['by']} {entry['updated']}{problem}")
     for gone in info["rolled_back"]:
         typer.echo(f"  {gone['model']}  v{gone['version']} was rolled back, not served: its hand-off failed at "
                    f"stage '{gone['failed_stage']}' (record {gone['record']})")

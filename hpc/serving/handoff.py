@@ -11,9 +11,11 @@ timed in the record):
 5. ``load``       gRPC load against one deadline, then version N+1 ready
 6. ``verify``     samples sent to version N+1 explicitly; exact for python/savedmodel, ONNX_TOLERANCE for onnx
                   (onnx is also checked with onnxruntime in this process before publishing)
-7. ``rollback``   only on failure: version N+1 removed, previous config restored, model reloaded —
+7. ``record``     version N+1 recorded as what serves (:mod:`hpc.serving.state`): a node that starts
+                  later loads it
+8. ``rollback``   only on failure: version N+1 removed, previous config restored, model reloaded —
                   the previous version keeps serving throughout (Triton loads N+1 fully before it
-                  unloads N, and a failed load leaves N serving)
+                  unloads N, and a failed load leaves N serving); what serves then is recorded
 
 Every hand-off, successful or not, leaves a JSON record under the repository's .hpc-tf/handoffs/<model>/.
 """
@@ -43,6 +45,7 @@ from hpc.serving.repository import Repository
 from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, Samples, compare, compute_samples, load_samples
 from hpc.serving.server import check_servable, read_endpoint, registered_node
 from hpc.serving.signature import DEFAULT_SIGNATURE, SAVED_MODEL_PB, read_signature
+from hpc.serving.state import update_state
 from hpc.text import expand_run_time
 
 ONNX_TOLERANCE = 1e-5  # max abs difference accepted for onnx (tf2onnx+ORT was bit-identical in the lab)
@@ -204,6 +207,10 @@ def handoff(
             if not ok:
                 raise ServingError(f"outputs of version {version} differ from the trained model's: {detail}")
             done("verify", detail)
+
+            stage = "record"
+            _record_serving(repository, model, [version], "handoff")
+            done("record", f"version {version} recorded as serving")
             record.ok = True
         except HpcTfError as err:
             failure = err
@@ -255,15 +262,26 @@ def _rollback(repository: Repository, model: str, record: HandoffRecord, previou
         try:
             control.load(model, time.monotonic() + load_timeout)
             detail += f"; version {record.previous_versions[-1]} reloaded"
+            serving = sorted(int(m.version) for m in control.index()
+                             if m.name == model and m.state == "READY" and m.version.isdigit())
+            _record_serving(repository, model, serving, "rollback")
         except HpcTfError as err:
             detail += f"; reload failed: {err.message}"
             record.error = f"{record.error}; rollback reload failed: {err.message}"
     elif control is not None:
         with contextlib.suppress(HpcTfError):
             control.unload(model)
+            _record_serving(repository, model, [], "rollback")
     record.rolled_back = True
     record.timings_s["rollback"] = round(time.monotonic() - t0, 3)
     say("rollback", detail)
+
+
+def _record_serving(repository: Repository, model: str, versions: list[int], by: str) -> None:
+    try:
+        update_state(repository, lambda state: state.with_model(model, versions, by))
+    except OSError as err:
+        raise ServingError(f"cannot record what serves in {repository.serving_file}: {err.strerror or err}") from None
 
 
 def _write_record(repository: Repository, record: HandoffRecord) -> None:

@@ -6,10 +6,12 @@
       <model>/config.pbtxt          one config for the model (version_policy latest{1})
       <model>/<N>/                   integer versions assigned by hpc-tf, highest = served
       .hpc-tf/server.json            the serving node's endpoint (written by ``hpc-tf serve up``; 0600)
+      .hpc-tf/serving.json           what is serving: versions per model, splits (hpc.serving.state)
       .hpc-tf/server/                the serving node's script, logs, backends (0700: the owner's only)
       .hpc-tf/staging/               versions being built (same filesystem: renamed into place)
       .hpc-tf/handoffs/<model>/      one JSON record per hand-off
       .hpc-tf/locks/<model>.lock     one hand-off per model at a time
+      .hpc-tf/locks/serving.lock     one change of serving.json at a time
       .hpc-tf/versions/<model>       highest version ever published (numbers of rolled-back versions
                                      are never reused, so a record's version names one model only)
 
@@ -41,6 +43,7 @@ STATE_DIR = ".hpc-tf"
 class Repository(Layout):
     state_dir = Under(STATE_DIR)
     endpoint_file = Under(STATE_DIR, "server.json")
+    serving_file = Under(STATE_DIR, "serving.json")
     server_dir = Under(STATE_DIR, "server")
     staging_dir = Under(STATE_DIR, "staging")
 
@@ -113,16 +116,14 @@ class Repository(Layout):
     def lock(self, model: str) -> Iterator[None]:
         """Exclusive per-model lock (flock) for the whole hand-off: versions are assigned one at a time."""
         path = self.state_dir / "locks" / f"{check_model_name(model)}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ServingError(f"another hand-off of model '{model}' is running (lock {path})") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with _flock(path, wait=False):
+            yield
+
+    @contextlib.contextmanager
+    def state_lock(self) -> Iterator[None]:
+        """Exclusive lock for a read-change-write of serving.json (short: waits for the holder)."""
+        with _flock(self.state_dir / "locks" / "serving.lock", wait=True):
+            yield
 
     def write_config(self, model: str, text: str) -> None:
         write_text_atomic(self.config_file(model), text)
@@ -155,3 +156,17 @@ class Repository(Layout):
         trash = Path(tempfile.mkdtemp(dir=self.staging_dir, prefix=f"removed-{model}-{version}-"))
         os.rename(final, trash / "v")
         shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _flock(path: Path, *, wait: bool) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise ServingError(f"another hand-off of model '{path.stem}' is running (lock {path})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -7,9 +7,10 @@ interpreter, which keeps the stub's RPATH valid); the stub ignores PYTHONPATH an
 libpython found on LD_LIBRARY_PATH, so this interpreter's LIBDIR goes first. A stub that cannot
 start makes every load hang, so it is run once before the server starts (rc 1 = fine).
 
-The endpoint (addresses, ports, pid, host) is written to the repository's ``.hpc-tf/server.json``
-(0600: the owner's commands need it, nobody else), where ``hpc-tf handoff`` finds it. The control
-APIs answer only requests carrying the owner's secret (:mod:`hpc.serving.secret`).
+Once ready, the node loads what was serving (:mod:`hpc.serving.restore`); only then is the endpoint
+(addresses, ports, pid, host, what was restored) written to the repository's ``.hpc-tf/server.json``
+(0600: the owner's commands need it, nobody else), where ``hpc-tf handoff`` and clients find it. The
+control APIs answer only requests carrying the owner's secret (:mod:`hpc.serving.secret`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from hpc.atomic import write_text_atomic
 from hpc.errors import ConfigError, HpcTfError, ServingError
@@ -37,7 +39,9 @@ from hpc.runtime.node.processes import alive
 from hpc.serving import secret as node_secret
 from hpc.serving.config import BACKEND, FORMATS, Format
 from hpc.serving.repository import Repository
+from hpc.serving.restore import Restored, restore
 from hpc.serving.secret import NodeSecret
+from hpc.serving.state import ServingState
 from hpc.text import shown
 
 READY_TIMEOUT_S = 60.0
@@ -58,6 +62,11 @@ class Endpoint:
     job_id: str | None = None
     # the Triton backends the server was started with (which formats it can load); None: not recorded
     backends: list[str] | None = None
+    # what the node loaded of the recorded serving state when it started (Restored, as dicts)
+    restored: list[dict[str, Any]] = field(default_factory=list)
+
+    def restored_lines(self) -> list[str]:
+        return [Restored.from_dict(r).line for r in self.restored]
 
     @property
     def grpc_url(self) -> str:
@@ -81,8 +90,14 @@ def read_endpoint(repo: Repository) -> Endpoint:
         raise ServingError(f"no serving node is registered for {repo.root} ({path} missing)",
                            hint="start one with: hpc-tf serve up")
     # owned: hpc-tf sends the owner's secret to the address this file names
-    return read_record(path, "the serving node's endpoint", parse=lambda data: Endpoint(**data), owned=True,
+    return read_record(path, "the serving node's endpoint", parse=_endpoint, owned=True,
                        fix="if its serving node still runs, stop it (squeue, or ps for tritonserver); then remove it")
+
+
+def _endpoint(data: dict[str, Any]) -> Endpoint:
+    endpoint = Endpoint(**data)
+    endpoint.restored_lines()  # a damaged entry fails here, as the record's, not later
+    return endpoint
 
 
 def registered_node(repo: Repository) -> Endpoint | None:
@@ -218,9 +233,10 @@ def start_server(
     job_id: str | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
 ) -> tuple[Endpoint, subprocess.Popen[bytes]]:
-    """Start tritonserver in the background on ``repo``, locked with ``secret``, wait until ready, register
-    its endpoint."""
+    """Start tritonserver in the background on ``repo``, locked with ``secret``, wait until ready, load the
+    recorded serving state, register its endpoint."""
     _refuse_running(repo)
+    state = ServingState.read(repo)  # before anything starts: a damaged record is refused, nothing loaded
     bundle = Bundle.find()
     repo.root.mkdir(parents=True, exist_ok=True)
     work = repo.make_server_dir()
@@ -235,17 +251,40 @@ def start_server(
     endpoint = Endpoint(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid,
                         hostname=socket.gethostname(), repository=str(repo.root), log=str(log),
                         started=time.time(), job_id=job_id, backends=bundle.backends())
-    deadline = time.monotonic() + ready_timeout
+    try:
+        _wait_ready(endpoint, proc, log, time.monotonic() + ready_timeout)
+        restored = _restore(repo, state, endpoint, secret, log)
+    except BaseException:
+        if proc.poll() is None:
+            _stop_pid(proc.pid)
+        raise
+    endpoint = replace(endpoint, restored=[r.to_dict() for r in restored])
+    write_text_atomic(repo.endpoint_file, endpoint.to_json(), mode=0o600)
+    return endpoint, proc
+
+
+def _wait_ready(endpoint: Endpoint, proc: subprocess.Popen[bytes], log: Path, deadline: float) -> None:
     while not _http_ready(endpoint.http_url):
         if proc.poll() is not None or time.monotonic() > deadline:
-            if proc.poll() is None:
-                _stop_pid(proc.pid)
             said = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
             last = f": {shown(said[-1], 200)}" if said else ""
             raise ServingError(f"tritonserver did not become ready (exit {proc.poll()}){last}; its log: {log}")
         time.sleep(0.05)
-    write_text_atomic(repo.endpoint_file, endpoint.to_json(), mode=0o600)
-    return endpoint, proc
+
+
+def _restore(repo: Repository, state: ServingState, endpoint: Endpoint, secret: NodeSecret,
+             log: Path) -> list[Restored]:
+    """Load what was serving; each model's outcome is one line of the node's log."""
+    from hpc.serving.control import ModelControl
+
+    control = ModelControl(endpoint.grpc_url, secret)
+    try:
+        restored = restore(repo, state, control)
+    finally:
+        control.close()
+    with log.open("a", encoding="utf-8") as out:  # O_APPEND: between tritonserver's own lines, never inside
+        out.writelines(f"hpc-tf: {r.line}\n" for r in restored)
+    return restored
 
 
 def start_local(repo: Repository, host: str = "127.0.0.1", *, inference_token: bool = False) -> Endpoint:
@@ -308,6 +347,8 @@ def run_foreground(repo: Repository, host: str, job_id: str | None) -> int:
     """Serving node inside a Slurm job: start with the secret ``serve up`` stored, register, wait for the
     server; unregister at the end."""
     endpoint, proc = start_server(repo, node_secret.load(repo.root), host=host, job_id=job_id)
+    for line in endpoint.restored_lines():
+        print(line, flush=True)
     print(f"serving node ready: http {endpoint.http_url} grpc {endpoint.grpc_url} pid {endpoint.pid}", flush=True)
 
     def forward(signum: int, _frame: object) -> None:

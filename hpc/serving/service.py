@@ -15,6 +15,7 @@ from hpc.serving import secret as node_secret
 from hpc.serving.config import Format
 from hpc.serving.repository import Repository
 from hpc.serving.server import Endpoint, read_endpoint
+from hpc.serving.state import ServingState
 from hpc.site.load import load_site
 
 
@@ -41,30 +42,61 @@ def serving_target(site: str | None, overrides: Sequence[str], repository: Path 
 
 
 def node_status(repo: Repository) -> dict[str, Any]:
-    """Endpoint, readiness, the state of every model version in the repository, and the versions rolled back
-    since each model's last successful hand-off, as one JSON-able dict."""
+    """Endpoint, readiness, the state of every model version in the repository, the versions recorded as
+    serving (also while no node runs: what the next node loads) and the versions rolled back since each
+    model's last successful hand-off, as one JSON-able dict."""
     from hpc.serving.control import ModelControl, not_answering
 
-    endpoint = read_endpoint(repo)
+    endpoint = read_endpoint(repo) if repo.endpoint_file.is_file() else None
     versions = {model: repo.versions(model) for model in repo.models()}
     status: dict[str, Any] = {
-        "repository": str(repo.root), "endpoint": endpoint.to_dict(), "ready": False, "models": [],
+        "repository": str(repo.root), "endpoint": None if endpoint is None else endpoint.to_dict(), "ready": False,
+        "models": [], "recorded": [],
         "rolled_back": [entry for model in versions for entry in rolled_back(repo, model)]}
-    control = ModelControl(endpoint.grpc_url, node_secret.load(repo.root))
     try:
-        status["ready"] = control.server_ready()
-        if status["ready"]:
-            # Triton's index lists every directory of the repository (hpc-tf's own .hpc-tf too) and every
-            # version it ever tried, removed (rolled-back) ones included: only what the repository holds
-            status["models"] = [m.__dict__ for m in control.index()
-                                if m.name in versions and m.version in ("", *map(str, versions[m.name]))]
-        else:
-            status["error"] = not_answering(endpoint.grpc_url).message
+        state = ServingState.read(repo)
     except HpcTfError as err:
-        status["error"] = err.message
-    finally:
-        control.close()
+        state = ServingState()
+        status["recorded_error"] = err.message
+    if endpoint is None:
+        status["error"] = (f"no serving node runs for {repo.root}; the versions recorded as serving load when "
+                           "one starts: hpc-tf serve up")
+    else:
+        control = ModelControl(endpoint.grpc_url, node_secret.load(repo.root))
+        try:
+            status["ready"] = control.server_ready()
+            if status["ready"]:
+                # Triton's index lists every directory of the repository (hpc-tf's own .hpc-tf too) and every
+                # version it ever tried, removed (rolled-back) ones included: only what the repository holds
+                status["models"] = [m.__dict__ for m in control.index()
+                                    if m.name in versions and m.version in ("", *map(str, versions[m.name]))]
+            else:
+                status["error"] = not_answering(endpoint.grpc_url).message
+        except HpcTfError as err:
+            status["error"] = err.message
+        finally:
+            control.close()
+    status["recorded"] = recorded(state, versions, status["models"] if status["ready"] else None)
     return status
+
+
+def recorded(state: ServingState, versions: dict[str, list[int]],
+             index: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Each recorded (model, version) with its state on the node (``index``; None: no node answers) or the
+    reason it cannot serve."""
+    states = {(m["name"], m["version"]): (m["state"], m["reason"]) for m in index or []}
+    found = []
+    for model, served in sorted(state.models.items()):
+        for version in served.versions:
+            if version not in versions.get(model, []):
+                now, reason = "MISSING", "no longer in the repository"
+            elif index is None:
+                now, reason = "NOT SERVED", "no serving node answers"
+            else:
+                now, reason = states.get((model, str(version)), ("UNAVAILABLE", "not loaded"))
+            found.append({"model": model, "version": version, "by": served.by, "updated": served.updated,
+                          "state": now, "reason": reason})
+    return found
 
 
 def rolled_back(repo: Repository, model: str) -> list[dict[str, Any]]:
@@ -106,6 +138,7 @@ def serve_up(
     names a serving partition), else a local process."""
     from hpc.serving import slurm_node  # imports this module
 
+    ServingState.read(serving_target(site, overrides, repository).repository)  # damaged: refused before a start
     if slurm if slurm is not None else slurm_node.uses_slurm(site, overrides):
         from hpc.backends import SlurmBackend, slurm_scheduler
         from hpc.site.load import load_site

@@ -1,0 +1,148 @@
+"""The recorded serving state (serving.json): round trip, atomic owner-only writes, and every damaged or
+hostile file refused as a whole in one line — by ``serve up`` before anything starts, and by the reader."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpc.errors import InputError, RecordError
+from hpc.serving.config import parse_config, render_config
+from hpc.serving.repository import Repository
+from hpc.serving.restore import pin, selected
+from hpc.serving.state import ServingState, Split, Variant, update_state, write_state
+from tests.unit.test_loading import hpc_tf, one_error_line
+
+GOOD: dict[str, Any] = {
+    "v": 1,
+    "models": {"quickstart": {"versions": [1], "updated": "2026-12-05T14:00:00+00:00", "by": "handoff"}},
+    "splits": {"public": {"variants": [{"model": "quickstart", "version": 1, "weight": 10},
+                                       {"model": "other", "version": None, "weight": 90}],
+                          "sticky_header": "x-user"}},
+}
+
+
+def plant(tmp_path: Path, document: object) -> Repository:
+    repo = Repository.at(tmp_path / "repo")
+    repo.state_dir.mkdir(parents=True)
+    repo.serving_file.write_text(json.dumps(document))
+    return repo
+
+
+def test_a_missing_file_records_nothing(tmp_path: Path) -> None:
+    state = ServingState.read(Repository.at(tmp_path / "repo"))
+    assert state.models == {} and state.splits == {}
+
+
+def test_what_is_written_reads_back_and_only_its_owner_may_write_it(tmp_path: Path) -> None:
+    repo = plant(tmp_path, GOOD)
+    state = ServingState.read(repo)
+    assert state.models["quickstart"].versions == (1,) and state.models["quickstart"].by == "handoff"
+    assert state.splits["public"] == Split((Variant("quickstart", 1, 10), Variant("other", None, 90)), "x-user")
+    assert state.to_dict() == GOOD
+    later = update_state(repo, lambda s: s.with_model("quickstart", [2], "rollback").with_model("mlp", [3, 1], "x"))
+    assert ServingState.read(repo) == later
+    assert later.models["mlp"].versions == (1, 3) and later.models["quickstart"].by == "rollback"
+    assert repo.serving_file.stat().st_mode & 0o022 == 0
+    assert [p.name for p in repo.state_dir.iterdir() if p.name.endswith(".tmp")] == []  # temp file renamed
+    write_state(repo, later.with_model("mlp", [], "rollback"))  # no versions: no longer recorded
+    assert set(ServingState.read(repo).models) == {"quickstart"}
+
+
+def test_a_split_that_cannot_serve_is_one_line() -> None:
+    with pytest.raises(InputError, match=r"split 'p'.variants: the weights add up to 0"):
+        ServingState().with_split("p", Split((Variant("a", None, 0),)))
+    with pytest.raises(InputError, match="model: not a model name"):
+        ServingState().with_split("p", Split((Variant("../a", None, 1),)))
+    with pytest.raises(InputError, match="sticky_header"):
+        ServingState().with_split("p", Split((Variant("a", 1, 1),), "X User"))
+
+
+def _edit(path: tuple[str | int, ...], value: object) -> dict[str, Any]:
+    document = json.loads(json.dumps(GOOD))
+    target = document
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return document
+
+
+HOSTILE = {
+    "traversal": (_edit(("models", "../etc"), {"versions": [1], "updated": "", "by": "handoff"}),
+                  "models.'../etc': not a model name"),
+    "version as text": (_edit(("models", "quickstart", "versions"), ["1"]), "a version is a positive integer"),
+    "version true": (_edit(("models", "quickstart", "versions"), [True]), "a version is a positive integer"),
+    "version 0": (_edit(("models", "quickstart", "versions"), [0]), "a version is a positive integer"),
+    "no versions": (_edit(("models", "quickstart", "versions"), []), "not a list of version numbers"),
+    "models a list": (_edit(("models",), ["quickstart"]), "models: not a JSON object"),
+    "unknown field": (_edit(("models", "quickstart", "load"), "/bin/sh"), "'load': unknown field"),
+    "by with a newline": (_edit(("models", "quickstart", "by"), "handoff\nx"), ".by: 'handoff\\nx' is not"),
+    "variant model": (_edit(("splits", "public", "variants", 0, "model"), "a/b"), "variants[0].model"),
+    "weight negative": (_edit(("splits", "public", "variants", 0, "weight"), -1), "a weight is an integer"),
+    "other format": (_edit(("v",), 2), "is not 1, the only format"),
+    "not JSON": (None, "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=list(HOSTILE))
+def test_a_damaged_or_hostile_state_is_refused_as_a_whole_in_one_line(tmp_path: Path, case: str) -> None:
+    document, expected = HOSTILE[case]
+    repo = plant(tmp_path, document)
+    if document is None:
+        repo.serving_file.write_text('{"v": 1, "models": ')
+    with pytest.raises(RecordError) as caught:
+        ServingState.read(repo)
+    assert "the recorded serving state" in caught.value.message and expected in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+def test_a_state_someone_else_could_have_written_is_not_trusted(tmp_path: Path) -> None:
+    repo = plant(tmp_path, GOOD)
+    repo.serving_file.chmod(0o666)
+    with pytest.raises(RecordError, match="writable by others"):
+        ServingState.read(repo)
+
+
+def test_serve_up_refuses_a_hostile_state_before_it_starts_anything(tmp_path: Path) -> None:
+    repo = plant(tmp_path, HOSTILE["traversal"][0])
+    line = one_error_line(hpc_tf("serve", "up", "--local", "--site", "local", "--repository", repo.root))
+    assert "the recorded serving state" in line and "models.'../etc': not a model name" in line
+    assert not repo.endpoint_file.exists() and not repo.server_dir.exists()  # no node, nothing loaded
+
+
+def test_serve_status_without_a_node_shows_what_is_recorded(tmp_path: Path) -> None:
+    repo = plant(tmp_path, GOOD)
+    (repo.root / "quickstart" / "1").mkdir(parents=True)
+    result = hpc_tf("serve", "status", "--site", "local", "--repository", repo.root)
+    assert result.returncode == 0, result.stderr
+    assert "no serving node runs for" in result.stderr and "hpc-tf serve up" in result.stderr
+    assert "  quickstart  v1  by handoff 2026-12-05T14:00:00+00:00  NOT SERVED: no serving node answers" in \
+        result.stdout.splitlines()
+    listed = json.loads(hpc_tf("serve", "status", "--json", "--site", "local", "--repository", repo.root).stdout)
+    assert [(r["model"], r["version"], r["state"]) for r in listed["recorded"]] == [("quickstart", 1, "NOT SERVED")]
+    (repo.root / "quickstart" / "1").rmdir()
+    listed = json.loads(hpc_tf("serve", "status", "--json", "--site", "local", "--repository", repo.root).stdout)
+    assert listed["recorded"][0]["state"] == "MISSING"
+
+
+CONFIG = 'name: "m"\nbackend: "python"\nversion_policy { latest { num_versions: 1 } }\n'
+
+
+@pytest.mark.parametrize(("versions", "rewritten"), [((3,), False), ((2,), True), ((1, 3), True)])
+def test_pin_selects_exactly_the_recorded_versions(tmp_path: Path, versions: tuple[int, ...], rewritten: bool) -> None:
+    repo = Repository.at(tmp_path / "repo")
+    for version in (1, 2, 3):
+        (repo.root / "m" / str(version)).mkdir(parents=True)
+    repo.write_config("m", CONFIG)
+    before = os.stat(repo.config_file("m")).st_ino
+    pin(repo, "m", versions)
+    cfg = parse_config(repo.read_config("m") or "")
+    assert selected(cfg, [1, 2, 3]) == set(versions)
+    assert (os.stat(repo.config_file("m")).st_ino != before) == rewritten  # untouched when it already selects them
+    assert cfg.name == "m" and cfg.backend == "python"
+    if rewritten:
+        assert render_config(cfg) == repo.read_config("m")
