@@ -76,7 +76,8 @@ def node_status(repo: Repository) -> dict[str, Any]:
             status["error"] = err.message
         finally:
             control.close()
-    status["recorded"] = recorded(state, versions, status["models"] if status["ready"] else None)
+    answered = status["ready"] and "error" not in status
+    status["recorded"] = recorded(state, versions, status["models"] if answered else None)
     return status
 
 

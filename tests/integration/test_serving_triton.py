@@ -64,13 +64,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         assert not (repo / ".hpc-tf" / "server.json").exists()
 
 
-def infer(endpoint: dict[str, Any], x: np.ndarray, version: str = "") -> tuple[np.ndarray, str]:
+def infer(endpoint: dict[str, Any], x: np.ndarray, version: str = "", model: str = "mlp") -> tuple[np.ndarray, str]:
     import tritonclient.grpc as grpcclient
 
     client = grpcclient.InferenceServerClient(f"{endpoint['host']}:{endpoint['grpc_port']}")
     inp = grpcclient.InferInput("features", list(x.shape), "FP32")
     inp.set_data_from_numpy(x)
-    result = client.infer("mlp", [inp], model_version=version, client_timeout=30)
+    result = client.infer(model, [inp], model_version=version, client_timeout=30)
     client.close()
     return result.as_numpy("output_0"), str(result.get_response().model_version)
 
