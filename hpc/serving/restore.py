@@ -48,23 +48,24 @@ class Restored:
 
 def restore(repo: Repository, state: ServingState, control: ModelControl,
             load_timeout: float = LOAD_TIMEOUT_S) -> list[Restored]:
-    """Load every recorded model at its recorded versions; one result per model, in name order."""
+    """Load every recorded model at its recorded versions (:meth:`ServingState.to_load`: splits' variants
+    included); one result per model, in name order."""
     results = []
-    for model, served in sorted(state.models.items()):
+    for model, versions in state.to_load().items():
         try:
             present = set(repo.versions(model))
-            missing = [v for v in served.versions if v not in present]
+            missing = [v for v in versions if v not in present]
             if missing:
                 raise ServingError(f"version {missing[0]} is no longer in the repository")
             with repo.lock(model):  # no hand-off changes the model's config meanwhile
-                pin(repo, model, served.versions)
+                pin(repo, model, versions)
                 deadline = time.monotonic() + load_timeout
                 control.load(model, deadline)
-                for version in served.versions:
+                for version in versions:
                     control.wait_ready(model, version, deadline)
-            results.append(Restored(model, served.versions))
+            results.append(Restored(model, versions))
         except HpcTfError as err:
-            results.append(Restored(model, served.versions, err.message.splitlines()[0]))
+            results.append(Restored(model, versions, err.message.splitlines()[0]))
     return results
 
 

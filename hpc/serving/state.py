@@ -80,6 +80,16 @@ class ServingState:
         except FileNotFoundError:
             return cls()
 
+    def to_load(self) -> dict[str, tuple[int, ...]]:
+        """What a starting node loads: each model's recorded versions, and the versions its splits' variants
+        name (a variant without a version takes the model's recorded ones)."""
+        load = {model: set(served.versions) for model, served in self.models.items()}
+        for split in self.splits.values():
+            for variant in split.variants:
+                if variant.version is not None:
+                    load.setdefault(variant.model, set()).add(variant.version)
+        return {model: tuple(sorted(versions)) for model, versions in sorted(load.items())}
+
     def with_model(self, model: str, versions: tuple[int, ...] | list[int], by: str) -> ServingState:
         """This state with ``model`` serving ``versions`` (none: the model is no longer recorded)."""
         models = dict(self.models)

@@ -198,11 +198,12 @@ def test_serving_node_job_stops_and_unregisters_on_serve_down(
 
 def test_rollover_and_rollback_on_the_serving_node_job_under_continuous_traffic(
     researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, serving_node: dict[str, Any],
-    tmp_path: Path,
+    tmp_path: Path, wait_for_job: Callable[..., JobStatus],
 ) -> None:
     """Issue 8's rollover checks on the cluster: v2 handed off to the serving node job on the CPU node while a
     gRPC and an HTTP client send requests to the node's address (0 failures); a broken v3 fails and rolls back
-    while v2 keeps serving (0 failures). Tiny models exported in process: no training needed for this."""
+    while v2 keeps serving (0 failures); the node's job cancelled and started again serves v2 with no new
+    hand-off (issue 22). Tiny models exported in process: no training needed for this."""
     from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, compute_samples
     from tests.integration._traffic import Traffic
     from tests.unit._serving_models import export_mlp, predict
@@ -262,3 +263,21 @@ def test_rollover_and_rollback_on_the_serving_node_job_under_continuous_traffic(
     assert status["ready"] and status["endpoint"]["job_id"] == serving_node["job_id"]
     states = {(m["name"], m["version"]): m["state"] for m in status["models"]}
     assert states[("mlp", "2")] == "READY"
+
+    # issue 22: the node's job is cancelled (as at its time limit) and started again: v2, what the rollback
+    # restored, is loaded before the new node registers, and answers with no new hand-off
+    subprocess.run(["scancel", serving_node["job_id"]], check=True, timeout=30)
+    assert wait_for_job(serving_node["job_id"]).finished
+    down = hpc_tf(researcher_run, project, "serve", "status")  # what the next node loads
+    assert any(line.startswith("  mlp  v2  by rollback ") and line.endswith("NOT SERVED: no serving node answers")
+               for line in down.stdout.splitlines()), down.stdout + down.stderr
+    up = hpc_tf(researcher_run, project, "serve", "up", "--json", "--time", "20:00", timeout=400)
+    again = json.loads(up.stdout)
+    assert again["job_id"] != serving_node["job_id"] and "restored mlp v2 (recorded as serving)" in up.stderr
+    log = (repo / ".hpc-tf" / "server" / f"slurm-{again['job_id']}.out").read_text()
+    assert log.index("restored mlp v2") < log.index("serving node ready"), log
+    assert all(np.array_equal(out, predict(v2, x)) for out in infer_both(again, "mlp", "", {"features": x},
+                                                                          "output_0"))
+    listed = hpc_tf(researcher_run, project, "serve", "status").stdout
+    assert "  mlp  v2  READY" in listed.splitlines(), listed
+    assert len(list((repo / ".hpc-tf" / "handoffs" / "mlp").glob("*.json"))) == 3  # no new hand-off

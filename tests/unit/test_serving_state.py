@@ -53,6 +53,13 @@ def test_what_is_written_reads_back_and_only_its_owner_may_write_it(tmp_path: Pa
     assert set(ServingState.read(repo).models) == {"quickstart"}
 
 
+def test_a_starting_node_loads_the_recorded_versions_and_those_its_splits_name(tmp_path: Path) -> None:
+    state = ServingState.read(plant(tmp_path, GOOD))
+    assert state.to_load() == {"quickstart": (1,)}  # 'other' has no version of its own recorded
+    canary = Split((Variant("quickstart", 1, 95), Variant("quickstart", 2, 5), Variant("b", 4, 1)))
+    assert state.with_split("public", canary).to_load() == {"b": (4,), "quickstart": (1, 2)}
+
+
 def test_a_split_that_cannot_serve_is_one_line() -> None:
     with pytest.raises(InputError, match=r"split 'p'.variants: the weights add up to 0"):
         ServingState().with_split("p", Split((Variant("a", None, 0),)))
