@@ -84,6 +84,7 @@ def run_figure(found: RunMetrics, title: str) -> Figure:
                         linestyle="--" if name.startswith("val_") else "-", label=name)
         ax.set_title(group)
         ax.set_xlabel("step" if by_step else "epoch")
+        _whole_numbers(ax)
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     for ax in axes[len(groups):]:
@@ -138,8 +139,7 @@ def curves_figure(found: CampaignResults, runs: Mapping[int, RunMetrics]) -> Fig
     ax.set_xlabel("step" if by_step else "epoch")
     ax.set_ylabel(found.metric)
     ax.grid(alpha=0.3)
-    if not by_step:
-        ax.xaxis.set_major_locator(importlib.import_module("matplotlib.ticker").MaxNLocator(integer=True))
+    _whole_numbers(ax)
     handles, labels = ax.get_legend_handles_labels()
     if len(handles) > MAX_LEGEND:  # a legend taller than the plot says nothing: name the best only
         keep = [i for i, (task, _) in enumerate(drawn) if task is best]
@@ -149,6 +149,11 @@ def curves_figure(found: CampaignResults, runs: Mapping[int, RunMetrics]) -> Fig
     else:
         _nothing(ax, f"no task logged {found.metric}")
     return fig
+
+
+def _whole_numbers(ax: Axes) -> None:
+    """Epochs and steps are counted: no tick at 1.5."""
+    ax.xaxis.set_major_locator(importlib.import_module("matplotlib.ticker").MaxNLocator(integer=True))
 
 
 def _nothing(ax: Axes, said: str) -> None:
@@ -214,20 +219,22 @@ def by_param_figure(found: CampaignResults) -> Figure:
         if best is not None:
             ax.scatter([xs[i] for i, (t, _) in enumerate(raw) if t is best], [best.best], s=160, facecolors="none",
                        edgecolors=BEST, linewidths=2.5, label=f"best (task {best.task_id})", zorder=3)
-        if numeric:
-            if min(xs, default=1.0) > 0 and max(xs, default=1.0) / min(xs, default=1.0) >= 100:
-                ax.set_xscale("log")
-        else:
+        if numeric and min(xs, default=1.0) > 0 and max(xs, default=1.0) / min(xs, default=1.0) >= 100:
+            ax.set_xscale("log")
+        if numeric and len(ticks) == len(set(xs)):  # few values: a tick at each, as the campaign lists them
+            ax.set_xticks(sorted(set(xs)), [label for _, label in ticks])
+            ax.minorticks_off()
+        elif not numeric:
             ax.set_xticks([x for x, _ in ticks], [label for _, label in ticks])
         ax.set_xlabel(name)
         ax.set_ylabel(f"best {found.metric}")
         ax.grid(alpha=0.3)
-        if valued:
-            ax.legend(fontsize="small")
-        else:
+        if not valued:
             _nothing(ax, f"no task logged {found.metric}")
     for ax in axes[len(names):]:
         ax.set_axis_off()
+    if valued:  # one legend for every panel, under them
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize="small")
     return fig
 
 
@@ -241,7 +248,7 @@ def parallel_figure(found: CampaignResults) -> Figure | None:
     best = found.best
     fig = _figure(max(6.0, 2.2 * (len(names) + 1)), 5.0)
     ax = fig.subplots()
-    ax.set_title(f"{found.id}: parameters and best {found.metric} of each task")
+    ax.set_title(f"{found.id}\nparameters and best {found.metric} of each task")
     columns: list[tuple[str, Callable[[object], float], list[tuple[float, str]]]] = []
     for name in names:
         where, ticks, _ = _scale([t.params.get(name) for t in valued])
