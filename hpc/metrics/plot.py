@@ -240,7 +240,8 @@ def by_param_figure(found: CampaignResults) -> Figure:
 
 def parallel_figure(found: CampaignResults) -> Figure | None:
     """Parallel coordinates: an axis per parameter and one for the metric, a line per task that has a
-    value, coloured by it (the best red and thick); None when fewer than two parameters vary."""
+    value, coloured by it (the best red and thick, tasks that did not complete dotted); None when the
+    campaign has fewer than two parameters."""
     names = _param_names(found)
     if len(names) < 2:
         return None
@@ -267,6 +268,7 @@ def parallel_figure(found: CampaignResults) -> Figure | None:
         is_best = task is best
         ax.plot(range(len(columns)), ys, color=BEST if is_best else colours(score(task.best)),
                 linewidth=3.5 if is_best else 1.5, alpha=1.0 if is_best else 0.8, zorder=3 if is_best else 2,
+                linestyle="-" if task.state == "COMPLETED" else ":",
                 label=_label(task, best) if is_best else None)
     ax.vlines(range(len(columns)), -0.04, 1.04, colors="black", linewidth=1.0, zorder=1)
     for x, (_, _, ticks) in enumerate(columns):

@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from PIL import Image  # matplotlib's own dependency (the plots extra)
 from typer.testing import CliRunner
 
 from hpc.campaign import api
@@ -28,9 +29,6 @@ from hpc.metrics.report import report_html
 from hpc.runtime.node.metrics import MetricsWriter
 from tests._readme import readme_argv
 from tests.unit.test_cli import modules_after
-
-matplotlib = pytest.importorskip("matplotlib")  # the plots extra; tests/install installs it, CI has it
-Image = pytest.importorskip("PIL.Image")  # matplotlib's own dependency
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart" / "campaign.yaml"
@@ -246,7 +244,9 @@ def test_what_users_wrote_is_text_in_the_report_never_markup(tmp_path: Path) -> 
         "data:image/png;base64,iVBORw=="]
 
 
-def test_without_matplotlib_each_command_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_matplotlib_each_command_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paths = quickstart_campaign(tmp_path)
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, name)

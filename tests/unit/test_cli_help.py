@@ -15,7 +15,7 @@ COMMANDS = [
     ["handoff"],
     ["config"], ["config", "show"], ["site"], ["site", "add"],
     ["campaign"], ["campaign", "run"], ["campaign", "status"], ["campaign", "results"], ["campaign", "resubmit"],
-    ["campaign", "cancel"],
+    ["campaign", "cancel"], ["campaign", "plot"], ["campaign", "report"],
     ["serve"], ["serve", "up"], ["serve", "down"], ["serve", "status"], ["serve", "predict"],
 ]
 
