@@ -60,6 +60,11 @@ def save_png(fig: Figure, path: Path) -> None:
     write_bytes_atomic(path, png(fig))
 
 
+def _plain(text: str) -> str:
+    """A user's text as written: matplotlib reads ``$...$`` as TeX math, and fails on math it cannot parse."""
+    return text.replace("$", r"\$")
+
+
 def _group(name: str) -> str:
     """The panel a metric goes in: ``val_loss`` with ``loss``, ``val_accuracy`` with ``accuracy``."""
     return name.removeprefix("val_")
@@ -74,15 +79,15 @@ def run_figure(found: RunMetrics, title: str) -> Figure:
     columns = min(3, len(groups))
     rows = math.ceil(len(groups) / columns)
     fig = _figure(4.2 * columns, 3.2 * rows)
-    fig.suptitle(title)
+    fig.suptitle(_plain(title))
     axes = fig.subplots(rows, columns, squeeze=False).flatten()
     for ax, group in zip(axes, groups, strict=False):
         for name in (group, f"val_{group}"):
             points = [(_x(p, by_step), p.value) for p in found.series(name)]
             if points:
                 ax.plot([x for x, _ in points], [_nan(v) for _, v in points], marker="o", markersize=3,
-                        linestyle="--" if name.startswith("val_") else "-", label=name)
-        ax.set_title(group)
+                        linestyle="--" if name.startswith("val_") else "-", label=_plain(name))
+        ax.set_title(_plain(group))
         ax.set_xlabel("step" if by_step else "epoch")
         _whole_numbers(ax)
         ax.legend(fontsize="small")
@@ -114,7 +119,7 @@ def task_runs(found: CampaignResults) -> dict[int, RunMetrics]:
 
 
 def _label(task: TaskResult, best: TaskResult | None) -> str:
-    said = f"task {task.task_id}: {params_text(task.params)}"
+    said = _plain(f"task {task.task_id}: {params_text(task.params)}")
     if task is best:
         return f"{said} (best)"
     return said if task.state == "COMPLETED" else f"{said} ({task.state})"
@@ -134,10 +139,10 @@ def curves_figure(found: CampaignResults, runs: Mapping[int, RunMetrics]) -> Fig
                 color=BEST if is_best else OTHERS, alpha=1.0 if is_best else 0.45, linewidth=3.0 if is_best else 1.2,
                 linestyle="-" if task.state == "COMPLETED" else ":", marker="o", markersize=4 if is_best else 2.5,
                 zorder=3 if is_best else 2, label=_label(task, best))
-    ax.set_title(f"{found.id}: {found.metric} per {'step' if by_step else 'epoch'} "
+    ax.set_title(f"{_plain(found.id)}: {_plain(found.metric)} per {'step' if by_step else 'epoch'} "
                  f"({'lower' if found.mode == 'min' else 'higher'} is better)")
     ax.set_xlabel("step" if by_step else "epoch")
-    ax.set_ylabel(found.metric)
+    ax.set_ylabel(_plain(found.metric))
     ax.grid(alpha=0.3)
     _whole_numbers(ax)
     handles, labels = ax.get_legend_handles_labels()
@@ -157,7 +162,7 @@ def _whole_numbers(ax: Axes) -> None:
 
 
 def _nothing(ax: Axes, said: str) -> None:
-    ax.text(0.5, 0.5, said, ha="center", va="center", transform=ax.transAxes)
+    ax.text(0.5, 0.5, _plain(said), ha="center", va="center", transform=ax.transAxes)
 
 
 def _param_names(found: CampaignResults) -> list[str]:
@@ -191,7 +196,7 @@ def _scale(values: Sequence[object]) -> tuple[Callable[[object], float], list[tu
     def category(value: object) -> float:
         return 0.5 if len(where) == 1 else where[str(value)] / (len(where) - 1)
 
-    return category, [(category(name), name) for name in where], False
+    return category, [(category(name), _plain(name)) for name in where], False
 
 
 def by_param_figure(found: CampaignResults) -> Figure:
@@ -202,7 +207,7 @@ def by_param_figure(found: CampaignResults) -> Figure:
     columns = min(3, len(names))
     rows = math.ceil(len(names) / columns)
     fig = _figure(4.2 * columns, 3.4 * rows)
-    fig.suptitle(f"{found.id}: best {found.metric} of each task against each parameter")
+    fig.suptitle(f"{_plain(found.id)}: best {_plain(found.metric)} of each task against each parameter")
     axes = fig.subplots(rows, columns, squeeze=False).flatten()
     for ax, name in zip(axes, names, strict=False):
         value_of: Callable[[TaskResult], object] = (lambda t: t.task_id) if name == "task" else \
@@ -226,8 +231,8 @@ def by_param_figure(found: CampaignResults) -> Figure:
             ax.minorticks_off()
         elif not numeric:
             ax.set_xticks([x for x, _ in ticks], [label for _, label in ticks])
-        ax.set_xlabel(name)
-        ax.set_ylabel(f"best {found.metric}")
+        ax.set_xlabel(_plain(name))
+        ax.set_ylabel(f"best {_plain(found.metric)}")
         ax.grid(alpha=0.3)
         if not valued:
             _nothing(ax, f"no task logged {found.metric}")
@@ -249,7 +254,7 @@ def parallel_figure(found: CampaignResults) -> Figure | None:
     best = found.best
     fig = _figure(max(6.0, 2.2 * (len(names) + 1)), 5.0)
     ax = fig.subplots()
-    ax.set_title(f"{found.id}\nparameters and best {found.metric} of each task")
+    ax.set_title(f"{_plain(found.id)}\nparameters and best {_plain(found.metric)} of each task")
     columns: list[tuple[str, Callable[[object], float], list[tuple[float, str]]]] = []
     for name in names:
         where, ticks, _ = _scale([t.params.get(name) for t in valued])
@@ -275,7 +280,7 @@ def parallel_figure(found: CampaignResults) -> Figure | None:
         for y, label in ticks:
             ax.text(x + 0.03, y, label, fontsize="small", va="center",
                     bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
-    ax.set_xticks(range(len(columns)), [name for name, _, _ in columns])
+    ax.set_xticks(range(len(columns)), [_plain(name) for name, _, _ in columns])
     ax.set_xlim(-0.2, len(columns) - 0.6)
     ax.set_ylim(-0.08, 1.08)
     ax.set_yticks([])

@@ -24,7 +24,16 @@ from hpc.campaign.results import CampaignResults, results
 from hpc.campaign.submit import write_campaign_dir
 from hpc.cli import app
 from hpc.metrics import read_metrics
-from hpc.metrics.plot import BEST, MISSING, by_param_figure, curves_figure, parallel_figure, run_figure, task_runs
+from hpc.metrics.plot import (
+    BEST,
+    MISSING,
+    by_param_figure,
+    curves_figure,
+    parallel_figure,
+    png,
+    run_figure,
+    task_runs,
+)
 from hpc.metrics.report import report_html
 from hpc.runtime.node.metrics import MetricsWriter
 from tests._readme import readme_argv
@@ -272,3 +281,19 @@ def test_a_png_is_replaced_whole(tmp_path: Path) -> None:
     with Image.open(io.BytesIO((paths.root / "plots" / "curves.png").read_bytes())) as image:
         assert image.size == (1000, 500)
     assert sorted(p.name for p in (paths.root / "plots").iterdir()) == ["by_param.png", "curves.png", "parallel.png"]
+
+
+def test_a_dollar_in_what_users_wrote_is_drawn_as_written_not_as_tex(tmp_path: Path) -> None:
+    found = ranked(quickstart_campaign(tmp_path))
+    tex = "$x^{$"  # matplotlib's mathtext would read it as math, and fail to parse it
+    dollars = CampaignResults(
+        id=f"cost {tex}", root=found.root, stage=found.stage, metric=found.metric, mode=found.mode,
+        tasks=[t.__class__(**{**t.as_dict(), "params": {f"lr {tex}": f"{tex}{t.task_id % 3}", "b": t.task_id % 2}})
+               for t in found.tasks])
+    figures = [curves_figure(dollars, task_runs(dollars)), by_param_figure(dollars), parallel_figure(dollars)]
+    for fig in figures:
+        assert fig is not None
+        with Image.open(io.BytesIO(png(fig))) as image:  # drawn: the text did not go to the TeX parser
+            assert image.size[0] > 0
+    ax, = figures[0].axes
+    assert ax.get_legend().get_texts()[0].get_text() == r"task 8: lr \$x^{\$=\$x^{\$2 b=0 (best)"
