@@ -279,8 +279,12 @@ def plot(
     from hpc.metrics.plot import campaign_figures, save_png
 
     paths, found = _ranked(target, metric, mode, stage, site, set_)
+    figures = campaign_figures(found)
+    if not figures:
+        raise HpcTfError(f"no task of campaign {found.id} has logged {shown(found.metric)} yet: nothing to plot",
+                         hint=f"see where they are: hpc-tf campaign status {paths.root}")
     where = out_dir if out_dir is not None else paths.plots_dir
-    for stem, figure in campaign_figures(found).items():
+    for stem, figure in figures.items():
         save_png(figure, where / f"{stem}.png")
         typer.echo(str(where / f"{stem}.png"))
 

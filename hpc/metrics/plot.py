@@ -26,6 +26,7 @@ from hpc.atomic import write_bytes_atomic
 from hpc.errors import HpcTfError
 from hpc.metrics.cells import params_text
 from hpc.metrics.read import Point, RunMetrics, read_metrics
+from hpc.text import shown
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -74,7 +75,7 @@ def run_figure(found: RunMetrics, title: str) -> Figure:
     """One run's curves: a panel per metric (its ``val_`` twin dashed in the same panel)."""
     groups = list(dict.fromkeys(_group(name) for name in found.names))
     if not groups:
-        raise HpcTfError(f"{found.path} holds no metric values to plot")
+        raise HpcTfError(f"{shown(str(found.path), 300)} holds no metric values to plot")
     by_step = bool(found.main_rows) and found.main_rows[0].kind == "step"
     columns = min(3, len(groups))
     rows = math.ceil(len(groups) / columns)
@@ -294,7 +295,10 @@ def parallel_figure(found: CampaignResults) -> Figure | None:
 
 
 def campaign_figures(found: CampaignResults) -> dict[str, Figure]:
-    """Every figure of a campaign by file stem (``curves``, ``by_param``, ``parallel``), in reading order."""
+    """Every figure of a campaign by file stem (``curves``, ``by_param``, ``parallel``), in reading order;
+    none while no task has logged a value of the metric."""
+    if all(t.best is None for t in found.tasks):
+        return {}
     figures = {"curves": curves_figure(found, task_runs(found)), "by_param": by_param_figure(found)}
     parallel = parallel_figure(found)
     if parallel is not None:

@@ -297,3 +297,20 @@ def test_a_dollar_in_what_users_wrote_is_drawn_as_written_not_as_tex(tmp_path: P
             assert image.size[0] > 0
     ax, = figures[0].axes
     assert ax.get_legend().get_texts()[0].get_text() == r"task 8: lr \$x^{\$=\$x^{\$2 b=0 (best)"
+
+
+def test_before_any_task_logged_plot_says_so_and_the_report_has_the_table_alone(tmp_path: Path) -> None:
+    paths = quickstart_campaign(tmp_path)
+    for task in read_manifest(paths).tasks:
+        paths.task_metrics(task.id, "main").unlink(missing_ok=True)
+    nothing = CliRunner().invoke(app, ["campaign", "plot", str(paths.root)])
+    assert nothing.exit_code == 1 and str(nothing.exception).splitlines() == [
+        f"no task of campaign {paths.root.name} has logged 'loss' yet: nothing to plot",
+        f"hint: see where they are: hpc-tf campaign status {paths.root}"]
+    assert not (paths.root / "plots").exists()
+    report = CliRunner().invoke(app, ["campaign", "report", str(paths.root)])
+    assert report.exit_code == 0, report.output
+    parsed = Cells()
+    parsed.feed(paths.report.read_text(encoding="utf-8"))
+    assert len(parsed.rows) == 13 and parsed.images == []
+    assert "No completed task logged loss: no best configuration yet." in paths.report.read_text(encoding="utf-8")
