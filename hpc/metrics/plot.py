@@ -76,7 +76,7 @@ def run_figure(found: RunMetrics, title: str) -> Figure:
     groups = list(dict.fromkeys(_group(name) for name in found.names))
     if not groups:
         raise HpcTfError(f"{shown(str(found.path), 300)} holds no metric values to plot")
-    by_step = bool(found.main_rows) and found.main_rows[0].kind == "step"
+    by_step = _by_step(found)
     columns = min(3, len(groups))
     rows = math.ceil(len(groups) / columns)
     fig = _figure(4.2 * columns, 3.2 * rows)
@@ -96,6 +96,11 @@ def run_figure(found: RunMetrics, title: str) -> Figure:
     for ax in axes[len(groups):]:
         ax.set_axis_off()
     return fig
+
+
+def _by_step(found: RunMetrics) -> bool:
+    """A custom loop that logged steps only is drawn against the step (its rows may all be in epoch 0)."""
+    return bool(found.main_rows) and found.main_rows[0].kind == "step"
 
 
 def _x(point: Point, by_step: bool) -> float:
@@ -133,7 +138,7 @@ def curves_figure(found: CampaignResults, runs: Mapping[int, RunMetrics]) -> Fig
     ax = fig.subplots()
     drawn = [(t, runs[t.task_id].series(found.metric)) for t in found.tasks if t.task_id in runs]
     drawn = [(t, points) for t, points in drawn if points]
-    by_step = any(p.epoch is None for _, points in drawn for p in points)
+    by_step = any(_by_step(runs[t.task_id]) for t, _ in drawn)
     for task, points in drawn:
         is_best = task is best
         ax.plot([_x(p, by_step) for p in points], [_nan(p.value) for p in points],

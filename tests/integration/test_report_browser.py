@@ -3,7 +3,8 @@ protocol on a pipe (``--remote-debugging-pipe``: no port another user of the mac
 page shows every task's row and its three plots decoded (``naturalWidth`` of each ``<img>``), and what a
 user wrote (parameter names and values) stays text. A full-page screenshot is taken and checked too.
 
-Needs /usr/bin/chromium (tests/install's apt list); missing, the test fails under CI (as the cluster tests do) and skips elsewhere.
+Needs /usr/bin/chromium (tests/install's apt list); missing, the test fails under CI (as the cluster tests
+do) and skips elsewhere.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from hpc.campaign import api
 from hpc.campaign.manifest import Attempt, read_manifest, write_manifest
 from hpc.campaign.paths import CampaignPaths
-from hpc.campaign.results import CampaignResults, results
+from hpc.campaign.results import CampaignResults, TaskResult, results
 from hpc.campaign.submit import write_campaign_dir
 from hpc.cli import app
 from hpc.metrics import read_metrics
@@ -314,3 +314,20 @@ def test_before_any_task_logged_plot_says_so_and_the_report_has_the_table_alone(
     parsed.feed(paths.report.read_text(encoding="utf-8"))
     assert len(parsed.rows) == 13 and parsed.images == []
     assert "No completed task logged loss: no best configuration yet." in paths.report.read_text(encoding="utf-8")
+
+
+def test_a_custom_loop_that_logged_steps_only_is_drawn_against_the_step(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    writer = MetricsWriter(str(path), attempt=0, job="")  # what log(step=..., epoch=0, loss=...) writes
+    for step in (10, 20, 30):
+        writer.write("step", {"loss": 1.0 / step}, epoch=0, step=step)
+    ax = run_figure(read_metrics(path), "loop").axes[0]
+    line, = ax.get_lines()
+    assert (list(line.get_xdata()), list(line.get_ydata()), ax.get_xlabel()) == ([10, 20, 30], [0.1, 0.05, 1 / 30],
+                                                                                 "step")
+    task = TaskResult(task_id=0, params={"lr": 0.1}, state="COMPLETED", job_id="7", final=1 / 30, best=1 / 30,
+                      best_epoch=0, epochs=0, epochs_planned=None, wall_s=None, metrics_file=str(path))
+    found = CampaignResults(id="loops", root=str(tmp_path), stage="main", metric="loss", mode="min", tasks=[task])
+    ax, = curves_figure(found, task_runs(found)).axes
+    line, = ax.get_lines()
+    assert (list(line.get_xdata()), ax.get_xlabel()) == ([10, 20, 30], "step")  # not three points at epoch 1
