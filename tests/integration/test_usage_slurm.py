@@ -51,8 +51,10 @@ def test_usage_equals_sacct_allocated_gpus_times_elapsed(slurm_cluster: SlurmClu
     jobs = {
         "cpu": scheduler.submit(write_script(scratch_dir, "cpu.sh", "sleep 2"),
                                 sbatch_args=[f"--partition={slurm_cluster.cpu_partition}", *common]),
-        "one-gpu": scheduler.submit(write_script(scratch_dir, "one.sh", "sleep 3"), sbatch_args=[*gpu, "--gres=gpu:1"]),
-        "two-gpus": scheduler.submit(write_script(scratch_dir, "two.sh", "sleep 4"), sbatch_args=[*gpu, "--gres=gpu:2"]),
+        "one-gpu": scheduler.submit(write_script(scratch_dir, "one.sh", "sleep 3"),
+                                    sbatch_args=[*gpu, "--gres=gpu:1"]),
+        "two-gpus": scheduler.submit(write_script(scratch_dir, "two.sh", "sleep 4"),
+                                     sbatch_args=[*gpu, "--gres=gpu:2"]),
         "array": scheduler.submit(write_script(scratch_dir, "array.sh", "sleep 2"),
                                   sbatch_args=[*gpu, "--gres=gpu:1", "--array=0-1"]),
     }
