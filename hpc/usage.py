@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
-from hpc.errors import HpcTfError
+from hpc.errors import HpcTfError, InputError
 from hpc.quota.facts import current_user
 from hpc.quota.model import LimitKind
 from hpc.scheduler import JobUsage, Scheduler
@@ -50,7 +50,7 @@ def parse_since(text: str, now: float) -> float:
             return time.mktime(time.strptime(value, form))
         except ValueError:
             continue
-    raise HpcTfError(f"--since {shown(text)} is not a time",
+    raise InputError(f"--since {shown(text)} is not a time",
                      hint="give a span back from now (30d, 12h, 90m, 2w) or a date (2026-11-01, 2026-11-01T09:30)")
 
 
@@ -178,7 +178,7 @@ def gpu_usage(scheduler: Scheduler, *, launcher: str, user: str, since: float, b
     """``user``'s GPU time since ``since`` from one scheduler call, grouped ``by``; ``budgets`` as
     :func:`budgets_of` read them (None when the launcher has no quota)."""
     if by not in GROUPINGS:
-        raise HpcTfError(f"--by {shown(by)}: choose one of {', '.join(GROUPINGS)}")
+        raise InputError(f"--by {shown(by)}: choose one of {', '.join(GROUPINGS)}")
     until = time.time() if now is None else now
     jobs = owned(scheduler.usage(since=since, user=user), job_owners(runs_root))
     return UsageReport(launcher=launcher, user=user, since=since, until=until, by=by, jobs=jobs,

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
-from hpc.errors import HpcTfError
+from hpc.errors import InputError
 from hpc.site.load import load_site
 from hpc.text import shown
 from hpc.units import format_duration
@@ -28,7 +28,7 @@ def usage(
 ) -> None:
     """GPU-hours your jobs held (allocated GPUs × elapsed, from accounting) next to your GPU-minute budget."""
     if by not in GROUPINGS:
-        raise HpcTfError(f"--by {shown(by)}: choose one of {', '.join(GROUPINGS)}")
+        raise InputError(f"--by {shown(by)}: choose one of {', '.join(GROUPINGS)}")
     config = load_site(site, set_ or ()).config
     report = site_usage(config, since, cast(GroupBy, by), os.environ)
     for warning in report.warnings:
