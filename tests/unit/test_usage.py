@@ -31,6 +31,7 @@ from hpc.scheduler import JobState, SlurmScheduler
 from hpc.scheduler.libslurm import PyslurmScheduler
 from hpc.scheduler.replay import ReplayRunner, load_recording
 from hpc.usage import Budget, budgets_of, gpu_usage, group, owned, parse_since
+from tests._readme import readme_argv
 from tests.unit._quota_fixtures import USER, cli, replay
 from tests.unit.test_campaign_results import QUICKSTART
 
@@ -222,3 +223,31 @@ def test_pyslurm_refuses_a_listing_by_time_in_one_line() -> None:
     with pytest.raises(HpcTfError, match="the pyslurm scheduler cannot list jobs by time") as refused:
         scheduler.usage(since=0.0, user=USER)
     assert refused.value.hint == "ask Slurm's tools instead: hpc-tf usage --set scheduler=cli"
+
+
+def test_the_readme_usage_commands_on_the_local_launcher(runs_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the default site is the local launcher: its job records under the runs directory are the accounting
+    monkeypatch.setenv("HPC_TF_RUNS_DIR", str(runs_root))
+    monkeypatch.setenv("HOME", str(runs_root.parent))
+    store = LocalJobStore(runs_root / ".local-jobs")
+    store.directory.mkdir()
+    now = time.time()
+    base = dict(name="j", script="s", output="o", submit_dir=str(runs_root), nodes=1, tasks_per_node=1, gpu_ids=[],
+                time_limit_s=600, warning_s=None, state="COMPLETED", submitted_at=now - 900)
+    store.write(LocalJob(job_id=ROLES["array"], gpus_per_node=2, started_at=now - 900, ended_at=now - 540, **base))
+    store.write(LocalJob(job_id=ROLES["two-gpus"], gpus_per_node=1, started_at=now - 500, ended_at=now - 320, **base))
+    store.write(LocalJob(job_id="1", gpus_per_node=1, started_at=now - 40 * 86400, ended_at=now - 40 * 86400 + 60,
+                         **base))  # before the last 30 days
+    by_job = CliRunner().invoke(app, readme_argv("hpc-tf usage")[1:], env={"COLUMNS": "200"})
+    assert by_job.exit_code == 0, by_job.output
+    lines = [line.split() for line in by_job.stdout.splitlines()]
+    campaign = read_manifest(CampaignPaths.at(next(runs_root.glob("*/manifest.json")).parent)).id
+    assert lines[0][-4:] == ["(local", "launcher),", "by", "job"]
+    assert lines[2] == [ROLES["array"], campaign, "main", "-", "COMPLETED", "2", "00:06:00", "0.20"]
+    assert lines[3] == [ROLES["two-gpus"], "20261205-two-gpus", "-", "COMPLETED", "1", "00:03:00", "0.05"]
+    assert by_job.stdout.splitlines()[-2:] == ["total: 0.25 GPU-hours (15 GPU-minutes) in 2 allocation(s)",
+                                               "the local launcher has no GPU quota: no budget to compare with"]
+    by_campaign = CliRunner().invoke(app, readme_argv("hpc-tf usage --since 7d --by campaign")[1:])
+    assert by_campaign.exit_code == 0, by_campaign.output
+    rows = [line.split() for line in by_campaign.stdout.splitlines()[2:4]]
+    assert rows == [[campaign, "1", "00:06:00", "0.20"], ["(not", "in", "a", "campaign)", "1", "00:03:00", "0.05"]]
