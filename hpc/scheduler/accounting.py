@@ -3,7 +3,8 @@
 Each function takes a tool's stdout, as recorded in ``tests/fixtures/quota/slurm-22.05/``, for the argv
 built by :mod:`hpc.scheduler.commands` (``scontrol_show_assoc_mgr``, ``sacctmgr_show_assoc``,
 ``sacctmgr_show_qos``, ``squeue_quota_jobs``), and returns plain typed values; what the values mean
-for a user's GPU quota is :mod:`hpc.quota`'s business.
+for a user's GPU quota is :mod:`hpc.quota`'s business. What jobs cost (``sacct_usage``: allocated
+``gres/gpu`` × ElapsedRaw) is read here too, for ``hpc-tf usage`` and campaign results.
 
 ``scontrol show assoc_mgr`` is the controller's own view: the limits it enforces *and* what it
 counts against them right now. A TRES list there is ``name=limit(used)``, ``N`` meaning no limit::

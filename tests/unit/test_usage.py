@@ -251,3 +251,14 @@ def test_the_readme_usage_commands_on_the_local_launcher(runs_root: Path, monkey
     assert by_campaign.exit_code == 0, by_campaign.output
     rows = [line.split() for line in by_campaign.stdout.splitlines()[2:4]]
     assert rows == [[campaign, "1", "00:06:00", "0.20"], ["(not", "in", "a", "campaign)", "1", "00:03:00", "0.05"]]
+
+
+def test_pyslurm_reads_what_jobs_held_from_slurmdbds_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fields of db.Jobs recorded on the 25.11 cluster (tests/unit/test_scheduler_pyslurm_rows.py)
+    recorded = json.loads((Path(__file__).parents[1] / "fixtures" / "slurm-25.11" / "pyslurm" / "scenario.json")
+                          .read_text())["accounting"]
+    scheduler = PyslurmScheduler(module=object())
+    monkeypatch.setattr(scheduler, "accounting_records", lambda ids: recorded)
+    found = {u.job_id: u for u in scheduler.usage(["463", "469"])}  # one read; other jobs' records left out
+    assert sorted(found) == ["463", "469"]
+    assert (found["469"].gpus, found["463"].gpus, found["463"].elapsed_s) == (1, 0, 1)
