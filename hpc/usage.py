@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal
 
 from hpc.errors import HpcTfError, InputError
 from hpc.quota.facts import current_user
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from hpc.site.model import SiteConfig
 
 GroupBy = Literal["job", "campaign", "account"]
-GROUPINGS: tuple[str, ...] = get_args(GroupBy)
+_GROUPS: dict[str, GroupBy] = {"job": "job", "campaign": "campaign", "account": "account"}
 NOT_IN_A_CAMPAIGN = "-"
 
 _AGO = re.compile(r"(?P<count>\d+)(?P<unit>[mhdw])")
@@ -52,6 +52,14 @@ def parse_since(text: str, now: float) -> float:
             continue
     raise InputError(f"--since {shown(text)} is not a time",
                      hint="give a span back from now (30d, 12h, 90m, 2w) or a date (2026-11-01, 2026-11-01T09:30)")
+
+
+def grouping(text: str) -> GroupBy:
+    """``--by``: job, campaign or account."""
+    found = _GROUPS.get(text)
+    if found is None:
+        raise InputError(f"--by {shown(text)}: choose one of {', '.join(_GROUPS)}")
+    return found
 
 
 @dataclass(frozen=True)
@@ -177,8 +185,6 @@ def gpu_usage(scheduler: Scheduler, *, launcher: str, user: str, since: float, b
               budgets: Sequence[Budget] | None, now: float | None = None, warnings: Sequence[str] = ()) -> UsageReport:
     """``user``'s GPU time since ``since`` from one scheduler call, grouped ``by``; ``budgets`` as
     :func:`budgets_of` read them (None when the launcher has no quota)."""
-    if by not in GROUPINGS:
-        raise InputError(f"--by {shown(by)}: choose one of {', '.join(GROUPINGS)}")
     until = time.time() if now is None else now
     jobs = owned(scheduler.usage(since=since, user=user), job_owners(runs_root))
     return UsageReport(launcher=launcher, user=user, since=since, until=until, by=by, jobs=jobs,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import cast
 
 import typer
 from rich.table import Table
@@ -11,11 +10,9 @@ from rich.text import Text
 
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
-from hpc.errors import InputError
 from hpc.site.load import load_site
-from hpc.text import shown
 from hpc.units import format_duration
-from hpc.usage import GROUPINGS, NOT_IN_A_CAMPAIGN, GroupBy, UsageReport, site_usage
+from hpc.usage import NOT_IN_A_CAMPAIGN, UsageReport, grouping, site_usage
 
 
 def usage(
@@ -27,10 +24,9 @@ def usage(
     set_: SetOpt = None,
 ) -> None:
     """GPU-hours your jobs held (allocated GPUs × elapsed, from accounting) next to your GPU-minute budget."""
-    if by not in GROUPINGS:
-        raise InputError(f"--by {shown(by)}: choose one of {', '.join(GROUPINGS)}")
+    grouped = grouping(by)
     config = load_site(site, set_ or ()).config
-    report = site_usage(config, since, cast(GroupBy, by), os.environ)
+    report = site_usage(config, since, grouped, os.environ)
     for warning in report.warnings:
         err().print(Text.assemble(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
     if as_json:
