@@ -194,12 +194,14 @@ def _print_results(found: CampaignResults) -> None:
 
     names = list(dict.fromkeys(name for t in found.tasks for name in t.params))
     table = Table("task", *names, "state", f"final {found.metric}", f"best ({found.mode})", "at epoch", "epochs",
-                  "time", "note", box=None)
+                  "time", "GPU-h", "note", box=None)
     for t in found.tasks:
         table.add_row(str(t.task_id), *(str(t.params.get(n, "-")) for n in names), t.state, number(t.final),
                       number(t.best), of_total(t.best_epoch, None), of_total(t.epochs - 1, t.epochs_planned),
-                      wall(t.wall_s), t.note)
+                      wall(t.wall_s), "-" if t.gpu_hours is None else f"{t.gpu_hours:.2f}", t.note)
     out().print(table)
+    if found.usage_note:
+        err().print(Text.assemble(("warning:", "yellow"), f" {found.usage_note}"), soft_wrap=True)
     best = found.best
     if best is None:
         err().print(f"no completed task logged {found.metric} (stage {found.stage}): no best configuration yet")

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from hpc.cli import app
 
 COMMANDS = [
-    [], ["launch"], ["render"], ["import"], ["status"], ["logs"], ["cancel"], ["metrics"], ["quota"], ["node-env"],
+    [], ["launch"], ["render"], ["import"], ["status"], ["logs"], ["cancel"], ["metrics"], ["quota"], ["usage"],
+    ["node-env"],
     ["handoff"],
     ["config"], ["config", "show"], ["site"], ["site", "add"],
     ["campaign"], ["campaign", "run"], ["campaign", "status"], ["campaign", "results"], ["campaign", "resubmit"],

@@ -30,6 +30,8 @@ QUICKSTART = "integration/test_quickstart_local.py::test_the_first_command_ends_
 IMPORT = "unit/test_import.py::test_the_readme_import_command_drafts_a_job_that_renders"
 RESULTS = "unit/test_campaign_results.py::"
 PLOTS = "unit/test_campaign_plot.py::"
+USAGE_LOCAL = "unit/test_usage.py::test_the_readme_usage_commands_on_the_local_launcher"
+USAGE_SLURM = "integration/test_usage_slurm.py::test_usage_equals_sacct_allocated_gpus_times_elapsed"
 CI = "CI: "  # covered by CI itself, not by a test: the reason follows
 
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -63,6 +65,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         PLOTS + "test_the_readme_report_command_writes_one_html_with_every_task_and_the_plots",
         "integration/test_report_browser.py::test_the_report_opens_in_headless_chromium_with_its_table_and_images"),
     "hpc-tf metrics RUN_DIR --plot": (PLOTS + "test_the_readme_metrics_plot_command_draws_one_runs_curves",),
+    "hpc-tf usage": (USAGE_LOCAL,),
+    "hpc-tf usage --since 7d --by campaign": (USAGE_LOCAL, USAGE_SLURM),
     "hpc-tf serve up": (HANDOFF,),
     "hpc-tf handoff RUN_DIR --model resnet": (HANDOFF,),
     "hpc-tf serve status": (HANDOFF,),
