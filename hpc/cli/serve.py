@@ -38,8 +38,9 @@ def up(
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Start a Triton serving node (the tritonserver bundled in nvidia-pytriton); print its endpoint
-    (with --json: the endpoint record, host, ports, pid, job id)."""
+    """Start a Triton serving node (the tritonserver bundled in nvidia-pytriton); it loads the versions
+    recorded as serving before it registers. Print its endpoint (with --json: the endpoint record, host,
+    ports, pid, job id, what was restored)."""
     from hpc.serving.service import serve_up
 
     def submitted(job_id: str, script: Path) -> None:

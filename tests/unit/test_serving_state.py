@@ -114,9 +114,10 @@ def test_a_state_someone_else_could_have_written_is_not_trusted(tmp_path: Path) 
         ServingState.read(repo)
 
 
-def test_serve_up_refuses_a_hostile_state_before_it_starts_anything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["--local", "--slurm"])
+def test_serve_up_refuses_a_hostile_state_before_it_starts_anything(tmp_path: Path, where: str) -> None:
     repo = plant(tmp_path, HOSTILE["traversal"][0])
-    line = one_error_line(hpc_tf("serve", "up", "--local", "--site", "local", "--repository", repo.root))
+    line = one_error_line(hpc_tf("serve", "up", where, "--site", "local", "--repository", repo.root))
     assert "the recorded serving state" in line and "models.'../etc': not a model name" in line
     assert not repo.endpoint_file.exists() and not repo.server_dir.exists()  # no node, nothing loaded
 
