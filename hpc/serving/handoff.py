@@ -262,12 +262,16 @@ def _rollback(repository: Repository, model: str, record: HandoffRecord, previou
         try:
             control.load(model, time.monotonic() + load_timeout)
             detail += f"; version {record.previous_versions[-1]} reloaded"
-            serving = sorted(int(m.version) for m in control.index()
-                             if m.name == model and m.state == "READY" and m.version.isdigit())
-            _record_serving(repository, model, serving, "rollback")
         except HpcTfError as err:
             detail += f"; reload failed: {err.message}"
             record.error = f"{record.error}; rollback reload failed: {err.message}"
+        try:  # what Triton serves now of what the repository holds, whichever way the reload went
+            kept = set(map(str, repository.versions(model)))
+            serving = sorted(int(m.version) for m in control.index()
+                             if m.name == model and m.state == "READY" and m.version in kept)
+            _record_serving(repository, model, serving, "rollback")
+        except HpcTfError as err:
+            record.error = f"{record.error}; {err.message}"
     elif control is not None:
         with contextlib.suppress(HpcTfError):
             control.unload(model)
