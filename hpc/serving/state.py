@@ -107,7 +107,7 @@ class ServingState:
             splits.pop(name, None)
         else:
             try:
-                splits[_name(name, f"split {shown(name)}")] = _checked_split(split, f"split {shown(name)}")
+                splits[_name(name, f"split {shown(name)}")] = _checked_split(split, f"split {name}")
             except ValueError as err:
                 raise InputError(str(err)) from None
         return replace(self, splits=splits)
@@ -117,11 +117,24 @@ class ServingState:
             "v": FORMAT_VERSION,
             "models": {name: {"versions": list(s.versions), "updated": s.updated, "by": s.by}
                        for name, s in sorted(self.models.items())},
-            "splits": {name: {"variants": [{"model": v.model, "version": v.version, "weight": v.weight}
-                                           for v in split.variants],
-                              "sticky_header": split.sticky_header}
-                       for name, split in sorted(self.splits.items())},
+            "splits": {name: split_to_dict(split) for name, split in sorted(self.splits.items())},
         }
+
+
+def split_to_dict(split: Split) -> dict[str, Any]:
+    """A split's JSON form, as serving.json and the router's control API have it."""
+    return {"variants": [{"model": v.model, "version": v.version, "weight": v.weight} for v in split.variants],
+            "sticky_header": split.sticky_header}
+
+
+def split_from_dict(name: str, data: object) -> Split:
+    """The split of public name ``name`` from its JSON form (:func:`split_to_dict`); InputError, one line
+    naming the field, for anything else (the same checks as serving.json's)."""
+    try:
+        where = f"split {_name(name, f'split {shown(name)}')}"
+        return _split(data, where)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def write_state(repository: Repository, state: ServingState) -> None:
@@ -183,8 +196,9 @@ def _split(entry: object, where: str) -> Split:
         parsed.append(Variant(_name(model if isinstance(model, str) else "", f"{at}.model"),
                               None if version is None else _versions([version], f"{at}.version")[0],
                               _weight(variant.get("weight"), f"{at}.weight")))
-    header = entry.get("sticky_header")
-    return _checked_split(Split(tuple(parsed), header if isinstance(header, str) or header is None else ""), where)
+    header = entry.get("sticky_header")  # HTTP header names are case-insensitive: kept in lower case
+    return _checked_split(Split(tuple(parsed), header.lower() if isinstance(header, str) else
+                                None if header is None else ""), where)
 
 
 def _checked_split(split: Split, where: str = "split") -> Split:

@@ -14,7 +14,15 @@ from hpc.errors import InputError, RecordError
 from hpc.serving.config import parse_config, render_config
 from hpc.serving.repository import Repository
 from hpc.serving.restore import pin, selected
-from hpc.serving.state import ServingState, Split, Variant, update_state, write_state
+from hpc.serving.state import (
+    ServingState,
+    Split,
+    Variant,
+    split_from_dict,
+    split_to_dict,
+    update_state,
+    write_state,
+)
 from tests.unit.test_loading import hpc_tf, one_error_line
 
 GOOD: dict[str, Any] = {
@@ -60,8 +68,18 @@ def test_a_starting_node_loads_the_recorded_versions_and_those_its_splits_name(t
     assert state.with_split("public", canary).to_load() == {"b": (4,), "quickstart": (1, 2)}
 
 
+def test_a_split_s_json_form_round_trips_with_the_file_s_checks() -> None:
+    data = GOOD["splits"]["public"]
+    split = split_from_dict("public", {**data, "sticky_header": "X-User"})
+    assert split.sticky_header == "x-user" and split_to_dict(split) == data
+    with pytest.raises(InputError, match=r"^split public.variants\[1\].weight: a weight is an integer"):
+        split_from_dict("public", {"variants": [data["variants"][0], {**data["variants"][1], "weight": "90"}]})
+    with pytest.raises(InputError, match=r"^split 'a/b': not a model name"):
+        split_from_dict("a/b", data)
+
+
 def test_a_split_that_cannot_serve_is_one_line() -> None:
-    with pytest.raises(InputError, match=r"split 'p'.variants: the weights add up to 0"):
+    with pytest.raises(InputError, match=r"^split p.variants: the weights add up to 0"):
         ServingState().with_split("p", Split((Variant("a", None, 0),)))
     with pytest.raises(InputError, match="model: not a model name"):
         ServingState().with_split("p", Split((Variant("../a", None, 1),)))
