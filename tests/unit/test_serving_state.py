@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hpc.errors import InputError, RecordError
 from hpc.serving.config import parse_config, render_config
+from hpc.serving.names import named_model
 from hpc.serving.repository import Repository
 from hpc.serving.restore import pin, selected
 from hpc.serving.state import (
@@ -172,3 +175,51 @@ def test_pin_selects_exactly_the_recorded_versions(tmp_path: Path, versions: tup
     assert cfg.name == "m" and cfg.backend == "python"
     if rewritten:
         assert render_config(cfg) == repo.read_config("m")
+
+
+def _mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``valid`` nine times in ten: most documents get past their first field."""
+    return st.integers(0, 9).flatmap(lambda n: hostile if n == 0 else valid)
+
+
+_NAMES = _mostly(st.sampled_from(["quickstart", "m.2", "M_1-", "b"]),
+                 st.sampled_from(["../x", "a/b", "", ".hpc-tf", "x\n", "a" * 65]))
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 2**64) | st.floats(allow_nan=False) |
+                       st.sampled_from(["handoff", "x-user", "X User", "", "1", "2026-12-05"]),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_NAMES, inner, max_size=3),
+                       max_leaves=8)
+_VERSION = _mostly(st.integers(1, 5), st.integers(-1, 0) | st.booleans() | _VALUES)
+_MODEL = _mostly(st.fixed_dictionaries({"versions": st.lists(_VERSION, min_size=1, max_size=3, unique_by=repr),
+                                        "by": _mostly(st.sampled_from(["handoff", "rollback"]),
+                                                      st.sampled_from(["Hand off", 7, "x\n"])),
+                                        "updated": _mostly(st.just("2026-12-05T14:00:00+00:00"), _VALUES)}),
+                 _VALUES)
+_VARIANT = st.fixed_dictionaries({"model": _NAMES, "version": _mostly(st.none() | st.integers(1, 3), _VALUES),
+                                  "weight": _mostly(st.integers(1, 100), st.integers(-1, 0) | _VALUES)})
+_SPLIT = _mostly(st.fixed_dictionaries({"variants": st.lists(_VARIANT, min_size=1, max_size=3),
+                                        "sticky_header": _mostly(st.none() | st.just("X-User"), _NAMES)}),
+                 _VALUES)
+_DOCUMENT = st.fixed_dictionaries({"v": _mostly(st.just(1), st.sampled_from([2, "1", None])),
+                                   "models": st.dictionaries(_NAMES, _MODEL, max_size=3),
+                                   "splits": st.dictionaries(_NAMES, _SPLIT, max_size=2)})
+
+
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=_DOCUMENT)
+def test_any_document_is_read_whole_or_refused_in_one_line(tmp_path: Path, document: dict[str, Any]) -> None:
+    """Either every model and split name is a model name, every version a positive integer and the state
+    writes back to a file that reads the same, or the whole file is refused in one line."""
+    repo = Repository.at(tmp_path / "repo")
+    repo.state_dir.mkdir(parents=True, exist_ok=True)
+    repo.serving_file.write_text(json.dumps(document))
+    try:
+        state = ServingState.read(repo)
+    except RecordError as err:
+        assert "\n" not in err.message and len(err.message) < 600
+        return
+    names = [*state.models, *state.splits, *(v.model for s in state.splits.values() for v in s.variants)]
+    assert all(named_model(name) for name in names)
+    assert all(v > 0 for versions in state.to_load().values() for v in versions)
+    write_state(repo, state)
+    assert ServingState.read(repo) == state
