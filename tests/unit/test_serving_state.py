@@ -128,11 +128,19 @@ def test_a_damaged_or_hostile_state_is_refused_as_a_whole_in_one_line(tmp_path: 
     assert "\n" not in caught.value.message
 
 
-def test_a_state_someone_else_could_have_written_is_not_trusted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [(lambda path: path.chmod(0o666), "is writable by others (mode 0666): hpc-tf does not trust it"),
+     (lambda path: os.chown(path, 54321, 54321), "is owned by uid 54321, not by you: hpc-tf does not trust it")],
+)
+def test_a_state_someone_else_could_have_written_is_not_trusted(tmp_path: Path, change: Any, expected: str) -> None:
+    if os.geteuid() != 0 and "uid" in expected:
+        pytest.fail("needs root, to give the file to another uid (tests/run runs as root)")
     repo = plant(tmp_path, GOOD)
-    repo.serving_file.chmod(0o666)
-    with pytest.raises(RecordError, match="writable by others"):
+    change(repo.serving_file)
+    with pytest.raises(RecordError) as caught:
         ServingState.read(repo)
+    assert "the recorded serving state" in caught.value.message and expected in caught.value.message
 
 
 @pytest.mark.parametrize("where", ["--local", "--slurm"])
