@@ -90,12 +90,12 @@ def test_job_ids_are_unique_under_concurrent_launches(tmp_path: Path) -> None:
     assert sorted(map(int, ids)) == list(range(1, 65))
 
 
-def test_unknown_ids_are_unknown_and_sbatch_options_are_refused(tmp_path: Path) -> None:
+def test_unknown_ids_are_unknown_and_a_hold_is_refused(tmp_path: Path) -> None:
     scheduler = LocalScheduler(tmp_path)
     assert scheduler.query(["12", "12_3"])["12"].state is JobState.UNKNOWN
-    assert scheduler.query(["12_3"])["12_3"].state is JobState.UNKNOWN
-    with pytest.raises(HpcTfError, match="takes no sbatch options"):
-        scheduler.submit(tmp_path / "job.sbatch", SubmitOptions(array=ArrayRequest((0, 1, 2, 3))))
+    assert scheduler.query(["12_3", "x"])["12_3"].state is JobState.UNKNOWN
+    with pytest.raises(HpcTfError, match="takes no held jobs"):
+        scheduler.submit(tmp_path / "job.sbatch", SubmitOptions(array=ArrayRequest((0, 1)), hold=True))
     with pytest.raises(HpcTfError, match="no such job"):
         scheduler.submit(tmp_path / "job.sbatch", SubmitOptions.after_success(["99"]))
 
