@@ -13,12 +13,11 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from hpc.backends import SlurmBackend, slurm_scheduler
+from hpc.backends import Backend
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer, print_json
 from hpc.errors import HpcTfError
 from hpc.paths import runs_root
-from hpc.scheduler import Scheduler
 from hpc.site.load import load_site
 from hpc.text import shown
 
@@ -38,9 +37,11 @@ TargetArg = Annotated[str, typer.Argument(help="Campaign directory (printed by r
                                           show_default=False)]
 
 
-def _scheduler(site: str | None, set_: list[str] | None) -> Scheduler:
-    """Slurm as the site's ``scheduler:`` reaches it."""
-    return slurm_scheduler(load_site(site, set_ or ()).config.scheduler)
+def _backend(paths: CampaignPaths, site: str | None, set_: list[str] | None) -> Backend:
+    """The launcher that runs the campaign (its manifest says which); Slurm as the site's ``scheduler:`` reaches it."""
+    from hpc.campaign import api
+
+    return api.campaign_backend(paths, load_site(site, set_ or ()).config.scheduler)
 
 
 def _target(target: str, site: str | None, set_: list[str] | None) -> CampaignPaths:
@@ -174,7 +175,7 @@ def status(
     from hpc.campaign import api
 
     paths = _target(target, site, set_)
-    scheduler = _scheduler(site, set_)
+    scheduler = _backend(paths, site, set_).scheduler
     while True:
         view = api.status(paths, scheduler, refresh=refresh)
         if as_json:
@@ -229,7 +230,8 @@ def results(
         raise HpcTfError(f"--mode {shown(mode)}: choose min or max")
     if as_csv and as_json:
         raise HpcTfError("--csv and --json both ask for the whole output: choose one")
-    found = api.ranked(_target(target, site, set_), _scheduler(site, set_), metric=metric,
+    paths = _target(target, site, set_)
+    found = api.ranked(paths, _backend(paths, site, set_).scheduler, metric=metric,
                        mode="max" if mode == "max" else "min" if mode == "min" else None, stage=stage)
     if as_json:
         print_json(found.as_dict())
@@ -253,8 +255,8 @@ def resubmit(
 
     if not failed:
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
-    result = resubmit_failed(_target(target, site, set_), SlurmBackend(_scheduler(site, set_)),
-                             include_cancelled=cancelled)
+    paths = _target(target, site, set_)
+    result = resubmit_failed(paths, _backend(paths, site, set_), include_cancelled=cancelled)
     if as_json:
         print_json({"rerun": {stage: list(ids) for stage, ids in result.rerun.items()},
                     "cancelled": list(result.cancelled), "job_ids": list(result.job_ids)})
@@ -279,5 +281,6 @@ def cancel(
     """Cancel every job of the campaign (one scancel), or only its blocked tasks."""
     from hpc.campaign.submit import cancel_campaign
 
-    ids = cancel_campaign(_target(target, site, set_), SlurmBackend(_scheduler(site, set_)), blocked_only=blocked)
+    paths = _target(target, site, set_)
+    ids = cancel_campaign(paths, _backend(paths, site, set_), blocked_only=blocked)
     err().print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")

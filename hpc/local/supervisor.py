@@ -28,6 +28,7 @@ from hpc.runtime.node.local_step import expand_filename_pattern, filename_values
 
 KILL_WAIT_S = 30  # Slurm's default KillWait: from TERM to KILL
 POLL_S = 0.1
+READY_REASONS = frozenset({"", "Resources", "JobArrayTaskLimit"})  # pending for nothing but a free place
 WAIT_POLL_S = 0.5  # a pending job looks at its dependencies and its array's running tasks this often
 NODE_ADDRESS = "127.0.0.1"  # every emulated node; TF ports are distinct per address
 
@@ -113,7 +114,11 @@ class Supervisor:
             held = {gpu for s in running for gpu in s.gpu_ids}
             free = [gpu for gpu in self.job.gpu_pool if gpu not in held]
             need = self.job.nodes * self.job.gpus_per_node
-            if len(free) < need:
+            # a task ready before it in index order goes first, as Slurm starts an array's tasks
+            ahead = any(s is not None and s.array_task_id is not None and self.job.array_task_id is not None
+                        and s.array_task_id < self.job.array_task_id and s.reason in READY_REASONS
+                        and s.effective_state == "PENDING" for s in siblings)
+            if len(free) < need or ahead:
                 self._set_reason("Resources", "")
                 return False
             # RUNNING under the lock: the next sibling to look counts this task and its GPUs
