@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def test_a_failed_stage_blocks_its_dependents_until_resubmitted_as_on_slurm(tmp_
     campaign = hpc_tf(tmp_path, "campaign", "run", str(pipeline(tmp_path, 3))).stdout.strip()
 
     def settled(view: dict[str, Any]) -> bool:
-        return view["counts"]["train"].get("COMPLETED") == 2 and view["counts"]["train"].get("BLOCKED") == 1
+        return bool(view["counts"]["train"].get("COMPLETED") == 2 and view["counts"]["train"].get("BLOCKED") == 1)
 
     view = wait_status(tmp_path, campaign, settled)
     assert view["counts"]["preprocess"] == {"COMPLETED": 2, "FAILED": 1}
@@ -154,5 +155,5 @@ parameters:
     view = wait_status(tmp_path, campaign, lambda v: v["finished"], timeout=60)
     assert view["counts"] == {"main": {"CANCELLED": 3}}
     for task in running:  # the training processes themselves are gone, not only their records
-        wait_until(lambda pid=task["pid"]: not Path(f"/proc/{pid}").exists(), f"task process {task['pid']} to end")
+        wait_until(partial(lambda pid: not Path(f"/proc/{pid}").exists(), task["pid"]), f"process {task['pid']} to end")
     assert not (Path(campaign) / "tasks" / "2" / "main" / "out.json").exists()  # the pending one never started
