@@ -47,6 +47,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._cancel)
         self._update(supervisor_pid=os.getpid())
         if not self._wait_to_start():
+            if self.cancelled and not self.job.is_terminal:  # a cancel that came as it left a blocked job
+                self._finish("CANCELLED", None, "cancelled while blocked")
             return 0
         while not self.cancelled:
             status, ended_by = self._run_once()
@@ -131,10 +133,11 @@ class Supervisor:
 
     def _run_once(self) -> tuple[int, str | None]:
         """One run of the batch script: its exit status, and TIMEOUT/CANCELLED if the supervisor ended it."""
-        log = Path(expand_filename_pattern(self.job.output, filename_values(self.job.job_id, self._job_environment())))
+        env = self._job_environment()
+        log = Path(expand_filename_pattern(self.job.output, filename_values(self.job.job_id, env)))
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            batch = subprocess.Popen(["bash", self.job.script], cwd=self.job.submit_dir, env=self._job_environment(),
+            batch = subprocess.Popen(["bash", self.job.script], cwd=self.job.submit_dir, env=env,
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         start = time.monotonic()
