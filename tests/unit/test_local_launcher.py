@@ -62,6 +62,8 @@ def test_log_names_follow_slurms_filename_patterns() -> None:
     env = task_environments(ALLOCATION)[3]
     assert log_path("/runs/100%%/logs/task-%j-%t.out", "7", env) == "/runs/100%/logs/task-7-3.out"
     assert expand_filename_pattern("%N-%n-%x", {"N": "local2", "n": "1"}) == "local2-1-%x"
+    array_task = task_environments({**ALLOCATION, "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "2"})[1]
+    assert log_path("/logs/task-%A_%a-%j-%t.out", "7", array_task) == "/logs/task-5_2-7-1.out"
 
 
 def test_the_allocation_is_read_from_the_scripts_sbatch_lines(tmp_path: Path) -> None:
