@@ -75,7 +75,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 BLOCKS: dict[str, tuple[str, ...]] = {
-    "[3/4] train on 2 local workers, export, hand off to Triton: hpc-tf launch job.yaml --wait   "
+    "[3/5] train on 2 local workers, export, hand off to Triton: hpc-tf launch job.yaml --wait   "
     "(in /tmp/hpc-tf-quickstart.Xq3m)": (QUICKSTART,),
     "GPU quota: 2 nodes × 2 GPUs for 10 min fits (account lab: 4 of 4 GPUs free)": (HANDOFF,),
     "name: resnet": (ON_YOUR_CLUSTER, TYPO),
