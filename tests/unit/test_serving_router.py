@@ -269,3 +269,20 @@ def test_the_owner_sets_a_split_and_a_bad_one_is_one_line() -> None:
         assert resp.status == 200 and not router.pool.replicas
 
     _with_client(router, test)
+
+
+def test_with_an_inference_token_inference_needs_it_and_readiness_stays_open() -> None:
+    router = Router(NodeSecret("owner-key", "infer-token"))
+    router.pool = _pool("r1")
+    router.pool.get("r1").http_port = 9  # discard port: nothing answers, so a routed call ends in 503
+
+    async def test(client: Any) -> None:
+        for headers in ({}, {"hpc-tf-inference-key": "wrong"}, {CONTROL_HEADER: "infer-token"}):
+            resp = await client.post("/v2/models/m/infer", data=b"{}", headers=headers)
+            assert resp.status == 403 and "inference token" in (await resp.json())["error"]
+        resp = await client.post("/v2/models/m/infer", data=b"{}", headers={"hpc-tf-inference-key": "infer-token"})
+        assert resp.status == 503  # let through, and no replica could answer
+        assert (await client.get("/v2/models/m/ready")).status == 503
+        assert (await client.get("/v2/health/live")).status == 200
+
+    _with_client(router, test)

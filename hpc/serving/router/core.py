@@ -3,8 +3,9 @@
 Bound on a replica that dies (SIGKILL, scancel, node lost): the router stops sending to it at the first
 request to it that fails at the connection level (that request is retried once on another replica, so
 clients see no failure for it), and at the latest one probe interval plus the probe timeout after it
-stops answering (defaults 1 s + 2 s) when no request reaches it first. Inference through the router is
-therefore at-least-once: stateful (sequence) models are not supported.
+stops answering (defaults 1 s + 2 s; a probe's two calls share the timeout) when no request reaches it
+first. Inference through the router is therefore at-least-once: stateful (sequence) models are not
+supported.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ class Router:
         return presented is not None and hmac.compare_digest(presented.encode(), self.secret.control.encode())
 
     def may_infer(self, presented: str | None) -> bool:
-        """Inference is open unless the owner asked for an inference token (then it, or the owner's key)."""
+        """Inference is open unless the owner asked for an inference token (then only with it), as on the
+        node: health, readiness and metadata stay open."""
         token = self.secret.inference
         return token is None or (presented is not None and hmac.compare_digest(presented.encode(), token.encode()))
 
@@ -125,23 +127,27 @@ class Router:
         return self._session
 
     async def probe(self, replica: Replica) -> None:
-        """Ask a replica whether it is ready and which model versions are READY on it."""
-        timeout = aiohttp.ClientTimeout(total=self.probe_timeout)
+        """Ask a replica whether it is ready and which model versions are READY on it (both answers within
+        the probe timeout, or it is marked unhealthy)."""
         try:
-            async with self.session.get(f"{replica.http_url}/v2/health/ready", timeout=timeout) as resp:
-                if resp.status != 200:
-                    raise ReplicaDown(f"not ready (HTTP {resp.status})")
-            async with self.session.post(f"{replica.http_url}/v2/repository/index", json={"ready": True},
-                                         headers=self.upstream_headers(control=True), timeout=timeout) as resp:
-                index: Any = await resp.json(content_type=None) if resp.status == 200 else []
-            ready = frozenset((str(m["name"]), str(m.get("version", ""))) for m in index
-                              if isinstance(m, dict) and m.get("state") == "READY" and "name" in m)
+            ready = await asyncio.wait_for(self._ready_models(replica), self.probe_timeout)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, ReplicaDown) as err:
             self._mark_down(replica, str(err) or type(err).__name__)
             return
         if not replica.healthy:
             print(f"hpc-tf router: replica {replica.name} healthy", file=sys.stderr, flush=True)
         self.pool.probed(replica, ready)
+
+    async def _ready_models(self, replica: Replica) -> frozenset[tuple[str, str]]:
+        async with self.session.get(f"{replica.http_url}/v2/health/ready") as resp:
+            if resp.status != 200:
+                raise ReplicaDown(f"not ready (HTTP {resp.status})")
+        # the index is a control API: the replicas are locked with the same owner's key
+        async with self.session.post(f"{replica.http_url}/v2/repository/index", json={"ready": True},
+                                     headers=self.upstream_headers(control=True)) as resp:
+            index: Any = await resp.json(content_type=None) if resp.status == 200 else []
+        return frozenset((str(m["name"]), str(m.get("version", ""))) for m in index
+                         if isinstance(m, dict) and m.get("state") == "READY" and "name" in m)
 
     async def probe_all(self) -> None:
         await asyncio.gather(*(self.probe(r) for r in list(self.pool.replicas.values())))

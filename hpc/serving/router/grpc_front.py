@@ -66,7 +66,7 @@ class GrpcFront:
             meta = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
             if control and not router.is_owner(meta.get(GRPC_HEADER_PREFIX + CONTROL_HEADER)):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "model config needs the owner's key")
-            if not control and not router.may_infer(meta.get(GRPC_HEADER_PREFIX + INFERENCE_HEADER)):
+            if method == "ModelInfer" and not router.may_infer(meta.get(GRPC_HEADER_PREFIX + INFERENCE_HEADER)):
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                     f"inference needs the owner's inference token ({GRPC_HEADER_PREFIX}"
                                     f"{INFERENCE_HEADER})")

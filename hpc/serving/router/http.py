@@ -57,7 +57,7 @@ def build_app(router: Router, request_timeout: float = 60.0) -> web.Application:
         control = action == "config"
         if control and not router.is_owner(request.headers.get(CONTROL_HEADER)):
             return _error(403, "model config needs the owner's key")
-        if not control and not router.may_infer(request.headers.get(INFERENCE_HEADER)):
+        if action == "infer" and not router.may_infer(request.headers.get(INFERENCE_HEADER)):
             return _error(403, f"inference needs the owner's inference token (header {INFERENCE_HEADER})")
         body = await request.read()
         route = router.route(name, version, request.headers.get)
@@ -86,8 +86,11 @@ def build_app(router: Router, request_timeout: float = 60.0) -> web.Application:
         replica = router.pool.pick("", "")
         if replica is None:
             return _error(503, "no healthy replica")
-        async with router.session.get(replica.http_url + "/v2", timeout=timeout) as resp:
-            return web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+        try:
+            async with router.session.get(replica.http_url + "/v2", timeout=timeout) as resp:
+                return web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as err:
+            return _error(503, f"replica {replica.name} does not answer: {err}")
 
     # ---------------------------------------------------------------- control
     @web.middleware

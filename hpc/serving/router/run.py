@@ -77,11 +77,16 @@ async def serve(repo: Repository, replicas: Sequence[Replica], splits: dict[str,
     grpc_server.add_generic_rpc_handlers((front.handler(),))
     try:
         site = web.TCPSite(runner, host, ports[0])
-        await site.start()
+        try:
+            await site.start()
+        except OSError as err:
+            raise ServingError(f"the router cannot listen for HTTP on {host}:{ports[0]}: {err.strerror}",
+                               hint="choose another --http-port, or --host") from None
         http_port = _bound_port(site)
         grpc_port = grpc_server.add_insecure_port(f"{host}:{ports[1]}")
         if not grpc_port:
-            raise ServingError(f"the router cannot listen for gRPC on {host}:{ports[1]}")
+            raise ServingError(f"the router cannot listen for gRPC on {host}:{ports[1]}",
+                               hint="choose another --grpc-port, or --host")
         await grpc_server.start()
         await router.probe_all()
         endpoint = RouterEndpoint(host, http_port, grpc_port, os.getpid(), socket.gethostname(), str(repo.root),
