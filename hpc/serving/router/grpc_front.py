@@ -30,10 +30,15 @@ class GrpcFront:
     def __init__(self, router: Router, request_timeout: float = 60.0) -> None:
         self.router, self.request_timeout = router, request_timeout
         self._channels: dict[str, tuple[str, grpc.aio.Channel]] = {}
+        self._closing: set[asyncio.Future[None]] = set()
 
     def channel(self, replica: Replica) -> grpc.aio.Channel:
         known = self._channels.get(replica.name)
         if known is None or known[0] != replica.grpc_target:
+            for gone in set(self._channels) - set(self.router.pool.replicas):  # removed replicas' channels
+                closing = asyncio.ensure_future(self._channels.pop(gone)[1].close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
             known = (replica.grpc_target, grpc.aio.insecure_channel(
                 replica.grpc_target, options=[("grpc.max_send_message_length", -1),
                                               ("grpc.max_receive_message_length", -1)]))
@@ -44,6 +49,7 @@ class GrpcFront:
         for _, channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        await asyncio.gather(*self._closing)
 
     def handler(self) -> grpc.GenericRpcHandler:
         methods = {name: grpc.unary_unary_rpc_method_handler(self._routed(name)) for name in ROUTED}
