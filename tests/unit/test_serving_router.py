@@ -286,3 +286,32 @@ def test_with_an_inference_token_inference_needs_it_and_readiness_stays_open() -
         assert (await client.get("/v2/health/live")).status == 200
 
     _with_client(router, test)
+
+
+def test_serve_split_sends_the_variants_it_was_given_to_the_router(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from hpc.cli import app
+    from hpc.serving.router import client
+
+    calls: list[tuple[Any, ...]] = []
+
+    def set_split(repo: Any, public: str, split: dict[str, Any]) -> dict[str, Any]:
+        calls.append((repo.root, public, split))
+        return {"splits": {public: split}}
+
+    monkeypatch.setattr(client, "set_split", set_split)
+    result = CliRunner().invoke(app, ["serve", "split", "pub", "mlp:1=90", "mlp:2=10", "--sticky-header", "X-User",
+                                      "--repository", str(tmp_path), "--site", "local"])
+    assert result.exit_code == 0, result.output
+    assert calls == [(tmp_path, "pub", {"variants": [{"model": "mlp", "version": 1, "weight": 90},
+                                                     {"model": "mlp", "version": 2, "weight": 10}],
+                                        "sticky_header": "X-User"})]
+    assert result.output.strip() == "pub: mlp:1 90, mlp:2 10 (sticky by X-User)"
+
+    refused = CliRunner().invoke(app, ["serve", "split", "pub", "mlp:1", "--repository", str(tmp_path),
+                                       "--site", "local"])
+    # the CLI's main() prints a ServingError as one line (tests/unit/test_cli_output.py)
+    assert isinstance(refused.exception, ServingError) and "MODEL[:VERSION]=WEIGHT" in refused.exception.message
+    assert len(calls) == 1  # nothing more sent
