@@ -266,3 +266,28 @@ def test_control_calls_without_or_with_a_wrong_key_are_refused_and_inference_sta
         patch.setenv("XDG_CONFIG_HOME", str(service["base"] / "other-user"))
         with pytest.raises(ServingError, match="no key for the serving node"):
             client.state(repo)
+
+
+def test_a_sticky_split_sends_one_header_value_to_one_variant_over_http_and_grpc(service: dict[str, Any]) -> None:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    repo = Repository.at(service["repo"])
+    client.set_split(repo, "sticky", {"variants": [{"model": "a", "version": None, "weight": 50},
+                                                   {"model": "b", "version": None, "weight": 50}],
+                                      "sticky_header": "X-User"})
+    http = httpclient.InferenceServerClient(f"{service['host']}:{service['http_port']}")
+    grpc = grpcclient.InferenceServerClient(f"{service['host']}:{service['grpc_port']}")
+    seen: dict[str, set[str]] = {}
+    for user in (f"user-{i}" for i in range(12)):
+        for _ in range(5):
+            for module, front in ((httpclient, http), (grpcclient, grpc)):
+                tensor = module.InferInput("features", list(X.shape), "FP32")
+                tensor.set_data_from_numpy(X)
+                answer = front.infer("sticky", [tensor], headers={"x-user": user}).get_response()
+                seen.setdefault(user, set()).add(answer["model_name"] if isinstance(answer, dict)
+                                                 else answer.model_name)
+    http.close()
+    grpc.close()
+    assert all(len(models) == 1 for models in seen.values()), seen  # each user: one variant, both protocols
+    assert set().union(*seen.values()) == {"a", "b"}, seen  # and the users spread over both
