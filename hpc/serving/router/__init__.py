@@ -5,7 +5,7 @@ runs wherever hpc-tf does (RHEL/Rocky 8 included). Modules, one concern each:
 
 - :mod:`.core` the state (pool, splits, metrics, secret) and the one forwarding path of both fronts
 - :mod:`.pool` the replicas and least-outstanding-requests choice; :mod:`.split` weighted/sticky variants
-- :mod:`.http`, :mod:`.grpc_front` the two protocol fronts; :mod:`.wire` the gRPC model-name rewrite
+- :mod:`.http_front`, :mod:`.grpc_front` the two protocol fronts; :mod:`.wire` the gRPC model-name rewrite
 - :mod:`.metrics` Prometheus text; :mod:`.client` the owner's control calls; :mod:`.run` the process
 
 Control calls (splits, replicas, state) answer only the owner's key of the repository

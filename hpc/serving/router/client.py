@@ -12,7 +12,7 @@ from typing import Any
 from hpc.errors import ServingError
 from hpc.serving import secret as node_secret
 from hpc.serving.repository import Repository
-from hpc.serving.router.http import CONTROL_PREFIX
+from hpc.serving.router.http_front import CONTROL_PREFIX
 from hpc.serving.router.run import read_router
 
 TIMEOUT_S = 30.0

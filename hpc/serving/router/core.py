@@ -23,8 +23,8 @@ import aiohttp
 from hpc.errors import ServingError
 from hpc.serving.router.metrics import Metrics
 from hpc.serving.router.pool import Pool, Replica
-from hpc.serving.router.split import Split, choose
-from hpc.serving.secret import CONTROL_HEADER, INFERENCE_HEADER, NodeSecret
+from hpc.serving.router.split import Split, choose, split_to_dict
+from hpc.serving.secret import INFERENCE_HEADER, NodeSecret
 
 PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
@@ -164,10 +164,6 @@ class Router:
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, object]:
-        from hpc.serving.router.split import split_to_dict
-
         return {"replicas": [r.to_dict() for r in self.pool.replicas.values()],
                 "splits": {name: split_to_dict(s) for name, s in sorted(self.splits.items())}}
 
-
-__all__ = ["CONTROL_HEADER", "NoReplica", "ReplicaDown", "Route", "Router"]

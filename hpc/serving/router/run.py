@@ -23,7 +23,7 @@ from hpc.serving import secret as node_secret
 from hpc.serving.repository import Repository
 from hpc.serving.router.core import Router
 from hpc.serving.router.grpc_front import GrpcFront
-from hpc.serving.router.http import build_app
+from hpc.serving.router.http_front import build_app
 from hpc.serving.router.pool import Replica
 from hpc.serving.router.split import Split
 
