@@ -217,7 +217,7 @@ def test_metrics_count_requests_errors_and_latency_per_variant() -> None:
 def _with_client(router: Router, test: Callable[[Any], Awaitable[None]]) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from hpc.serving.router.http import build_app
+    from hpc.serving.router.http_front import build_app
 
     async def main() -> None:
         client = TestClient(TestServer(build_app(router)))
