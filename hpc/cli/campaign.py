@@ -191,15 +191,12 @@ def status(
 
 
 def _print_results(found: CampaignResults) -> None:
-    from hpc.metrics.cells import number, of_total, wall
+    from hpc.metrics.cells import number, of_total
 
-    names = list(dict.fromkeys(name for t in found.tasks for name in t.params))
-    table = Table("task", *names, "state", f"final {found.metric}", f"best ({found.mode})", "at epoch", "epochs",
-                  "time", "GPU-h", "note", box=None)
-    for t in found.tasks:
-        table.add_row(str(t.task_id), *(str(t.params.get(n, "-")) for n in names), t.state, number(t.final),
-                      number(t.best), of_total(t.best_epoch, None), of_total(t.epochs - 1, t.epochs_planned),
-                      wall(t.wall_s), "-" if t.gpu_hours is None else f"{t.gpu_hours:.2f}", t.note)
+    header, rows = found.table()
+    table = Table(*header, box=None)
+    for row in rows:
+        table.add_row(*row)
     out().print(table)
     if found.usage_note:
         err().print(Text.assemble(("warning:", "yellow"), f" {found.usage_note}"), soft_wrap=True)
@@ -211,23 +208,29 @@ def _print_results(found: CampaignResults) -> None:
                               f"{found.metric} {number(best.best)} at epoch {of_total(best.best_epoch, None)}"))
 
 
+MetricOpt = Annotated[str | None, typer.Option("--metric", metavar="NAME",
+                                              help="What to rank by (default: val_loss if logged, else loss).")]
+ModeOpt = Annotated[str | None, typer.Option("--mode", metavar="min|max",
+                                             help="Lower or higher is better (default: max for acc/auc/precision/"
+                                                  "recall in the name, else min).")]
+StageOpt = Annotated[str | None, typer.Option("--stage", metavar="NAME",
+                                              help="The per-task stage whose metrics to read (default: the last "
+                                                   "that logged any).")]
+
+
 @campaign_app.command("results", short_help="One row per task with its metric, ranked; the best named.")
 def results(
     target: TargetArg,
-    metric: str | None = typer.Option(None, "--metric", metavar="NAME",
-                                      help="What to rank by (default: val_loss if logged, else loss)."),
-    mode: str | None = typer.Option(None, "--mode", metavar="min|max",
-                                    help="Lower or higher is better (default: max for acc/auc/precision/recall "
-                                         "in the name, else min)."),
-    stage: str | None = typer.Option(None, "--stage", metavar="NAME",
-                                     help="The per-task stage whose metrics to read (default: the last that "
-                                          "logged any)."),
+    metric: MetricOpt = None,
+    mode: ModeOpt = None,
+    stage: StageOpt = None,
     as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout: one line per task, parameters as columns."),
     as_json: JsonOpt = False,
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Every task with its parameters, state, final and best value of a metric, epochs and time; ranked."""
+    """Every task with its parameters, state, final and best value of a metric, epochs, time and GPU-hours;
+    ranked."""
     if as_csv and as_json:
         raise HpcTfError("--csv and --json both ask for the whole output: choose one")
     _, found = _ranked(target, metric, mode, stage, site, set_)
@@ -237,16 +240,6 @@ def results(
         typer.echo(found.to_csv(), nl=False)
     else:
         _print_results(found)
-
-
-MetricOpt = Annotated[str | None, typer.Option("--metric", metavar="NAME",
-                                              help="What to rank by (default: val_loss if logged, else loss).")]
-ModeOpt = Annotated[str | None, typer.Option("--mode", metavar="min|max",
-                                             help="Lower or higher is better (default: max for acc/auc/precision/"
-                                                  "recall in the name, else min).")]
-StageOpt = Annotated[str | None, typer.Option("--stage", metavar="NAME",
-                                              help="The per-task stage whose metrics to read (default: the last "
-                                                   "that logged any).")]
 
 
 def _ranked(target: str, metric: str | None, mode: str | None, stage: str | None, site: str | None,
