@@ -7,6 +7,7 @@
       <model>/<N>/                   integer versions assigned by hpc-tf, highest = served
       .hpc-tf/server.json            the serving node's endpoint (written by ``hpc-tf serve up``; 0600)
       .hpc-tf/serving.json           what is serving: versions per model, splits (hpc.serving.state)
+      .hpc-tf/router.json            the router's endpoint (``hpc-tf serve router``; 0600)
       .hpc-tf/server/                the serving node's script, logs, backends (0700: the owner's only)
       .hpc-tf/staging/               versions being built (same filesystem: renamed into place)
       .hpc-tf/handoffs/<model>/      one JSON record per hand-off
@@ -45,6 +46,7 @@ class Repository(Layout):
     endpoint_file = Under(STATE_DIR, "server.json")
     serving_file = Under(STATE_DIR, "serving.json")
     server_dir = Under(STATE_DIR, "server")
+    router_file = Under(STATE_DIR, "router.json")
     staging_dir = Under(STATE_DIR, "staging")
 
     @classmethod
