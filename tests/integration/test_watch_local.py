@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._readme import readme_argv
 from tests.integration._pty import plain, run_on_pty
 from tests.integration.test_launch_local import hpc_tf, run_dir_of, write_spec
 
@@ -61,11 +62,11 @@ def test_status_of_a_running_job_shows_its_epoch_loss_and_time_per_epoch(tmp_pat
         assert row["state"] == "RUNNING" and row["progress"], row
         assert 0 < float(str(row["progress_fraction"])) < 1, row
 
-        argv = [sys.executable, "-m", "hpc.cli", "status", "1", "--site", "local", "--set",
-                f"runs_dir={tmp_path / 'runs'}"]
+        command = readme_argv("hpc-tf status JOBID", JOBID="1")[1:]
+        argv = [sys.executable, "-m", "hpc.cli", *command, "--site", "local", "--set", f"runs_dir={tmp_path / 'runs'}"]
         code, terminal = run_on_pty(argv, cwd=tmp_path, env=env(), timeout=120)
         assert code == 0, terminal
-        piped = hpc_tf(tmp_path, "status", "1").stdout
+        piped = hpc_tf(tmp_path, *command).stdout
         assert "\x1b" not in piped, repr(piped)
         for shown in (plain(terminal), piped):
             line = next((ln for ln in shown.splitlines() if "RUNNING" in ln), "")

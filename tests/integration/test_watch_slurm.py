@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests._readme import readme_argv
 from tests.conftest import as_user_argv
 from tests.integration._pty import plain, run_on_pty
 
@@ -60,7 +61,7 @@ args: ["{{lr}}"]
 
 
 def watch_argv(directory: str, *extra: str) -> list[str]:
-    return ["hpc-tf", "campaign", "status", directory, "--watch", "--site", "sandbox", *extra]
+    return [*readme_argv("hpc-tf campaign status DIR --watch", DIR=directory), "--site", "sandbox", *extra]
 
 
 def on_terminal(cluster: SlurmCluster, argv: list[str]) -> list[str]:
