@@ -170,8 +170,10 @@ def view_parts(view: CampaignView, progress: Mapping[tuple[str, int | None], Upd
     return parts
 
 
-def age_note(view: CampaignView) -> str:
+def age_note(view: CampaignView, *, watching: bool = False) -> str:
     age = "" if view.age_s is None else f"states as of {view.age_s:.0f} s ago"
+    if watching:
+        return f"{age}; Ctrl-C stops watching, the campaign goes on".lstrip("; ")
     if not view.queried and view.age_s is not None:
         age += f"; next query in {view.next_query_s:.0f} s (--refresh asks now)"
     return age

@@ -77,7 +77,8 @@ def watch_campaign(paths: CampaignPaths, scheduler: Scheduler, *, refresh: bool,
                 refresh = False
                 updates = progress.update(view) if not as_json else {}
                 if screen is not None:
-                    screen.update(Group(*view_parts(view, updates), Text(age_note(view), style="dim")), refresh=True)
+                    footer = Text(age_note(view, watching=True), style="dim")
+                    screen.update(Group(*view_parts(view, updates), footer), refresh=True)
                 elif not as_json:
                     for key, update in updates.items():
                         for line in update.lines:

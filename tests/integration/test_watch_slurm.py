@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests._readme import readme_argv
-from tests.conftest import as_user_argv
+from tests._shims import CallLog
+from tests.conftest import VENV_BIN, as_user_argv
 from tests.integration._pty import plain, run_on_pty
 
 if TYPE_CHECKING:
@@ -72,7 +74,14 @@ def test_watch_in_a_pipe_prints_each_epoch_of_each_task_and_ends_with_the_campai
     campaign: Callable[[], str], researcher_run: Run, scratch_dir: Path
 ) -> None:
     directory = campaign()
-    result = researcher_run(watch_argv(directory), cwd=scratch_dir, timeout=300)
+    shims = CallLog.create(scratch_dir / "shims", ("sacct", "squeue"))
+    started = time.monotonic()
+    result = researcher_run(watch_argv(directory), cwd=scratch_dir, timeout=300,
+                            env={"PATH": f"{shims.bin}:{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"})
+    # one batched query per refresh, and no refresh asks within 2 s of the last (the backoff's first step):
+    # asking per task would be twice that with these two tasks
+    asked = shims.counts()
+    assert 1 <= asked["sacct"] <= (time.monotonic() - started) / 2 + 1 and asked["squeue"] <= asked["sacct"], asked
     assert "\x1b" not in result.stdout and "\r" not in result.stdout, repr(result.stdout)
     lines = result.stdout.splitlines()
     for task, lr in ((0, 0.5), (1, 0.25)):
