@@ -252,7 +252,7 @@ def resolve(
         workdir=run_time_path(spec.workdir, base, env) if spec.workdir else run_time_literal(str(base)),
         output_dir=output_dir,
         command=spec.command,
-        env=tuple(sorted(spec.env.items())),
+        env=tuple(spec.env.items()),  # in the order written: a value may use a variable set above it, as in a shell
         python=spec.environment.python or cfg.python,
         module_init=cfg.module_init,
         module_purge=spec.environment.module_purge,

@@ -262,3 +262,19 @@ def test_a_shifter_image_has_no_dollar_since_sbatch_reads_it() -> None:
     assert [str(p) for p in info.value.problems] == [
         "job.yaml:3: environment.container.image: sbatch reads a Shifter image (#SBATCH --image) before the node "
         "expands anything: write the image's name without $"]
+
+
+def test_env_values_are_set_in_the_order_written_so_a_value_can_use_one_above_it(tmp_path: Path) -> None:
+    """As in a shell script: ``ZDATA`` is exported before ``APATH`` uses it, and a value that names a key
+    written below it gets the node's own value (sorting the keys would export ``APATH`` first)."""
+    site = load_site("sandbox", (f"runs_dir={tmp_path / 'runs'}",), environ=ALICE)
+    spec = (f"name: a\ncommand: x\nenvironment: {{python: {tmp_path / 'python'}}}\n"
+            "env: {ZDATA: '/scratch/d', APATH: '${ZDATA}/train', BEFORE: '${MODE}', MODE: job}\n")
+    job = resolve(load_spec_text(spec, "job.yaml", tmp_path), site, "r", ALICE)
+    (tmp_path / "python").write_text('#!/bin/sh\nprintf "%s|%s|%s" "$APATH" "$BEFORE" "$MODE" > "$0.env"\n')
+    (tmp_path / "python").chmod(0o755)
+    script = tmp_path / "job.sbatch"
+    script.write_text(render_script(job))
+    result = subprocess.run(["bash", str(script)], env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MODE": "node"},
+                            cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False)
+    assert (tmp_path / "python.env").read_text() == "/scratch/d/train|node|job", result.stderr
