@@ -13,7 +13,12 @@ from hpc.text import shown
 
 
 def write_text_atomic(path: Path, text: str, *, mode: int = 0o644, replace: bool = True) -> None:
-    """Replace ``path`` with ``text`` so a reader sees the old file or the new one, never a mix.
+    """Replace ``path`` with ``text`` (UTF-8): see :func:`write_bytes_atomic`."""
+    write_bytes_atomic(path, text.encode("utf-8"), mode=mode, replace=replace)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int = 0o644, replace: bool = True) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old file or the new one, never a mix.
 
     ``replace=False``: a new file only; FileExistsError when ``path`` exists, even if it appeared
     meanwhile (a hard link, unlike a rename, never replaces).
@@ -25,8 +30,8 @@ def write_text_atomic(path: Path, text: str, *, mode: int = 0o644, replace: bool
     tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # the kernel applies the umask
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | (mode & stat.S_IRWXU))
             os.fsync(fd)

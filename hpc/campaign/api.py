@@ -13,7 +13,7 @@ from hpc.campaign.load import load_campaign
 from hpc.campaign.manifest import locked, read_manifest, write_manifest
 from hpc.campaign.paths import MANIFEST, CampaignPaths
 from hpc.campaign.plan import CampaignPlan, plan_campaign, require_slurm
-from hpc.campaign.results import CampaignResults, results
+from hpc.campaign.results import CampaignResults, results, task_gpu_seconds
 from hpc.campaign.status import CampaignView, poll, view
 from hpc.campaign.submit import Submitted, submit_campaign
 from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
@@ -131,12 +131,17 @@ def ranked(
     stage: str | None = None, clock: Callable[[], float] = time.time,
 ) -> CampaignResults:
     """``hpc-tf campaign results``: the tasks' states as :func:`status` has them (the same backoff; no query
-    once every task has ended), each with its metrics, ranked."""
+    once every task has ended), each with its metrics and GPU-hours (one accounting call), ranked."""
     with locked(paths):
         manifest = read_manifest(paths)
         if poll(manifest, scheduler, clock=clock):
             write_manifest(paths, manifest)
-    return results(manifest, paths, metric=metric, mode=mode, stage=stage)
+    try:
+        spent: dict[int, int] | None = task_gpu_seconds(manifest, scheduler)
+        note = ""
+    except HpcTfError as err:  # the ranking stands without them
+        spent, note = None, f"GPU-hours not read: {err.reason}"
+    return results(manifest, paths, metric=metric, mode=mode, stage=stage, gpu_seconds=spent, usage_note=note)
 
 
 def find_campaign(target: str, root: Path) -> CampaignPaths:

@@ -8,6 +8,8 @@
       tasks/<id>/<stage>/metrics.jsonl  what that task's training logged (the stage's run dir is shared)
       stages/<stage>/           a run directory (hpc.paths.RunPaths): resolved.json, runtime/, logs/
       stages/<stage>/submit-001.sbatch   each script exactly as submitted (one per array chunk or resubmission)
+      plots/*.png               hpc-tf campaign plot's default output
+      report.html               hpc-tf campaign report's default output
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class CampaignPaths(Layout):
     source_copy = Under("campaign.yaml")
     tasks_dir = Under("tasks")
     stages_dir = Under("stages")
+    plots_dir = Under("plots")
+    report = Under("report.html")
 
     def task_dir(self, task_id: int) -> Path:
         return self.tasks_dir / str(task_id)

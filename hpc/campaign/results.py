@@ -4,22 +4,23 @@ Each task's metrics are its own ``tasks/<id>/<stage>/metrics.jsonl`` (hpc.metric
 row, whatever happened to it: completed tasks first, best first (only one of them is named best); then
 failed, running and blocked tasks with what they logged so far; then tasks that logged nothing. The
 metric defaults to ``val_loss`` when any task logged it, else ``loss``; the mode to what its name says
-(:func:`hpc.metrics.default_mode`).
+(:func:`hpc.metrics.default_mode`). GPU-hours per task come from the scheduler's accounting, one call for
+every attempt of every task (:func:`task_gpu_seconds`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from hpc.campaign.manifest import Manifest, UnitRef
 from hpc.campaign.paths import CampaignPaths
 from hpc.campaign.status import BLOCKED, blocked_units
 from hpc.errors import HpcTfError
 from hpc.metrics.read import Mode, RunMetrics, default_mode, read_metrics
-from hpc.scheduler import JobState
+from hpc.scheduler import JobState, Scheduler
 from hpc.text import shown
 
 DEFAULT_METRICS = ("val_loss", "loss")
@@ -39,6 +40,7 @@ class TaskResult:
     wall_s: float | None
     metrics_file: str
     note: str = ""  # why there are no values, when there are none
+    gpu_hours: float | None = None  # every attempt of the task in every per-task stage; None: not read
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -52,6 +54,7 @@ class CampaignResults:
     metric: str
     mode: Mode
     tasks: Sequence[TaskResult]  # in the order of the module docstring
+    usage_note: str = ""  # why the GPU-hours are missing, when they are
 
     @property
     def best(self) -> TaskResult | None:
@@ -62,13 +65,14 @@ class CampaignResults:
     def as_dict(self) -> dict[str, object]:
         best = self.best
         return {"id": self.id, "root": self.root, "stage": self.stage, "metric": self.metric, "mode": self.mode,
-                "best": best.as_dict() if best is not None else None, "tasks": [t.as_dict() for t in self.tasks]}
+                "best": best.as_dict() if best is not None else None, "tasks": [t.as_dict() for t in self.tasks],
+                "usage_note": self.usage_note}
 
     def to_csv(self) -> str:
         """One line per task: its parameters as columns (the campaign's names), then the results."""
         names = list(dict.fromkeys(name for t in self.tasks for name in t.params))
         results = ["state", f"final_{self.metric}", f"best_{self.metric}", "best_epoch", "epochs_done",
-                   "epochs_planned", "wall_s", "job_id"]
+                   "epochs_planned", "wall_s", "job_id", "gpu_hours"]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         # a parameter named like a result column keeps its value apart: param_state
@@ -76,7 +80,8 @@ class CampaignResults:
         for t in self.tasks:
             writer.writerow([t.task_id, *(_cell(t.params.get(n)) for n in names), t.state, _cell(t.final),
                              _cell(t.best), _cell(t.best_epoch), t.epochs, _cell(t.epochs_planned),
-                             _cell(None if t.wall_s is None else round(t.wall_s, 3)), t.job_id or ""])
+                             _cell(None if t.wall_s is None else round(t.wall_s, 3)), t.job_id or "",
+                             _cell(t.gpu_hours)])
         return buffer.getvalue()
 
 
@@ -107,11 +112,25 @@ def _read(paths: CampaignPaths, task_id: int, stage: str) -> tuple[RunMetrics | 
         return None, err.reason
 
 
+def task_gpu_seconds(manifest: Manifest, scheduler: Scheduler) -> dict[int, int]:
+    """What each task held: allocated GPUs × elapsed of every attempt in every per-task stage (a failed
+    try cost GPUs too), from ONE scheduler call for all of them (:meth:`Scheduler.usage`)."""
+    owner = {attempt.job_id: ref.task_id for ref in manifest.all_units() if ref.task_id is not None
+             for attempt in ref.unit.attempts}
+    spent = dict.fromkeys((task.id for task in manifest.tasks), 0)
+    for job in scheduler.usage(list(owner)) if owner else ():
+        task_id = owner.get(job.job_id)
+        if task_id is not None:
+            spent[task_id] += job.gpu_seconds
+    return spent
+
+
 def results(
     manifest: Manifest, paths: CampaignPaths, *, metric: str | None = None, mode: Mode | None = None,
-    stage: str | None = None,
+    stage: str | None = None, gpu_seconds: Mapping[int, int] | None = None, usage_note: str = "",
 ) -> CampaignResults:
-    """Every task of ``stage`` (see :func:`metrics_stage`) with the final and best ``metric``, ranked."""
+    """Every task of ``stage`` (see :func:`metrics_stage`) with the final and best ``metric``, ranked;
+    with GPU-hours when ``gpu_seconds`` (:func:`task_gpu_seconds`) are given."""
     stage = metrics_stage(manifest, paths, stage)
     refs = {ref.task_id: ref for ref in manifest.units(stage) if ref.task_id is not None}
     read = {task.id: _read(paths, task.id, stage) for task in manifest.tasks}
@@ -123,9 +142,11 @@ def results(
     rows = [_row(task.id, dict(task.params), refs.get(task.id), blocked, *read[task.id], metric, mode,
                  str(paths.task_metrics(task.id, stage)))
             for task in manifest.tasks]
+    if gpu_seconds is not None:
+        rows = [replace(r, gpu_hours=round(gpu_seconds.get(r.task_id, 0) / 3600, 4)) for r in rows]
     by_value = sorted(rows, key=lambda r: r.best or 0.0, reverse=mode == "max")  # stable: ties keep task order
     return CampaignResults(id=manifest.id, root=manifest.root, stage=stage, metric=metric, mode=mode,
-                           tasks=sorted(by_value, key=_group))
+                           tasks=sorted(by_value, key=_group), usage_note=usage_note)
 
 
 def _group(task: TaskResult) -> int:

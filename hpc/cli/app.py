@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "cancel": ("hpc.cli.jobs", "cancel", "Cancel jobs by id or run directory."),
     "metrics": ("hpc.cli.metrics", "metrics", "What a run's training logged, epoch by epoch."),
     "quota": ("hpc.cli.quota", "quota", "Your GPU limits beside the GPUs in use."),
+    "usage": ("hpc.cli.usage", "usage", "GPU-hours your jobs held, beside your GPU-minute budget."),
     "config": ("hpc.cli.config", "config_app", "Show the layered site configuration."),
     "site": ("hpc.cli.site", "site_app", "Install your cluster's site config (and make it the default)."),
     "campaign": ("hpc.cli.campaign", "campaign_app", "Sweeps as job arrays; pipelines of stages."),

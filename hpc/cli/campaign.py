@@ -118,7 +118,9 @@ MAX_ROWS = 20
 
 
 def _params(params: Mapping[str, object]) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items()) or "-"
+    from hpc.metrics.cells import params_text
+
+    return params_text(params)
 
 
 def _more(count: int) -> list[RenderableType]:
@@ -215,16 +217,18 @@ def status(
 
 
 def _print_results(found: CampaignResults) -> None:
-    from hpc.cli.metrics import number, of_total, wall
+    from hpc.metrics.cells import number, of_total, wall
 
     names = list(dict.fromkeys(name for t in found.tasks for name in t.params))
     table = Table("task", *names, "state", f"final {found.metric}", f"best ({found.mode})", "at epoch", "epochs",
-                  "time", "note", box=None)
+                  "time", "GPU-h", "note", box=None)
     for t in found.tasks:
         table.add_row(str(t.task_id), *(str(t.params.get(n, "-")) for n in names), t.state, number(t.final),
                       number(t.best), of_total(t.best_epoch, None), of_total(t.epochs - 1, t.epochs_planned),
-                      wall(t.wall_s), t.note)
+                      wall(t.wall_s), "-" if t.gpu_hours is None else f"{t.gpu_hours:.2f}", t.note)
     out().print(table)
+    if found.usage_note:
+        err().print(Text.assemble(("warning:", "yellow"), f" {found.usage_note}"), soft_wrap=True)
     best = found.best
     if best is None:
         err().print(f"no completed task logged {found.metric} (stage {found.stage}): no best configuration yet")
@@ -264,6 +268,76 @@ def results(
         typer.echo(found.to_csv(), nl=False)
     else:
         _print_results(found)
+
+
+MetricOpt = Annotated[str | None, typer.Option("--metric", metavar="NAME",
+                                              help="What to rank by (default: val_loss if logged, else loss).")]
+ModeOpt = Annotated[str | None, typer.Option("--mode", metavar="min|max",
+                                             help="Lower or higher is better (default: max for acc/auc/precision/"
+                                                  "recall in the name, else min).")]
+StageOpt = Annotated[str | None, typer.Option("--stage", metavar="NAME",
+                                              help="The per-task stage whose metrics to read (default: the last "
+                                                   "that logged any).")]
+
+
+def _ranked(target: str, metric: str | None, mode: str | None, stage: str | None, site: str | None,
+            set_: list[str] | None) -> tuple[CampaignPaths, CampaignResults]:
+    """The campaign's results as ``campaign results`` ranks them, for the commands that draw them."""
+    from hpc.campaign import api
+
+    if mode not in (None, "min", "max"):
+        raise HpcTfError(f"--mode {shown(mode)}: choose min or max")
+    paths = _target(target, site, set_)
+    return paths, api.ranked(paths, _scheduler(site, set_), metric=metric,
+                             mode="max" if mode == "max" else "min" if mode == "min" else None, stage=stage)
+
+
+@campaign_app.command("plot", short_help="PNGs: learning curves, the metric against each parameter.")
+def plot(
+    target: TargetArg,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="DIR", help="Where to write the PNGs (default: the campaign's plots/).")] = None,
+    metric: MetricOpt = None,
+    mode: ModeOpt = None,
+    stage: StageOpt = None,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Learning curves of every task (the best highlighted), the metric against each parameter and, for two
+    parameters or more, parallel coordinates: one PNG each. Prints the files written."""
+    from hpc.metrics.plot import campaign_figures, save_png
+
+    paths, found = _ranked(target, metric, mode, stage, site, set_)
+    figures = campaign_figures(found)
+    if not figures:
+        raise HpcTfError(f"no task of campaign {found.id} has logged {shown(found.metric)} yet: nothing to plot",
+                         hint=f"see where they are: hpc-tf campaign status {paths.root}")
+    where = out_dir if out_dir is not None else paths.plots_dir
+    for stem, figure in figures.items():
+        save_png(figure, where / f"{stem}.png")
+        typer.echo(str(where / f"{stem}.png"))
+
+
+@campaign_app.command("report", short_help="One self-contained HTML file: the results table and the plots.")
+def report(
+    target: TargetArg,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="FILE", help="The HTML file to write (default: the campaign's report.html).")] = None,
+    metric: MetricOpt = None,
+    mode: ModeOpt = None,
+    stage: StageOpt = None,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The ranked results table and every plot in one HTML file (images inside it): open it in any browser."""
+    from hpc.atomic import write_text_atomic
+    from hpc.metrics.plot import campaign_figures, png
+    from hpc.metrics.report import report_html
+
+    paths, found = _ranked(target, metric, mode, stage, site, set_)
+    where = out_file if out_file is not None else paths.report
+    write_text_atomic(where, report_html(found, {stem: png(f) for stem, f in campaign_figures(found).items()}))
+    typer.echo(str(where))
 
 
 @campaign_app.command("resubmit", short_help="Resubmit only the failed tasks.")

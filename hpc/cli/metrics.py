@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,28 +12,14 @@ from rich.text import Text
 
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
+from hpc.errors import HpcTfError
+from hpc.metrics.cells import number, of_total, wall
 from hpc.metrics.find import run_metrics
 from hpc.metrics.read import RunMetrics
 from hpc.paths import runs_root
 from hpc.site.load import load_site
-from hpc.units import format_duration
 
 FIRST = ("loss", "val_loss")  # Keras prints these first; then the rest as logged
-
-
-def number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
-
-
-def wall(seconds: float | None) -> str:
-    return "-" if seconds is None else format_duration(round(seconds))
-
-
-def of_total(done: int | None, total: int | None) -> str:
-    """``3/10``: 1-based, as Keras prints ``Epoch 3/10``."""
-    if done is None:
-        return "-"
-    return f"{done + 1}/{total}" if total is not None else str(done + 1)
 
 
 def _table(found: RunMetrics) -> Table:
@@ -55,11 +42,22 @@ def metrics(
     target: Annotated[str, typer.Argument(help="Run directory, job id, a campaign task's output directory, or a "
                                                "metrics.jsonl file.", show_default=False)],
     as_json: JsonOpt = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Also draw the curves into a PNG (see --out).")] = False,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="FILE", help="The PNG --plot writes (default: metrics.png by metrics.jsonl).")] = None,
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """The metrics a run's training logged (loss, compiled metrics, val_*, learning rate), one row per epoch."""
+    if out_file is not None and not plot:
+        raise HpcTfError("--out names the PNG of --plot", hint=f"hpc-tf metrics {target} --plot --out FILE")
     found = run_metrics(target, runs_root(load_site(site, set_ or ()).config.runs_dir, os.environ))
+    if plot:
+        from hpc.metrics.plot import run_figure, save_png
+
+        where = out_file if out_file is not None else found.path.with_name("metrics.png")
+        save_png(run_figure(found, f"{target}: {found.epochs} epoch(s)"), where)
+        err().print(f"curves written to {where}")
     if as_json:
         print_json(found.as_dict())
         return

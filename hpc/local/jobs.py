@@ -90,6 +90,11 @@ class LocalJobStore:
     def write(self, job: LocalJob) -> None:
         write_text_atomic(self.path(job.job_id), json.dumps(dataclasses.asdict(job), indent=2) + "\n")
 
+    def jobs(self) -> list[LocalJob]:
+        """Every job recorded here, by id."""
+        ids = sorted(int(p.stem) for p in self.directory.glob("*.json") if p.stem.isdigit())
+        return [job for job in (self.read(str(i)) for i in ids) if job is not None]
+
     def read(self, job_id: str) -> LocalJob | None:
         try:
             return read_record(self.path(job_id), "the local job record", parse=lambda data: LocalJob(**data),

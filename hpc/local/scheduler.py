@@ -20,6 +20,7 @@ from pathlib import Path
 from hpc.errors import HpcTfError
 from hpc.local.jobs import TERMINAL_STATES, LocalJob, LocalJobStore
 from hpc.render.directives import gpu_count, read_gres, script_directives
+from hpc.scheduler.accounting import JobUsage
 from hpc.scheduler.fields import ExitCode
 from hpc.scheduler.reasons import parse_reason
 from hpc.scheduler.states import JobState
@@ -75,6 +76,19 @@ class LocalScheduler:
                 continue
             if supervisor_alive(job):
                 os.kill(job.supervisor_pid, signal.SIGTERM)
+
+    def usage(self, job_ids: Sequence[str] = (), *, since: float | None = None,
+              user: str | None = None) -> list[JobUsage]:
+        """GPU time from the job records: the job's GPUs × how long it ran (to now while it runs). Every
+        job here is this machine's user's: ``user`` selects nothing."""
+        if not job_ids and since is not None:
+            job_ids = [job.job_id for job in self.store.jobs() if job.ended_at is None or job.ended_at >= since]
+        found = []
+        for status in self.query(job_ids).values():
+            ran = status.elapsed_s if status.node_list else 0  # a job that never started held no GPUs
+            found.append(JobUsage(job_id=status.job_id, raw_id=status.raw_id, state=status.state,
+                                  account=status.account, gpus=status.gpus if ran else 0, elapsed_s=ran or 0))
+        return found
 
     def show_config(self) -> Mapping[str, str]:
         return {"ClusterName": LOCAL_CLUSTER, "SchedulerType": "hpc-tf local launcher",

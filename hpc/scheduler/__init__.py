@@ -1,7 +1,7 @@
 """The scheduler: the only part of hpc-tf that knows Slurm's command syntax.
 
 Callers use the :class:`Scheduler` protocol; :class:`SlurmScheduler` implements it with Slurm's
-command-line tools (argv builders in ``commands``, parsers of their output in ``parse``/``fields``,
+command-line tools (argv builders in ``commands``, parsers of their output in ``parse``/``fields``/``accounting``,
 state and reason maps in ``states``/``reasons``, batched status in ``status``, polling in
 ``follow``). Another backend (pyslurm, slurmrestd) would implement the same protocol.
 
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from hpc.scheduler.accounting import JobUsage
 from hpc.scheduler.fields import ExitCode
 from hpc.scheduler.follow import Follower, PollBackoff
 from hpc.scheduler.reasons import PendingReason, ReasonCategory, parse_reason
@@ -44,6 +45,13 @@ class Scheduler(Protocol):
         """The scheduler's configuration (Slurm: ``scontrol show config``)."""
         ...
 
+    def usage(self, job_ids: Sequence[str] = (), *, since: float | None = None,
+              user: str | None = None) -> list[JobUsage]:
+        """GPU time held, in one go: of the jobs ``job_ids`` (an array id stands for its tasks), or of
+        ``user``'s jobs that ran (or waited) after ``since`` (unix time) until now; one record per
+        allocation, earlier runs of a requeued job included."""
+        ...
+
 
 __all__ = [
     "NO_OPTIONS",
@@ -53,6 +61,7 @@ __all__ = [
     "Follower",
     "JobState",
     "JobStatus",
+    "JobUsage",
     "PendingReason",
     "PollBackoff",
     "ReasonCategory",

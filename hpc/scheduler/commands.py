@@ -5,6 +5,7 @@ Every query is batched: many job ids go into one call (``--jobs=1,2,3``), never 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -174,6 +175,30 @@ def sacct(job_ids: Sequence[str], *, steps: bool = False, fields: Sequence[str] 
     if not steps:
         argv.insert(1, "--allocations")
     return argv
+
+
+# What a job cost: GPUs held (AllocTRES) × seconds held (ElapsedRaw; a running job's counts to now)
+USAGE_FIELDS: tuple[str, ...] = ("JobID", "JobIDRaw", "State", "Account", "AllocTRES", "ElapsedRaw", "Start")
+
+
+def sacct_usage(job_ids: Sequence[str] = (), *, since: str | None = None, user: str | None = None) -> list[str]:
+    """One accounting query for what jobs cost: the jobs ``job_ids`` (searched from the epoch, as
+    :func:`sacct`), or ``user``'s jobs that ran or waited after ``since`` (``2026-11-05T14:00:00``,
+    local time; until now). ``--duplicates``: an earlier run of a requeued job held its GPUs too."""
+    if bool(job_ids) == (since is not None):
+        raise ValueError("sacct_usage needs job ids or a start time, not both")
+    argv = ["sacct", "--allocations", "--parsable2", "--noheader", "--duplicates", f"--format={','.join(USAGE_FIELDS)}"]
+    if job_ids:
+        return [*argv, f"--jobs={','.join(checked_job_ids(job_ids))}"]
+    if not _SINCE.fullmatch(since or ""):
+        raise HpcTfError(f"{shown(since or '')} is not a time sacct reads", hint="e.g. 2026-11-05T14:00:00")
+    argv.append(f"--starttime={since}")
+    if user is not None:
+        argv.append(f"--user={checked_names([user], 'user')[0]}")
+    return argv
+
+
+_SINCE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 
 
 def squeue(job_ids: Sequence[str]) -> list[str]:

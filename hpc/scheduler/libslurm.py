@@ -24,6 +24,7 @@ from typing import Any
 
 from hpc.errors import HpcTfError, SchedulerCommandFailed, SchedulerUnavailable
 from hpc.scheduler import commands
+from hpc.scheduler.accounting import JobUsage, usage_of
 from hpc.scheduler.fields import JobId, parse_array_tasks, parse_job_id
 from hpc.scheduler.libslurm_rows import DB_FIELDS, LIVE_FIELDS, RecordSource, fields_of
 from hpc.scheduler.libslurm_submit import environment, submit_attributes
@@ -94,6 +95,19 @@ class PyslurmScheduler:
         """Every job the controller holds, as fields (one load, as squeue does)."""
         found = self._call(lambda: self.pyslurm.Jobs.load(), "Jobs.load")
         return [fields_of(job, LIVE_FIELDS) for job in sorted(found.values(), key=lambda j: int(j.id))]
+
+    def usage(self, job_ids: Sequence[str] = (), *, since: float | None = None,
+              user: str | None = None) -> list[JobUsage]:
+        """GPU time of jobs from slurmdbd's records (the same read as :meth:`query`); listing a user's
+        jobs by time is sacct's (refused here)."""
+        if not job_ids:
+            if since is None:
+                return []
+            raise HpcTfError("the pyslurm scheduler cannot list jobs by time for hpc-tf usage",
+                             hint="ask Slurm's tools instead: hpc-tf usage --set scheduler=cli")
+        wanted = set(commands.checked_job_ids(job_ids))
+        rows = RecordSource(self.accounting_records, self.live_records).accounting(list(wanted))
+        return [usage_of(row) for row in rows if row.job_id.job in wanted or row.job_id.base in wanted]
 
     # --- cancel, config ----------------------------------------------------------------------------
 

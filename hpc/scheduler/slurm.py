@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hpc.errors import SchedulerUnavailable
+from hpc.errors import SchedulerOutputError, SchedulerUnavailable
 from hpc.scheduler import commands
+from hpc.scheduler.accounting import JobUsage, parse_job_usage
 from hpc.scheduler.parse import parse_sbatch_parsable, parse_scontrol_config
 from hpc.scheduler.run import CommandResult, SlurmCli, classify
 from hpc.scheduler.status import SQUEUE_NO_SUCH_JOB, JobStatus, query
@@ -54,6 +56,19 @@ class SlurmScheduler:
         """Cancel jobs (or array tasks); jobs that already ended are not an error."""
         if job_ids:
             self.cli.run(commands.scancel(job_ids), tolerate=_ALREADY_OVER)
+
+    def usage(self, job_ids: Sequence[str] = (), *, since: float | None = None,
+              user: str | None = None) -> list[JobUsage]:
+        """One ``sacct`` call (:func:`hpc.scheduler.commands.sacct_usage`): GPUs held × ElapsedRaw per allocation."""
+        if not job_ids and since is None:
+            return []
+        start = None if job_ids else time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since))
+        argv = commands.sacct_usage(job_ids, since=start, user=None if job_ids else user)
+        stdout = self.cli.run(argv).stdout
+        try:
+            return parse_job_usage(stdout, commands.USAGE_FIELDS)
+        except SchedulerOutputError as err:
+            raise SchedulerOutputError(f"{err.message} (command: {' '.join(argv)})") from err
 
     def show_config(self) -> dict[str, str]:
         """``scontrol show config`` as a dict (``MaxArraySize``, ``MinJobAge``, ``MessageTimeout`` …)."""

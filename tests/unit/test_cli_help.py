@@ -11,11 +11,12 @@ from typer.testing import CliRunner
 from hpc.cli import app
 
 COMMANDS = [
-    [], ["launch"], ["render"], ["import"], ["status"], ["logs"], ["cancel"], ["metrics"], ["quota"], ["node-env"],
+    [], ["launch"], ["render"], ["import"], ["status"], ["logs"], ["cancel"], ["metrics"], ["quota"], ["usage"],
+    ["node-env"],
     ["handoff"],
     ["config"], ["config", "show"], ["site"], ["site", "add"],
     ["campaign"], ["campaign", "run"], ["campaign", "status"], ["campaign", "results"], ["campaign", "resubmit"],
-    ["campaign", "cancel"],
+    ["campaign", "cancel"], ["campaign", "plot"], ["campaign", "report"],
     ["serve"], ["serve", "up"], ["serve", "down"], ["serve", "status"], ["serve", "predict"],
 ]
 

@@ -29,6 +29,9 @@ ON_YOUR_CLUSTER = SLURM + "test_on_your_cluster_launch_status_logs_cancel_config
 QUICKSTART = "integration/test_quickstart_local.py::test_the_first_command_ends_with_a_prediction_served_by_triton"
 IMPORT = "unit/test_import.py::test_the_readme_import_command_drafts_a_job_that_renders"
 RESULTS = "unit/test_campaign_results.py::"
+PLOTS = "unit/test_campaign_plot.py::"
+USAGE_LOCAL = "unit/test_usage.py::test_the_readme_usage_commands_on_the_local_launcher"
+USAGE_SLURM = "integration/test_usage_slurm.py::test_usage_equals_sacct_allocated_gpus_times_elapsed"
 CI = "CI: "  # covered by CI itself, not by a test: the reason follows
 
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -64,6 +67,13 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "test_watch_in_a_pipe_prints_each_epoch_of_each_task_and_ends_with_the_campaign",
         "integration/test_watch_slurm.py::"
         "test_watch_on_a_terminal_redraws_a_live_view_with_bars_and_ctrl_c_leaves_the_campaign_running"),
+    "hpc-tf campaign plot DIR": (PLOTS + "test_the_readme_plot_command_writes_the_three_pngs",),
+    "hpc-tf campaign report DIR": (
+        PLOTS + "test_the_readme_report_command_writes_one_html_with_every_task_and_the_plots",
+        "integration/test_report_browser.py::test_the_report_opens_in_headless_chromium_with_its_table_and_images"),
+    "hpc-tf metrics RUN_DIR --plot": (PLOTS + "test_the_readme_metrics_plot_command_draws_one_runs_curves",),
+    "hpc-tf usage": (USAGE_LOCAL,),
+    "hpc-tf usage --since 7d --by campaign": (USAGE_LOCAL, USAGE_SLURM),
     "hpc-tf serve up": (HANDOFF,),
     "hpc-tf handoff RUN_DIR --model resnet": (HANDOFF,),
     "hpc-tf serve status": (HANDOFF,),
