@@ -7,7 +7,8 @@ With ``--json`` nothing until the end, then the final status as the one JSON doc
 "wait for the campaign").
 Each refresh is one :func:`hpc.campaign.api.status` call, which asks the scheduler once for the whole
 campaign and only when its backoff says so; training progress comes from the tasks' metrics files.
-Ctrl-C stops the watching, never the campaign.
+A controller that does not answer is said and asked again, backing off; Ctrl-C stops the watching,
+never the campaign.
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import typer
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
 from hpc.campaign import api
 from hpc.campaign.paths import CampaignPaths
-from hpc.campaign.status import CampaignView
+from hpc.campaign.status import DEFAULT_BACKOFF, CampaignView
 from hpc.cli.campaign import _params, _print_view, age_note, view_parts
 from hpc.cli.console import err, out
 from hpc.cli.options import print_json
+from hpc.errors import SchedulerUnavailable
 from hpc.metrics.progress import ProgressReader, Update
 from hpc.render.quoting import sh
 from hpc.scheduler import Scheduler
@@ -70,15 +72,27 @@ def watch_campaign(paths: CampaignPaths, scheduler: Scheduler, *, refresh: bool,
     progress = _Progress()
     shown_counts: dict[str, dict[str, int]] = {}
     screen = Live(console=console, auto_refresh=False, transient=True) if live_view else None
+    shown: list[RenderableType] = []  # the live view's last state, kept while Slurm does not answer
+    wait_s = REFRESH_S
     try:
         with screen or contextlib.nullcontext():
             while True:
-                view = api.status(paths, scheduler, refresh=refresh)
-                refresh = False
+                try:
+                    view = api.status(paths, scheduler, refresh=refresh)
+                except SchedulerUnavailable as error:  # a busy or restarting controller: watching goes on
+                    wait_s = DEFAULT_BACKOFF.next_s(wait_s, changed=False)
+                    note = f"Slurm did not answer ({error.reason}); asking again in {wait_s:.0f} s"
+                    if screen is not None:
+                        screen.update(Group(*shown, Text(note, style="yellow")), refresh=True)
+                    else:
+                        err().print(note)
+                    time.sleep(wait_s)
+                    continue
+                refresh, wait_s = False, REFRESH_S
                 updates = progress.update(view) if not as_json else {}
                 if screen is not None:
-                    footer = Text(age_note(view, watching=True), style="dim")
-                    screen.update(Group(*view_parts(view, updates), footer), refresh=True)
+                    shown = view_parts(view, updates)
+                    screen.update(Group(*shown, Text(age_note(view, watching=True), style="dim")), refresh=True)
                 elif not as_json:
                     for key, update in updates.items():
                         for line in update.lines:

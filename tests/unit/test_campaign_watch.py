@@ -8,9 +8,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hpc.campaign.manifest import Manifest
+from hpc.campaign.paths import CampaignPaths
 from hpc.campaign.status import view
+from hpc.cli import campaign_watch
+from hpc.scheduler import SlurmCli, SlurmScheduler, commands
+from hpc.scheduler.replay import ReplayRunner, load_recording
+from hpc.scheduler.run import CommandResult, RetryPolicy
 from tests.unit.test_cli_output import piped
+from tests.unit.test_scheduler_status import OUTAGE, failing
 
 
 def manifest(root: Path, *states: str) -> dict[str, Any]:
@@ -51,3 +59,33 @@ def test_watching_a_campaign_that_ended_prints_its_counts_and_status_and_asks_no
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "main: 2 COMPLETED" and lines[1].startswith("campaign sweep-1 (2 task(s))"), lines
+
+
+def test_a_controller_that_does_not_answer_is_said_and_asked_again_until_the_campaign_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Recorded answers: slurmdbd and slurmctld down (tests/fixtures/scheduler/slurm-22.05/errors), then
+    accounting again, with job 90 completed (…/outage/sacct.rec)."""
+    root = tmp_path / "sweep-1"
+    data = manifest(root)
+    data["stages"] = data["stages"][1:]  # the single job only: 90, recorded as running before the outage
+    data["stages"][0]["after"] = []
+    data["stages"][0]["job"]["attempts"][0].update(job_id="90", submission="90", raw_id="90")
+    (root / "stages" / "report").mkdir(parents=True)
+    (root / "manifest.json").write_text(json.dumps(data))
+    recorded = load_recording(OUTAGE / "sacct.rec").result
+    completed = "".join(line + "\n" for line in recorded.stdout.splitlines() if line.startswith("90|"))
+    runner = ReplayRunner([failing(commands.sacct(["90"]), "slurmdbd-down/sacct.rec"),
+                           CommandResult(tuple(commands.sacct(["90"])), 0, completed, ""),
+                           failing(commands.squeue(["90"]), "controller-down/squeue.rec")])
+    slept: list[float] = []
+    monkeypatch.setattr(campaign_watch.time, "sleep", slept.append)
+
+    scheduler = SlurmScheduler(SlurmCli(runner, retry=RetryPolicy(attempts=1)))
+    campaign_watch.watch_campaign(CampaignPaths.at(root), scheduler, refresh=False, as_json=False)
+    printed = capsys.readouterr()
+    assert [argv[0] for argv in runner.calls] == ["sacct", "squeue", "sacct"]  # one query per refresh
+    (said,) = [line for line in printed.err.splitlines() if "did not answer" in line]
+    assert said.startswith("Slurm did not answer (") and said.endswith("; asking again in 3 s"), said
+    assert slept == [3.0]  # backing off (2 s, then x1.5), not hammering the controller
+    assert printed.out.splitlines()[0] == "report: 1 COMPLETED", printed.out
