@@ -27,7 +27,9 @@ pytestmark = pytest.mark.slurm
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
-# a custom training loop: three epochs of a few seconds, each logged with the runtime's one call
+# a custom training loop: three epochs of a few seconds, each logged with the runtime's one call. Long enough
+# for the campaign's backed-off queries to see the tasks running: a just-started array can stay PENDING in
+# sacct for a few seconds under load
 TRAIN_PY = """\
 import os, sys, time
 from hpc_tf_runtime.metrics import log
@@ -46,7 +48,7 @@ def campaign(scratch_dir: Path, slurm_cluster: SlurmCluster, researcher_run: Run
 name: watched
 job:
   command: [python3, train.py]
-  env: {{EPOCH_S: "3"}}
+  env: {{EPOCH_S: "5"}}
   resources: {{nodes: 1, partition: {slurm_cluster.cpu_partition}, time: "2:00"}}
 parameters:
   grid: {{lr: [0.5, 0.25]}}
