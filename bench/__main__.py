@@ -16,7 +16,7 @@ from types import ModuleType
 
 from bench._stats import Result, table, write_json
 
-ALL = ("launch", "bootstrap", "campaign", "training", "handoff", "serving", "scheduler")
+ALL = ("launch", "bootstrap", "campaign", "training", "handoff", "serving", "router", "scheduler")
 
 
 def _module(name: str) -> ModuleType:

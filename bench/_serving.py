@@ -63,20 +63,24 @@ def request(savedmodel: Path, batch: int = 1, seed: int = 0) -> dict[str, np.nda
 
 
 def closed_loop(url: str, model: str, inputs: dict[str, np.ndarray], concurrency: int, seconds: float,
-                warmup_s: float = 0.5) -> dict[str, float]:
-    """``concurrency`` clients, each sending its next request when the previous one answered (gRPC, asyncio)."""
-    return asyncio.run(_closed_loop(url, model, inputs, concurrency, seconds, warmup_s))
+                warmup_s: float = 0.5, protocol: str = "grpc") -> dict[str, float]:
+    """``concurrency`` clients, each sending its next request when the previous one answered (tritonclient's
+    asyncio client of ``protocol``, grpc or http; binary tensors)."""
+    return asyncio.run(_closed_loop(url, model, inputs, concurrency, seconds, warmup_s, protocol))
 
 
 async def _closed_loop(url: str, model: str, inputs: dict[str, np.ndarray], concurrency: int, seconds: float,
-                       warmup_s: float) -> dict[str, float]:
+                       warmup_s: float, protocol: str) -> dict[str, float]:
     import tritonclient.grpc.aio as grpcaio
+    import tritonclient.http.aio as httpaio
     from tritonclient.utils import np_to_triton_dtype
 
-    client = grpcaio.InferenceServerClient(url)
+    triton: Any = grpcaio if protocol == "grpc" else httpaio
+    client = triton.InferenceServerClient(url) if protocol == "grpc" else \
+        triton.InferenceServerClient(url, conn_limit=concurrency)
     tensors = []
     for name, array in inputs.items():
-        tensor = grpcaio.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor = triton.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
     latencies: list[float] = []

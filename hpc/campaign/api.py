@@ -8,19 +8,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpc.backends import Backend, SlurmBackend, slurm_scheduler
+from hpc.backends import Backend, backend_for
 from hpc.campaign.load import load_campaign
 from hpc.campaign.manifest import locked, read_manifest, write_manifest
 from hpc.campaign.paths import MANIFEST, CampaignPaths
-from hpc.campaign.plan import CampaignPlan, plan_campaign, require_slurm
+from hpc.campaign.plan import CampaignPlan, plan_campaign
 from hpc.campaign.results import CampaignResults, results, task_gpu_seconds
 from hpc.campaign.status import CampaignView, poll, view
 from hpc.campaign.submit import Submitted, submit_campaign
-from hpc.campaign.throttle import GpuLimit, quota_gpu_limit
+from hpc.campaign.throttle import GPU_LIMITS, NO_GPU_LIMIT, GpuLimit
 from hpc.errors import HpcTfError, SchedulerCommandFailed
 from hpc.metrics.read import Mode
+from hpc.paths import runs_root
 from hpc.rundir import new_run_id
 from hpc.scheduler import Scheduler
+from hpc.scheduler.choice import SchedulerKind
 from hpc.scheduler.parse import config_number
 from hpc.site.load import load_site
 from hpc.text import shown
@@ -53,7 +55,6 @@ def plan_from_file(
     env = dict(os.environ if environ is None else environ)
     loaded = load_campaign(path)
     site = load_site(site_name, overrides, env)
-    require_slurm(site)  # before the cluster is asked anything: a local site has no scontrol to ask
     array_size = max_array_size(scheduler) if scheduler is not None else None
     campaign_id = new_run_id(loaded.spec.name)
 
@@ -71,7 +72,7 @@ def plan_from_file(
         limits = [limit for limit in (gpu_limit(job) for job in gpu_jobs) if limit is not None]
     except HpcTfError as err:
         return plan(None, f"GPU quota not read: {err.reason}")
-    return plan(min(limits)) if limits else plan(None, "no GPU quota")
+    return plan(min(limits)) if limits else plan(None, NO_GPU_LIMIT[site.config.launcher])
 
 
 def run(plan: CampaignPlan, backend: Backend) -> Submitted:
@@ -96,12 +97,14 @@ def run_file(
     throttle: int | None = None,
     backend: Backend | None = None,
 ) -> CampaignRun:
-    """``hpc-tf campaign run``: plan (the GPU limit, unless given, read from the account's quota; the
-    cluster's MaxArraySize), then submit through Slurm's backend. A dry run plans with the same reads, so
-    it shows exactly the arrays and throttles the real run would submit, and submits nothing. Where Slurm
-    cannot be asked (a laptop, the controller down) a dry run still plans, without those reads, and says so."""
-    backend = backend or SlurmBackend(slurm_scheduler(load_site(site_name, overrides).config.scheduler))
-    limit: int | GpuLimit = gpu_limit if gpu_limit is not None else quota_gpu_limit
+    """``hpc-tf campaign run``: plan (the GPU limit, unless given, read from the account's quota, or on the
+    local launcher from this machine's GPUs; the cluster's MaxArraySize), then submit through the site's
+    launcher. A dry run plans with the same reads, so it shows exactly the arrays and throttles the real
+    run would submit, and submits nothing. Where Slurm cannot be asked (a laptop, the controller down) a
+    dry run still plans, without those reads, and says so."""
+    site = load_site(site_name, overrides).config
+    backend = backend or backend_for(site.launcher, runs_root(site.runs_dir, os.environ), site.scheduler)
+    limit: int | GpuLimit = gpu_limit if gpu_limit is not None else GPU_LIMITS[site.launcher]
     try:
         plan = plan_from_file(path, site_name, overrides, scheduler=backend.scheduler, gpu_limit=limit,
                               chunk_size=chunk_size, throttle=throttle)
@@ -112,6 +115,13 @@ def run_file(
                               throttle=throttle)
         return CampaignRun(plan, None, offline=err.reason)
     return CampaignRun(plan, None if dry_run else run(plan, backend))
+
+
+def campaign_backend(paths: CampaignPaths, scheduler: SchedulerKind = "cli") -> Backend:
+    """The launcher that runs the campaign's jobs, as its manifest records it (``scheduler``: how Slurm is
+    reached); the local launcher's job records are in the runs directory that holds the campaign."""
+    manifest = read_manifest(paths)
+    return backend_for(manifest.launcher, Path(manifest.root).parent, scheduler)
 
 
 def status(

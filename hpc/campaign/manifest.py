@@ -106,6 +106,7 @@ class Manifest(Record):
     root: str
     source: str
     site: str
+    launcher: Literal["slurm", "local"] = "slurm"  # who runs its jobs (and keeps their state)
     created_at: str
     max_array_size: int | None
     chunk_size: int

@@ -129,7 +129,8 @@ class CampaignPlan:
             for t in self.tasks
         ]
         return Manifest(id=self.id, name=self.loaded.spec.name, root=str(self.paths.root),
-                        source=str(self.loaded.path), site=self.site.config.name, created_at=now_iso(),
+                        source=str(self.loaded.path), site=self.site.config.name,
+                        launcher=self.site.config.launcher, created_at=now_iso(),
                         max_array_size=self.max_array_size, chunk_size=self.chunk_size, stages=stages, tasks=tasks)
 
 
@@ -221,13 +222,6 @@ def _stage_job(
     })
 
 
-def require_slurm(site: LoadedSite) -> None:
-    """Campaigns are Slurm job arrays: a site with another launcher is refused before anything is asked."""
-    if site.config.launcher != "slurm":
-        raise HpcTfError(f"site '{site.config.name}' uses the {site.config.launcher} launcher; campaigns need Slurm",
-                         hint="run the campaign on a Slurm site, e.g. --site sandbox")
-
-
 def plan_campaign(
     loaded: LoadedCampaign,
     site: LoadedSite,
@@ -241,7 +235,6 @@ def plan_campaign(
     quota_note: str = "GPU quota unknown",
 ) -> CampaignPlan:
     """Everything decided; ``gpu_limit`` and ``max_array_size`` are what the cluster said (None: unknown)."""
-    require_slurm(site)
     spec = loaded.spec
     root = runs_root(site.config.runs_dir, environ) / campaign_id
     paths = CampaignPaths.at(root)

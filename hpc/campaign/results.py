@@ -19,6 +19,7 @@ from hpc.campaign.manifest import Manifest, UnitRef
 from hpc.campaign.paths import CampaignPaths
 from hpc.campaign.status import BLOCKED, blocked_units
 from hpc.errors import HpcTfError
+from hpc.metrics.cells import number, of_total, wall
 from hpc.metrics.read import Mode, RunMetrics, default_mode, read_metrics
 from hpc.scheduler import JobState, Scheduler
 from hpc.text import shown
@@ -68,9 +69,24 @@ class CampaignResults:
                 "best": best.as_dict() if best is not None else None, "tasks": [t.as_dict() for t in self.tasks],
                 "usage_note": self.usage_note}
 
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """The ranked table as ``campaign results`` and the HTML report show it: the header, then one row of
+        cells per task (its parameters as columns, the campaign's names)."""
+        names = self.param_names
+        header = ["task", *names, "state", f"final {self.metric}", f"best ({self.mode})", "at epoch", "epochs",
+                  "time", "GPU-h", "note"]
+        rows = [[str(t.task_id), *(str(t.params.get(n, "-")) for n in names), t.state, number(t.final),
+                 number(t.best), of_total(t.best_epoch, None), of_total(t.epochs - 1, t.epochs_planned),
+                 wall(t.wall_s), number(t.gpu_hours, 2), t.note] for t in self.tasks]
+        return header, rows
+
+    @property
+    def param_names(self) -> list[str]:
+        return list(dict.fromkeys(name for t in self.tasks for name in t.params))
+
     def to_csv(self) -> str:
         """One line per task: its parameters as columns (the campaign's names), then the results."""
-        names = list(dict.fromkeys(name for t in self.tasks for name in t.params))
+        names = self.param_names
         results = ["state", f"final_{self.metric}", f"best_{self.metric}", "best_epoch", "epochs_done",
                    "epochs_planned", "wall_s", "job_id", "gpu_hours"]
         buffer = io.StringIO()

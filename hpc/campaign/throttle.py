@@ -1,6 +1,7 @@
 """How many tasks of an array may run at once (``%N``), from the GPUs the account may hold.
 
-A campaign should never hold more GPUs at once than the quota allows: more only queue up as
+A campaign should never hold more GPUs at once than the quota allows (on the local launcher: than
+this machine has): more only queue up as
 ``AssocGrpGRES`` and crowd the queue. With a limit of L GPUs shared by the campaign's G GPU stages,
 an array stage whose tasks need g GPUs each runs at most ``(L // G) // g`` tasks at once (at least
 one). A throttle written in campaign.yaml, or given on the command line, wins. Array chunks of one
@@ -9,6 +10,7 @@ stage (past MaxArraySize) run one after the other, so the throttle holds across 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,6 +32,18 @@ def quota_gpu_limit(job: ResolvedJob) -> int | None:
 
     ceiling = concurrent_gpus(job.account, job.qos, job.partition, gpu_type=job.gpu_type, gres_name=job.gres_name)
     return ceiling.gpus
+
+
+def local_gpu_limit(job: ResolvedJob) -> int | None:
+    """The GPUs this machine lends the local launcher (:func:`hpc.local.scheduler.machine_gpu_ids`); None
+    when it has none: then an array's GPU tasks take turns on one task's placeholder ids."""
+    from hpc.local.scheduler import machine_gpu_ids
+
+    return len(machine_gpu_ids(os.environ)) or None
+
+
+GPU_LIMITS: dict[str, GpuLimit] = {"slurm": quota_gpu_limit, "local": local_gpu_limit}  # by the site's launcher
+NO_GPU_LIMIT = {"slurm": "no GPU quota", "local": "this machine lends no GPUs: GPU tasks take turns"}  # why None
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from hpc.backends import SlurmBackend, slurm_scheduler
+from hpc.backends import Backend
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer, print_json
 from hpc.errors import HpcTfError
 from hpc.paths import runs_root
-from hpc.scheduler import Scheduler
 from hpc.site.load import load_site
 from hpc.text import shown
 
@@ -40,9 +39,11 @@ TargetArg = Annotated[str, typer.Argument(help="Campaign directory (printed by r
                                           show_default=False)]
 
 
-def _scheduler(site: str | None, set_: list[str] | None) -> Scheduler:
-    """Slurm as the site's ``scheduler:`` reaches it."""
-    return slurm_scheduler(load_site(site, set_ or ()).config.scheduler)
+def _backend(paths: CampaignPaths, site: str | None, set_: list[str] | None) -> Backend:
+    """The launcher that runs the campaign (its manifest says which); Slurm as the site's ``scheduler:`` reaches it."""
+    from hpc.campaign import api
+
+    return api.campaign_backend(paths, load_site(site, set_ or ()).config.scheduler)
 
 
 def _target(target: str, site: str | None, set_: list[str] | None) -> CampaignPaths:
@@ -203,7 +204,7 @@ def status(
     from hpc.campaign import api
 
     paths = _target(target, site, set_)
-    scheduler = _scheduler(site, set_)
+    scheduler = _backend(paths, site, set_).scheduler
     if watch:
         from hpc.cli.campaign_watch import watch_campaign
 
@@ -217,15 +218,12 @@ def status(
 
 
 def _print_results(found: CampaignResults) -> None:
-    from hpc.metrics.cells import number, of_total, wall
+    from hpc.metrics.cells import number, of_total
 
-    names = list(dict.fromkeys(name for t in found.tasks for name in t.params))
-    table = Table("task", *names, "state", f"final {found.metric}", f"best ({found.mode})", "at epoch", "epochs",
-                  "time", "GPU-h", "note", box=None)
-    for t in found.tasks:
-        table.add_row(str(t.task_id), *(str(t.params.get(n, "-")) for n in names), t.state, number(t.final),
-                      number(t.best), of_total(t.best_epoch, None), of_total(t.epochs - 1, t.epochs_planned),
-                      wall(t.wall_s), "-" if t.gpu_hours is None else f"{t.gpu_hours:.2f}", t.note)
+    header, rows = found.table()
+    table = Table(*header, box=None)
+    for row in rows:
+        table.add_row(*row)
     out().print(table)
     if found.usage_note:
         err().print(Text.assemble(("warning:", "yellow"), f" {found.usage_note}"), soft_wrap=True)
@@ -235,39 +233,6 @@ def _print_results(found: CampaignResults) -> None:
         return
     err().print(Text.assemble("best: ", (f"task {best.task_id}", "bold"), f" ({_params(best.params)}): "
                               f"{found.metric} {number(best.best)} at epoch {of_total(best.best_epoch, None)}"))
-
-
-@campaign_app.command("results", short_help="One row per task with its metric, ranked; the best named.")
-def results(
-    target: TargetArg,
-    metric: str | None = typer.Option(None, "--metric", metavar="NAME",
-                                      help="What to rank by (default: val_loss if logged, else loss)."),
-    mode: str | None = typer.Option(None, "--mode", metavar="min|max",
-                                    help="Lower or higher is better (default: max for acc/auc/precision/recall "
-                                         "in the name, else min)."),
-    stage: str | None = typer.Option(None, "--stage", metavar="NAME",
-                                     help="The per-task stage whose metrics to read (default: the last that "
-                                          "logged any)."),
-    as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout: one line per task, parameters as columns."),
-    as_json: JsonOpt = False,
-    site: SiteOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Every task with its parameters, state, final and best value of a metric, epochs and time; ranked."""
-    from hpc.campaign import api
-
-    if mode not in (None, "min", "max"):
-        raise HpcTfError(f"--mode {shown(mode)}: choose min or max")
-    if as_csv and as_json:
-        raise HpcTfError("--csv and --json both ask for the whole output: choose one")
-    found = api.ranked(_target(target, site, set_), _scheduler(site, set_), metric=metric,
-                       mode="max" if mode == "max" else "min" if mode == "min" else None, stage=stage)
-    if as_json:
-        print_json(found.as_dict())
-    elif as_csv:
-        typer.echo(found.to_csv(), nl=False)
-    else:
-        _print_results(found)
 
 
 MetricOpt = Annotated[str | None, typer.Option("--metric", metavar="NAME",
@@ -280,6 +245,30 @@ StageOpt = Annotated[str | None, typer.Option("--stage", metavar="NAME",
                                                    "that logged any).")]
 
 
+@campaign_app.command("results", short_help="One row per task with its metric, ranked; the best named.")
+def results(
+    target: TargetArg,
+    metric: MetricOpt = None,
+    mode: ModeOpt = None,
+    stage: StageOpt = None,
+    as_csv: bool = typer.Option(False, "--csv", help="CSV on stdout: one line per task, parameters as columns."),
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Every task with its parameters, state, final and best value of a metric, epochs, time and GPU-hours;
+    ranked."""
+    if as_csv and as_json:
+        raise HpcTfError("--csv and --json both ask for the whole output: choose one")
+    _, found = _ranked(target, metric, mode, stage, site, set_)
+    if as_json:
+        print_json(found.as_dict())
+    elif as_csv:
+        typer.echo(found.to_csv(), nl=False)
+    else:
+        _print_results(found)
+
+
 def _ranked(target: str, metric: str | None, mode: str | None, stage: str | None, site: str | None,
             set_: list[str] | None) -> tuple[CampaignPaths, CampaignResults]:
     """The campaign's results as ``campaign results`` ranks them, for the commands that draw them."""
@@ -288,7 +277,7 @@ def _ranked(target: str, metric: str | None, mode: str | None, stage: str | None
     if mode not in (None, "min", "max"):
         raise HpcTfError(f"--mode {shown(mode)}: choose min or max")
     paths = _target(target, site, set_)
-    return paths, api.ranked(paths, _scheduler(site, set_), metric=metric,
+    return paths, api.ranked(paths, _backend(paths, site, set_).scheduler, metric=metric,
                              mode="max" if mode == "max" else "min" if mode == "min" else None, stage=stage)
 
 
@@ -354,8 +343,8 @@ def resubmit(
 
     if not failed:
         raise HpcTfError("say what to resubmit", hint="hpc-tf campaign resubmit DIR --failed")
-    result = resubmit_failed(_target(target, site, set_), SlurmBackend(_scheduler(site, set_)),
-                             include_cancelled=cancelled)
+    paths = _target(target, site, set_)
+    result = resubmit_failed(paths, _backend(paths, site, set_), include_cancelled=cancelled)
     if as_json:
         print_json({"rerun": {stage: list(ids) for stage, ids in result.rerun.items()},
                     "cancelled": list(result.cancelled), "job_ids": list(result.job_ids)})
@@ -380,5 +369,6 @@ def cancel(
     """Cancel every job of the campaign (one scancel), or only its blocked tasks."""
     from hpc.campaign.submit import cancel_campaign
 
-    ids = cancel_campaign(_target(target, site, set_), SlurmBackend(_scheduler(site, set_)), blocked_only=blocked)
+    paths = _target(target, site, set_)
+    ids = cancel_campaign(paths, _backend(paths, site, set_), blocked_only=blocked)
     err().print(f"cancelled {', '.join(ids)}" if ids else "nothing to cancel")

@@ -141,3 +141,60 @@ def _short(array: object, limit: int = 6) -> str:
     values = np.asarray(array).reshape(-1)
     shown = ", ".join(f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v) for v in values[:limit])
     return f"[{shown}{', ...' if values.size > limit else ''}] (shape {list(np.asarray(array).shape)})"
+
+
+@serve_app.command("router", short_help="Run the router in front of the replicas (foreground).")
+def router(
+    repository: RepoOpt = None,
+    replicas: Annotated[list[str] | None, typer.Option(
+        "--replica", metavar="HOST:HTTP:GRPC",
+        help="A Triton replica (repeat for more; default: the repository's serving node).")] = None,
+    host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address the router listens on."),
+    http_port: int = typer.Option(0, "--http-port", min=0, max=65535, help="HTTP port (default: a free one)."),
+    grpc_port: int = typer.Option(0, "--grpc-port", min=0, max=65535, help="gRPC port (default: a free one)."),
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """One endpoint (HTTP and gRPC) for the repository's replicas: least-outstanding requests among healthy
+    ones, traffic splits (hpc-tf serve split), Prometheus /metrics. Runs until SIGTERM or Ctrl-C; its
+    endpoint is in <repository>/.hpc-tf/router.json."""
+    from hpc.serving.router.pool import replica_from_spec
+    from hpc.serving.router.run import run_router
+    from hpc.serving.server import read_endpoint
+    from hpc.serving.service import serving_target
+
+    repo = serving_target(site, set_ or (), repository).repository
+    if replicas:
+        pool = [replica_from_spec(spec) for spec in replicas]
+    else:
+        node = read_endpoint(repo)
+        pool = [replica_from_spec(f"{node.host}:{node.http_port}:{node.grpc_port}")]
+    raise typer.Exit(run_router(repo, pool, {}, host=host, ports=(http_port, grpc_port)))
+
+
+@serve_app.command("split", short_help="Split a public model name's traffic between models or versions.")
+def split(
+    name: Annotated[str, typer.Argument(help="The model name clients use.", show_default=False)],
+    variants: Annotated[list[str], typer.Argument(metavar="MODEL[:VERSION]=WEIGHT...", show_default=False,
+                                                  help="Where its requests go, e.g. mlp:1=90 mlp:2=10.")],
+    sticky_header: str | None = typer.Option(None, "--sticky-header", metavar="HEADER",
+                                             help="Requests with the same value of this header go to one variant."),
+    repository: RepoOpt = None,
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Set the traffic split of NAME on the repository's router (the owner only)."""
+    from hpc.serving.router.client import set_split
+    from hpc.serving.router.split import variant_from_spec
+    from hpc.serving.service import serving_target
+
+    repo = serving_target(site, set_ or (), repository).repository
+    state = set_split(repo, name, {"variants": [variant_from_spec(v) for v in variants],
+                                   "sticky_header": sticky_header})
+    if as_json:
+        print_json(state["splits"][name])
+        return
+    shares = ", ".join(f"{v['model']}:{v['version'] or 'served'} {v['weight']}"
+                       for v in state["splits"][name]["variants"])
+    typer.echo(f"{name}: {shares}" + (f" (sticky by {sticky_header})" if sticky_header else ""))

@@ -3,12 +3,17 @@
 ``submit`` reads the script's ``#SBATCH`` lines as sbatch would (nodes, tasks per node, GPUs, time
 limit, warning signal, log file), records the job and starts its supervisor
 (:mod:`hpc.local.supervisor`) as a detached process, which emulates the allocation and runs the
-script. ``query`` reads the records (one directory, no process is asked anything but "are you
-alive"); ``cancel`` signals the supervisors, which end their jobs as scancel would.
+script. An array (``--array`` with a ``%N`` throttle) is one job and one supervisor per task; its
+tasks share this machine's GPUs (:func:`machine_gpu_ids`; with none, one task's placeholder ids, so
+one task runs at a time). Dependencies are sbatch's afterok, afterany, afternotok and aftercorr on
+jobs, arrays (``12``) and array tasks (``12_3``). ``query`` reads the records (one directory, no
+process is asked anything but "are you alive"); ``cancel`` signals the supervisors, which end their
+jobs as scancel would.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -18,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hpc.errors import HpcTfError
-from hpc.local.jobs import TERMINAL_STATES, LocalJob, LocalJobStore
+from hpc.local.jobs import NEVER_SATISFIED, TERMINAL_STATES, DependencyKind, LocalJob, LocalJobStore
 from hpc.render.directives import gpu_count, read_gres, script_directives
 from hpc.scheduler.accounting import JobUsage
 from hpc.scheduler.fields import ExitCode
@@ -26,9 +31,11 @@ from hpc.scheduler.reasons import parse_reason
 from hpc.scheduler.states import JobState
 from hpc.scheduler.status import JobStatus
 from hpc.scheduler.submission import NO_OPTIONS, SubmitOptions
+from hpc.text import shown
 from hpc.units import parse_duration
 
 LOCAL_CLUSTER = "local"
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the driver sees
 
 
 class LocalScheduler:
@@ -39,43 +46,76 @@ class LocalScheduler:
         self.environ = dict(os.environ if environ is None else environ)
 
     def submit(self, script_path: Path | str, options: SubmitOptions = NO_OPTIONS) -> str:
-        unsupported = [what for what, asked in (
-            ("a job array", options.array is not None),
-            ("a hold", options.hold),
-            ("a dependency other than afterok", any(kind != "afterok" for kind, _ in options.after)),
-        ) if asked]
-        if unsupported:
-            raise HpcTfError(f"the local launcher takes no sbatch options ({', '.join(unsupported)})",
-                             hint="run job arrays and campaigns on a Slurm site")
-        after_ok = options.after_ok
+        if options.hold:
+            raise HpcTfError("the local launcher takes no held jobs", hint="submit the job when it should run")
         script = Path(script_path).resolve()
-        for dependency in after_ok:
-            if self.store.read(dependency) is None:
-                raise HpcTfError(f"cannot wait for local job {dependency}: there is no such job")
-        job = _job_from_script(script, self.environ)
-        job.job_id = self.store.new_id()
-        job.after_ok = list(after_ok)
-        job.submitted_at = time.time()
-        self.store.write(job)
-        with self.store.supervisor_log(job.job_id).open("ab") as log:
-            supervisor = subprocess.Popen(
-                [sys.executable, "-m", "hpc.local.supervisor", str(self.store.path(job.job_id))],
-                cwd=job.submit_dir, env=self.environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,  # the job outlives this command, like a submitted Slurm job
-            )
-        _wait_until_claimed(self.store, job.job_id, supervisor)
-        return job.job_id
+        after = [(kind, [self._named(ref) for ref in refs]) for kind, refs in options.after]
+        array = options.array
+        template = _job_from_script(script, self.environ, array=array is not None)
+        template.cancel_if_never_satisfied = options.cancel_if_never_satisfied
+        template.submitted_at = time.time()
+        if array is None:
+            job = dataclasses.replace(template, job_id=self.store.new_id(), after=_dependencies(after, None))
+            self._start([job])
+            return job.job_id
+        if not array.indices:
+            raise HpcTfError("a job array needs at least one task index")
+        ids = {index: self.store.new_id() for index in sorted(set(array.indices))}
+        array_id = next(iter(ids.values()))
+        self.store.write_array(array_id, ids)
+        self._start([dataclasses.replace(
+            template, job_id=job_id, after=_dependencies(after, index), array_job_id=array_id, array_task_id=index,
+            array_task_count=len(ids), array_task_min=min(ids), array_task_max=max(ids),
+            array_throttle=array.throttle, gpu_ids=[], gpu_pool=_gpu_pool(len(template.gpu_ids), self.environ),
+        ) for index, job_id in ids.items()])
+        return array_id
+
+    def _named(self, ref: str) -> list[LocalJob]:
+        jobs = self.store.resolve(ref)
+        if jobs is None:
+            raise HpcTfError(f"cannot wait for local job {shown(ref)}: there is no such job")
+        return jobs
+
+    def _start(self, jobs: Sequence[LocalJob]) -> None:
+        """Record each job and start its supervisor; if one cannot start, those already started are cancelled."""
+        started: list[str] = []
+        try:
+            for job in jobs:
+                job.reason = "Dependency" if job.after else ""
+                self.store.write(job)
+                with self.store.supervisor_log(job.job_id).open("ab") as log:
+                    supervisor = subprocess.Popen(
+                        [sys.executable, "-m", "hpc.local.supervisor", str(self.store.path(job.job_id))],
+                        cwd=job.submit_dir, env=self.environ, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                        start_new_session=True,  # the job outlives this command, like a submitted Slurm job
+                    )
+                started.append(job.job_id)
+                _wait_until_claimed(self.store, job.job_id, supervisor)
+        except BaseException:
+            self.cancel(started)
+            raise
 
     def query(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        return {job_id: self._status(job_id) for job_id in job_ids}
+        """Each id as its jobs: a whole array (``12``) as its tasks (``12_0``, ``12_1`` …), as squeue lists them."""
+        statuses: dict[str, JobStatus] = {}
+        for job_id in job_ids:
+            jobs = self.store.resolve(job_id)
+            if jobs is None:
+                statuses[job_id] = JobStatus(job_id=job_id, state=JobState.UNKNOWN, source="none")
+            for job in jobs or ():
+                statuses[job.display_id] = self._status(job)
+        return statuses
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
-            job = self.store.read(job_id)
-            if job is None or job.is_terminal or job.supervisor_pid is None:
-                continue
-            if supervisor_alive(job):
-                os.kill(job.supervisor_pid, signal.SIGTERM)
+            for job in self.store.resolve(job_id) or ():
+                if job.is_terminal:
+                    continue
+                if job.supervisor_alive and job.supervisor_pid is not None:
+                    os.kill(job.supervisor_pid, signal.SIGTERM)
+                elif job.reason == NEVER_SATISFIED:  # pending for good, its supervisor gone: nobody else writes it
+                    job.state, job.state_text, job.ended_at = "CANCELLED", "cancelled while blocked", time.time()
+                    self.store.write(job)
 
     def usage(self, job_ids: Sequence[str] = (), *, since: float | None = None,
               user: str | None = None) -> list[JobUsage]:
@@ -94,20 +134,17 @@ class LocalScheduler:
         return {"ClusterName": LOCAL_CLUSTER, "SchedulerType": "hpc-tf local launcher",
                 "StateSaveLocation": str(self.store.directory)}
 
-    def _status(self, job_id: str) -> JobStatus:
-        job = self.store.read(job_id) if job_id.isdigit() else None
-        if job is None:
-            return JobStatus(job_id=job_id, state=JobState.UNKNOWN, source="none")
-        state, text, exit_status = job.state, job.state_text, job.exit_status
-        if not job.is_terminal and not supervisor_alive(job):
-            log = self.store.supervisor_log(job_id)
-            state, text, exit_status = "FAILED", f"its supervisor (pid {job.supervisor_pid}) is gone; see {log}", None
+    def _status(self, job: LocalJob) -> JobStatus:
+        state, text, exit_status = job.effective_state, job.state_text, job.exit_status
+        if state != job.state:
+            log = self.store.supervisor_log(job.job_id)
+            text, exit_status = f"its supervisor (pid {job.supervisor_pid}) is gone; see {log}", None
         ended = job.ended_at if job.ended_at is not None else time.time()
         terminal = state in TERMINAL_STATES
         return JobStatus(
-            job_id=job_id,
+            job_id=job.display_id,
             state=JobState(state),
-            reason=parse_reason("Dependency") if state == "PENDING" and job.after_ok else None,
+            reason=parse_reason(job.reason) if state == "PENDING" and job.reason else None,
             # None when the batch script never ended by itself (cancelled before it started): no exit code
             exit_code=ExitCode(exit_status, job.exit_signal) if terminal and exit_status is not None else None,
             elapsed_s=int(ended - job.started_at) if job.started_at is not None else 0,
@@ -120,21 +157,9 @@ class LocalScheduler:
             state_text=text or state,
             ended=time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(job.ended_at)) if job.ended_at is not None else "",
             note=text,
-            raw_id=job_id,
+            raw_id=job.job_id,
             source="local",
         )
-
-
-def supervisor_alive(job: LocalJob) -> bool:
-    """The job's supervisor still runs (a zombie, or another program that took its pid, does not count)."""
-    if job.supervisor_pid is None:
-        return False
-    try:
-        stat = Path(f"/proc/{job.supervisor_pid}/stat").read_text()
-        cmdline = Path(f"/proc/{job.supervisor_pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z" and b"hpc.local.supervisor" in cmdline
 
 
 def _wait_until_claimed(store: LocalJobStore, job_id: str, supervisor: subprocess.Popen[bytes]) -> None:
@@ -152,7 +177,19 @@ def _wait_until_claimed(store: LocalJobStore, job_id: str, supervisor: subproces
                      hint=f"see {store.supervisor_log(job_id)}")
 
 
-def _job_from_script(script: Path, environ: Mapping[str, str]) -> LocalJob:
+def _dependencies(after: Sequence[tuple[DependencyKind, list[list[LocalJob]]]],
+                  index: int | None) -> list[tuple[DependencyKind, list[str]]]:
+    """The single jobs each dependency waits for; aftercorr: the task of the same index (afterok on it)."""
+    out: dict[DependencyKind, list[str]] = {}
+    for kind, refs in after:
+        jobs = [job for named in refs for job in named]
+        if kind == "aftercorr":
+            jobs = [job for job in jobs if job.array_task_id is None or job.array_task_id == index]
+        out.setdefault("afterok" if kind == "aftercorr" else kind, []).extend(job.job_id for job in jobs)
+    return [(kind, list(dict.fromkeys(ids))) for kind, ids in out.items() if ids]
+
+
+def _job_from_script(script: Path, environ: Mapping[str, str], *, array: bool = False) -> LocalJob:
     """The allocation a script's ``#SBATCH`` lines ask for, as sbatch would read it."""
     options = script_directives(script)
     nodes = int(options.get("nodes") or 1)
@@ -170,7 +207,7 @@ def _job_from_script(script: Path, environ: Mapping[str, str]) -> LocalJob:
         job_id="",
         name=options.get("job-name") or script.name,
         script=str(script),
-        output=options.get("output") or str(script.parent / "slurm-%j.out"),
+        output=options.get("output") or str(script.parent / ("slurm-%A_%a.out" if array else "slurm-%j.out")),
         submit_dir=str(Path.cwd()),
         nodes=nodes,
         tasks_per_node=tasks_per_node,
@@ -179,6 +216,27 @@ def _job_from_script(script: Path, environ: Mapping[str, str]) -> LocalJob:
         time_limit_s=parse_duration(options["time"] or "") if options.get("time") else None,
         warning_s=int(warning.rpartition("@")[2]) if "@" in warning else None,
     )
+
+
+def machine_gpu_ids(environ: Mapping[str, str]) -> list[str]:
+    """This machine's GPUs as the launcher may lend them: CUDA_VISIBLE_DEVICES when set, else every
+    NVIDIA GPU the driver lists (none without the driver)."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip()]
+    try:
+        return [str(k) for k in range(len(list(NVIDIA_GPUS.iterdir())))]
+    except OSError:
+        return []
+
+
+def _gpu_pool(count: int, environ: Mapping[str, str]) -> list[str]:
+    """The GPU ids an array's tasks share, ``count`` each: this machine's, or, with none, one task's
+    placeholders, so that its tasks then run one at a time."""
+    if count == 0:
+        return []
+    ids = machine_gpu_ids(environ)
+    return ids if len(ids) >= count else _gpu_ids(count, environ)
 
 
 def _gpu_ids(count: int, environ: Mapping[str, str]) -> list[str]:

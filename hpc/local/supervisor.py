@@ -2,9 +2,11 @@
 
     python -m hpc.local.supervisor <runs dir>/.local-jobs/<id>.json
 
-It waits for the jobs the record depends on (afterok), then runs the batch script with the variables
-of its emulated allocation (``SLURM_JOB_ID``, the node list ``local1,local2,…``, tasks per node, the
-job's GPU ids), in a process group of its own so that the whole job can be signalled. Like Slurm it
+It waits for the jobs the record depends on (afterok, afterany, afternotok; aftercorr is afterok on
+one task), and an array task for a place under its array's throttle and for free GPUs among the
+array's, then runs the batch script with the variables of its emulated allocation (``SLURM_JOB_ID``,
+``SLURM_ARRAY_*``, the node list ``local1,local2,…``, tasks per node, the job's GPU ids), in a
+process group of its own so that the whole job can be signalled. Like Slurm it
 sends USR1 to the batch shell ``--signal=B:USR1@N`` seconds before the time limit, ends the job with
 TERM (then KILL after a grace period) at the limit or when cancelled, runs the script again when the
 script's batch driver asks for a requeue (it decides by the one policy, hpc/runtime/node/requeue.py, and
@@ -21,11 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-from hpc.local.jobs import LocalJobStore
-from hpc.runtime.node.local_step import expand_filename_pattern
+from hpc.local.jobs import NEVER_SATISFIED, TERMINAL_STATES, LocalJobStore
+from hpc.runtime.node.local_step import expand_filename_pattern, filename_values
 
 KILL_WAIT_S = 30  # Slurm's default KillWait: from TERM to KILL
 POLL_S = 0.1
+READY_REASONS = frozenset({"", "Resources", "JobArrayTaskLimit"})  # pending for nothing but a free place
+WAIT_POLL_S = 0.5  # a pending job looks at its dependencies and its array's running tasks this often
 NODE_ADDRESS = "127.0.0.1"  # every emulated node; TF ports are distinct per address
 
 
@@ -42,7 +46,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._cancel)
         signal.signal(signal.SIGINT, self._cancel)
         self._update(supervisor_pid=os.getpid())
-        if not self._dependencies_met():
+        if not self._wait_to_start():
+            if self.cancelled and not self.job.is_terminal:  # a cancel that came as it left a blocked job
+                self._finish("CANCELLED", None, "cancelled while blocked")
             return 0
         while not self.cancelled:
             status, ended_by = self._run_once()
@@ -58,35 +64,85 @@ class Supervisor:
         self._finish("CANCELLED", None, "cancelled before it started")
         return 0
 
-    def _dependencies_met(self) -> bool:
-        while self.job.after_ok:
-            waiting = []
-            for dependency in self.job.after_ok:
-                other = self.store.read(dependency)
-                if other is not None and other.is_terminal and other.state != "COMPLETED":
-                    self._finish("CANCELLED", None, f"dependency never satisfied: job {dependency} ended {other.state}")
-                    return False
-                if other is None or other.state != "COMPLETED":
-                    waiting.append(dependency)
-            if not waiting:
-                return True
-            if self.cancelled:
-                self._finish("CANCELLED", None, "cancelled while waiting for its dependencies")
+    def _wait_to_start(self) -> bool:
+        """Wait for the dependencies, then (an array task) for the throttle and free GPUs; False: it ends unrun.
+
+        A dependency that can never be met cancels the job when it was submitted so; otherwise the job
+        stays pending with Slurm's reason DependencyNeverSatisfied, and this supervisor leaves (the job
+        waits for nothing now, only for a cancel).
+        """
+        while not self.cancelled:
+            waits, never = self._dependencies()
+            if never:
+                why = f"dependency never satisfied: {never}"
+                if self.job.cancel_if_never_satisfied:
+                    self._finish("CANCELLED", None, why)
+                else:
+                    self._set_reason(NEVER_SATISFIED, why)
                 return False
-            time.sleep(POLL_S * 5)
-        return True
+            if waits:
+                self._set_reason("Dependency", "")
+            elif self._take_slot():
+                return True
+            time.sleep(WAIT_POLL_S)
+        self._finish("CANCELLED", None, "cancelled while pending")
+        return False
+
+    def _dependencies(self) -> tuple[bool, str]:
+        """Whether a dependency is still to end, and which one ended so that it can never be met."""
+        waits = False
+        for kind, ids in self.job.after:
+            for dependency in ids:
+                other = self.store.read(dependency)
+                state = other.effective_state if other is not None else "PENDING"
+                if state not in TERMINAL_STATES:
+                    waits = True
+                elif (kind == "afterok" and state != "COMPLETED") or (kind == "afternotok" and state == "COMPLETED"):
+                    return waits, f"job {dependency} ended {state}"
+        return waits, ""
+
+    def _take_slot(self) -> bool:
+        """An array task starts when fewer than the throttle of its siblings run and its GPUs are free."""
+        array = self.job.array_job_id
+        if array is None:
+            return True
+        with self.store.array_lock(array):
+            siblings = [self.store.read(job_id) for job_id in (self.store.array_tasks(array) or {}).values()
+                        if job_id != self.job.job_id]
+            running = [s for s in siblings if s is not None and s.effective_state == "RUNNING"]
+            if self.job.array_throttle is not None and len(running) >= self.job.array_throttle:
+                self._set_reason("JobArrayTaskLimit", "")
+                return False
+            held = {gpu for s in running for gpu in s.gpu_ids}
+            free = [gpu for gpu in self.job.gpu_pool if gpu not in held]
+            need = self.job.nodes * self.job.gpus_per_node
+            # a task ready before it in index order goes first, as Slurm starts an array's tasks
+            ahead = any(s is not None and s.array_task_id is not None and self.job.array_task_id is not None
+                        and s.array_task_id < self.job.array_task_id and s.reason in READY_REASONS
+                        and s.effective_state == "PENDING" for s in siblings)
+            if len(free) < need or ahead:
+                self._set_reason("Resources", "")
+                return False
+            # RUNNING under the lock: the next sibling to look counts this task and its GPUs
+            self._update(state="RUNNING", reason="", gpu_ids=free[:need], started_at=time.time())
+            return True
+
+    def _set_reason(self, reason: str, text: str) -> None:
+        if (self.job.reason, self.job.state_text) != (reason, text):
+            self._update(reason=reason, state_text=text)
 
     def _run_once(self) -> tuple[int, str | None]:
         """One run of the batch script: its exit status, and TIMEOUT/CANCELLED if the supervisor ended it."""
-        log = Path(expand_filename_pattern(self.job.output, {"j": self.job.job_id}))
+        env = self._job_environment()
+        log = Path(expand_filename_pattern(self.job.output, filename_values(self.job.job_id, env)))
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
-            batch = subprocess.Popen(["bash", self.job.script], cwd=self.job.submit_dir, env=self._job_environment(),
+            batch = subprocess.Popen(["bash", self.job.script], cwd=self.job.submit_dir, env=env,
                                      stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         start = time.monotonic()
         # the start of this run, as Slurm's Start and Elapsed of a requeued job are its current run's
-        self._update(state="RUNNING", batch_pid=batch.pid, started_at=time.time())
+        self._update(state="RUNNING", reason="", batch_pid=batch.pid, started_at=time.time())
         limit = self.job.time_limit_s
         warn_at = start + limit - self.job.warning_s if limit and self.job.warning_s is not None else None
         ended_by: str | None = None
@@ -133,6 +189,14 @@ class Supervisor:
             "HPC_TF_NODE_ADDRESS_MAP": ",".join(f"{node}={NODE_ADDRESS}" for node in nodes),
             "HPC_TF_LOCAL_REQUEUE_FILE": str(self.store.requeue_flag(job.job_id)),
         })
+        if job.array_job_id is not None:
+            env.update({
+                "SLURM_ARRAY_JOB_ID": job.array_job_id,
+                "SLURM_ARRAY_TASK_ID": str(job.array_task_id),
+                "SLURM_ARRAY_TASK_COUNT": str(job.array_task_count),
+                "SLURM_ARRAY_TASK_MIN": str(job.array_task_min),
+                "SLURM_ARRAY_TASK_MAX": str(job.array_task_max),
+            })
         if job.restarts:
             env["SLURM_RESTART_COUNT"] = str(job.restarts)
         return env

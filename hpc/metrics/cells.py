@@ -7,8 +7,11 @@ from collections.abc import Mapping
 from hpc.units import format_duration
 
 
-def number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.6g}"
+def number(value: float | None, decimals: int | None = None) -> str:
+    """``-`` for no value; six significant digits, or a fixed number of ``decimals`` (GPU-hours: 0.25)."""
+    if value is None:
+        return "-"
+    return f"{value:.6g}" if decimals is None else f"{value:.{decimals}f}"
 
 
 def wall(seconds: float | None) -> str:

@@ -13,7 +13,7 @@ import html
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from hpc.metrics.cells import number, of_total, params_text, wall
+from hpc.metrics.cells import number, of_total, params_text
 
 if TYPE_CHECKING:
     from hpc.campaign.results import CampaignResults
@@ -49,17 +49,16 @@ def _n(value: object) -> str:
 def report_html(found: CampaignResults, images: Mapping[str, bytes]) -> str:
     """The report: a summary line, one table row per task (as ``campaign results`` ranks them), then each
     PNG of ``images`` (file stem → bytes) with its caption."""
-    names = list(dict.fromkeys(name for t in found.tasks for name in t.params))
-    header = ["task", *names, "state", f"final {found.metric}", f"best ({found.mode})", "at epoch", "epochs",
-              "time", "note"]
+    header, cells = found.table()
+    # the task number and the results after ``state`` are numbers, the parameters and the note text
+    params = range(1, len(found.param_names) + 2)
+    numeric = [k not in params and k != len(header) - 1 for k in range(len(header))]
     best = found.best
     rows = []
-    for t in found.tasks:
-        cells = [_n(t.task_id), *(f"<td>{_e(t.params.get(n, '-'))}</td>" for n in names), f"<td>{_e(t.state)}</td>",
-                 _n(number(t.final)), _n(number(t.best)), _n(of_total(t.best_epoch, None)),
-                 _n(of_total(t.epochs - 1, t.epochs_planned)), _n(wall(t.wall_s)), f"<td>{_e(t.note)}</td>"]
+    for t, row in zip(found.tasks, cells, strict=True):
+        tds = "".join(_n(cell) if right else f"<td>{_e(cell)}</td>" for right, cell in zip(numeric, row, strict=True))
         marked = ' class="best"' if t is best else ""
-        rows.append(f'<tr{marked} data-task="{t.task_id}">{"".join(cells)}</tr>')
+        rows.append(f'<tr{marked} data-task="{t.task_id}">{tds}</tr>')
     if best is not None:
         summary = (f"Best: <strong>task {best.task_id}</strong> ({_e(params_text(best.params))}): {_e(found.metric)} "
                    f"{number(best.best)} at epoch {of_total(best.best_epoch, None)}.")

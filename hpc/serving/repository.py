@@ -6,6 +6,7 @@
       <model>/config.pbtxt          one config for the model (version_policy latest{1})
       <model>/<N>/                   integer versions assigned by hpc-tf, highest = served
       .hpc-tf/server.json            the serving node's endpoint (written by ``hpc-tf serve up``; 0600)
+      .hpc-tf/router.json            the router's endpoint (``hpc-tf serve router``; 0600)
       .hpc-tf/server/                the serving node's script, logs, backends (0700: the owner's only)
       .hpc-tf/staging/               versions being built (same filesystem: renamed into place)
       .hpc-tf/handoffs/<model>/      one JSON record per hand-off
@@ -42,6 +43,7 @@ class Repository(Layout):
     state_dir = Under(STATE_DIR)
     endpoint_file = Under(STATE_DIR, "server.json")
     server_dir = Under(STATE_DIR, "server")
+    router_file = Under(STATE_DIR, "router.json")
     staging_dir = Under(STATE_DIR, "staging")
 
     @classmethod

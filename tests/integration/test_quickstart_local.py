@@ -1,8 +1,8 @@
 """The README's first command, ``examples/quickstart/run``, as a new user runs it: on the embedded
 default (no Slurm), 2 local workers train, the chief exports, the hand-off job publishes and loads the
-model into a local Triton node, and the command ends by printing a prediction Triton served, equal to
-the trained model's. (On CI the venv the suite runs in is reused, so the install step only updates it.)
-What README.md shows of the run is what it prints."""
+model into a local Triton node, a prediction Triton served equals the trained model's, and the
+quickstart's 12-task sweep runs to a results table naming the best. (On CI the venv the suite runs in
+is reused, so the install step only updates it.) What README.md shows of the run is what it prints."""
 
 from __future__ import annotations
 
@@ -39,9 +39,13 @@ def test_the_first_command_ends_with_a_prediction_served_by_triton(tmp_path: Pat
     assert "parity: identical" in out
     assert "serving node stopped" in out  # nothing left running
     assert (tmp_path / "quickstart" / "models" / "quickstart" / "1" / "model.py").is_file()
+    # the sweep: 12 trainings of train.py on this machine, every one completed, the best named
+    sweep = out[out.index("[5/5]"):]
+    assert len(re.findall(r"^ +\d+ +[123] +\d+ +COMPLETED ", sweep, re.MULTILINE)) == 12, sweep
+    assert re.search(r"^best: task \d+ \(epochs=3 batch_size=\d+\): loss ", sweep, re.MULTILINE), sweep
     # what README.md shows of this run, line by line (paths, run names, elapsed times and ports masked)
     assert_shows(README_OUTPUT, out)
 
 
-README_OUTPUT = ("[3/4] train on 2 local workers, export, hand off to Triton: hpc-tf launch job.yaml --wait   "
+README_OUTPUT = ("[3/5] train on 2 local workers, export, hand off to Triton: hpc-tf launch job.yaml --wait   "
                  "(in /tmp/hpc-tf-quickstart.Xq3m)")  # the first line of the output block

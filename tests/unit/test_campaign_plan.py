@@ -19,7 +19,7 @@ from hpc.campaign.plan import (
     chunks,
     plan_campaign,
 )
-from hpc.campaign.throttle import StageDemand, compute_throttles
+from hpc.campaign.throttle import GPU_LIMITS, StageDemand, compute_throttles
 from hpc.errors import HpcTfError, QuotaRefused, SchedulerUnavailable
 from hpc.resolve import ResolvedJob
 from hpc.scheduler import SlurmCli, SlurmScheduler
@@ -191,11 +191,18 @@ def test_each_stage_script_is_the_job_template_with_the_wrapper(tmp_path: Path) 
     assert f"export REPORT={plan.paths.stage('evaluate').root}/output/report.txt\n" in evaluate
 
 
-def test_a_campaign_refuses_a_non_slurm_site(tmp_path: Path) -> None:
-    loaded = load_campaign_text("name: c\njob: {command: [x]}\n", tmp_path / "c.yaml")
-    with pytest.raises(HpcTfError, match="campaigns need Slurm"):
-        plan_campaign(loaded, load_site("local", environ={"HOME": str(tmp_path)}), "c-1", environ={},
-                      gpu_limit=None, max_array_size=None)
+def test_a_local_campaign_is_throttled_to_this_machines_gpus_and_records_its_launcher(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\njob: {command: [x], resources: {gpus_per_node: 1}}\n"
+                    "parameters: {grid: {lr: [1, 2, 3, 4, 5]}}\n")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    plan = plan_from_file(path, "local", [f"runs_dir={tmp_path}"], gpu_limit=GPU_LIMITS["local"])
+    (stage,) = plan.stages
+    assert stage.throttle.limit == 3 and plan.initial_manifest().launcher == "local"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPUs: no throttle; the launcher makes GPU tasks take turns
+    assert plan_from_file(path, "local", [f"runs_dir={tmp_path}"], gpu_limit=GPU_LIMITS["local"]).stages[0].throttle \
+        .limit is None
 
 
 def test_a_task_that_can_never_fit_the_quota_is_refused(tmp_path: Path) -> None:

@@ -230,10 +230,10 @@ def test_the_readme_report_command_writes_one_html_with_every_task_and_the_plots
     parsed.feed((paths.root / "report.html").read_text(encoding="utf-8"))
     header, *rows = parsed.rows
     assert header == ["task", "epochs", "batch_size", "state", "final val_loss", "best (min)", "at epoch", "epochs",
-                      "time", "note"]
+                      "time", "GPU-h", "note"]
     assert [r[0] for r in rows] == ["8", "4", "5", "6", "7", "0", "1", "2", "3", "9", "10", "11"]
     assert rows[0][1:4] == ["3", "64", "COMPLETED"] and rows[-1][3:] == [
-        "PENDING", "-", "-", "-", "0", "-", "no metrics logged"]
+        "PENDING", "-", "-", "-", "0", "-", "-", "no metrics logged"]
     assert len(parsed.images) == 3 and all(src.startswith("data:image/png;base64,") for src in parsed.images)
     assert "<script" not in (paths.root / "report.html").read_text(encoding="utf-8")
 

@@ -17,7 +17,8 @@ COMMANDS = [
     ["config"], ["config", "show"], ["site"], ["site", "add"],
     ["campaign"], ["campaign", "run"], ["campaign", "status"], ["campaign", "results"], ["campaign", "resubmit"],
     ["campaign", "cancel"], ["campaign", "plot"], ["campaign", "report"],
-    ["serve"], ["serve", "up"], ["serve", "down"], ["serve", "status"], ["serve", "predict"],
+    ["serve"], ["serve", "up"], ["serve", "down"], ["serve", "status"], ["serve", "predict"], ["serve", "router"],
+    ["serve", "split"],
 ]
 
 

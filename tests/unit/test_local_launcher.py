@@ -62,6 +62,8 @@ def test_log_names_follow_slurms_filename_patterns() -> None:
     env = task_environments(ALLOCATION)[3]
     assert log_path("/runs/100%%/logs/task-%j-%t.out", "7", env) == "/runs/100%/logs/task-7-3.out"
     assert expand_filename_pattern("%N-%n-%x", {"N": "local2", "n": "1"}) == "local2-1-%x"
+    array_task = task_environments({**ALLOCATION, "SLURM_ARRAY_JOB_ID": "5", "SLURM_ARRAY_TASK_ID": "2"})[1]
+    assert log_path("/logs/task-%A_%a-%j-%t.out", "7", array_task) == "/logs/task-5_2-7-1.out"
 
 
 def test_the_allocation_is_read_from_the_scripts_sbatch_lines(tmp_path: Path) -> None:
@@ -90,12 +92,12 @@ def test_job_ids_are_unique_under_concurrent_launches(tmp_path: Path) -> None:
     assert sorted(map(int, ids)) == list(range(1, 65))
 
 
-def test_unknown_ids_are_unknown_and_sbatch_options_are_refused(tmp_path: Path) -> None:
+def test_unknown_ids_are_unknown_and_a_hold_is_refused(tmp_path: Path) -> None:
     scheduler = LocalScheduler(tmp_path)
     assert scheduler.query(["12", "12_3"])["12"].state is JobState.UNKNOWN
-    assert scheduler.query(["12_3"])["12_3"].state is JobState.UNKNOWN
-    with pytest.raises(HpcTfError, match="takes no sbatch options"):
-        scheduler.submit(tmp_path / "job.sbatch", SubmitOptions(array=ArrayRequest((0, 1, 2, 3))))
+    assert scheduler.query(["12_3", "x"])["12_3"].state is JobState.UNKNOWN
+    with pytest.raises(HpcTfError, match="takes no held jobs"):
+        scheduler.submit(tmp_path / "job.sbatch", SubmitOptions(array=ArrayRequest((0, 1)), hold=True))
     with pytest.raises(HpcTfError, match="no such job"):
         scheduler.submit(tmp_path / "job.sbatch", SubmitOptions.after_success(["99"]))
 

@@ -20,6 +20,7 @@ SLURM = "integration/test_readme_slurm.py::"
 LOCAL = "integration/test_readme_local.py::"
 CAMPAIGN = ("integration/test_campaign_slurm.py::"
             "test_the_readme_campaign_plans_what_it_submits_and_trains_every_grid_point")
+LOCAL_CAMPAIGN = LOCAL + "test_the_readme_campaign_runs_on_the_local_default_and_names_the_best"
 HANDOFF = ("integration/test_handoff_slurm.py::"
            "test_training_then_dependent_handoff_to_a_serving_node_job_on_the_cpu_node")
 PYTHON = SLURM + "test_the_python_example_trains_on_two_nodes_and_prints_rank_0s_result"
@@ -51,12 +52,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "hpc-tf logs JOBID --task 0 -f": (ON_YOUR_CLUSTER,),
     "hpc-tf cancel JOBID": (ON_YOUR_CLUSTER,),
     "hpc-tf config show": (ON_YOUR_CLUSTER,),
-    "hpc-tf campaign run examples/quickstart/campaign.yaml": (
-        CAMPAIGN, LOCAL + "test_a_campaign_on_the_local_default_says_it_needs_slurm_as_the_readme_warns"),
-    "hpc-tf campaign status DIR": (CAMPAIGN,),
+    "hpc-tf campaign run examples/quickstart/campaign.yaml": (CAMPAIGN, LOCAL_CAMPAIGN),
+    "hpc-tf campaign status DIR": (CAMPAIGN, LOCAL_CAMPAIGN),
     "hpc-tf campaign resubmit DIR --failed": (CAMPAIGN,),
     "hpc-tf campaign cancel DIR": (CAMPAIGN,),
-    "hpc-tf campaign results DIR": (RESULTS + "test_the_readme_results_command_prints_the_table_and_names_the_best",),
+    "hpc-tf campaign results DIR": (RESULTS + "test_the_readme_results_command_prints_the_table_and_names_the_best",
+                                    LOCAL_CAMPAIGN),
     "hpc-tf campaign results DIR --metric loss --mode min --csv": (
         RESULTS + "test_csv_has_one_line_per_task_with_its_parameters_as_columns",),
     "hpc-tf metrics RUN_DIR": (RESULTS + "test_the_readme_metrics_command_shows_one_tasks_epochs",),
@@ -81,7 +82,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
 }
 
 BLOCKS: dict[str, tuple[str, ...]] = {
-    "[3/4] train on 2 local workers, export, hand off to Triton: hpc-tf launch job.yaml --wait   "
+    "[3/5] train on 2 local workers, export, hand off to Triton: hpc-tf launch job.yaml --wait   "
     "(in /tmp/hpc-tf-quickstart.Xq3m)": (QUICKSTART,),
     "GPU quota: 2 nodes × 2 GPUs for 10 min fits (account lab: 4 of 4 GPUs free)": (HANDOFF,),
     "name: resnet": (ON_YOUR_CLUSTER, TYPO),

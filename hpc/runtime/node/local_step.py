@@ -90,8 +90,16 @@ def task_environments(environ: Mapping[str, str]) -> list[dict[str, str]]:
 
 def log_path(pattern: str, job_id: str, env: Mapping[str, str]) -> str:
     """One task's log file."""
-    return expand_filename_pattern(pattern, {"j": job_id, "t": env["SLURM_PROCID"], "n": env["SLURM_NODEID"],
-                                             "N": env["SLURMD_NODENAME"]})
+    return expand_filename_pattern(pattern, {**filename_values(job_id, env), "t": env["SLURM_PROCID"],
+                                             "n": env["SLURM_NODEID"], "N": env["SLURMD_NODENAME"]})
+
+
+def filename_values(job_id: str, env: Mapping[str, str]) -> dict[str, str]:
+    """The job's parts of a filename pattern: ``%j``, and in an array ``%A`` (array id) and ``%a`` (index)."""
+    values = {"j": job_id}
+    if "SLURM_ARRAY_JOB_ID" in env:
+        values.update(A=env["SLURM_ARRAY_JOB_ID"], a=env.get("SLURM_ARRAY_TASK_ID", ""))
+    return values
 
 
 def expand_filename_pattern(pattern: str, values: Mapping[str, str]) -> str:
