@@ -64,6 +64,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "hpc-tf status JOBID": (
         "integration/test_watch_local.py::test_status_of_a_running_job_shows_its_epoch_loss_and_time_per_epoch",),
     "hpc-tf campaign status DIR --watch": (
+        "integration/test_watch_campaign_local.py::"
+        "test_watch_in_a_pipe_prints_each_epoch_of_each_task_and_ends_with_the_campaign",
+        "integration/test_watch_campaign_local.py::"
+        "test_watch_on_a_terminal_draws_bars_and_ctrl_c_leaves_the_campaign_running",
         "integration/test_watch_slurm.py::"
         "test_watch_in_a_pipe_prints_each_epoch_of_each_task_and_ends_with_the_campaign",
         "integration/test_watch_slurm.py::"
