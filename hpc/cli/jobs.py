@@ -124,11 +124,14 @@ def status(
     if not rows:
         err().print("no runs found")
         return
-    table = Table("job", "run", "state", "elapsed/limit", "nodes", "gpus", "restarts", "info", "progress", box=None)
+    training = any(row["progress"] for row in rows)  # a column only while some job trains
+    table = Table("job", "run", "state", "elapsed/limit", "nodes", "gpus", "restarts", "info",
+                  *(["progress"] if training else []), box=None)
     for run, row in zip(runs, rows, strict=True):
         st = statuses[run.job_id]
+        progress = [str(row["progress"] or "")] if training else []
         table.add_row(str(row["job_id"]), str(row["run"]), st.state.value, _time(st), str(row["nodes"]),
-                      str(st.gpus), str(st.restarts), str(row["info"]), str(row["progress"] or ""))
+                      str(st.gpus), str(st.restarts), str(row["info"]), *progress)
     out().print(table)
 
 
