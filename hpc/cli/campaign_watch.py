@@ -26,10 +26,11 @@ from rich.text import Text
 from hpc.campaign import api
 from hpc.campaign.paths import CampaignPaths
 from hpc.campaign.status import DEFAULT_BACKOFF, CampaignView
-from hpc.cli.campaign import _params, _print_view, age_note, view_parts
+from hpc.cli.campaign import _print_view, age_note, view_parts
 from hpc.cli.console import err, out
 from hpc.cli.options import print_json
 from hpc.errors import SchedulerUnavailable
+from hpc.metrics.cells import params_text
 from hpc.metrics.progress import ProgressReader, Update
 from hpc.render.quoting import sh
 from hpc.scheduler import Scheduler
@@ -39,11 +40,13 @@ Unit = tuple[str, int | None]  # (stage, task id; None for a stage's single job)
 
 
 class _Progress:
-    """A :class:`ProgressReader` per unit seen running; a unit that ended is read once more, then dropped."""
+    """A :class:`ProgressReader` per unit seen running, read while it runs and once more when it ended (its
+    last epochs); kept, so a requeued task shows only what its new attempt logs."""
 
     def __init__(self) -> None:
         self._readers: dict[Unit, ProgressReader] = {}
         self._names: dict[Unit, str] = {}
+        self._running: set[Unit] = set()
 
     def update(self, view: CampaignView) -> dict[Unit, Update]:
         for unit in view.running:
@@ -51,12 +54,11 @@ class _Progress:
             if key not in self._readers:
                 self._readers[key] = ProgressReader(Path(unit.metrics_file))
                 task = f"{unit.stage}" if unit.task_id is None else f"task {unit.task_id} {unit.stage}"
-                self._names[key] = f"{task} ({_params(unit.params)})" if unit.params else task
-        updates = {key: reader.update() for key, reader in self._readers.items()}
+                self._names[key] = f"{task} ({params_text(unit.params)})" if unit.params else task
         running = {(unit.stage, unit.task_id) for unit in view.running}
-        for key in set(self._readers) - running:
-            del self._readers[key]
-        return updates
+        due = [key for key in self._readers if key in running or key in self._running]  # in the order first seen
+        self._running = running
+        return {key: self._readers[key].update() for key in due}
 
     def name(self, key: Unit) -> str:
         return self._names[key]
