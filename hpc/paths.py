@@ -9,6 +9,7 @@ without knowing any naming convention::
       resolved.json       the resolved job (spec + site config), read by the bootstrap
       submission.json     job id, cluster, submit time (written after sbatch succeeds)
       metrics.jsonl       what training logged, one JSON row per epoch (the chief's, appended; runtime metrics.py)
+      tensorboard/        the same as TensorBoard events, with metrics: {tensorboard: true} (runtime tensorboard.py)
       handoff.sbatch      the dependent hand-off job's script (only with a ``handoff:`` section)
       handoff.json        the hand-off job's id and the training job it waits for (afterok)
       runtime/            stdlib-only bootstrap the tasks start through
@@ -117,6 +118,7 @@ class RunPaths(Layout):
     resolved = Under("resolved.json")
     submission = Under("submission.json")
     metrics = Under("metrics.jsonl")  # the runtime's METRICS_FILE (hpc/runtime/node/hook_config.py)
+    tensorboard = Under("tensorboard")  # the runtime's TENSORBOARD_DIR, beside the metrics file
     handoff_script = Under("handoff.sbatch")
     handoff_submission = Under("handoff.json")
     runtime_dir = Under("runtime")

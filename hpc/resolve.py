@@ -68,6 +68,7 @@ class RuntimePlan(Frozen):
     gpu_binding: GpuBinding
     metrics: bool
     metrics_every_steps: int | None
+    metrics_tensorboard: bool = False  # absent from a resolved.json written before it existed
 
 
 class HandoffPlan(Frozen):
@@ -281,6 +282,7 @@ def resolve(
             gpu_binding=res.gpu_binding,
             metrics=spec.metrics.enabled,
             metrics_every_steps=spec.metrics.every_steps,
+            metrics_tensorboard=spec.metrics.tensorboard,
         ),
         handoff=handoff,
     )

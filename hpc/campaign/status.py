@@ -173,6 +173,7 @@ class UnitView:
     attempts: int
     output_dir: str
     log: str | None  # the batch log; the tasks' own logs are beside it (task-<raw id>-<rank>.out)
+    metrics_file: str  # what its training logs (hpc.metrics), where the runtime writes it
 
     def as_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -194,6 +195,7 @@ class CampaignView:
     next_query_s: float  # a status call before this many seconds from now answers from the manifest
     error: str | None = None
     stages: Sequence[Mapping[str, object]] = field(default_factory=list)
+    running: Sequence[UnitView] = ()  # units running now, for where their training is (hpc.metrics.progress)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -202,6 +204,7 @@ class CampaignView:
             "failures": [f.as_dict() for f in self.failures], "blocked": [b.as_dict() for b in self.blocked],
             "clear_blocked": list(self.clear_blocked), "finished": self.finished, "queried": self.queried,
             "age_s": self.age_s, "next_query_s": self.next_query_s, "error": self.error, "stages": list(self.stages),
+            "running": [r.as_dict() for r in self.running],
         }
 
 
@@ -224,13 +227,15 @@ def unit_view(manifest: Manifest, ref: UnitRef, blocked: bool) -> UnitView:
     params = manifest.tasks[ref.task_id].params if ref.task_id is not None else {}
     run = RunPaths.at(manifest.stage(ref.stage).run_dir)
     log = str(run.batch_log(current.raw_id)) if current is not None and current.raw_id else None
+    # an array task's own file (the stage's run directory is shared, plan.py); a single job's in its run directory
+    metrics = run.metrics if ref.task_id is None else RunPaths.at(ref.unit.output_dir).metrics
     return UnitView(
         stage=ref.stage, task_id=ref.task_id, params=params, job_id=current.job_id if current else None,
         state=BLOCKED if blocked else (current.state if current else "NOT_SUBMITTED"),
         reason=current.reason if current else None, explanation=_explain(current, blocked),
         exit_code=current.exit_code if current and current.job_state.exit_is_its_own else None,
         attempts=len(ref.unit.attempts),
-        output_dir=ref.unit.output_dir, log=log,
+        output_dir=ref.unit.output_dir, log=log, metrics_file=str(metrics),
     )
 
 
@@ -240,6 +245,7 @@ def view(manifest: Manifest, *, queried: bool, now: float | None = None) -> Camp
     counts: dict[str, dict[str, int]] = {}
     failures: list[UnitView] = []
     stuck: list[UnitView] = []
+    running: list[UnitView] = []
     finished = True
     for stage in manifest.stages:
         tally = counts.setdefault(stage.name, {})
@@ -253,6 +259,8 @@ def view(manifest: Manifest, *, queried: bool, now: float | None = None) -> Camp
                 stuck.append(unit_view(manifest, ref, True))
             elif is_failed(current):  # cancelled ones are only counted: someone meant it
                 failures.append(unit_view(manifest, ref, False))
+            elif current is not None and current.job_state is JobState.RUNNING:
+                running.append(unit_view(manifest, ref, False))
     last = manifest.poll.last_at
     root = sh(manifest.root)
     clear = [f"hpc-tf campaign resubmit {root} --failed", f"hpc-tf campaign cancel {root} --blocked"] if stuck else []
@@ -266,4 +274,5 @@ def view(manifest: Manifest, *, queried: bool, now: float | None = None) -> Camp
                  "throttle": s.throttle, "after": [list(a) for a in s.after],
                  "jobs": [sub.job_id for sub in manifest.submissions if sub.stage == s.name]}
                 for s in manifest.stages],
+        running=running,
     )

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import RenderableType
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from hpc.campaign.plan import CampaignPlan
     from hpc.campaign.results import CampaignResults
     from hpc.campaign.status import CampaignView
+    from hpc.metrics.progress import Update
 
 # hpc.campaign (its models take ~0.2 s to build) is imported by the campaign commands only, so that
 # hpc-tf launch/status/logs do not pay for it
@@ -122,15 +124,18 @@ def _params(params: Mapping[str, object]) -> str:
     return params_text(params)
 
 
-def _more(count: int) -> None:
-    if count > MAX_ROWS:
-        out().print(f"… and {count - MAX_ROWS} more (all of them: --json)")
+def _more(count: int) -> list[RenderableType]:
+    return [Text(f"… and {count - MAX_ROWS} more (all of them: --json)")] if count > MAX_ROWS else []
 
 
-def _print_view(view: CampaignView) -> None:
-    out().print(Text.assemble("campaign ", (view.id, "bold"), f" ({view.tasks} task(s))  {view.root}"))
+def view_parts(view: CampaignView, progress: Mapping[tuple[str, int | None], Update] | None = None
+               ) -> list[RenderableType]:
+    """The campaign's state as printed on stdout; with ``progress`` (by stage and task), the running
+    units too, each with where its training is (``campaign status --watch``)."""
+    parts: list[RenderableType] = [Text.assemble("campaign ", (view.id, "bold"),
+                                                 f" ({view.tasks} task(s))  {view.root}")]
     if view.error:
-        out().print(view.error, style="red")
+        parts.append(Text(view.error, style="red"))
     states = sorted({label for counts in view.counts.values() for label in counts})
     table = Table("stage", "partition", "GPUs/task", "throttle", "jobs", *states, box=None)
     for stage in view.stages:
@@ -139,28 +144,48 @@ def _print_view(view: CampaignView) -> None:
         jobs = stage["jobs"]
         table.add_row(name, str(stage["partition"] or "-"), str(stage["gpus"]), str(stage["throttle"] or "-"),
                       ",".join(jobs) if isinstance(jobs, list) else "", *(str(counts.get(s, "")) for s in states))
-    out().print(table)
+    parts.append(table)
+    if progress is not None and view.running:
+        parts.append(Text("running", style="bold"))
+        running = Table("stage", "task", "params", "job", "", "progress", box=None)
+        for r in view.running[:MAX_ROWS]:
+            update = progress.get((r.stage, r.task_id))
+            done = update.fraction if update is not None else None
+            running.add_row(r.stage, "-" if r.task_id is None else str(r.task_id), _params(r.params), r.job_id or "-",
+                            "" if done is None else ProgressBar(total=1.0, completed=done, width=20),
+                            update.latest if update is not None and update.latest else "no metrics yet")
+        parts += [running, *_more(len(view.running))]
     if view.failures:
-        out().print("failed", style="bold")
+        parts.append(Text("failed", style="bold"))
         failed = Table("stage", "task", "params", "job", "state", "exit", "why", "log", box=None)
         for f in view.failures[:MAX_ROWS]:
             failed.add_row(f.stage, "-" if f.task_id is None else str(f.task_id), _params(f.params), f.job_id or "-",
                            f.state, "-" if f.exit_code is None else str(f.exit_code), f.explanation, f.log or "-")
-        out().print(failed)
-        _more(len(view.failures))
+        parts += [failed, *_more(len(view.failures))]
     if view.blocked:
-        out().print(Text.assemble(("blocked", "bold"), " (Slurm leaves these pending forever)"))
+        parts.append(Text.assemble(("blocked", "bold"), " (Slurm leaves these pending forever)"))
         blocked = Table("stage", "task", "params", "job", "why", box=None)
         for b in view.blocked[:MAX_ROWS]:
             blocked.add_row(b.stage, "-" if b.task_id is None else str(b.task_id), _params(b.params), b.job_id or "-",
                             b.explanation)
-        out().print(blocked)
-        _more(len(view.blocked))
-        out().print("clear them with:  " + "\n             or:  ".join(view.clear_blocked))
+        parts += [blocked, *_more(len(view.blocked))]
+        parts.append(Text("clear them with:  " + "\n             or:  ".join(view.clear_blocked)))
+    return parts
+
+
+def age_note(view: CampaignView, *, watching: bool = False) -> str:
     age = "" if view.age_s is None else f"states as of {view.age_s:.0f} s ago"
+    if watching:
+        return f"{age}; Ctrl-C stops watching, the campaign goes on".lstrip("; ")
     if not view.queried and view.age_s is not None:
         age += f"; next query in {view.next_query_s:.0f} s (--refresh asks now)"
-    if age:
+    return age
+
+
+def _print_view(view: CampaignView) -> None:
+    for part in view_parts(view):
+        out().print(part)
+    if age := age_note(view):
         err().print(age)
 
 
@@ -169,7 +194,9 @@ def status(
     target: TargetArg,
     as_json: JsonOpt = False,
     refresh: bool = typer.Option(False, "--refresh", help="Ask the scheduler now, even within the backoff interval."),
-    watch: bool = typer.Option(False, "--watch", help="Keep showing the state (backing off) until every task ended."),
+    watch: bool = typer.Option(False, "--watch", help="Keep showing the state and where each running task's "
+                               "training is until every task ended: live on a terminal, a line per change in a "
+                               "pipe (the scheduler is asked once per refresh, backing off)."),
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -178,16 +205,16 @@ def status(
 
     paths = _target(target, site, set_)
     scheduler = _backend(paths, site, set_).scheduler
-    while True:
-        view = api.status(paths, scheduler, refresh=refresh)
-        if as_json:
-            print_json(view.as_dict())
-        else:
-            _print_view(view)
-        if not watch or view.finished or view.blocked or view.error:
-            return
-        refresh = False
-        time.sleep(max(view.next_query_s, 1.0))
+    if watch:
+        from hpc.cli.campaign_watch import watch_campaign
+
+        watch_campaign(paths, scheduler, refresh=refresh, as_json=as_json)
+        return
+    view = api.status(paths, scheduler, refresh=refresh)
+    if as_json:
+        print_json(view.as_dict())
+    else:
+        _print_view(view)
 
 
 def _print_results(found: CampaignResults) -> None:

@@ -18,7 +18,7 @@ from hpc.backends import cancel_runs, poll_backoff, query_runs, run_launcher, sc
 from hpc.cli.console import err, out
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
 from hpc.errors import HpcTfError, SchedulerUnavailable
-from hpc.metrics.progress import ProgressReader
+from hpc.metrics.progress import ProgressReader, Update
 from hpc.paths import runs_root
 from hpc.quota import explain_waits
 from hpc.runs import Run, find_run, list_runs, with_run_account
@@ -73,12 +73,20 @@ def _state_info(status: JobStatus) -> str:
     return ""
 
 
+def training_progress(runs: Sequence[Run], statuses: Mapping[str, JobStatus]) -> dict[str, Update]:
+    """Where each running job's training is, from its run directory's metrics file (no scheduler call)."""
+    return {run.job_id: ProgressReader(run.paths.metrics).update() for run in runs
+            if run.paths is not None and statuses[run.job_id].state is JobState.RUNNING}
+
+
 def status_rows(
-    runs: list[Run], statuses: Mapping[str, JobStatus], quota_notes: Mapping[str, str]
+    runs: list[Run], statuses: Mapping[str, JobStatus], quota_notes: Mapping[str, str],
+    progress: Mapping[str, Update] | None = None,
 ) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for run in runs:
         st = statuses[run.job_id]
+        update = (progress or {}).get(run.job_id)
         rows.append({
             "job_id": run.job_id, "run": run.name, "state": st.state.value,
             "info": quota_notes.get(run.job_id) or _info(st),
@@ -88,6 +96,8 @@ def status_rows(
             "reason": st.reason.code if st.reason else None,
             "exit_code": st.exit_code.shell_code if st.exit_code and st.state.exit_is_its_own else None,
             "unanswered": st.unanswered or None,
+            "progress": update.latest if update is not None else None,
+            "progress_fraction": update.fraction if update is not None else None,
         })
     return rows
 
@@ -99,12 +109,13 @@ def status(
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """One table of jobs: state, why they wait (in words), elapsed/limit, nodes, GPUs — one scheduler query."""
+    """One table of jobs: state, why they wait (in words), elapsed/limit, nodes, GPUs, where training is
+    (epoch, latest loss, time per epoch, from the run's metrics file) — one scheduler query."""
     where = _where(site, set_)
     runs = _runs(targets, all_, where.root)
     statuses = query_runs(runs, where.launcher, where.root, where.scheduler) if runs else {}
     # jobs waiting on a GPU limit get the limit and who holds the GPUs (no scheduler call otherwise)
-    rows = status_rows(runs, statuses, explain_waits(statuses))
+    rows = status_rows(runs, statuses, explain_waits(statuses), training_progress(runs, statuses))
     for warning in degraded_warnings(statuses.values()):
         err().print(f"hpc-tf: warning: {warning}", markup=False, soft_wrap=True)
     if as_json:
@@ -113,11 +124,14 @@ def status(
     if not rows:
         err().print("no runs found")
         return
-    table = Table("job", "run", "state", "elapsed/limit", "nodes", "gpus", "restarts", "info", box=None)
+    training = any(row["progress"] for row in rows)  # a column only while some job trains
+    table = Table("job", "run", "state", "elapsed/limit", "nodes", "gpus", "restarts", "info",
+                  *(["progress"] if training else []), box=None)
     for run, row in zip(runs, rows, strict=True):
         st = statuses[run.job_id]
+        progress = [str(row["progress"] or "")] if training else []
         table.add_row(str(row["job_id"]), str(row["run"]), st.state.value, _time(st), str(row["nodes"]),
-                      str(st.gpus), str(st.restarts), str(row["info"]))
+                      str(st.gpus), str(st.restarts), str(row["info"]), *progress)
     out().print(table)
 
 

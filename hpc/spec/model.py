@@ -313,6 +313,8 @@ class Preemption(StrictModel):
 class Metrics(StrictModel):
     enabled: bool = Field(_RUNTIME.metrics, description="record what model.fit logs into <run_dir>/metrics.jsonl")
     every_steps: int | None = Field(None, ge=1, description="a row every N training steps too (default: epochs only)")
+    tensorboard: bool = Field(_RUNTIME.metrics_tensorboard,
+                              description="also as TensorBoard event files, in <run_dir>/tensorboard")
 
 
 class Handoff(StrictModel):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration._pty import plain, run_on_pty
 from tests.integration.test_launch_local import run_dir_of, write_spec
 
 pytestmark = pytest.mark.tf
@@ -51,28 +51,13 @@ def losses(project: Path) -> list[float]:
 
 def test_a_terminal_shows_a_live_bar_with_the_epoch_and_the_loss(tmp_path: Path) -> None:
     argv, env = launch_argv(tmp_path)
-    controller, terminal = pty.openpty()
-    try:
-        proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
-    finally:
-        os.close(terminal)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(controller, 65536)
-        except OSError:  # EIO: every holder of the terminal's other end is gone
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(controller)
-    assert proc.wait(timeout=600) == 0
-    shown = b"".join(chunks).decode(errors="replace")
-    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
-    assert "━" in plain, shown[-3000:]  # the bar, drawn while the job ran
-    live = [line for line in re.split(r"[\r\n]", plain) if "RUNNING" in line and "epoch 2/3" in line]
-    assert live and re.search(r"epoch 2/3  loss \d", live[-1]), plain[-3000:]
-    assert "job 1 ended: COMPLETED" in plain
+    code, shown = run_on_pty(argv, cwd=tmp_path, env=env)
+    assert code == 0, shown[-3000:]
+    drawn = plain(shown)
+    assert "━" in drawn, shown[-3000:]  # the bar, drawn while the job ran
+    live = [line for line in re.split(r"[\r\n]", drawn) if "RUNNING" in line and "epoch 2/3" in line]
+    assert live and re.search(r"epoch 2/3  loss \d", live[-1]), drawn[-3000:]
+    assert "job 1 ended: COMPLETED" in drawn
 
 
 def test_a_pipe_gets_one_plain_line_per_epoch_with_the_logged_loss(tmp_path: Path) -> None:

@@ -61,6 +61,17 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "hpc-tf campaign results DIR --metric loss --mode min --csv": (
         RESULTS + "test_csv_has_one_line_per_task_with_its_parameters_as_columns",),
     "hpc-tf metrics RUN_DIR": (RESULTS + "test_the_readme_metrics_command_shows_one_tasks_epochs",),
+    "hpc-tf status JOBID": (
+        "integration/test_watch_local.py::test_status_of_a_running_job_shows_its_epoch_loss_and_time_per_epoch",),
+    "hpc-tf campaign status DIR --watch": (
+        "integration/test_watch_campaign_local.py::"
+        "test_watch_in_a_pipe_prints_each_epoch_of_each_task_and_ends_with_the_campaign",
+        "integration/test_watch_campaign_local.py::"
+        "test_watch_on_a_terminal_draws_bars_and_ctrl_c_leaves_the_campaign_running",
+        "integration/test_watch_slurm.py::"
+        "test_watch_in_a_pipe_prints_each_epoch_of_each_task_and_ends_with_the_campaign",
+        "integration/test_watch_slurm.py::"
+        "test_watch_on_a_terminal_redraws_a_live_view_with_bars_and_ctrl_c_leaves_the_campaign_running"),
     "hpc-tf campaign plot DIR": (PLOTS + "test_the_readme_plot_command_writes_the_three_pngs",),
     "hpc-tf campaign report DIR": (
         PLOTS + "test_the_readme_report_command_writes_one_html_with_every_task_and_the_plots",

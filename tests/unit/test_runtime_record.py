@@ -28,7 +28,7 @@ def test_a_record_is_a_dict_of_its_slots_and_hooks_travel_as_json_of_them() -> N
     wire = json.loads(hooks.to_json())
     assert wire == {"coordination_timeout_s": 5, "keras_mwms_fix": True, "worker_nodes": ["n1", "n2"],
                     "preemption": {"checkpoint_dir": "/c", "every_steps": None, "handle_signals": True, "keep": 3},
-                    "metrics": {"path": "/run/metrics.jsonl", "every_steps": 10}}
+                    "metrics": {"path": "/run/metrics.jsonl", "every_steps": 10, "tensorboard": False}}
     assert HookConfig.from_json(hooks.to_json()) == hooks
 
 

@@ -7,6 +7,7 @@ user's process. Kept apart from that code so the bootstrap imports none of it.
 from __future__ import annotations
 
 import json
+import os
 
 from .record import Record
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 HOOKS_VARIABLE = "HPC_TF_HOOKS"
 RUN_DIR_VARIABLE = "HPC_TF_RUN_DIR"  # set in every task of an hpc-tf job (the batch script, a function's set-up)
 METRICS_FILE = "metrics.jsonl"  # in the run directory (RunPaths.metrics in the library)
+TENSORBOARD_DIR = "tensorboard"  # beside the metrics file (RunPaths.tensorboard)
 # A task's own files where it shares its run directory with others (the array tasks of a campaign stage:
 # hpc/campaign/plan.py sets them per task): the hooks of its process use them instead (HookConfig.for_task).
 METRICS_FILE_VARIABLE = "HPC_TF_METRICS_FILE"
@@ -51,16 +53,22 @@ class PreemptionConfig(Record):
 class MetricsConfig(Record):
     """The ``metrics`` part of HPC_TF_HOOKS: given to the chief's process only (metrics.py)."""
 
-    __slots__ = ("every_steps", "path")
+    __slots__ = ("every_steps", "path", "tensorboard")
 
-    def __init__(self, path: str, every_steps: int | None = None) -> None:
+    def __init__(self, path: str, every_steps: int | None = None, tensorboard: bool = False) -> None:
         self.path: Final = path  # <run_dir>/metrics.jsonl
         self.every_steps: Final = every_steps  # a step row every N steps; None: epochs only
+        self.tensorboard: Final = tensorboard  # event files too, in TENSORBOARD_DIR beside ``path``
+
+    @property
+    def tensorboard_dir(self) -> str | None:
+        return os.path.join(os.path.dirname(self.path), TENSORBOARD_DIR) if self.tensorboard else None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricsConfig:
         every = data.get("every_steps")
-        return cls(path=str(data["path"]), every_steps=None if every is None else int(every))
+        return cls(path=str(data["path"]), every_steps=None if every is None else int(every),
+                   tensorboard=bool(data.get("tensorboard", False)))
 
 
 class HookConfig(Record):
@@ -85,7 +93,7 @@ class HookConfig(Record):
         where the environment names them (METRICS_FILE_VARIABLE, CHECKPOINT_DIR_VARIABLE)."""
         metrics, preemption = self.metrics, self.preemption
         if metrics is not None and environ.get(METRICS_FILE_VARIABLE):
-            metrics = MetricsConfig(environ[METRICS_FILE_VARIABLE], metrics.every_steps)
+            metrics = MetricsConfig(environ[METRICS_FILE_VARIABLE], metrics.every_steps, metrics.tensorboard)
         if preemption is not None and environ.get(CHECKPOINT_DIR_VARIABLE):
             preemption = PreemptionConfig(environ[CHECKPOINT_DIR_VARIABLE], preemption.every_steps, preemption.keep,
                                           preemption.handle_signals)

@@ -44,6 +44,7 @@ from .keras_resume import add_callback
 from .preemption import crossed_save_point
 from .preemption import log as say
 from .requeue import restart_count
+from .tensorboard import EventWriter
 
 FORMAT_VERSION = 1
 LEARNING_RATE = "learning_rate"  # the key Keras' own callbacks (ReduceLROnPlateau, ...) log it under
@@ -53,18 +54,22 @@ class MetricsWriter:
     """Appends rows to one metrics file: each row one ``os.write`` of a whole line (O_APPEND).
 
     A failure to write never stops training: it is said once on stderr and the writer goes quiet.
+    ``events``: where the same rows go as TensorBoard events too (tensorboard.py), if asked for.
     """
 
-    def __init__(self, path: str, *, attempt: int, job: str) -> None:
+    def __init__(self, path: str, *, attempt: int, job: str, events: EventWriter | None = None) -> None:
         self.path = path
         self.attempt = attempt
         self.job = job
+        self.events = events
         self._fd: int | None = None
         self._broken = False
 
     def write(self, kind: str, values: Mapping[str, float | None], *, epoch: int | None = None,
               step: int | None = None, epochs: int | None = None, steps: int | None = None,
               sync: bool = False) -> None:
+        if self.events is not None:
+            self.events.write(kind, values, epoch=epoch, step=step)
         if self._broken:
             return
         row = {"v": FORMAT_VERSION, "kind": kind, "epoch": epoch, "step": step, "epochs": epochs, "steps": steps,
@@ -95,7 +100,9 @@ def install(config: MetricsConfig) -> None:
     """Called at interpreter start-up (hooks.py): this process records metrics into ``config.path``."""
     global _config, _writer
     _config = config
-    _writer = MetricsWriter(config.path, attempt=restart_count(os.environ), job=os.environ.get("SLURM_JOB_ID", ""))
+    events = EventWriter(config.tensorboard_dir) if config.tensorboard_dir is not None else None
+    _writer = MetricsWriter(config.path, attempt=restart_count(os.environ), job=os.environ.get("SLURM_JOB_ID", ""),
+                            events=events)
 
 
 def log(step: int | None = None, epoch: int | None = None, *, epochs: int | None = None,

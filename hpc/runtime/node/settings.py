@@ -62,6 +62,7 @@ class RuntimeSettings(Record):
         "memory_growth",
         "metrics",
         "metrics_every_steps",
+        "metrics_tensorboard",
         "port_range",
         "preemption",
         "strategy",
@@ -90,6 +91,8 @@ class RuntimeSettings(Record):
         # what model.fit logs, into <run_dir>/metrics.jsonl (metrics.py); every N steps too when set
         metrics: bool = True,
         metrics_every_steps: int | None = None,
+        # the same values as TensorBoard event files too, under <run_dir>/tensorboard (tensorboard.py)
+        metrics_tensorboard: bool = False,
     ) -> None:
         self.gpus_per_task: Final = gpus_per_task
         self.gpus_per_node: Final = gpus_per_node
@@ -107,6 +110,7 @@ class RuntimeSettings(Record):
         self.gpu_binding: Final = gpu_binding
         self.metrics: Final = metrics
         self.metrics_every_steps: Final = metrics_every_steps
+        self.metrics_tensorboard: Final = metrics_tensorboard
 
 
 def load_settings(path: str | os.PathLike[str]) -> RuntimeSettings:
@@ -153,6 +157,7 @@ def settings_from_mapping(runtime: Mapping[str, object], *, source: str = "runti
         gpu_binding=reader.choice("gpu_binding", defaults.gpu_binding, GPU_BINDINGS),
         metrics=reader.boolean("metrics", defaults.metrics),
         metrics_every_steps=reader.optional_count("metrics_every_steps") or None,
+        metrics_tensorboard=reader.boolean("metrics_tensorboard", defaults.metrics_tensorboard),
     )
 
 

@@ -109,7 +109,8 @@ def metrics_config(settings: RuntimeSettings, environ: Mapping[str, str], rank: 
     run_dir = environ.get(RUN_DIR_VARIABLE)
     if not settings.metrics or not run_dir or rank != 0:
         return None
-    return MetricsConfig(path=os.path.join(run_dir, METRICS_FILE), every_steps=settings.metrics_every_steps)
+    return MetricsConfig(path=os.path.join(run_dir, METRICS_FILE), every_steps=settings.metrics_every_steps,
+                         tensorboard=settings.metrics_tensorboard)
 
 
 def _prepend_path(directory: str, current: str) -> str:
