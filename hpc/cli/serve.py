@@ -179,7 +179,7 @@ def router(
     else:
         node = read_endpoint(repo)
         pool = [replica_from_spec(f"{node.host}:{node.http_port}:{node.grpc_port}")]
-    raise typer.Exit(run_router(repo, pool, {}, host=host, ports=(http_port, grpc_port)))
+    raise typer.Exit(run_router(repo, pool, host=host, ports=(http_port, grpc_port)))
 
 
 @serve_app.command("split", short_help="Split a public model name's traffic between models or versions.")

@@ -7,17 +7,20 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hpc.errors import HpcTfError, ServingError
+from hpc.serving.repository import Repository
 from hpc.serving.router import wire
 from hpc.serving.router.core import Route, Router
 from hpc.serving.router.metrics import Metrics
 from hpc.serving.router.pool import Pool, Replica, ReplicaBusy, parse_replica, replica_from_spec
-from hpc.serving.router.split import Split, Variant, choose, parse_split, variant_from_spec
+from hpc.serving.router.split import Split, Variant, choose, variant_from_spec
 from hpc.serving.secret import CONTROL_HEADER, NodeSecret
+from hpc.serving.state import ServingState, split_from_dict
 from tests._prometheus import parse, total
 
 # ------------------------------------------------------------------ wire
@@ -82,7 +85,7 @@ def test_a_sticky_split_sends_one_header_value_to_one_variant_and_spreads_values
 
 
 def test_a_split_is_read_from_its_json_form() -> None:
-    split = parse_split("pub", {"variants": [{"model": "a", "version": None, "weight": 10},
+    split = split_from_dict("pub", {"variants": [{"model": "a", "version": None, "weight": 10},
                                              {"model": "b", "version": 2, "weight": 90}],
                                 "sticky_header": "X-User"})
     assert split == Split(TEN_NINETY.variants, "x-user")
@@ -91,18 +94,18 @@ def test_a_split_is_read_from_its_json_form() -> None:
 
 
 @pytest.mark.parametrize(("data", "says"), [
-    ({"variants": []}, "'variants' must be a non-empty list"),
-    ({"variants": [{"model": "a", "version": None, "weight": 0}]}, "at least one variant needs a weight"),
-    ({"variants": [{"model": "../etc", "version": None, "weight": 1}]}, "has no '/' and no '..'"),
-    ({"variants": [{"model": "a", "version": "2", "weight": 1}]}, "variants[0].version must be a positive"),
-    ({"variants": [{"model": "a", "version": 1, "weight": True}]}, "variants[0].weight must be"),
-    ({"variants": [{"model": "a", "version": 1, "weight": 1, "x": 1}]}, "variants[0] must be"),
-    ({"variants": [{"model": "a", "version": 1, "weight": 1}], "sticky": "h"}, "unknown field(s) sticky"),
-    ({"variants": [{"model": "a", "version": 1, "weight": 1}], "sticky_header": "a b"}, "sticky_header must be"),
+    ({"variants": []}, "split pub.variants: a split needs at least one variant"),
+    ({"variants": [{"model": "a", "version": None, "weight": 0}]}, "the weights add up to 0"),
+    ({"variants": [{"model": "../etc", "version": None, "weight": 1}]}, "variants[0].model: not a model name"),
+    ({"variants": [{"model": "a", "version": "2", "weight": 1}]}, "variants[0].version: a version is a positive"),
+    ({"variants": [{"model": "a", "version": 1, "weight": True}]}, "variants[0].weight: a weight is an integer"),
+    ({"variants": [{"model": "a", "version": 1, "weight": 1, "x": 1}]}, "variants[0].'x': unknown field"),
+    ({"variants": [{"model": "a", "version": 1, "weight": 1}], "sticky": "h"}, "'sticky': unknown field"),
+    ({"variants": [{"model": "a", "version": 1, "weight": 1}], "sticky_header": "a b"}, "not a lower-case HTTP"),
 ])
 def test_a_bad_split_is_one_line_naming_the_field(data: dict[str, Any], says: str) -> None:
     with pytest.raises(HpcTfError) as caught:
-        parse_split("pub", data)
+        split_from_dict("pub", data)
     assert says in caught.value.message and "\n" not in caught.value.message
 
 
@@ -172,6 +175,20 @@ def _router(*names: str) -> Router:
     router = Router(NodeSecret("owner-key"))
     router.pool = _pool(*names)
     return router
+
+
+def test_a_split_set_on_the_router_is_recorded_and_a_restarted_router_routes_by_it(tmp_path: Path) -> None:
+    """The split lives in serving.json, not in the router's memory: a router job that ends at its walltime
+    and starts again (or a second router) routes as before; removing it is recorded too."""
+    repo = Repository.at(tmp_path / "repo")
+    router = Router(NodeSecret("owner-key"), repo)
+    router.set_split("public", TEN_NINETY)
+    assert ServingState.read(repo).splits == {"public": TEN_NINETY}
+    restarted = Router(NodeSecret("owner-key"), repo)
+    assert restarted.splits == {"public": TEN_NINETY}
+    assert restarted.route("public", "", lambda _: None).model in {"a", "b"}
+    restarted.set_split("public", None)
+    assert ServingState.read(repo).splits == {} and Router(NodeSecret("owner-key"), repo).splits == {}
 
 
 def test_a_replica_that_is_down_is_marked_at_once_and_the_request_answered_by_another() -> None:

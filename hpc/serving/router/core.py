@@ -21,10 +21,12 @@ from typing import Any, TypeVar
 import aiohttp
 
 from hpc.errors import ServingError
+from hpc.serving.repository import Repository
 from hpc.serving.router.metrics import Metrics
 from hpc.serving.router.pool import Pool, Replica
-from hpc.serving.router.split import Split, choose, split_to_dict
+from hpc.serving.router.split import Split, choose
 from hpc.serving.secret import INFERENCE_HEADER, NodeSecret
+from hpc.serving.state import ServingState, split_to_dict, update_state
 
 PROBE_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
@@ -49,11 +51,14 @@ class Route:
 
 
 class Router:
-    def __init__(self, secret: NodeSecret, probe_interval: float = PROBE_INTERVAL_S,
-                 probe_timeout: float = PROBE_TIMEOUT_S) -> None:
+    def __init__(self, secret: NodeSecret, repository: Repository | None = None,
+                 probe_interval: float = PROBE_INTERVAL_S, probe_timeout: float = PROBE_TIMEOUT_S) -> None:
+        """``repository``: where the splits are recorded (serving.json) and read back from at start; None
+        keeps them in memory only (unit tests)."""
         self.secret = secret
+        self.repository = repository
         self.pool = Pool()
-        self.splits: dict[str, Split] = {}
+        self.splits: dict[str, Split] = dict(ServingState.read(repository).splits) if repository else {}
         self.metrics = Metrics()
         self.probe_interval, self.probe_timeout = probe_interval, probe_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -163,6 +168,16 @@ class Router:
             self._session = None
 
     # ------------------------------------------------------------------ state
+    def set_split(self, name: str, split: Split | None) -> None:
+        """Record the split of ``name`` (None removes it) in serving.json, then route by it: a router or node
+        that starts later serves what was set, and a split that could not be recorded is not applied."""
+        if self.repository is not None:
+            update_state(self.repository, lambda state: state.with_split(name, split))
+        if split is None:
+            self.splits.pop(name, None)
+        else:
+            self.splits[name] = split
+
     def state(self) -> dict[str, object]:
         return {"replicas": [r.to_dict() for r in self.pool.replicas.values()],
                 "splits": {name: split_to_dict(s) for name, s in sorted(self.splits.items())}}

@@ -21,8 +21,8 @@ from aiohttp import web
 from hpc.errors import HpcTfError
 from hpc.serving.router.core import NoReplica, ReplicaDown, Route, Router
 from hpc.serving.router.pool import Replica, ReplicaBusy, parse_replica
-from hpc.serving.router.split import parse_split
 from hpc.serving.secret import CONTROL_HEADER, INFERENCE_HEADER
+from hpc.serving.state import split_from_dict
 
 CONTROL_PREFIX = "/hpc-tf/router"
 # request and response headers that describe a body (binary tensor extension, compression)
@@ -110,11 +110,12 @@ def build_app(router: Router, request_timeout: float = 60.0) -> web.Application:
 
     async def set_split(request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        router.splits[name] = parse_split(name, await _json(request))
+        split = split_from_dict(name, await _json(request))
+        await asyncio.to_thread(router.set_split, name, split)  # a file write under the repository's lock
         return web.json_response(router.state())
 
     async def delete_split(request: web.Request) -> web.Response:
-        router.splits.pop(request.match_info["name"], None)
+        await asyncio.to_thread(router.set_split, request.match_info["name"], None)
         return web.json_response(router.state())
 
     async def add_replica(request: web.Request) -> web.Response:

@@ -25,7 +25,6 @@ from hpc.serving.router.core import Router
 from hpc.serving.router.grpc_front import GrpcFront
 from hpc.serving.router.http_front import build_app
 from hpc.serving.router.pool import Replica
-from hpc.serving.router.split import Split
 
 
 @dataclass(frozen=True)
@@ -61,14 +60,14 @@ def read_router(repo: Repository) -> RouterEndpoint:
                        owned=True, fix="if its router still runs, stop it; then remove the file")
 
 
-async def serve(repo: Repository, replicas: Sequence[Replica], splits: dict[str, Split], host: str,
-                ports: tuple[int, int], stop: asyncio.Event, job_id: str | None = None) -> RouterEndpoint:
-    """Run the router until ``stop`` is set. The endpoint is written once both fronts listen and the
-    replicas were probed once (those found ready take traffic from the first request)."""
-    router = Router(node_secret.load(repo.root))
+async def serve(repo: Repository, replicas: Sequence[Replica], host: str, ports: tuple[int, int],
+                stop: asyncio.Event, job_id: str | None = None) -> RouterEndpoint:
+    """Run the router until ``stop`` is set, routing by the splits recorded in the repository's serving.json.
+    The endpoint is written once both fronts listen and the replicas were probed once (those found ready
+    take traffic from the first request)."""
+    router = Router(node_secret.load(repo.root), repo)
     for replica in replicas:
         router.pool.add(replica)
-    router.splits.update(splits)
     front = GrpcFront(router)
     runner = web.AppRunner(build_app(router), access_log=None)
     await runner.setup()
@@ -116,7 +115,7 @@ def _bound_port(site: web.TCPSite) -> int:
     return int(sockets[0].getsockname()[1])
 
 
-def run_router(repo: Repository, replicas: Sequence[Replica], splits: dict[str, Split], host: str = "127.0.0.1",
+def run_router(repo: Repository, replicas: Sequence[Replica], host: str = "127.0.0.1",
                ports: tuple[int, int] = (0, 0), job_id: str | None = None) -> int:
     """``hpc-tf serve router``: run in the foreground until SIGTERM or SIGINT."""
     refuse_running(repo)
@@ -126,7 +125,7 @@ def run_router(repo: Repository, replicas: Sequence[Replica], splits: dict[str, 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(repo, replicas, splits, host, ports, stop, job_id)
+        await serve(repo, replicas, host, ports, stop, job_id)
 
     asyncio.run(main())
     return 0
