@@ -92,9 +92,12 @@ def down(repository: RepoOpt = None, site: SiteOpt = None, set_: SetOpt = None) 
 @serve_app.command("status", short_help="Node health and every model version's state.")
 def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt = None, set_: SetOpt = None) -> None:
     """Health of the serving node and the state of every model version."""
+    from hpc.serving.canary import canary_lines
     from hpc.serving.service import node_status, serving_target
+    from hpc.serving.state import ServingState
 
-    info = node_status(serving_target(site, set_ or (), repository).repository)
+    repo = serving_target(site, set_ or (), repository).repository
+    info = node_status(repo)
     if as_json:
         print_json(info)
         return
@@ -113,6 +116,8 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
     for entry in info["recorded"]:
         problem = "" if entry["state"] == "READY" else f"  {entry['state']}: {entry['reason']}"
         typer.echo(f"  {entry['model']}  v{entry['version']}  by {entry['by']} {entry['updated']}{problem}")
+    for line in canary_lines(ServingState.read(repo)):
+        typer.echo(line)
     for gone in info["rolled_back"]:
         typer.echo(f"  {gone['model']}  v{gone['version']} was rolled back, not served: its hand-off failed at "
                    f"stage '{gone['failed_stage']}' (record {gone['record']})")
@@ -208,3 +213,39 @@ def split(
     shares = ", ".join(f"{v['model']}:{v['version'] or 'served'} {v['weight']}"
                        for v in state["splits"][name]["variants"])
     typer.echo(f"{name}: {shares}" + (f" (sticky by {sticky_header})" if sticky_header else ""))
+
+
+@serve_app.command("canary", short_help="Roll a new version out in steps, rolled back when a gate fails.")
+def canary(
+    model: Annotated[str, typer.Argument(help="The model (serving one version now).", show_default=False)],
+    version: Annotated[int, typer.Argument(help="The new version (published by a hand-off).", show_default=False)],
+    steps: str = typer.Option("5,25,100", "--steps", metavar="P,P,...",
+                              help="Percent of the model's requests the new version takes at each step."),
+    step_time: str = typer.Option("60s", "--step-time", metavar="DURATION", help="How long each step lasts."),
+    max_error_rate: str = typer.Option("1%", "--max-error-rate", metavar="RATE",
+                                       help="Gate: the new version's error rate in a step at most this."),
+    max_p99_ms: float | None = typer.Option(None, "--max-p99-ms", metavar="MS",
+                                            help="Gate: the new version's p99 latency in a step at most this."),
+    min_requests: int = typer.Option(20, "--min-requests", metavar="N",
+                                     help="Requests the new version must answer in a step to judge it."),
+    repository: RepoOpt = None,
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Start a canary of MODEL VERSION in the repository's router (the owner only): the router moves traffic
+    step by step and, when a gate fails, back to the version serving now, by itself. hpc-tf serve status
+    follows it."""
+    from hpc.serving.canary import canary_request
+    from hpc.serving.router.client import start_canary
+    from hpc.serving.service import serving_target
+
+    repo = serving_target(site, set_ or (), repository).repository
+    started = start_canary(repo, model, canary_request(version, steps, step_time, max_error_rate, max_p99_ms,
+                                                       min_requests))
+    if as_json:
+        print_json(started)
+        return
+    typer.echo(f"canary {model} v{started['old']} -> v{started['new']} started: steps "
+               f"{','.join(map(str, started['steps']))} % every {started['step_s']:g} s "
+               "(hpc-tf serve status follows it)")

@@ -6,7 +6,10 @@ that starts loads what was serving before it takes traffic, and a router splits 
     {"v": 1,
      "models": {"<model>": {"versions": [1], "updated": "<iso time>", "by": "handoff"}},
      "splits": {"<public name>": {"variants": [{"model": "<model>", "version": 2, "weight": 10}, ...],
-                                  "sticky_header": "x-user"}}}
+                                  "sticky_header": "x-user"}},
+     "canaries": {"<model>": {"old": 1, "new": 2, "steps": [5, 25, 100], "step_s": 60, "max_error_rate": 0.01,
+                              "max_p99_ms": null, "min_requests": 20, "step": 0, "status": "running",
+                              "reason": "", "updated": "<iso time>"}}}
 
 Written by temp file + rename under the repository's state lock (:func:`update_state`), never writable
 by group or others; read only when it is the owner's alone (it decides what the node loads). A missing
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -65,10 +68,33 @@ class Served:
     by: str
 
 
+CANARY_STATUSES = ("running", "rolled-back", "promoted")
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A step-wise rollout of ``model`` from version ``old`` to ``new`` (:mod:`hpc.serving.canary`): at step
+    ``step`` the new version takes ``steps[step]`` % of the model's requests; gates on the step's error rate
+    and p99 latency; ``status`` running, rolled-back (``reason`` says why) or promoted."""
+
+    old: int
+    new: int
+    steps: tuple[int, ...]
+    step_s: float
+    max_error_rate: float
+    max_p99_ms: float | None
+    min_requests: int
+    step: int = 0
+    status: str = "running"
+    reason: str = ""
+    updated: str = ""
+
+
 @dataclass(frozen=True)
 class ServingState:
     models: Mapping[str, Served] = field(default_factory=dict)
     splits: Mapping[str, Split] = field(default_factory=dict)
+    canaries: Mapping[str, Canary] = field(default_factory=dict)
 
     @classmethod
     def read(cls, repository: Repository) -> ServingState:
@@ -112,13 +138,28 @@ class ServingState:
                 raise InputError(str(err)) from None
         return replace(self, splits=splits)
 
+    def with_canary(self, model: str, canary: Canary) -> ServingState:
+        """This state with ``model``'s canary as ``canary`` (time-stamped now); InputError, one line, for one
+        that cannot run."""
+        try:
+            checked = _checked_canary(replace(canary, updated=_now()), f"canaries.{shown(model)}")
+            return replace(self, canaries={**self.canaries, _name(model, f"canaries.{shown(model)}"): checked})
+        except ValueError as err:
+            raise InputError(str(err)) from None
+
     def to_dict(self) -> dict[str, Any]:
+        canaries = {name: canary_to_dict(c) for name, c in sorted(self.canaries.items())}
         return {
             "v": FORMAT_VERSION,
             "models": {name: {"versions": list(s.versions), "updated": s.updated, "by": s.by}
                        for name, s in sorted(self.models.items())},
             "splits": {name: split_to_dict(split) for name, split in sorted(self.splits.items())},
+            **({"canaries": canaries} if canaries else {}),  # none: the file as before canaries existed
         }
+
+
+def canary_to_dict(canary: Canary) -> dict[str, Any]:
+    return {**asdict(canary), "steps": list(canary.steps)}
 
 
 def split_to_dict(split: Split) -> dict[str, Any]:
@@ -159,12 +200,55 @@ def _parse(data: dict[str, Any]) -> ServingState:
     if data.get("v") != FORMAT_VERSION:
         raise ValueError(f"v: {shown(repr(data.get('v')))} is not {FORMAT_VERSION}, the only format this "
                          "hpc-tf reads")
-    _only(data, {"v", "models", "splits"}, "")
+    _only(data, {"v", "models", "splits", "canaries"}, "")
     models = {_name(name, f"models.{shown(name)}"): _served(entry, f"models.{shown(name)}")
               for name, entry in _object(data.get("models", {}), "models").items()}
     splits = {_name(name, f"splits.{shown(name)}"): _split(entry, f"splits.{shown(name)}")
               for name, entry in _object(data.get("splits", {}), "splits").items()}
-    return ServingState(models, splits)
+    canaries = {_name(name, f"canaries.{shown(name)}"): _canary(entry, f"canaries.{shown(name)}")
+                for name, entry in _object(data.get("canaries", {}), "canaries").items()}
+    return ServingState(models, splits, canaries)
+
+
+def _canary(entry: object, where: str) -> Canary:
+    entry = _object(entry, where)
+    _only(entry, {f.name for f in fields(Canary)}, where)
+    steps = entry.get("steps")
+    try:
+        canary = Canary(**{**entry, "steps": tuple(steps) if isinstance(steps, list) else ()})
+    except TypeError:
+        raise ValueError(f"{where}: a field is missing") from None
+    return _checked_canary(canary, where)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def _checked_canary(c: Canary, where: str) -> Canary:
+    _versions([c.old], f"{where}.old")
+    _versions([c.new], f"{where}.new")
+    if c.old == c.new:
+        raise ValueError(f"{where}.new: the version serving ({c.old})")
+    if not c.steps or not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s <= 100 for s in c.steps) \
+            or list(c.steps) != sorted(set(c.steps)) or c.steps[-1] != 100:
+        raise ValueError(f"{where}.steps: rising percents, the last 100")
+    if not _number(c.step_s) or not 0 < c.step_s <= 86_400:
+        raise ValueError(f"{where}.step_s: seconds, > 0, at most a day")
+    if not _number(c.max_error_rate) or not 0 <= c.max_error_rate <= 1:
+        raise ValueError(f"{where}.max_error_rate: a fraction from 0 to 1")
+    if c.max_p99_ms is not None and (not _number(c.max_p99_ms) or not c.max_p99_ms > 0):
+        raise ValueError(f"{where}.max_p99_ms: milliseconds > 0, or null")
+    if not isinstance(c.min_requests, int) or isinstance(c.min_requests, bool) or not 0 < c.min_requests <= 10**9:
+        raise ValueError(f"{where}.min_requests: a whole number >= 1")
+    if not isinstance(c.step, int) or isinstance(c.step, bool) or not 0 <= c.step < len(c.steps):
+        raise ValueError(f"{where}.step: an index into steps")
+    if c.status not in CANARY_STATUSES:
+        raise ValueError(f"{where}.status: one of {', '.join(CANARY_STATUSES)}")
+    if not isinstance(c.reason, str) or len(c.reason) > 1000 or not isinstance(c.updated, str) \
+            or len(c.updated) > _UPDATED_LIMIT:
+        raise ValueError(f"{where}.reason: at most 1000 characters")
+    return c
 
 
 def _served(entry: object, where: str) -> Served:

@@ -19,6 +19,7 @@ COMMANDS = [
     ["campaign", "cancel"], ["campaign", "plot"], ["campaign", "report"],
     ["serve"], ["serve", "up"], ["serve", "down"], ["serve", "status"], ["serve", "predict"], ["serve", "router"],
     ["serve", "split"],
+    ["serve", "canary"],
 ]
 
 

@@ -56,5 +56,10 @@ def drain_replica(repo: Repository, name: str, wait: float = 0.0) -> Any:
                 timeout=TIMEOUT_S + wait)
 
 
+def start_canary(repo: Repository, model: str, canary: dict[str, object]) -> Any:
+    """Start a canary of ``model`` in the router (:mod:`hpc.serving.canary`); its recorded form."""
+    return call(repo, "PUT", f"/canaries/{urllib.parse.quote(model, safe='')}", canary)
+
+
 def remove_replica(repo: Repository, name: str) -> Any:
     return call(repo, "DELETE", f"/replicas/{urllib.parse.quote(name, safe='')}")

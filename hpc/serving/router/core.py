@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from hpc.errors import ServingError
+from hpc.serving.canary import Canaries
 from hpc.serving.repository import Repository
 from hpc.serving.router.metrics import Metrics
 from hpc.serving.router.pool import Pool, Replica
@@ -62,6 +63,7 @@ class Router:
         self.metrics = Metrics()
         self.probe_interval, self.probe_timeout = probe_interval, probe_timeout
         self._session: aiohttp.ClientSession | None = None
+        self.canaries = Canaries(self)
 
     # ------------------------------------------------------------------ access
     def is_owner(self, presented: str | None) -> bool:
@@ -163,6 +165,7 @@ class Router:
             await asyncio.sleep(self.probe_interval)
 
     async def close(self) -> None:
+        await self.canaries.stop()
         if self._session is not None:
             await self.session.close()
             self._session = None

@@ -22,7 +22,7 @@ from hpc.errors import HpcTfError
 from hpc.serving.router.core import NoReplica, ReplicaDown, Route, Router
 from hpc.serving.router.pool import Replica, ReplicaBusy, parse_replica
 from hpc.serving.secret import CONTROL_HEADER, INFERENCE_HEADER
-from hpc.serving.state import split_from_dict
+from hpc.serving.state import canary_to_dict, split_from_dict
 
 CONTROL_PREFIX = "/hpc-tf/router"
 # request and response headers that describe a body (binary tensor extension, compression)
@@ -135,6 +135,15 @@ def build_app(router: Router, request_timeout: float = 60.0) -> web.Application:
             await asyncio.sleep(0.01)
         return web.json_response(replica.to_dict())
 
+    async def start_canary(request: web.Request) -> web.Response:
+        model, body = request.match_info["model"], await _json(request)
+        canary = await asyncio.to_thread(router.canaries.record_new, model, body)
+        router.canaries.run(model)
+        return web.json_response(canary_to_dict(canary))
+
+    async def canaries(_: web.Request) -> web.Response:
+        return web.json_response(await asyncio.to_thread(router.canaries.recorded))
+
     async def remove_replica(request: web.Request) -> web.Response:
         return web.json_response(router.pool.remove(request.match_info["replica"]).to_dict())
 
@@ -152,6 +161,8 @@ def build_app(router: Router, request_timeout: float = 60.0) -> web.Application:
         web.post(f"{CONTROL_PREFIX}/replicas", add_replica),
         web.post(f"{CONTROL_PREFIX}/replicas/{{replica}}/drain", drain_replica),
         web.delete(f"{CONTROL_PREFIX}/replicas/{{replica}}", remove_replica),
+        web.get(f"{CONTROL_PREFIX}/canaries", canaries),
+        web.put(f"{CONTROL_PREFIX}/canaries/{{model}}", start_canary),
     ])
     return app
 

@@ -94,6 +94,7 @@ async def serve(repo: Repository, replicas: Sequence[Replica], host: str, ports:
         print(f"router ready: http {endpoint.http_url} grpc {endpoint.grpc_url} pid {endpoint.pid}, "
               f"{len(router.pool.replicas)} replica(s)", flush=True)
         probes = asyncio.create_task(router.probe_forever())
+        router.canaries.resume()
         try:
             await stop.wait()
         finally:
