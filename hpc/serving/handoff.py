@@ -11,6 +11,8 @@ timed in the record):
 5. ``load``       gRPC load against one deadline, then version N+1 ready
 6. ``verify``     samples sent to version N+1 explicitly; exact for python/savedmodel, ONNX_TOLERANCE for onnx
                   (onnx is also checked with onnxruntime in this process before publishing)
+   With a router (``<repository>/.hpc-tf/router.json``) stages 5 and 6 run on every healthy replica it
+   lists (:func:`service_targets`), and a failure on any rolls back on all.
 7. ``record``     version N+1 recorded as what serves (:mod:`hpc.serving.state`): a node that starts
                   later loads it
 8. ``rollback``   only on failure: version N+1 removed, previous config restored, model reloaded —
@@ -152,7 +154,7 @@ def handoff(
     published = False
     failure: HpcTfError | None = None
     previous_config: str | None = None
-    control: ModelControl | None = None
+    controls: list[ModelControl] = []
     with repository.lock(model):
         try:
             savedmodel = find_savedmodel(source, savedmodel_subdir)
@@ -169,12 +171,14 @@ def handoff(
             done("samples", f"{len(samples.inputs)} input(s), {len(samples.outputs)} output(s)")
 
             stage = "connect"
-            url = grpc_url or read_endpoint(repository).grpc_url
-            record.server = url
-            control = ModelControl(url, node_secret.load(repository.root))
-            if not control.server_ready():
-                raise not_answering(url)
-            done("connect", url)
+            urls = [grpc_url] if grpc_url else service_targets(repository)
+            record.server = ", ".join(urls)
+            secret = node_secret.load(repository.root)
+            for url in urls:
+                controls.append(ModelControl(url, secret))
+                if not controls[-1].server_ready():
+                    raise not_answering(url)
+            done("connect", record.server)
 
             stage = "publish"
             record.previous_versions = repository.versions(model)
@@ -192,20 +196,23 @@ def handoff(
 
             stage = "load"
             deadline = time.monotonic() + load_timeout
-            control.load(model, deadline)
-            control.wait_ready(model, version, deadline)
-            done("load", f"version {version} ready")
+            for control in controls:
+                control.load(model, deadline)
+                control.wait_ready(model, version, deadline)
+            done("load", f"version {version} ready" + (f" on {len(controls)} replicas" if len(controls) > 1 else ""))
 
             stage = "verify"
             tolerance = ONNX_TOLERANCE if fmt == "onnx" else 0.0
-            outputs, answered = control.infer(model, samples.inputs, version=version)
-            ok, worst, detail = compare(samples.outputs, outputs, tolerance)
-            record.parity["triton"] = {"ok": ok, "max_abs_diff": worst, "tolerance": tolerance,
-                                       "answered_version": answered}
-            if answered != str(version):
-                raise ServingError(f"version {answered} answered a request addressed to version {version}")
-            if not ok:
-                raise ServingError(f"outputs of version {version} differ from the trained model's: {detail}")
+            for control in controls:  # every replica answers for itself: one that differs fails the hand-off
+                outputs, answered = control.infer(model, samples.inputs, version=version)
+                ok, worst, detail = compare(samples.outputs, outputs, tolerance)
+                record.parity["triton" if control is controls[0] else f"triton {control.url}"] = {
+                    "ok": ok, "max_abs_diff": worst, "tolerance": tolerance, "answered_version": answered}
+                where = f" on {control.url}" if len(controls) > 1 else ""
+                if answered != str(version):
+                    raise ServingError(f"version {answered} answered a request addressed to version {version}{where}")
+                if not ok:
+                    raise ServingError(f"outputs of version {version}{where} differ from the trained model's: {detail}")
             done("verify", detail)
 
             stage = "record"
@@ -217,10 +224,10 @@ def handoff(
             record.failed_stage = stage
             record.error = err.message
             if published and record.version is not None:
-                _rollback(repository, model, record, previous_config, control, load_timeout, say)
+                _rollback(repository, model, record, previous_config, controls, load_timeout, say)
         finally:
             _write_record(repository, record)
-            if control is not None:
+            for control in controls:
                 control.close()
     if failure is not None:
         raise HandoffFailed(record, failure)
@@ -251,34 +258,53 @@ def _onnx_parity(version_dir: Path, samples: Samples) -> dict[str, Any]:
 
 
 def _rollback(repository: Repository, model: str, record: HandoffRecord, previous_config: str | None,
-              control: ModelControl | None, load_timeout: float, say: StageCallback) -> None:
+              controls: list[ModelControl], load_timeout: float, say: StageCallback) -> None:
+    """Undo a published version on every replica it may have reached."""
     assert record.version is not None
     t0 = time.monotonic()
     repository.remove_version(model, record.version)
     if previous_config is not None:
         repository.write_config(model, previous_config)
     detail = f"version {record.version} removed"
-    if control is not None and record.previous_versions:
-        try:
-            control.load(model, time.monotonic() + load_timeout)
-            detail += f"; version {record.previous_versions[-1]} reloaded"
-        except HpcTfError as err:
-            detail += f"; reload failed: {err.message}"
-            record.error = f"{record.error}; rollback reload failed: {err.message}"
+    if controls and record.previous_versions:
+        deadline = time.monotonic() + load_timeout
+        for control in controls:
+            try:
+                control.load(model, deadline)
+                detail += f"; version {record.previous_versions[-1]} reloaded" + (
+                    f" on {control.url}" if len(controls) > 1 else "")
+            except HpcTfError as err:
+                detail += f"; reload failed: {err.message}"
+                record.error = f"{record.error}; rollback reload failed: {err.message}"
         try:  # what Triton serves now of what the repository holds, whichever way the reload went
             kept = set(map(str, repository.versions(model)))
-            serving = sorted(int(m.version) for m in control.index()
+            serving = sorted(int(m.version) for m in controls[0].index()
                              if m.name == model and m.state == "READY" and m.version in kept)
             _record_serving(repository, model, serving, "rollback")
         except HpcTfError as err:
             record.error = f"{record.error}; {err.message}"
-    elif control is not None:
+    elif controls:
         with contextlib.suppress(HpcTfError):
-            control.unload(model)
+            for control in controls:
+                control.unload(model)
             _record_serving(repository, model, [], "rollback")
     record.rolled_back = True
     record.timings_s["rollback"] = round(time.monotonic() - t0, 3)
     say("rollback", detail)
+
+
+def service_targets(repository: Repository) -> list[str]:
+    """Where a hand-off loads and verifies: with a router registered (router.json), every healthy replica it
+    lists, each on its own (the router's own gRPC front refuses model control); else the serving node."""
+    if not repository.router_file.is_file():
+        return [read_endpoint(repository).grpc_url]
+    from hpc.serving.router import client
+
+    replicas = [r for r in client.state(repository)["replicas"] if r["healthy"] and not r["draining"]]
+    if not replicas:
+        raise ServingError("the repository's router lists no healthy replica to hand the model off to",
+                           hint="add one (hpc-tf serve router --replica ...), then hand off again")
+    return [f"{r['host']}:{r['grpc_port']}" for r in replicas]
 
 
 def _record_serving(repository: Repository, model: str, versions: list[int], by: str) -> None:
