@@ -25,8 +25,8 @@ from pathlib import Path
 from hpc.errors import HpcTfError
 from hpc.local.jobs import NEVER_SATISFIED, TERMINAL_STATES, DependencyKind, LocalJob, LocalJobStore
 from hpc.render.directives import gpu_count, read_gres, script_directives
-from hpc.scheduler.accounting import JobUsage
 from hpc.scheduler.fields import ExitCode
+from hpc.scheduler.job_usage import JobUsage
 from hpc.scheduler.reasons import parse_reason
 from hpc.scheduler.states import JobState
 from hpc.scheduler.status import JobStatus
