@@ -115,25 +115,31 @@ def _repo(tmp_path: Path) -> Repository:
     return repo
 
 
-def _run(repo: Repository, request: dict[str, Any], answers: list[bool]) -> Router:
-    """Start a canary in a router without replicas; feed the new version ``answers`` while it runs."""
-    router = Router(NodeSecret("owner-key"), repo)
+def _drive(router: Router, answers: list[bool], begin: Any) -> None:
+    """Run ``begin()`` in the router's loop, then feed the new version (v2) ``answers`` while the canary runs,
+    into the router's series of that variant, as forward() keeps it."""
     router.canaries.tick = 0.02
 
     async def main() -> None:
-        router.canaries.record_new("m", request)
-        router.canaries.run("m")
+        begin()
         task = router.canaries.tasks["m"]
         while not task.done():
             await asyncio.sleep(0.01)
             if any(v.version == 2 for v in getattr(router.splits.get("m"), "variants", ())):
-                for ok in answers:  # the router's series of the new version, as forward() keeps it
+                for ok in answers:
                     series = router.metrics.variant("m", "m", "2")
                     series.start()
                     series.finish(0.001, ok)
         await router.close()
 
     asyncio.run(main())
+
+
+def _run(repo: Repository, request: dict[str, Any], answers: list[bool]) -> Router:
+    """Start a canary in a router without replicas; feed the new version ``answers`` while it runs."""
+    router = Router(NodeSecret("owner-key"), repo)
+    router.canaries.record_new("m", request)
+    _drive(router, answers, lambda: router.canaries.run("m"))
     return router
 
 
@@ -167,3 +173,17 @@ def test_a_canary_is_refused_for_a_version_not_published_or_while_one_runs(tmp_p
     with pytest.raises(InputError, match="steps: rising percents"):
         router.canaries.record_new("m", {"version": 2, "steps": [50]})
     assert "m" not in ServingState.read(repo).canaries
+
+
+def test_a_router_that_starts_again_resumes_a_running_canary_at_its_recorded_step(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import replace
+
+    repo = _repo(tmp_path)
+    update_state(repo, lambda s: s.with_canary("m", replace(CANARY, steps=(10, 50, 100), step=2, step_s=0.2,
+                                                            min_requests=5)))
+    router = Router(NodeSecret("owner-key"), repo)
+    _drive(router, [True], router.canaries.resume)  # what run.serve does once the router listens
+    assert ServingState.read(repo).canaries["m"].status == "promoted"
+    log = capsys.readouterr().err
+    assert "canary m: resumed at step 3/3 after a restart" in log and "step 1/3" not in log and "step 3/3, 100 %" in log
