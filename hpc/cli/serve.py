@@ -10,6 +10,13 @@ from rich.text import Text
 
 from hpc.cli.console import err
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, plain_typer, print_json
+from hpc.serving.canary import (
+    DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_MIN_REQUESTS,
+    DEFAULT_STEP_TIME,
+    DEFAULT_STEPS,
+    canary_settings,
+)
 
 serve_app = plain_typer(help="Start, stop and inspect the Triton serving node.", no_args_is_help=True)
 
@@ -219,14 +226,15 @@ def split(
 def canary(
     model: Annotated[str, typer.Argument(help="The model (serving one version now).", show_default=False)],
     version: Annotated[int, typer.Argument(help="The new version (published by a hand-off).", show_default=False)],
-    steps: str = typer.Option("5,25,100", "--steps", metavar="P,P,...",
+    steps: str = typer.Option(DEFAULT_STEPS, "--steps", metavar="P,P,...",
                               help="Percent of the model's requests the new version takes at each step."),
-    step_time: str = typer.Option("60s", "--step-time", metavar="DURATION", help="How long each step lasts."),
-    max_error_rate: str = typer.Option("1%", "--max-error-rate", metavar="RATE",
+    step_time: str = typer.Option(DEFAULT_STEP_TIME, "--step-time", metavar="DURATION",
+                                  help="How long each step lasts."),
+    max_error_rate: str = typer.Option(DEFAULT_MAX_ERROR_RATE, "--max-error-rate", metavar="RATE",
                                        help="Gate: the new version's error rate in a step at most this."),
     max_p99_ms: float | None = typer.Option(None, "--max-p99-ms", metavar="MS",
                                             help="Gate: the new version's p99 latency in a step at most this."),
-    min_requests: int = typer.Option(20, "--min-requests", metavar="N",
+    min_requests: int = typer.Option(DEFAULT_MIN_REQUESTS, "--min-requests", metavar="N",
                                      help="Requests the new version must answer in a step to judge it."),
     repository: RepoOpt = None,
     as_json: JsonOpt = False,
@@ -236,13 +244,12 @@ def canary(
     """Start a canary of MODEL VERSION in the repository's router (the owner only): the router moves traffic
     step by step and, when a gate fails, back to the version serving now, by itself. hpc-tf serve status
     follows it."""
-    from hpc.serving.canary import canary_request
     from hpc.serving.router.client import start_canary
     from hpc.serving.service import serving_target
 
     repo = serving_target(site, set_ or (), repository).repository
-    started = start_canary(repo, model, canary_request(version, steps, step_time, max_error_rate, max_p99_ms,
-                                                       min_requests))
+    started = start_canary(repo, model, {**canary_settings(steps, step_time, max_error_rate, max_p99_ms,
+                                                           min_requests), "version": version})
     if as_json:
         print_json(started)
         return

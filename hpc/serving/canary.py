@@ -115,10 +115,14 @@ _STEP_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, None: 1}
 
 
-def canary_request(version: int, steps: str, step_time: str, max_error_rate: str, max_p99_ms: float | None,
-                   min_requests: int) -> dict[str, object]:
-    """The control API's body from the CLI's words (``5,25,100``, ``60s``/``2m``, ``1%``/``0.01``); the router
-    checks the values."""
+DEFAULT_STEPS, DEFAULT_STEP_TIME, DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS = "5,25,100", "60s", "1%", 20
+
+
+def canary_settings(steps: str = DEFAULT_STEPS, step_time: str = DEFAULT_STEP_TIME,
+                    max_error_rate: str = DEFAULT_MAX_ERROR_RATE, max_p99_ms: float | None = None,
+                    min_requests: int = DEFAULT_MIN_REQUESTS) -> dict[str, object]:
+    """The control API's body but the version, from the CLI's words (``5,25,100``, ``60s``/``2m``,
+    ``1%``/``0.01``); the router checks the values."""
     try:
         percents = [int(s) for s in steps.split(",")]
     except ValueError:
@@ -131,7 +135,7 @@ def canary_request(version: int, steps: str, step_time: str, max_error_rate: str
         fraction = float(rate[:-1]) / 100 if rate.endswith("%") else float(rate)
     except ValueError:
         raise InputError(f"--max-error-rate: {shown(max_error_rate)} is not a rate (e.g. 1% or 0.01)") from None
-    return {"version": version, "steps": percents, "step_s": float(match[1]) * _UNIT_S[match[2]],
+    return {"steps": percents, "step_s": float(match[1]) * _UNIT_S[match[2]],
             "max_error_rate": fraction, "max_p99_ms": max_p99_ms, "min_requests": min_requests}
 
 
@@ -147,7 +151,7 @@ class Canaries:
     def record_new(self, model: str, request: object) -> Canary:
         """Record a new canary of ``model`` (blocking: a file under the state lock; :meth:`run` runs it).
         Refused, one line: a canary of it running, the model not serving exactly one version, the version
-        not in the repository, another split on the model's name."""
+        not in the repository, another split on the model's name (than one holding all on the serving version)."""
         repo = self._repo()
         if model in self.tasks and not self.tasks[model].done():
             raise ServingError(f"a canary of {model} is already running", hint="hpc-tf serve status shows it")
@@ -157,7 +161,8 @@ class Canaries:
             raise ServingError(f"{model} must serve exactly one version for a canary (recorded: "
                                f"{', '.join(map(str, served.versions)) if served else 'none'})",
                                hint="hand a version off first: hpc-tf handoff")
-        if model in state.splits:
+        split = state.splits.get(model)  # one that holds every request on the serving version is a canary's start
+        if split is not None and {(v.model, v.version) for v in split.variants} != {(model, served.versions[0])}:
             raise ServingError(f"{model} carries a split already; a canary sets its own",
                                hint="remove that split first (DELETE /hpc-tf/router/splits/<name>)")
         canary = canary_from_request(request, served.versions[0])

@@ -131,8 +131,13 @@ def handoff(
     options: ServingOptions | None = None,
     load_timeout: float = LOAD_TIMEOUT_S,
     on_stage: StageCallback | None = None,
+    canary: dict[str, object] | None = None,
 ) -> HandoffRecord:
-    """Run every stage; return the record of a version now serving, or raise :class:`HandoffFailed`."""
+    """Run every stage; return the record of a version now serving, or raise :class:`HandoffFailed`.
+
+    ``canary`` (the router's canary settings, :func:`hpc.serving.canary.canary_request`): the new version is
+    loaded beside the one serving, its requests held at 0 % by a split, and after the parity check the
+    repository's router rolls it out in steps (:mod:`hpc.serving.canary`) instead of it serving at once."""
     check_model_name(model)
     if fmt not in FORMATS:
         raise ServingError(f"unknown serving format '{fmt}' (use one of: {', '.join(FORMATS)})")
@@ -154,6 +159,7 @@ def handoff(
     published = False
     failure: HpcTfError | None = None
     previous_config: str | None = None
+    held: int | None = None  # with a canary: the version serving, which holds every request meanwhile
     controls: list[ModelControl] = []
     with repository.lock(model):
         try:
@@ -171,6 +177,9 @@ def handoff(
             done("samples", f"{len(samples.inputs)} input(s), {len(samples.outputs)} output(s)")
 
             stage = "connect"
+            if canary is not None and (grpc_url or not repository.router_file.is_file()):
+                raise ServingError("a canary needs the repository's router: it moves the traffic",
+                                   hint="start one (hpc-tf serve router), or hand off without --canary")
             urls = [grpc_url] if grpc_url else service_targets(repository)
             record.server = ", ".join(urls)
             secret = node_secret.load(repository.root)
@@ -195,6 +204,8 @@ def handoff(
             done("publish", str(repository.version_dir(model, version)))
 
             stage = "load"
+            if canary is not None:
+                held = _hold(repository, model, version)
             deadline = time.monotonic() + load_timeout
             for control in controls:
                 control.load(model, deadline)
@@ -216,8 +227,15 @@ def handoff(
             done("verify", detail)
 
             stage = "record"
-            _record_serving(repository, model, [version], "handoff")
-            done("record", f"version {version} recorded as serving")
+            if canary is not None:
+                from hpc.serving.router.client import start_canary
+
+                started = start_canary(repository, model, {**canary, "version": version})
+                done("record", f"the router rolls version {version} out: steps "
+                     f"{','.join(map(str, started['steps']))} % (hpc-tf serve status follows it)")
+            else:
+                _record_serving(repository, model, [version], "handoff")
+                done("record", f"version {version} recorded as serving")
             record.ok = True
         except HpcTfError as err:
             failure = err
@@ -225,6 +243,11 @@ def handoff(
             record.error = err.message
             if published and record.version is not None:
                 _rollback(repository, model, record, previous_config, controls, load_timeout, say)
+            if held is not None:  # the new version is gone: the split that held traffic off it too
+                with contextlib.suppress(HpcTfError):
+                    from hpc.serving.router.client import remove_split
+
+                    remove_split(repository, model)
         finally:
             _write_record(repository, record)
             for control in controls:
@@ -291,6 +314,24 @@ def _rollback(repository: Repository, model: str, record: HandoffRecord, previou
     record.rolled_back = True
     record.timings_s["rollback"] = round(time.monotonic() - t0, 3)
     say("rollback", detail)
+
+
+def _hold(repository: Repository, model: str, version: int) -> int:
+    """Before a canary's version loads beside the serving one: a split keeps every request on the serving
+    version (unversioned requests would reach the newest), then both are pinned in the config."""
+    from hpc.serving.restore import pin
+    from hpc.serving.router.client import set_split
+    from hpc.serving.state import ServingState
+
+    served = ServingState.read(repository).models.get(model)
+    if served is None or len(served.versions) != 1:
+        raise ServingError(f"a canary starts from one serving version of '{model}' (recorded: "
+                           f"{', '.join(map(str, served.versions)) if served else 'none'})",
+                           hint="hand off without --canary first")
+    old = served.versions[0]
+    set_split(repository, model, {"variants": [{"model": model, "version": old, "weight": 100}]})
+    pin(repository, model, (old, version))
+    return old
 
 
 def service_targets(repository: Repository) -> list[str]:

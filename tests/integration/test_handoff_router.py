@@ -1,7 +1,8 @@
 """The hand-off publishes into the service as into one node: with a router registered, the new version is
 loaded and checked against the trained model's outputs on every replica the router lists, on REAL
 tritonservers, and recorded once; when one replica cannot serve it, it is rolled back on all and the
-previous version keeps serving everywhere."""
+previous version keeps serving everywhere. With --canary, the router then rolls it out in steps under
+HTTP and gRPC traffic, without a failed request."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 from hpc.serving import secret as node_secret
@@ -20,7 +23,8 @@ from hpc.serving.handoff import HandoffFailed, handoff
 from hpc.serving.repository import Repository
 from hpc.serving.router import client
 from hpc.serving.state import ServingState
-from tests.integration.test_serving_router import HPC_TF, TritonReplica, hpc_tf
+from tests.integration._traffic import Traffic
+from tests.integration.test_serving_router import HPC_TF, TritonReplica, _wait, hpc_tf
 from tests.integration.test_serving_router import owner_config as owner_config  # the owner's key, per module
 from tests.unit._serving_models import export_mlp
 
@@ -50,7 +54,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             stdout=subprocess.PIPE, stderr=(base / "router.log").open("w"), text=True)
         assert router.stdout is not None
         assert router.stdout.readline().startswith("router ready"), (base / "router.log").read_text()
-        yield {"repo": repo, "base": base, "replicas": replicas,
+        endpoint = json.loads((repo / ".hpc-tf" / "router.json").read_text())
+        yield {"repo": repo, "base": base, "replicas": replicas, "host": endpoint["host"],
+               "http_port": endpoint["http_port"], "grpc_port": endpoint["grpc_port"],
                "grpc_urls": [node["grpc_url"], f"127.0.0.1:{replicas[0].ports[1]}"]}
     finally:
         if router is not None:
@@ -107,3 +113,24 @@ def test_a_handoff_that_one_replica_cannot_serve_is_rolled_back_on_all(service: 
     client.drain_replica(repo, odd.spec["name"])
     client.remove_replica(repo, odd.spec["name"])
 
+
+
+def test_a_handoff_with_a_canary_is_rolled_out_by_the_router_step_by_step_without_a_failed_request(
+        service: dict[str, Any]) -> None:
+    repo = Repository.at(service["repo"])
+    x = np.random.default_rng(4).normal(size=(2, 16)).astype("float32")
+    with Traffic(service, x, model="a", max_seconds=300) as traffic:
+        done = hpc_tf("handoff", str(export_mlp(service["base"] / "export4", seed=4)), "--model", "a", "--format",
+                      "python", "--repository", str(repo.root), "--canary", "30,100", "--canary-step-time", "5s")
+        assert done.returncode == 0, done.stderr
+        new = repo.versions("a")[-1]  # numbers are not reused after a rollback
+        assert done.stdout.startswith(f"a version {new} in its canary"), done.stdout
+        assert f"record: the router rolls version {new} out: steps 30,100 %" in done.stderr, done.stderr
+        _wait(lambda: ServingState.read(repo).canaries["a"].status != "running", "the canary's verdict", 120)
+        time.sleep(2)
+    state = ServingState.read(repo)
+    assert state.canaries["a"].status == "promoted", state.canaries["a"]
+    assert traffic.failures == [], traffic.failures[:3]
+    assert traffic.versions["2"] > 20 and traffic.versions[str(new)] > 20, traffic.versions
+    assert state.models["a"].versions == (new,) and state.splits == {}
+    assert _ready(service, service["grpc_urls"]) == [{str(new)}, {str(new)}]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hpc.errors import InputError, RecordError, ServingError
-from hpc.serving.canary import Seen, canary_lines, canary_request, judge
+from hpc.serving.canary import Seen, canary_lines, canary_settings, judge
 from hpc.serving.config import parse_config
 from hpc.serving.repository import Repository
 from hpc.serving.restore import selected
@@ -81,14 +81,15 @@ def test_a_damaged_canary_record_is_refused_in_one_line(tmp_path: Path, change: 
 
 
 def test_the_cli_words_become_the_control_body_and_bad_ones_are_one_line() -> None:
-    assert canary_request(2, "5,25,100", "2m", "1%", None, 20) == {
-        "version": 2, "steps": [5, 25, 100], "step_s": 120.0, "max_error_rate": 0.01, "max_p99_ms": None,
+    assert canary_settings("5,25,100", "2m", "1%", None, 20) == {
+        "steps": [5, 25, 100], "step_s": 120.0, "max_error_rate": 0.01, "max_p99_ms": None,
         "min_requests": 20}
-    assert canary_request(2, "100", "90", "0.05", 250.0, 5)["step_s"] == 90.0
-    for args, says in (((2, "5,x", "60s", "1%"), "--steps"), ((2, "5,100", "soon", "1%"), "--step-time"),
-                       ((2, "5,100", "60s", "lots"), "--max-error-rate")):
+    assert canary_settings("100", "90", "0.05", 250.0, 5)["step_s"] == 90.0
+    assert canary_settings()["steps"] == [5, 25, 100]  # the defaults of serve canary and handoff --canary
+    for args, says in ((("5,x", "60s", "1%"), "--steps"), (("5,100", "soon", "1%"), "--step-time"),
+                       (("5,100", "60s", "lots"), "--max-error-rate")):
         with pytest.raises(InputError, match=says):
-            canary_request(*args, None, 20)  # type: ignore[arg-type]
+            canary_settings(*args)
 
 
 def test_status_says_where_a_canary_is_and_why_it_was_rolled_back() -> None:
@@ -187,3 +188,16 @@ def test_a_router_that_starts_again_resumes_a_running_canary_at_its_recorded_ste
     assert ServingState.read(repo).canaries["m"].status == "promoted"
     log = capsys.readouterr().err
     assert "canary m: resumed at step 3/3 after a restart" in log and "step 1/3" not in log and "step 3/3, 100 %" in log
+
+
+def test_a_canary_starts_from_the_hand_off_s_hold_split_but_not_over_another_split(tmp_path: Path) -> None:
+    from hpc.serving.state import Split, Variant
+
+    repo = _repo(tmp_path)
+    router = Router(NodeSecret("owner-key"), repo)
+    router.set_split("m", Split((Variant("m", 1, 100),)))  # what hand-off --canary sets before loading
+    assert router.canaries.record_new("m", {"version": 2}).status == "running"
+    update_state(repo, lambda s: s.with_canary("m", CANARY).with_model("m", [1], "handoff"))
+    router.set_split("m", Split((Variant("m", 1, 50), Variant("other", None, 50))))
+    with pytest.raises(ServingError, match="m carries a split already"):
+        router.canaries.record_new("m", {"version": 2})

@@ -47,6 +47,10 @@ def set_split(repo: Repository, public: str, split: dict[str, object]) -> Any:
     return call(repo, "PUT", f"/splits/{urllib.parse.quote(public, safe='')}", split)
 
 
+def remove_split(repo: Repository, public: str) -> Any:
+    return call(repo, "DELETE", f"/splits/{urllib.parse.quote(public, safe='')}")
+
+
 def add_replica(repo: Repository, replica: dict[str, object]) -> Any:
     return call(repo, "POST", "/replicas", replica)
 
