@@ -99,12 +99,9 @@ def down(repository: RepoOpt = None, site: SiteOpt = None, set_: SetOpt = None) 
 @serve_app.command("status", short_help="Node health and every model version's state.")
 def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt = None, set_: SetOpt = None) -> None:
     """Health of the serving node and the state of every model version."""
-    from hpc.serving.canary import canary_lines
     from hpc.serving.service import node_status, serving_target
-    from hpc.serving.state import ServingState
 
-    repo = serving_target(site, set_ or (), repository).repository
-    info = node_status(repo)
+    info = node_status(serving_target(site, set_ or (), repository).repository)
     if as_json:
         print_json(info)
         return
@@ -123,7 +120,7 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
     for entry in info["recorded"]:
         problem = "" if entry["state"] == "READY" else f"  {entry['state']}: {entry['reason']}"
         typer.echo(f"  {entry['model']}  v{entry['version']}  by {entry['by']} {entry['updated']}{problem}")
-    for line in canary_lines(ServingState.read(repo)):
+    for line in info["canaries"]:
         typer.echo(line)
     for gone in info["rolled_back"]:
         typer.echo(f"  {gone['model']}  v{gone['version']} was rolled back, not served: its hand-off failed at "

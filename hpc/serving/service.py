@@ -45,6 +45,7 @@ def node_status(repo: Repository) -> dict[str, Any]:
     """Endpoint, readiness, the state of every model version in the repository, the versions recorded as
     serving (also while no node runs: what the next node loads) and the versions rolled back since each
     model's last successful hand-off, as one JSON-able dict."""
+    from hpc.serving.canary import canary_lines
     from hpc.serving.control import ModelControl, not_answering
 
     endpoint = read_endpoint(repo) if repo.endpoint_file.is_file() else None
@@ -58,6 +59,7 @@ def node_status(repo: Repository) -> dict[str, Any]:
     except HpcTfError as err:
         state = ServingState()
         status["recorded_error"] = err.message
+    status["canaries"] = canary_lines(state)  # in progress, rolled back (why) or promoted
     if endpoint is None:
         status["error"] = (f"no serving node runs for {repo.root}; the versions recorded as serving load when "
                            "one starts: hpc-tf serve up")
