@@ -6,7 +6,11 @@ that starts loads what was serving before it takes traffic, and a router splits 
     {"v": 1,
      "models": {"<model>": {"versions": [1], "updated": "<iso time>", "by": "handoff"}},
      "splits": {"<public name>": {"variants": [{"model": "<model>", "version": 2, "weight": 10}, ...],
-                                  "sticky_header": "x-user"}}}
+                                  "sticky_header": "x-user"}},
+     "service": {"replicas": 2}}
+
+``service`` (absent: no replica count recorded, the router manages no replicas) is the number of Triton
+replicas the router's replica controller keeps (:mod:`hpc.serving.router.replicas`).
 
 Written by temp file + rename under the repository's state lock (:func:`update_state`), never writable
 by group or others; read only when it is the owner's alone (it decides what the node loads). A missing
@@ -66,9 +70,20 @@ class Served:
 
 
 @dataclass(frozen=True)
+class Service:
+    """How many Triton replicas the router keeps behind its endpoint."""
+
+    replicas: int = 1
+
+
+REPLICAS_LIMIT = 64  # a typo (--replicas 1000) must not fill the cluster's queue
+
+
+@dataclass(frozen=True)
 class ServingState:
     models: Mapping[str, Served] = field(default_factory=dict)
     splits: Mapping[str, Split] = field(default_factory=dict)
+    service: Service | None = None
 
     @classmethod
     def read(cls, repository: Repository) -> ServingState:
@@ -112,12 +127,20 @@ class ServingState:
                 raise InputError(str(err)) from None
         return replace(self, splits=splits)
 
+    def with_service(self, replicas: int) -> ServingState:
+        """This state with the router keeping ``replicas`` replicas; InputError, one line, for a count out of range."""
+        try:
+            return replace(self, service=Service(_replicas(replicas, "service.replicas")))
+        except ValueError as err:
+            raise InputError(str(err)) from None
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "v": FORMAT_VERSION,
             "models": {name: {"versions": list(s.versions), "updated": s.updated, "by": s.by}
                        for name, s in sorted(self.models.items())},
             "splits": {name: split_to_dict(split) for name, split in sorted(self.splits.items())},
+            **({} if self.service is None else {"service": {"replicas": self.service.replicas}}),
         }
 
 
@@ -159,12 +182,24 @@ def _parse(data: dict[str, Any]) -> ServingState:
     if data.get("v") != FORMAT_VERSION:
         raise ValueError(f"v: {shown(repr(data.get('v')))} is not {FORMAT_VERSION}, the only format this "
                          "hpc-tf reads")
-    _only(data, {"v", "models", "splits"}, "")
+    _only(data, {"v", "models", "splits", "service"}, "")
     models = {_name(name, f"models.{shown(name)}"): _served(entry, f"models.{shown(name)}")
               for name, entry in _object(data.get("models", {}), "models").items()}
     splits = {_name(name, f"splits.{shown(name)}"): _split(entry, f"splits.{shown(name)}")
               for name, entry in _object(data.get("splits", {}), "splits").items()}
-    return ServingState(models, splits)
+    return ServingState(models, splits, None if "service" not in data else _service(data["service"]))
+
+
+def _service(entry: object) -> Service:
+    entry = _object(entry, "service")
+    _only(entry, {"replicas"}, "service")
+    return Service(_replicas(entry.get("replicas", 1), "service.replicas"))
+
+
+def _replicas(value: object, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= REPLICAS_LIMIT:
+        raise ValueError(f"{where}: the number of replicas is an integer from 0 to {REPLICAS_LIMIT}")
+    return value
 
 
 def _served(entry: object, where: str) -> Served:

@@ -58,3 +58,11 @@ def drain_replica(repo: Repository, name: str, wait: float = 0.0) -> Any:
 
 def remove_replica(repo: Repository, name: str) -> Any:
     return call(repo, "DELETE", f"/replicas/{urllib.parse.quote(name, safe='')}")
+
+
+def scale(repo: Repository, replicas: int) -> Any:
+    return call(repo, "PUT", "/service", {"replicas": replicas})
+
+
+def service(repo: Repository) -> Any:
+    return call(repo, "GET", "/service")
