@@ -88,6 +88,7 @@ class Managed:
     job_id: str | None
     state: str = "coming"  # coming -> serving -> (retiring ->) draining
     replica: Replica | None = None  # in the router's pool once admitted
+    gate: str = ""  # what its gate checked, for the admission's log line
     seen: Seen | None = None
     waiting: str = ""  # why a coming replica is not admitted yet (logged when it changes)
     started: float = field(default_factory=time.time)
@@ -297,7 +298,8 @@ class ReplicaController:
         assert managed.replica is not None
         self.router.pool.add(managed.replica)
         managed.state, managed.waiting = "serving", ""
-        log(f"{managed.name} takes traffic ({managed.replica.http_url}, job {managed.job_id or '-'})")
+        log(f"{managed.name} takes traffic ({managed.replica.http_url}, job {managed.job_id or '-'}; "
+            f"gate: ready, {managed.gate})")
 
     async def _gate(self, managed: Managed) -> str:
         """Why ``managed`` may not take traffic yet ("" = it may)."""
@@ -320,10 +322,10 @@ class ReplicaController:
         missing = [f"{m} v{v}" for m, versions in load.items() for v in versions if not replica.serves(m, str(v))]
         if missing:
             return f"recorded version(s) not READY on it: {', '.join(missing)}"
-        problem = await asyncio.to_thread(parity, self.repo, endpoint.grpc_url, self.router, load)
+        problem, checked = await asyncio.to_thread(parity, self.repo, endpoint.grpc_url, self.router, load)
         if problem:
             return problem
-        managed.replica = replica
+        managed.replica, managed.gate = replica, "; ".join(checked) or "nothing recorded as serving"
         return ""
 
     def _retire_near_limit(self) -> None:
@@ -392,31 +394,35 @@ class ReplicaController:
             self.managed.pop(managed.name)
 
 
-def parity(repo: Repository, grpc_url: str, router: Router, load: Mapping[str, Sequence[int]]) -> str:
+def parity(repo: Repository, grpc_url: str, router: Router,
+           load: Mapping[str, Sequence[int]]) -> tuple[str, list[str]]:
     """The hand-off's parity check on one replica: each recorded version answers its stored samples as
-    the trained model did ("" = it does, or no samples are recorded for it, which the log says)."""
+    the trained model did. The problem ("" = none) and what was checked, per version (one without
+    recorded samples: readiness is its gate, and that is said)."""
     from hpc.serving.control import ModelControl
     from hpc.serving.samples import compare, load_samples
 
+    checked = []
     control = ModelControl(grpc_url, router.secret)
     try:
         for model, versions in load.items():
             for version in versions:
                 found = _samples_of(repo, model, version)
                 if found is None:
-                    log(f"no parity samples recorded for {model} v{version}: readiness is its gate")
+                    checked.append(f"{model} v{version} READY, no parity samples recorded: readiness is its gate")
                     continue
                 samples_path, tolerance = found
                 samples = load_samples(samples_path)
                 outputs, answered = control.infer(model, samples.inputs, version=version)
                 ok, _, detail = compare(samples.outputs, outputs, tolerance)
                 if not ok or answered != str(version):
-                    return f"parity failed for {model} v{version}: {detail}"
+                    return f"parity failed for {model} v{version}: {detail}", checked
+                checked.append(f"{model} v{version} READY, parity {detail}")
     except HpcTfError as err:
-        return f"parity check failed: {err.message}"
+        return f"parity check failed: {err.message}", checked
     finally:
         control.close()
-    return ""
+    return "", checked
 
 
 def _samples_of(repo: Repository, model: str, version: int) -> tuple[Path, float] | None:
