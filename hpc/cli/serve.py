@@ -168,6 +168,12 @@ def router(
         None, "--replicas", min=0, metavar="N",
         help="Keep N Triton replicas it starts itself (Slurm jobs on the site's serving partition, else local "
              "processes); recorded, so a router started again keeps N (default: the recorded count, if any)."),
+    replica_time: str | None = typer.Option(None, "--replica-time", metavar="TIME",
+                                            help="Time limit of each replica's Slurm job (default: site's)."),
+    margin: float | None = typer.Option(
+        None, "--replace-margin", min=0, metavar="SECONDS", show_default=False,
+        help="Start a replacement for a replica job with less time left than this (it drains once the "
+             "replacement takes traffic; default: 3 minutes)."),
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -175,7 +181,7 @@ def router(
     ones, traffic splits (hpc-tf serve split), Prometheus /metrics. Runs until SIGTERM or Ctrl-C; its
     endpoint is in <repository>/.hpc-tf/router.json."""
     from hpc.serving.router.pool import replica_from_spec
-    from hpc.serving.router.replicas import launcher_for
+    from hpc.serving.router.replicas import REPLACE_MARGIN_S, ReplicaController, launcher_for
     from hpc.serving.router.run import run_router
     from hpc.serving.server import read_endpoint
     from hpc.serving.service import serving_target
@@ -191,8 +197,10 @@ def router(
     else:
         node = read_endpoint(repo)
         pool = [replica_from_spec(f"{node.host}:{node.http_port}:{node.grpc_port}")]
+    launcher = launcher_for(repo, site, set_ or (), replica_time)
     raise typer.Exit(run_router(repo, pool, host=host, ports=(http_port, grpc_port),
-                                launcher=launcher_for(repo, site, set_ or ())))
+                                replicas_by=lambda router: ReplicaController(
+                                    router, repo, launcher, margin=REPLACE_MARGIN_S if margin is None else margin)))
 
 
 @serve_app.command("scale", short_help="Set how many Triton replicas the router keeps.")

@@ -187,12 +187,14 @@ class SlurmLauncher:
             self.backend.cancel([replica.job_id])
 
 
-def launcher_for(repo: Repository, site: str | None, overrides: Sequence[str]) -> Launcher:
-    """Slurm jobs on a Slurm site that names a serving partition (as ``serve up``), else local processes."""
+def launcher_for(repo: Repository, site: str | None, overrides: Sequence[str],
+                 time_limit: str | None = None) -> Launcher:
+    """Slurm jobs (time limit ``time_limit``, default the site's) on a Slurm site that names a serving
+    partition (as ``serve up``), else local processes."""
     from hpc.serving.slurm_node import uses_slurm
 
     if uses_slurm(site, overrides):
-        return SlurmLauncher(repo, site, overrides)
+        return SlurmLauncher(repo, site, overrides, time_limit)
     return LocalLauncher(repo)
 
 

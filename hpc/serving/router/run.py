@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import grpc.aio
@@ -25,7 +25,7 @@ from hpc.serving.router.core import Router
 from hpc.serving.router.grpc_front import GrpcFront
 from hpc.serving.router.http_front import build_app
 from hpc.serving.router.pool import Replica
-from hpc.serving.router.replicas import Launcher, ReplicaController
+from hpc.serving.router.replicas import ReplicaController
 
 
 @dataclass(frozen=True)
@@ -62,17 +62,18 @@ def read_router(repo: Repository) -> RouterEndpoint:
 
 
 async def serve(repo: Repository, replicas: Sequence[Replica], host: str, ports: tuple[int, int],
-                stop: asyncio.Event, job_id: str | None = None, launcher: Launcher | None = None) -> RouterEndpoint:
+                stop: asyncio.Event, job_id: str | None = None,
+                replicas_by: Callable[[Router], ReplicaController] | None = None) -> RouterEndpoint:
     """Run the router until ``stop`` is set, routing by the splits recorded in the repository's serving.json.
     The endpoint is written once both fronts listen and the replicas were probed once (those found ready
-    take traffic from the first request). ``launcher``: the replica controller starts and stops replicas
-    with it (:mod:`hpc.serving.router.replicas`)."""
+    take traffic from the first request). ``replicas_by``: makes the router's replica controller
+    (:mod:`hpc.serving.router.replicas`)."""
     router = Router(node_secret.load(repo.root), repo)
     for replica in replicas:
         router.pool.add(replica)
     front = GrpcFront(router)
     app = build_app(router)
-    controller = None if launcher is None else ReplicaController(router, repo, launcher)
+    controller = None if replicas_by is None else replicas_by(router)
     if controller is not None:
         controller.add_routes(app)
     runner = web.AppRunner(app, access_log=None)
@@ -125,7 +126,8 @@ def _bound_port(site: web.TCPSite) -> int:
 
 
 def run_router(repo: Repository, replicas: Sequence[Replica], host: str = "127.0.0.1",
-               ports: tuple[int, int] = (0, 0), job_id: str | None = None, launcher: Launcher | None = None) -> int:
+               ports: tuple[int, int] = (0, 0), job_id: str | None = None,
+               replicas_by: Callable[[Router], ReplicaController] | None = None) -> int:
     """``hpc-tf serve router``: run in the foreground until SIGTERM or SIGINT."""
     refuse_running(repo)
 
@@ -134,7 +136,7 @@ def run_router(repo: Repository, replicas: Sequence[Replica], host: str = "127.0
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(repo, replicas, host, ports, stop, job_id, launcher)
+        await serve(repo, replicas, host, ports, stop, job_id, replicas_by)
 
     asyncio.run(main())
     return 0
