@@ -107,8 +107,9 @@ def test_slurm_replicas_scale_get_replaced_near_their_limit_and_after_a_kill(
             assert sum(traffic.models.values()) > answered + 20
             [kept] = managed()
             gone = [j for j in jobs if j != kept["job_id"]]
-            assert len(gone) == 2 and not subprocess.run(["squeue", "-h", "-j", ",".join(gone)], capture_output=True,
-                                                         text=True, check=False).stdout.strip()
+            live = subprocess.run(["squeue", "-h", "-t", "PENDING,RUNNING", "-j", ",".join(gone)], capture_output=True,
+                                  text=True, check=False)
+            assert len(gone) == 2 and not live.stdout.strip(), live.stdout
 
             # the replica near its time limit gets a replacement first, then drains and is cancelled
             with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=900, clients=2) as traffic:
