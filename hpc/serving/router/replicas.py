@@ -38,7 +38,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from hpc.atomic import write_text_atomic
 from hpc.errors import HpcTfError, InputError, QuotaRefused, ServingError
+from hpc.records import read_record
 from hpc.serving.repository import Repository, check_replica_name
 from hpc.serving.router.core import Router
 from hpc.serving.router.pool import Replica
@@ -49,6 +51,7 @@ CYCLE_S = 1.0
 # restoring the recorded versions) takes well under this on the clusters we know
 REPLACE_MARGIN_S = 180.0
 STOP_TIMEOUT_S = 30.0
+STARTED = "started.json"  # in a replica's directory: its job id or process id, for a router started later
 
 
 def log(message: str) -> None:
@@ -68,8 +71,9 @@ class Seen:
 class Launcher(Protocol):
     """Starts, observes and stops replicas: as Slurm jobs, or as local processes."""
 
-    def start(self, name: str) -> str | None:
-        """Start replica ``name``; its job id (None for a local process). QuotaRefused when refused."""
+    def start(self, name: str) -> tuple[str | None, int | None]:
+        """Start replica ``name``; its job id (None for a local process) and its process id (None for a job).
+        QuotaRefused when refused."""
         ...
 
     def poll(self, replicas: Sequence[Managed]) -> dict[str, Seen]:
@@ -109,14 +113,14 @@ class LocalLauncher:
         self.repo, self.host = repo, host
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str) -> str | None:
+    def start(self, name: str) -> tuple[str | None, int | None]:
         work = self.repo.make_server_dir(name)
         with (work / "node.log").open("ab") as out:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "hpc.cli", "serve", "node", "--repository", str(self.repo.root),
                  "--replica", name, "--host", self.host],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        return None
+        return None, self.procs[name].pid
 
     def poll(self, replicas: Sequence[Managed]) -> dict[str, Seen]:
         from hpc.runtime.node.processes import alive
@@ -156,8 +160,7 @@ class SlurmLauncher:
         self.repo, self.site, self.overrides, self.time_limit = repo, site, tuple(overrides), time_limit
         self.backend = SlurmBackend(slurm_scheduler(load_site(site, overrides).config.scheduler))
 
-    def start(self, name: str) -> str | None:
-        from hpc.atomic import write_text_atomic
+    def start(self, name: str) -> tuple[str | None, int | None]:
         from hpc.serving.slurm_node import plan_slurm_node
 
         plan = plan_slurm_node(self.site, self.overrides, self.repo.root, self.time_limit, replica=name)
@@ -165,7 +168,7 @@ class SlurmLauncher:
         self.repo.make_server_dir(name)
         write_text_atomic(plan.script_path, plan.script, mode=0o755)
         with self.backend.submitting(plan.script_path):
-            return self.backend.submit(plan.script_path)
+            return self.backend.submit(plan.script_path), None
 
     def poll(self, replicas: Sequence[Managed]) -> dict[str, Seen]:
         ids = [m.job_id for m in replicas if m.job_id is not None]
@@ -251,19 +254,20 @@ class ReplicaController:
                 await asyncio.wait_for(self._changed.wait(), self.cycle)
 
     def adopt(self) -> None:
-        """Take over the replicas a router before this one left registered (their endpoint files)."""
-        from hpc.serving.server import read_endpoint
-
+        """Take over the replicas a router before this one started and did not stop (``started.json`` in
+        each one's directory): serving, or still coming (a pending job); the first poll drops those that ended."""
         if self.wanted is None or not self.repo.replicas_dir.is_dir():
             return
-        for path in sorted(self.repo.replicas_dir.glob("r-*.json")):
+        for path in sorted(self.repo.replicas_dir.glob(f"r-*/{STARTED}")):
             try:
-                endpoint = read_endpoint(self.repo, check_replica_name(path.stem))
+                name = check_replica_name(path.parent.name)
+                job_id, pid = read_record(path, "a replica's start record", parse=_started, owned=True,
+                                          fix="remove it (and stop the replica's job or process if it still runs)")
             except HpcTfError as err:
-                log(f"not adopting {path.name}: {err.message}")
+                log(f"not adopting {path.parent.name}: {err.message}")
                 continue
-            self.managed[path.stem] = Managed(path.stem, endpoint.job_id, pid=endpoint.pid)
-            log(f"adopting {path.stem} (job {endpoint.job_id or '-'}, {endpoint.http_url}): admitted after its gate")
+            self.managed[name] = Managed(name, job_id, pid=pid)
+            log(f"adopting {name} (job {job_id or '-'}, pid {pid or '-'}): it takes traffic after its gate")
 
     async def step(self) -> None:
         seen = await asyncio.to_thread(self.launcher.poll, list(self.managed.values()))
@@ -287,7 +291,7 @@ class ReplicaController:
             self.router.pool.drain(managed.name)
             with contextlib.suppress(ServingError):  # in-flight requests on it fail and are retried elsewhere
                 self.router.pool.remove(managed.name)
-        self.managed.pop(managed.name)
+        self._forget(managed)
         self.repo.replica_file(managed.name).unlink(missing_ok=True)
 
     async def _try_admit(self, managed: Managed) -> None:
@@ -363,7 +367,7 @@ class ReplicaController:
         name = f"r-{secrets.token_hex(3)}"
         self.repo.replica_file(name).unlink(missing_ok=True)
         try:
-            job_id = await asyncio.to_thread(self.launcher.start, name)
+            job_id, pid = await asyncio.to_thread(self.launcher.start, name)
         except QuotaRefused as err:
             self.refused = (self.wanted or 0, err.message)
             log(f"start refused by the quota preflight at {self.wanted} wanted: {err.message} (not retried "
@@ -373,7 +377,10 @@ class ReplicaController:
             log(f"start of {name} failed: {err.message}")
             return False
         self.refused = None
-        self.managed[name] = Managed(name, job_id)
+        self.managed[name] = Managed(name, job_id, pid=pid)
+        # a router started later takes it over, even while its job waits in the queue
+        write_text_atomic(self.repo.make_server_dir(name) / STARTED, json.dumps({"job_id": job_id, "pid": pid}) + "\n",
+                          mode=0o600)
         log(f"start {name} (job {job_id or 'local process'}): {active} active, {serving} serving, "
             f"{self.wanted} wanted")
         return True
@@ -393,7 +400,11 @@ class ReplicaController:
                 self.router.pool.remove(managed.name)
             log(f"stop {managed.name} (job {managed.job_id or 'local process'}): drained")
             await asyncio.to_thread(self.launcher.stop, managed)
-            self.managed.pop(managed.name)
+            self._forget(managed)
+
+    def _forget(self, managed: Managed) -> None:
+        self.managed.pop(managed.name)
+        (self.repo.replicas_dir / managed.name / STARTED).unlink(missing_ok=True)
 
 
 def parity(repo: Repository, grpc_url: str, router: Router,
@@ -425,6 +436,15 @@ def parity(repo: Repository, grpc_url: str, router: Router,
     finally:
         control.close()
     return "", checked
+
+
+def _started(data: dict[str, Any]) -> tuple[str | None, int | None]:
+    job_id, pid = data["job_id"], data["pid"]
+    if not (job_id is None or (isinstance(job_id, str) and job_id.isdigit())):
+        raise ValueError(f"job_id: not a job id: {job_id!r}")
+    if not (pid is None or (isinstance(pid, int) and not isinstance(pid, bool) and pid > 1)):
+        raise ValueError(f"pid: not a process id: {pid!r}")
+    return job_id, pid
 
 
 def _samples_of(repo: Repository, model: str, version: int) -> tuple[Path, float] | None:
