@@ -79,11 +79,13 @@ def up(
 def node(
     repository: Annotated[Path, typer.Option("--repository", "-r", metavar="DIR", help="Model repository to serve.")],
     host: str | None = typer.Option(None, "--host", help="Listen address (default: this node's address)."),
+    replica: str | None = typer.Option(None, "--replica", metavar="NAME",
+                                       help="Run as the router's replica NAME (its own endpoint file)."),
 ) -> None:
     """Inside a serving-node job: run tritonserver on this node until the job is cancelled."""
     from hpc.serving.slurm_node import run_node
 
-    raise typer.Exit(run_node(repository, host))
+    raise typer.Exit(run_node(repository, host, replica))
 
 
 @serve_app.command("down", short_help="Stop the serving node.")
@@ -171,6 +173,16 @@ def router(
     host: str = typer.Option("127.0.0.1", "--host", metavar="ADDRESS", help="Address the router listens on."),
     http_port: int = typer.Option(0, "--http-port", min=0, max=65535, help="HTTP port (default: a free one)."),
     grpc_port: int = typer.Option(0, "--grpc-port", min=0, max=65535, help="gRPC port (default: a free one)."),
+    count: int | None = typer.Option(
+        None, "--replicas", min=0, metavar="N",
+        help="Keep N Triton replicas it starts itself (Slurm jobs on the site's serving partition, else local "
+             "processes); recorded, so a router started again keeps N (default: the recorded count, if any)."),
+    replica_time: str | None = typer.Option(None, "--replica-time", metavar="TIME",
+                                            help="Time limit of each replica's Slurm job (default: site's)."),
+    margin: float | None = typer.Option(
+        None, "--replace-margin", min=0, metavar="SECONDS", show_default=False,
+        help="Start a replacement for a replica job with less time left than this (it drains once the "
+             "replacement takes traffic; default: 3 minutes)."),
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -178,17 +190,48 @@ def router(
     ones, traffic splits (hpc-tf serve split), Prometheus /metrics. Runs until SIGTERM or Ctrl-C; its
     endpoint is in <repository>/.hpc-tf/router.json."""
     from hpc.serving.router.pool import replica_from_spec
+    from hpc.serving.router.replicas import REPLACE_MARGIN_S, ReplicaController, launcher_for
     from hpc.serving.router.run import run_router
     from hpc.serving.server import read_endpoint
     from hpc.serving.service import serving_target
+    from hpc.serving.state import ServingState, update_state
 
     repo = serving_target(site, set_ or (), repository).repository
+    if count is not None:
+        update_state(repo, lambda state: state.with_service(count))
     if replicas:
         pool = [replica_from_spec(spec) for spec in replicas]
+    elif ServingState.read(repo).service is not None:
+        pool = []  # the router's own replicas only
     else:
         node = read_endpoint(repo)
         pool = [replica_from_spec(f"{node.host}:{node.http_port}:{node.grpc_port}")]
-    raise typer.Exit(run_router(repo, pool, host=host, ports=(http_port, grpc_port)))
+    launcher = launcher_for(repo, site, set_ or (), replica_time)
+    raise typer.Exit(run_router(repo, pool, host=host, ports=(http_port, grpc_port),
+                                replicas_by=lambda router: ReplicaController(
+                                    router, repo, launcher, margin=REPLACE_MARGIN_S if margin is None else margin)))
+
+
+@serve_app.command("scale", short_help="Set how many Triton replicas the router keeps.")
+def scale(
+    count: int = typer.Option(..., "--replicas", min=0, metavar="N", help="The number of replicas to keep."),
+    repository: RepoOpt = None,
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Scale the repository's service to N replicas (the owner only): new ones take traffic once ready, with
+    the recorded versions loaded and the parity check passed; removed ones drain before they stop."""
+    from hpc.serving.router.client import scale as scale_call
+    from hpc.serving.service import serving_target
+
+    repo = serving_target(site, set_ or (), repository).repository
+    state = scale_call(repo, count)
+    if as_json:
+        print_json(state)
+        return
+    typer.echo(f"replicas: {count} wanted, {len(state['managed'])} managed"
+               + (f"; refused: {state['refused']}" if state["refused"] else ""))
 
 
 @serve_app.command("split", short_help="Split a public model name's traffic between models or versions.")

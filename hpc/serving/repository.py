@@ -27,16 +27,19 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hpc.atomic import write_text_atomic
-from hpc.errors import ServingError
+from hpc.errors import InputError, ServingError
 from hpc.paths import Layout, Under
 from hpc.serving.names import check_model_name, named_model
+from hpc.text import shown
 
 STATE_DIR = ".hpc-tf"
 
@@ -47,6 +50,7 @@ class Repository(Layout):
     serving_file = Under(STATE_DIR, "serving.json")
     server_dir = Under(STATE_DIR, "server")
     router_file = Under(STATE_DIR, "router.json")
+    replicas_dir = Under(STATE_DIR, "replicas")  # the router's replicas: <name>.json endpoints, <name>/ work dirs
     staging_dir = Under(STATE_DIR, "staging")
 
     @classmethod
@@ -101,24 +105,41 @@ class Repository(Layout):
         return path.read_text(encoding="utf-8") if path.is_file() else None
 
     # ---------------------------------------------------------------- changing
-    def make_server_dir(self) -> Path:
-        """The serving node's own directory, for its owner alone (its logs name the node's address)."""
+    def replica_file(self, name: str) -> Path:
+        """The endpoint of the router's replica ``name`` (as the node's server.json, 0600)."""
+        return self.replicas_dir / f"{check_replica_name(name)}.json"
+
+    def make_server_dir(self, replica: str | None = None) -> Path:
+        """The serving node's own directory (or replica ``replica``'s), for its owner alone (its logs name
+        the node's address)."""
+        directory = self.server_dir if replica is None else self.replicas_dir / check_replica_name(replica)
         try:
-            self.server_dir.mkdir(parents=True, exist_ok=True)
-            info = self.server_dir.lstat()
-            if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():  # planted by someone else
-                raise PermissionError(errno.EPERM, "it is not your own directory")
-            self.server_dir.chmod(0o700)
+            for path in (directory,) if replica is None else (self.replicas_dir, directory):
+                path.mkdir(parents=True, exist_ok=True)
+                info = path.lstat()
+                if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():  # planted by someone else
+                    raise PermissionError(errno.EPERM, "it is not your own directory")
+                path.chmod(0o700)
         except OSError as err:
-            raise ServingError(f"cannot make the serving node's directory {self.server_dir} yours alone: "
+            raise ServingError(f"cannot make the serving node's directory {directory} yours alone: "
                                f"{err.strerror}", hint="serve a repository of your own (--repository DIR)") from None
-        return self.server_dir
+        return directory
 
     @contextlib.contextmanager
-    def lock(self, model: str) -> Iterator[None]:
-        """Exclusive per-model lock (flock) for the whole hand-off: versions are assigned one at a time."""
+    def lock(self, model: str, patience: float = 0.0) -> Iterator[None]:
+        """Exclusive per-model lock (flock) for the whole hand-off: versions are assigned one at a time.
+        ``patience``: seconds to keep trying while another holds it (replicas restoring at once)."""
         path = self.state_dir / "locks" / f"{check_model_name(model)}.lock"
-        with _flock(path, wait=False):
+        deadline = time.monotonic() + patience
+        with contextlib.ExitStack() as held:
+            while True:
+                try:
+                    held.enter_context(_flock(path, wait=False))
+                    break
+                except LockBusy:
+                    if time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.2)
             yield
 
     @contextlib.contextmanager
@@ -160,6 +181,19 @@ class Repository(Layout):
         shutil.rmtree(trash, ignore_errors=True)
 
 
+REPLICA_NAME_RE = re.compile(r"r-[0-9a-f]{6}")  # the router's names for its replicas (file names)
+
+
+def check_replica_name(name: str) -> str:
+    if REPLICA_NAME_RE.fullmatch(name) is None:
+        raise InputError(f"a replica's name is r- and 6 hex digits (the router names them), got {shown(name)}")
+    return name
+
+
+class LockBusy(ServingError):
+    """Another process holds the lock."""
+
+
 @contextlib.contextmanager
 def _flock(path: Path, *, wait: bool) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +201,7 @@ def _flock(path: Path, *, wait: bool) -> Iterator[None]:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            raise ServingError(f"another hand-off of model '{path.stem}' is running (lock {path})") from None
+            raise LockBusy(f"another hand-off of model '{path.stem}' is running (lock {path})") from None
         try:
             yield
         finally:

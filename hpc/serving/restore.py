@@ -57,7 +57,8 @@ def restore(repo: Repository, state: ServingState, control: ModelControl,
             missing = [v for v in versions if v not in present]
             if missing:
                 raise ServingError(f"version {missing[0]} is no longer in the repository")
-            with repo.lock(model):  # no hand-off changes the model's config meanwhile
+            # no hand-off changes the model's config meanwhile; replicas starting together take turns
+            with repo.lock(model, patience=load_timeout):
                 pin(repo, model, versions)
                 deadline = time.monotonic() + load_timeout
                 control.load(model, deadline)

@@ -84,8 +84,13 @@ class Endpoint:
         return {**asdict(self), "grpc_url": self.grpc_url, "http_url": self.http_url}
 
 
-def read_endpoint(repo: Repository) -> Endpoint:
-    path = repo.endpoint_file
+def endpoint_path(repo: Repository, replica: str | None = None) -> Path:
+    """The node's endpoint file, or that of the router's replica ``replica``."""
+    return repo.endpoint_file if replica is None else repo.replica_file(replica)
+
+
+def read_endpoint(repo: Repository, replica: str | None = None) -> Endpoint:
+    path = endpoint_path(repo, replica)
     if not path.is_file():
         raise ServingError(f"no serving node is registered for {repo.root} ({path} missing)",
                            hint="start one with: hpc-tf serve up")
@@ -232,14 +237,15 @@ def start_server(
     ports: tuple[int, int, int] | None = None,
     job_id: str | None = None,
     ready_timeout: float = READY_TIMEOUT_S,
+    replica: str | None = None,
 ) -> tuple[Endpoint, subprocess.Popen[bytes]]:
     """Start tritonserver in the background on ``repo``, locked with ``secret``, wait until ready, load the
-    recorded serving state, register its endpoint."""
-    _refuse_running(repo)
+    recorded serving state, register its endpoint (the node's, or that of the router's replica ``replica``)."""
+    _refuse_running(repo, replica)
     state = ServingState.read(repo)  # before anything starts: a damaged record is refused, nothing loaded
     bundle = Bundle.find()
     repo.root.mkdir(parents=True, exist_ok=True)
-    work = repo.make_server_dir()
+    work = repo.make_server_dir(replica)
     env = server_env(bundle)
     backends = backend_dir(bundle, work)
     preflight_stub(backends / "python" / "triton_python_backend_stub", env)
@@ -259,7 +265,7 @@ def start_server(
             _stop_pid(proc.pid)
         raise
     endpoint = replace(endpoint, restored=[r.to_dict() for r in restored])
-    write_text_atomic(repo.endpoint_file, endpoint.to_json(), mode=0o600)
+    write_text_atomic(endpoint_path(repo, replica), endpoint.to_json(), mode=0o600)
     return endpoint, proc
 
 
@@ -296,9 +302,9 @@ def start_local(repo: Repository, host: str = "127.0.0.1", *, inference_token: b
     return endpoint
 
 
-def _refuse_running(repo: Repository) -> None:
-    if repo.endpoint_file.is_file():
-        old = read_endpoint(repo)
+def _refuse_running(repo: Repository, replica: str | None = None) -> None:
+    if endpoint_path(repo, replica).is_file():
+        old = read_endpoint(repo, replica)
         if old.hostname == socket.gethostname() and alive(old.pid):
             raise ServingError(f"a serving node for {repo.root} is already running (pid {old.pid}, {old.http_url})",
                                hint="hpc-tf serve down first, or use it")
@@ -343,10 +349,10 @@ def stop_server(repo: Repository) -> Endpoint:
     return endpoint
 
 
-def run_foreground(repo: Repository, host: str, job_id: str | None) -> int:
-    """Serving node inside a Slurm job: start with the secret ``serve up`` stored, register, wait for the
-    server; unregister at the end."""
-    endpoint, proc = start_server(repo, node_secret.load(repo.root), host=host, job_id=job_id)
+def run_foreground(repo: Repository, host: str, job_id: str | None, replica: str | None = None) -> int:
+    """Serving node inside a Slurm job (or the router's replica ``replica``, a job or a local process): start
+    with the secret ``serve up`` stored, register, wait for the server; unregister at the end."""
+    endpoint, proc = start_server(repo, node_secret.load(repo.root), host=host, job_id=job_id, replica=replica)
     for line in endpoint.restored_lines():
         print(line, flush=True)
     print(f"serving node ready: http {endpoint.http_url} grpc {endpoint.grpc_url} pid {endpoint.pid}", flush=True)
@@ -360,5 +366,5 @@ def run_foreground(repo: Repository, host: str, job_id: str | None) -> int:
         return proc.wait()
     finally:
         with contextlib.suppress(ServingError):  # already gone or replaced: nothing of ours to remove
-            if read_endpoint(repo).pid == endpoint.pid:
-                repo.endpoint_file.unlink(missing_ok=True)
+            if read_endpoint(repo, replica).pid == endpoint.pid:
+                endpoint_path(repo, replica).unlink(missing_ok=True)

@@ -26,7 +26,7 @@ from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import new_run_id
 from hpc.scheduler import JobState, Scheduler
 from hpc.serving import secret as node_secret
-from hpc.serving.repository import Repository
+from hpc.serving.repository import Repository, check_replica_name
 from hpc.serving.server import Endpoint, read_endpoint, run_foreground
 from hpc.serving.service import serving_target
 from hpc.site.load import LoadedSite, load_site
@@ -40,6 +40,7 @@ SERVE_CPUS = 2
 SERVE_MEM = "3000M"  # tritonserver + one python stub with TensorFlow per loaded version (~0.5 GB each)
 UP_TIMEOUT_S = 300.0
 SERVE_JOB_NAME = "hpc-tf-serve"
+REPLICA_JOB_NAME = "hpc-tf-replica"
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,12 @@ class SlurmNodePlan:
     script: str
     resolved: ResolvedJob  # the job as resolve made it, for the backend's quota preflight
     inference_token: bool = False
+    replica: str | None = None  # the router's replica of this name, not the repository's node
 
     @property
     def script_path(self) -> Path:
+        if self.replica is not None:
+            return self.repository.replicas_dir / f"{self.replica}.sbatch"
         return self.repository.server_dir / "serve.sbatch"
 
 
@@ -67,8 +71,10 @@ def plan_slurm_node(
     repository: Path | None = None,
     time_limit: str | None = None,
     inference_token: bool | None = None,
+    replica: str | None = None,
 ) -> SlurmNodePlan:
-    """The serving-node job for the site's repository (or ``repository``), resolved and rendered, not submitted."""
+    """The serving-node job for the site's repository (or ``repository``), resolved and rendered, not
+    submitted; with ``replica``: the job of the router's replica of that name."""
     loaded = load_site(site, overrides)
     config = loaded.config
     target = serving_target(site, overrides, repository)
@@ -77,16 +83,17 @@ def plan_slurm_node(
         time_seconds = parse_duration(time_limit or config.default_time)
     except ValueError as err:  # --time as typed (the site's default_time was checked when the site loaded)
         raise ConfigError(f"--time: {err}") from None
-    job = _resolved(loaded, repo, time_seconds)
+    job = _resolved(loaded, repo, time_seconds, replica)
+    log = repo.server_dir / "slurm" if replica is None else repo.replicas_dir / replica / "slurm"
     serve = ServeJob(site=config.name, repository=str(repo.root), command=job.command,
-                     log=str(repo.server_dir / "slurm"), partition=job.partition, account=job.account, qos=job.qos,
+                     log=str(log), partition=job.partition, account=job.account, qos=job.qos,
                      time_seconds=job.time_seconds, cpus=SERVE_CPUS, mem=job.mem, module_init=job.module_init,
-                     modules=job.modules)
+                     modules=job.modules, name=SERVE_JOB_NAME if replica is None else REPLICA_JOB_NAME)
     token = target.inference_token if inference_token is None else inference_token
-    return SlurmNodePlan(repo, serve, render_serve_script(serve), job, token)
+    return SlurmNodePlan(repo, serve, render_serve_script(serve), job, token, replica)
 
 
-def _resolved(site: LoadedSite, repo: Repository, time_seconds: int) -> ResolvedJob:
+def _resolved(site: LoadedSite, repo: Repository, time_seconds: int, replica: str | None = None) -> ResolvedJob:
     """The serving node as a one-task CPU job, resolved as every job is: the site's partitions and their
     limits apply to it (its partition: serving.partition, else cpu_partition)."""
     config = site.config
@@ -95,9 +102,9 @@ def _resolved(site: LoadedSite, repo: Repository, time_seconds: int) -> Resolved
                                     "mem": SERVE_MEM, "time": format_duration(time_seconds)}
     if partition is not None:
         resources["partition"] = partition
-    data = {"name": SERVE_JOB_NAME, "resources": resources,
+    data = {"name": SERVE_JOB_NAME if replica is None else REPLICA_JOB_NAME, "resources": resources,
             "command": [config.python, "-m", "hpc.cli", "serve", "node", "--repository",
-                        run_time_literal(str(repo.root))]}
+                        run_time_literal(str(repo.root)), *(() if replica is None else ("--replica", replica))]}
     document = YamlDocument(data=data, source=f"the serving-node job of site '{config.name}'")
     spec = LoadedSpec(spec=validate_document(JobSpec, document, what="serving-node job"), document=document,
                       base_dir=repo.root)
@@ -203,6 +210,9 @@ def node_address(hostname: str | None = None) -> str:
     return address
 
 
-def run_node(repository: Path, host: str | None = None) -> int:
-    """Inside the job: serve ``repository`` on this node until signalled; the job id comes from Slurm."""
-    return run_foreground(Repository.at(repository), host or node_address(), os.environ.get("SLURM_JOB_ID"))
+def run_node(repository: Path, host: str | None = None, replica: str | None = None) -> int:
+    """Inside the job: serve ``repository`` on this node until signalled (as the router's replica
+    ``replica``, when given); the job id comes from Slurm."""
+    if replica is not None:
+        check_replica_name(replica)  # before anything else: it names files
+    return run_foreground(Repository.at(repository), host or node_address(), os.environ.get("SLURM_JOB_ID"), replica)

@@ -9,7 +9,11 @@ that starts loads what was serving before it takes traffic, and a router splits 
                                   "sticky_header": "x-user"}},
      "canaries": {"<model>": {"old": 1, "new": 2, "steps": [5, 25, 100], "step_s": 60, "max_error_rate": 0.01,
                               "max_p99_ms": null, "min_requests": 20, "step": 0, "status": "running",
-                              "reason": "", "updated": "<iso time>"}}}
+                              "reason": "", "updated": "<iso time>"}},
+     "service": {"replicas": 2}}
+
+``service`` (absent: no replica count recorded, the router manages no replicas) is the number of Triton
+replicas the router's replica controller keeps (:mod:`hpc.serving.router.replicas`).
 
 Written by temp file + rename under the repository's state lock (:func:`update_state`), never writable
 by group or others; read only when it is the owner's alone (it decides what the node loads). A missing
@@ -91,10 +95,21 @@ class Canary:
 
 
 @dataclass(frozen=True)
+class Service:
+    """How many Triton replicas the router keeps behind its endpoint."""
+
+    replicas: int = 1
+
+
+REPLICAS_LIMIT = 64  # a typo (--replicas 1000) must not fill the cluster's queue
+
+
+@dataclass(frozen=True)
 class ServingState:
     models: Mapping[str, Served] = field(default_factory=dict)
     splits: Mapping[str, Split] = field(default_factory=dict)
     canaries: Mapping[str, Canary] = field(default_factory=dict)
+    service: Service | None = None
 
     @classmethod
     def read(cls, repository: Repository) -> ServingState:
@@ -147,6 +162,13 @@ class ServingState:
         except ValueError as err:
             raise InputError(str(err)) from None
 
+    def with_service(self, replicas: int) -> ServingState:
+        """This state with the router keeping ``replicas`` replicas; InputError, one line, for a count out of range."""
+        try:
+            return replace(self, service=Service(_replicas(replicas, "service.replicas")))
+        except ValueError as err:
+            raise InputError(str(err)) from None
+
     def to_dict(self) -> dict[str, Any]:
         canaries = {name: canary_to_dict(c) for name, c in sorted(self.canaries.items())}
         return {
@@ -155,6 +177,7 @@ class ServingState:
                        for name, s in sorted(self.models.items())},
             "splits": {name: split_to_dict(split) for name, split in sorted(self.splits.items())},
             **({"canaries": canaries} if canaries else {}),  # none: the file as before canaries existed
+            **({} if self.service is None else {"service": {"replicas": self.service.replicas}}),
         }
 
 
@@ -200,14 +223,15 @@ def _parse(data: dict[str, Any]) -> ServingState:
     if data.get("v") != FORMAT_VERSION:
         raise ValueError(f"v: {shown(repr(data.get('v')))} is not {FORMAT_VERSION}, the only format this "
                          "hpc-tf reads")
-    _only(data, {"v", "models", "splits", "canaries"}, "")
+    _only(data, {"v", "models", "splits", "canaries", "service"}, "")
     models = {_name(name, f"models.{shown(name)}"): _served(entry, f"models.{shown(name)}")
               for name, entry in _object(data.get("models", {}), "models").items()}
     splits = {_name(name, f"splits.{shown(name)}"): _split(entry, f"splits.{shown(name)}")
               for name, entry in _object(data.get("splits", {}), "splits").items()}
     canaries = {_name(name, f"canaries.{shown(name)}"): _canary(entry, f"canaries.{shown(name)}")
                 for name, entry in _object(data.get("canaries", {}), "canaries").items()}
-    return ServingState(models, splits, canaries)
+    service = None if "service" not in data else _service(data["service"])
+    return ServingState(models, splits, canaries, service)
 
 
 def _canary(entry: object, where: str) -> Canary:
@@ -249,6 +273,18 @@ def _checked_canary(c: Canary, where: str) -> Canary:
             or len(c.updated) > _UPDATED_LIMIT:
         raise ValueError(f"{where}.reason: at most 1000 characters")
     return c
+
+
+def _service(entry: object) -> Service:
+    entry = _object(entry, "service")
+    _only(entry, {"replicas"}, "service")
+    return Service(_replicas(entry.get("replicas", 1), "service.replicas"))
+
+
+def _replicas(value: object, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= REPLICAS_LIMIT:
+        raise ValueError(f"{where}: the number of replicas is an integer from 0 to {REPLICAS_LIMIT}")
+    return value
 
 
 def _served(entry: object, where: str) -> Served:

@@ -45,3 +45,20 @@ def test_the_serving_partitions_time_limit_applies(tmp_path: Path) -> None:
         plan_slurm_node(site_file(tmp_path, "cpu"), [], repository=tmp_path / "repo", time_limit="3:00:00")
     plan = plan_slurm_node(site_file(tmp_path, "cpu"), [], repository=tmp_path / "repo", time_limit="1:00:00")
     assert "#SBATCH --partition=cpu" in plan.script and "#SBATCH --time=01:00:00" in plan.script
+
+
+def test_a_replica_job_serves_as_the_named_replica_with_its_own_script_and_log(tmp_path: Path) -> None:
+    plan = plan_slurm_node(site_file(tmp_path, "cpu"), [], repository=tmp_path / "repo", replica="r-0a1b2c")
+    assert plan.script_path == tmp_path / "repo" / ".hpc-tf" / "replicas" / "r-0a1b2c.sbatch"
+    assert "--replica r-0a1b2c" in plan.script and "#SBATCH --job-name=hpc-tf-replica" in plan.script
+    assert f"{tmp_path}/repo/.hpc-tf/replicas/r-0a1b2c/slurm-%j.out" in plan.script
+    node = plan_slurm_node(site_file(tmp_path, "cpu"), [], repository=tmp_path / "repo")
+    assert "--replica" not in node.script and node.script_path.name == "serve.sbatch"
+
+
+def test_a_replica_name_that_is_not_the_routers_is_refused_in_one_line(tmp_path: Path) -> None:
+    from tests.unit.test_loading import hpc_tf, one_error_line
+
+    result = hpc_tf("serve", "node", "--repository", str(tmp_path / "repo"), "--replica", "../x")
+    assert one_error_line(result) and "a replica's name is r- and 6 hex digits" in result.stderr
+    assert not (tmp_path / "repo").exists()

@@ -231,3 +231,20 @@ def test_any_document_is_read_whole_or_refused_in_one_line(tmp_path: Path, docum
     assert all(v > 0 for versions in state.to_load().values() for v in versions)
     write_state(repo, state)
     assert ServingState.read(repo) == state
+
+
+def test_the_replica_count_is_recorded_and_read_back(tmp_path: Path) -> None:
+    repo = plant(tmp_path, GOOD)
+    assert ServingState.read(repo).service is None  # nothing recorded: the router manages no replicas
+    update_state(repo, lambda s: s.with_service(3))
+    assert ServingState.read(repo).to_dict()["service"] == {"replicas": 3}
+    assert json.loads(repo.serving_file.read_text())["models"] == GOOD["models"]  # the rest kept
+
+
+@pytest.mark.parametrize("bad", [-1, 65, True, "3", None])
+def test_a_replica_count_out_of_range_is_one_line(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(RecordError, match=r"service\.replicas: the number of replicas is an integer from 0 to 64"):
+        ServingState.read(plant(tmp_path, {**GOOD, "service": {"replicas": bad}}))
+    if isinstance(bad, int):
+        with pytest.raises(InputError, match=r"service\.replicas: the number of replicas"):
+            ServingState().with_service(bad)

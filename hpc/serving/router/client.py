@@ -67,3 +67,11 @@ def start_canary(repo: Repository, model: str, canary: dict[str, object]) -> Any
 
 def remove_replica(repo: Repository, name: str) -> Any:
     return call(repo, "DELETE", f"/replicas/{urllib.parse.quote(name, safe='')}")
+
+
+def scale(repo: Repository, replicas: int) -> Any:
+    return call(repo, "PUT", "/service", {"replicas": replicas})
+
+
+def service(repo: Repository) -> Any:
+    return call(repo, "GET", "/service")

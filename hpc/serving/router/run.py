@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import grpc.aio
@@ -25,6 +25,7 @@ from hpc.serving.router.core import Router
 from hpc.serving.router.grpc_front import GrpcFront
 from hpc.serving.router.http_front import build_app
 from hpc.serving.router.pool import Replica
+from hpc.serving.router.replicas import ReplicaController
 
 
 @dataclass(frozen=True)
@@ -61,15 +62,21 @@ def read_router(repo: Repository) -> RouterEndpoint:
 
 
 async def serve(repo: Repository, replicas: Sequence[Replica], host: str, ports: tuple[int, int],
-                stop: asyncio.Event, job_id: str | None = None) -> RouterEndpoint:
+                stop: asyncio.Event, job_id: str | None = None,
+                replicas_by: Callable[[Router], ReplicaController] | None = None) -> RouterEndpoint:
     """Run the router until ``stop`` is set, routing by the splits recorded in the repository's serving.json.
     The endpoint is written once both fronts listen and the replicas were probed once (those found ready
-    take traffic from the first request)."""
+    take traffic from the first request). ``replicas_by``: makes the router's replica controller
+    (:mod:`hpc.serving.router.replicas`)."""
     router = Router(node_secret.load(repo.root), repo)
     for replica in replicas:
         router.pool.add(replica)
     front = GrpcFront(router)
-    runner = web.AppRunner(build_app(router), access_log=None)
+    app = build_app(router)
+    controller = None if replicas_by is None else replicas_by(router)
+    if controller is not None:
+        controller.add_routes(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     grpc_server = grpc.aio.server(options=[("grpc.max_send_message_length", -1),
                                            ("grpc.max_receive_message_length", -1)])
@@ -95,10 +102,13 @@ async def serve(repo: Repository, replicas: Sequence[Replica], host: str, ports:
               f"{len(router.pool.replicas)} replica(s)", flush=True)
         probes = asyncio.create_task(router.probe_forever())
         router.canaries.resume()
+        replica_loop = None if controller is None else asyncio.create_task(controller.run())
         try:
             await stop.wait()
         finally:
             probes.cancel()
+            if replica_loop is not None:
+                replica_loop.cancel()
             with contextlib.suppress(HpcTfError, FileNotFoundError):
                 if read_router(repo).pid == endpoint.pid:
                     repo.router_file.unlink(missing_ok=True)
@@ -117,7 +127,8 @@ def _bound_port(site: web.TCPSite) -> int:
 
 
 def run_router(repo: Repository, replicas: Sequence[Replica], host: str = "127.0.0.1",
-               ports: tuple[int, int] = (0, 0), job_id: str | None = None) -> int:
+               ports: tuple[int, int] = (0, 0), job_id: str | None = None,
+               replicas_by: Callable[[Router], ReplicaController] | None = None) -> int:
     """``hpc-tf serve router``: run in the foreground until SIGTERM or SIGINT."""
     refuse_running(repo)
 
@@ -126,7 +137,7 @@ def run_router(repo: Repository, replicas: Sequence[Replica], host: str = "127.0
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(repo, replicas, host, ports, stop, job_id)
+        await serve(repo, replicas, host, ports, stop, job_id, replicas_by)
 
     asyncio.run(main())
     return 0
