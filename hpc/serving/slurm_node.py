@@ -89,14 +89,14 @@ def plan_slurm_node(
 
 
 def resolve_serving_job(site: LoadedSite, repo: Repository, time_seconds: int, name: str = SERVE_JOB_NAME,
-                        subcommand: str = "node") -> ResolvedJob:
+                        subcommand: str = "node", mem: str = SERVE_MEM) -> ResolvedJob:
     """A serving job (the node; the router: ``name``, ``hpc-tf serve <subcommand>``) as a one-task CPU job,
     resolved as every job is: the site's partitions and their limits apply to it (its partition:
     serving.partition, else cpu_partition)."""
     config = site.config
     partition = config.serving.partition or config.cpu_partition
     resources: dict[str, object] = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0, "cpus_per_task": SERVE_CPUS,
-                                    "mem": SERVE_MEM, "time": format_duration(time_seconds)}
+                                    "mem": mem, "time": format_duration(time_seconds)}
     if partition is not None:
         resources["partition"] = partition
     data = {"name": name, "resources": resources,

@@ -154,7 +154,7 @@ def test_the_router_job_runs_the_router_on_the_serving_partition_within_its_limi
     plan = plan_router_job(str(site), [], repo, time_limit="1:00:00")
     found = directives(plan.script)
     assert (found["--partition"], found["--time"], found["--job-name"]) == ("cpu", "01:00:00", "hpc-tf-router")
-    assert "--exclusive" not in found  # no secret on its command line: it may share a node
+    assert found["--mem"] == "1000M" and "--exclusive" not in found  # no secret on its command line
     assert found["--output"] == f"{repo.root}/.hpc-tf/server/router-slurm-%j.out"
     assert f"exec /usr/bin/python3 -m hpc.cli serve router-node --repository {repo.root}" in plan.script
     assert plan.script_path == repo.root / ".hpc-tf" / "server" / "router.sbatch"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from hpc.site.load import load_site
 from hpc.units import parse_duration
 
 ROUTER_JOB_NAME = "hpc-tf-router"
+ROUTER_MEM = "1000M"  # one asyncio process (aiohttp, grpcio): ~200 MB under load, no model in it
 STOP_TIMEOUT_S = 60.0
 
 
@@ -60,7 +62,7 @@ def plan_router_job(site: str | None, overrides: Sequence[str], repo: Repository
         time_seconds = parse_duration(time_limit or loaded.config.default_time)
     except ValueError as err:
         raise ConfigError(f"--time: {err}") from None
-    job = resolve_serving_job(loaded, repo, time_seconds, ROUTER_JOB_NAME, "router-node")
+    job = resolve_serving_job(loaded, repo, time_seconds, ROUTER_JOB_NAME, "router-node", ROUTER_MEM)
     serve = ServeJob(site=loaded.config.name, repository=str(repo.root), command=job.command,
                      log=str(repo.server_dir / "router-slurm"), partition=job.partition, account=job.account,
                      qos=job.qos, time_seconds=job.time_seconds, cpus=SERVE_CPUS, mem=job.mem,
@@ -80,9 +82,10 @@ def registered_router(repo: Repository) -> RouterEndpoint | None:
 
 
 def router_runs(endpoint: RouterEndpoint, backend: Backend | None) -> bool:
-    """Whether a registered router still runs: its job is not over, or its local process is alive."""
+    """Whether a registered router still runs: its job is not over, or its local process (on this host)
+    is alive and a router (a killed one's pid may be a zombie, or reused)."""
     if endpoint.job_id is None:
-        return alive(endpoint.pid)
+        return endpoint.hostname == socket.gethostname() and alive(endpoint.pid) and _is_router(endpoint.pid)
     if backend is None:
         return True
     status = backend.query([endpoint.job_id]).get(endpoint.job_id)
@@ -201,11 +204,16 @@ def _ms(seconds: float | None) -> str:
 
 
 def _refuse_running(repo: Repository, backend: Backend | None) -> None:
+    """Refuse while the registered router runs; forget one that no longer does (killed, it could not
+    unregister: its pid must not pass for the new router's)."""
     old = registered_router(repo)
-    if old is not None and router_runs(old, backend):
+    if old is None:
+        return
+    if router_runs(old, backend):
         where = f"Slurm job {old.job_id}" if old.job_id else f"pid {old.pid}"
         raise ServingError(f"a router for {repo.root} already runs as {where} ({old.http_url})",
                            hint="use it, or stop it first: hpc-tf serve down")
+    repo.router_file.unlink(missing_ok=True)
 
 
 def _job_over(backend: Backend, job_id: str) -> bool:
