@@ -19,6 +19,8 @@ def usage(
     since: str = typer.Option("30d", "--since", metavar="SPAN|DATE",
                               help="From when: 30d, 12h, 2w back from now, or a date (2026-11-01)."),
     by: str = typer.Option("job", "--by", metavar="job|campaign|account", help="One row per job, campaign or account."),
+    top: int = typer.Option(20, "--top", min=0, metavar="N",
+                            help="Show the N rows that cost most (0: every row); the total counts them all."),
     as_json: JsonOpt = False,
     site: SiteOpt = None,
     set_: SetOpt = None,
@@ -32,24 +34,29 @@ def usage(
     if as_json:
         print_json(report.as_dict())
     else:
-        render(report)
+        render(report, top)
 
 
 def hours(gpu_seconds: int) -> str:
     return f"{gpu_seconds / 3600:.2f}"
 
 
-def render(report: UsageReport) -> None:
+def render(report: UsageReport, top: int = 0) -> None:
     since = report.as_dict()["since"]
     out().print(f"GPU-hours of {report.user} since {since} ({report.launcher} launcher), by {report.by}", style="bold")
     columns = ("job", "run / campaign", "account", "state", "GPUs") if report.by == "job" else (report.by, "jobs")
     table = Table(*columns, "elapsed", "GPU-hours", box=None)
-    for row in report.rows:
+    shown = report.rows[:top] if top else report.rows  # most GPU-hours first
+    for row in shown:
         cells = ((row.key, row.label, row.account or "-", row.state, str(row.gpus)) if report.by == "job"
                  else (row.key if row.key != NOT_IN_A_CAMPAIGN else "(not in a campaign)", str(row.allocations)))
         table.add_row(*cells, format_duration(row.elapsed_s), hours(row.gpu_seconds))
     if report.rows:
         out().print(table)
+    if len(shown) < len(report.rows):
+        rest = report.rows[len(shown):]
+        spent = hours(sum(r.gpu_seconds for r in rest))
+        out().print(f"… {len(rest)} more {report.by}(s) with {spent} GPU-hours in all (--top 0 shows every row)")
     out().print(f"total: {hours(report.gpu_seconds)} GPU-hours ({report.gpu_seconds // 60} GPU-minutes) "
                 f"in {len(report.jobs)} allocation(s)")
     if report.budgets is None:

@@ -25,8 +25,8 @@ from pathlib import Path
 from hpc.errors import HpcTfError
 from hpc.local.jobs import NEVER_SATISFIED, TERMINAL_STATES, DependencyKind, LocalJob, LocalJobStore
 from hpc.render.directives import gpu_count, read_gres, script_directives
-from hpc.scheduler.accounting import JobUsage
 from hpc.scheduler.fields import ExitCode
+from hpc.scheduler.job_usage import JobUsage
 from hpc.scheduler.reasons import parse_reason
 from hpc.scheduler.states import JobState
 from hpc.scheduler.status import JobStatus
@@ -35,6 +35,7 @@ from hpc.text import shown
 from hpc.units import parse_duration
 
 LOCAL_CLUSTER = "local"
+LOCAL_MAX_ARRAY_SIZE = 1001  # Slurm's default MaxArraySize
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one entry per GPU the driver sees
 
 
@@ -131,8 +132,9 @@ class LocalScheduler:
         return found
 
     def show_config(self) -> Mapping[str, str]:
+        # arrays as Slurm's default allows them, so a campaign is cut into the same arrays here and there
         return {"ClusterName": LOCAL_CLUSTER, "SchedulerType": "hpc-tf local launcher",
-                "StateSaveLocation": str(self.store.directory)}
+                "StateSaveLocation": str(self.store.directory), "MaxArraySize": str(LOCAL_MAX_ARRAY_SIZE)}
 
     def _status(self, job: LocalJob) -> JobStatus:
         state, text, exit_status = job.effective_state, job.state_text, job.exit_status

@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from hpc.scheduler.accounting import JobUsage
 from hpc.scheduler.fields import ExitCode
 from hpc.scheduler.follow import Follower, PollBackoff
+from hpc.scheduler.job_usage import JobUsage
 from hpc.scheduler.reasons import PendingReason, ReasonCategory, parse_reason
 from hpc.scheduler.run import CommandResult, RetryPolicy, Runner, SlurmCli, subprocess_runner
 from hpc.scheduler.slurm import SlurmScheduler

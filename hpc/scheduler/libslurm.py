@@ -24,8 +24,8 @@ from typing import Any
 
 from hpc.errors import HpcTfError, SchedulerCommandFailed, SchedulerUnavailable
 from hpc.scheduler import commands
-from hpc.scheduler.accounting import JobUsage, usage_of
 from hpc.scheduler.fields import JobId, parse_array_tasks, parse_job_id
+from hpc.scheduler.job_usage import JobUsage, usage_of
 from hpc.scheduler.libslurm_rows import DB_FIELDS, LIVE_FIELDS, RecordSource, fields_of
 from hpc.scheduler.libslurm_submit import environment, submit_attributes
 from hpc.scheduler.parse import SqueueRow

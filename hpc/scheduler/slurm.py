@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hpc.errors import SchedulerOutputError, SchedulerUnavailable
 from hpc.scheduler import commands
-from hpc.scheduler.accounting import JobUsage, parse_job_usage
+from hpc.scheduler.job_usage import JobUsage, parse_job_usage
 from hpc.scheduler.parse import parse_sbatch_parsable, parse_scontrol_config
 from hpc.scheduler.run import CommandResult, SlurmCli, classify
 from hpc.scheduler.status import SQUEUE_NO_SUCH_JOB, JobStatus, query

@@ -121,6 +121,29 @@ def assert_trained_like_the_reference(project: Path, reference: list[bytes]) -> 
         assert weights(project / "out", rank) == reference, f"worker {rank}'s final weights differ"
 
 
+def resumed_at(run_dir: Path, job_id: str) -> int:
+    """The step the second run resumed from (the task log of rank 0, appended across runs)."""
+    resumed = [line for line in task_log(run_dir, job_id, 0).splitlines() if "resuming fit from checkpoint" in line]
+    assert len(resumed) == 1, resumed
+    return int(resumed[0].split("ckpt-")[1].split(":")[0])
+
+
+def assert_one_metrics_row_per_epoch(cluster: SlurmCluster, project: Path, run_dir: Path, job_id: str) -> None:
+    """``hpc-tf metrics`` of a run interrupted after its first epoch: every epoch once, none lost, none twice.
+    Epoch 0 is the first run's row when the second resumed after it, else the second run's (which trained it
+    again and logged it again); the last epoch's loss is what the final run's own History printed."""
+    shown = json.loads(hpc_tf(cluster, project, "metrics", str(run_dir), "--json").stdout)
+    rows = [row for row in shown["rows"] if row["kind"] == "epoch"]
+    assert [row["epoch"] for row in rows] == [0, 1, 2], shown["rows"]
+    assert shown["attempts"] == 2 and shown["epochs_planned"] == 3, shown
+    first_epoch_from = 0 if resumed_at(run_dir, job_id) >= STEPS // 3 else 1
+    assert [row["attempt"] for row in rows] == [first_epoch_from, 1, 1], rows
+    assert {row["job"] for row in rows} == {job_id}
+    printed = [line for line in task_log(run_dir, job_id, 0).splitlines() if line.startswith("worker 0: loss per")]
+    history = json.loads(printed[-1].partition("loss per epoch ")[2])
+    assert rows[-1]["values"]["loss"] == history[-1], (rows, printed)
+
+
 @pytest.fixture(scope="module")
 def reference(slurm_cluster: SlurmCluster) -> list[bytes]:
     """The final weights of the same job, never interrupted."""
@@ -142,7 +165,7 @@ def test_a_preemption_warning_checkpoints_requeues_and_resumes_bit_for_bit(
     slurm_cluster: SlurmCluster, project: Path, reference: list[bytes]
 ) -> None:
     job_id, run_dir = launch(slurm_cluster, project, write_spec(project, "warned", sleep=0.3, first_run_only=True))
-    wait_until(lambda: progress(project) >= 15, "15 training steps", 300)
+    wait_until(lambda: progress(project) >= 40, "40 training steps (the first epoch logged)", 300)
     run_as_researcher(slurm_cluster, ["scancel", "--signal=USR1", "--batch", job_id], cwd=project)
 
     status = wait_for_job(job_id, timeout=600)
@@ -162,6 +185,7 @@ def test_a_preemption_warning_checkpoints_requeues_and_resumes_bit_for_bit(
         assert "hpc-tf: SIGUSR1 received" in log
         assert "hpc-tf: resuming fit from checkpoint ckpt-" in log
     assert status_row(slurm_cluster, project, job_id)["restarts"] == 1
+    assert_one_metrics_row_per_epoch(slurm_cluster, project, run_dir, job_id)
 
 
 def test_the_time_limit_warning_checkpoints_requeues_and_resumes_bit_for_bit(
@@ -189,9 +213,9 @@ def test_scontrol_requeue_mid_run_resumes_from_the_last_checkpoint(
     slurm_cluster: SlurmCluster, project: Path, reference: list[bytes]
 ) -> None:
     job_id, run_dir = launch(slurm_cluster, project, write_spec(project, "requeued", sleep=0.3, first_run_only=True))
-    wait_until(lambda: progress(project) >= 25, "25 training steps (a periodic checkpoint at 20)", 300)
+    wait_until(lambda: progress(project) >= 45, "45 training steps (a periodic checkpoint at 40)", 300)
     checkpoints = run_dir / "output" / "checkpoints"
-    assert (checkpoints / "ckpt-20.index").is_file()
+    assert (checkpoints / "ckpt-40.index").is_file()
     run_as_researcher(slurm_cluster, ["scontrol", "requeue", job_id], cwd=project)
 
     status = wait_for_job(job_id, timeout=600)
@@ -203,12 +227,10 @@ def test_scontrol_requeue_mid_run_resumes_from_the_last_checkpoint(
     # job did not wait out the credential lifetime (~2 min)
     assert "hpc-tf: Slurm is requeueing the job (restart 1 of at most 3)" in batch_log(run_dir, job_id)
     assert seconds_between(first["End"], second["Start"]) < 60, (first, second)
-    resumed = [line for line in task_log(run_dir, job_id, 0).splitlines() if "resuming fit from checkpoint" in line]
-    assert len(resumed) == 1, resumed
     # from the periodic checkpoint, or from one the workers agreed on when Slurm's TERM reached them
-    step = int(resumed[0].split("ckpt-")[1].split(":")[0])
-    assert step >= 20, resumed
+    assert resumed_at(run_dir, job_id) >= 40
     assert status_row(slurm_cluster, project, job_id)["restarts"] == 1
+    assert_one_metrics_row_per_epoch(slurm_cluster, project, run_dir, job_id)
 
 
 def test_a_killed_worker_ends_the_run_promptly_and_the_job_resumes_and_completes(

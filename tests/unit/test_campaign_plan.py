@@ -21,6 +21,7 @@ from hpc.campaign.plan import (
 )
 from hpc.campaign.throttle import GPU_LIMITS, StageDemand, compute_throttles
 from hpc.errors import HpcTfError, QuotaRefused, SchedulerUnavailable
+from hpc.local.scheduler import LocalScheduler
 from hpc.resolve import ResolvedJob
 from hpc.scheduler import SlurmCli, SlurmScheduler
 from hpc.scheduler.commands import array_option, dependency_option
@@ -203,6 +204,9 @@ def test_a_local_campaign_is_throttled_to_this_machines_gpus_and_records_its_lau
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPUs: no throttle; the launcher makes GPU tasks take turns
     assert plan_from_file(path, "local", [f"runs_dir={tmp_path}"], gpu_limit=GPU_LIMITS["local"]).stages[0].throttle \
         .limit is None
+    # the local launcher says how large its arrays may be, as Slurm's scontrol does (no "not read" in the plan)
+    local = LocalScheduler(tmp_path / "state")
+    assert plan_from_file(path, "local", [f"runs_dir={tmp_path}"], scheduler=local).max_array_size == 1001
 
 
 def test_a_task_that_can_never_fit_the_quota_is_refused(tmp_path: Path) -> None:

@@ -165,6 +165,11 @@ def test_the_command_prints_the_table_total_and_budget(monkeypatch: pytest.Monke
     assert lines[-1].startswith("budget: account lab has a budget of 600 GPU-minutes: 18 used, 582 left")
     as_json = CliRunner().invoke(app, ["usage", "--json"])
     assert json.loads(as_json.stdout) == report.as_dict()
+    top = CliRunner().invoke(app, ["usage", "--site", "sandbox", "--top", "1"], env={"COLUMNS": "200"}).stdout
+    rows = top.splitlines()[2:-3]  # a long listing shows the costliest rows; the total still counts every job
+    assert [r.split()[0] for r in rows] == [ROLES["two-gpus"]]
+    assert top.splitlines()[-3] == f"… {len(jobs) - 1} more job(s) with 0.00 GPU-hours in all (--top 0 shows every row)"
+    assert top.splitlines()[-2] == lines[-2]
 
 
 class _Listing:
