@@ -92,11 +92,13 @@ def node(
 def router_node(
     repository: Annotated[Path, typer.Option("--repository", "-r", metavar="DIR", help="Model repository.")],
     host: str | None = typer.Option(None, "--host", help="Listen address (default: in a job, this node's address)."),
+    site: SiteOpt = None,
+    set_: SetOpt = None,
 ) -> None:
     """Inside the router's job (or its local process from serve up --router): route until signalled."""
     from hpc.serving.router.service import run_router_service
 
-    raise typer.Exit(run_router_service(repository, host))
+    raise typer.Exit(run_router_service(repository, host, site, set_ or ()))
 
 
 @serve_app.command("down", short_help="Stop the serving node (and the router).")

@@ -193,7 +193,7 @@ def serve_up(
         plan = router_service.plan_router_job(site, overrides, repo, time_limit)
         started = router_service.start_router_job(plan, backend, on_submitted)
     else:
-        started = router_service.start_local_router(repo, host)
+        started = router_service.start_local_router(repo, host, router_service.site_argv(site, overrides))
     return replace(up, router=started)
 
 

@@ -89,10 +89,10 @@ def plan_slurm_node(
 
 
 def resolve_serving_job(site: LoadedSite, repo: Repository, time_seconds: int, name: str = SERVE_JOB_NAME,
-                        subcommand: str = "node", mem: str = SERVE_MEM) -> ResolvedJob:
-    """A serving job (the node; the router: ``name``, ``hpc-tf serve <subcommand>``) as a one-task CPU job,
-    resolved as every job is: the site's partitions and their limits apply to it (its partition:
-    serving.partition, else cpu_partition)."""
+                        subcommand: str = "node", mem: str = SERVE_MEM, args: Sequence[str] = ()) -> ResolvedJob:
+    """A serving job (the node; the router: ``name``, ``hpc-tf serve <subcommand> --repository R [args]``)
+    as a one-task CPU job, resolved as every job is: the site's partitions and their limits apply to it
+    (its partition: serving.partition, else cpu_partition)."""
     config = site.config
     partition = config.serving.partition or config.cpu_partition
     resources: dict[str, object] = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0, "cpus_per_task": SERVE_CPUS,
@@ -101,7 +101,7 @@ def resolve_serving_job(site: LoadedSite, repo: Repository, time_seconds: int, n
         resources["partition"] = partition
     data = {"name": name, "resources": resources,
             "command": [config.python, "-m", "hpc.cli", "serve", subcommand, "--repository",
-                        run_time_literal(str(repo.root))]}
+                        run_time_literal(str(repo.root)), *args]}
     document = YamlDocument(data=data, source=f"the {name} job of site '{config.name}'")
     spec = LoadedSpec(spec=validate_document(JobSpec, document, what=f"{name} job"), document=document,
                       base_dir=repo.root)

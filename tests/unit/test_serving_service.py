@@ -156,7 +156,7 @@ def test_the_router_job_runs_the_router_on_the_serving_partition_within_its_limi
     assert (found["--partition"], found["--time"], found["--job-name"]) == ("cpu", "01:00:00", "hpc-tf-router")
     assert found["--mem"] == "1000M" and "--exclusive" not in found  # no secret on its command line
     assert found["--output"] == f"{repo.root}/.hpc-tf/server/router-slurm-%j.out"
-    assert f"exec /usr/bin/python3 -m hpc.cli serve router-node --repository {repo.root}" in plan.script
+    assert f"exec /usr/bin/python3 -m hpc.cli serve router-node --repository {repo.root} --site {site}\n" in plan.script
     assert plan.script_path == repo.root / ".hpc-tf" / "server" / "router.sbatch"
     assert not repo.root.exists()  # planned, nothing written
 

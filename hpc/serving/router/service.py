@@ -62,12 +62,19 @@ def plan_router_job(site: str | None, overrides: Sequence[str], repo: Repository
         time_seconds = parse_duration(time_limit or loaded.config.default_time)
     except ValueError as err:
         raise ConfigError(f"--time: {err}") from None
-    job = resolve_serving_job(loaded, repo, time_seconds, ROUTER_JOB_NAME, "router-node", ROUTER_MEM)
+    job = resolve_serving_job(loaded, repo, time_seconds, ROUTER_JOB_NAME, "router-node", ROUTER_MEM,
+                              site_argv(site, overrides))
     serve = ServeJob(site=loaded.config.name, repository=str(repo.root), command=job.command,
                      log=str(repo.server_dir / "router-slurm"), partition=job.partition, account=job.account,
                      qos=job.qos, time_seconds=job.time_seconds, cpus=SERVE_CPUS, mem=job.mem,
                      module_init=job.module_init, modules=job.modules, name=ROUTER_JOB_NAME)
     return RouterPlan(repo, serve, render_router_script(serve), job)
+
+
+def site_argv(site: str | None, overrides: Sequence[str]) -> list[str]:
+    """The site as ``serve up`` was given it, for the router's command line: the router reads it as the
+    command did."""
+    return [*(("--site", site) if site is not None else ()), *(word for o in overrides for word in ("--set", o))]
 
 
 def registered_router(repo: Repository) -> RouterEndpoint | None:
@@ -114,14 +121,15 @@ def start_router_job(plan: RouterPlan, backend: Backend,
                         plan.repository.server_dir / f"router-slurm-{job_id}.out", timeout)
 
 
-def start_local_router(repo: Repository, host: str = "127.0.0.1", timeout: float = 60.0) -> RouterEndpoint:
+def start_local_router(repo: Repository, host: str = "127.0.0.1", site: Sequence[str] = (),
+                       timeout: float = 60.0) -> RouterEndpoint:
     """Start the router as a local process of its own session (it outlives this command); wait until it
-    registered. Its output goes to ``<repository>/.hpc-tf/server/router.log``."""
+    registered (``site``: :func:`site_argv`). Its output goes to ``<repository>/.hpc-tf/server/router.log``."""
     _refuse_running(repo, None)
     log = repo.make_server_dir() / "router.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hpc.cli", "serve", "router-node", "--repository",
-                                 str(repo.root), "--host", host], stdin=subprocess.DEVNULL, stdout=out,
+                                 str(repo.root), "--host", host, *site], stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,8 +174,12 @@ def stop_router(repo: Repository, backend: Backend | None) -> RouterEndpoint:
     return endpoint
 
 
-def run_router_service(repository: Path, host: str | None = None) -> int:
-    """Inside the router's job or local process: route for ``repository`` until signalled."""
+def run_router_service(repository: Path, host: str | None = None, site: str | None = None,
+                       overrides: Sequence[str] = ()) -> int:
+    """Inside the router's job or local process: route for ``repository`` until signalled. ``site`` and
+    ``overrides``: the site ``serve up --router`` was given (checked here, as the replicas the router
+    starts are planned on it)."""
+    load_site(site, overrides)
     repo = Repository.at(repository)
     node = registered_node(repo)
     replicas: list[Replica] = [] if node is None else [
