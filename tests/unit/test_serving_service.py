@@ -16,7 +16,6 @@ from hpc.serving.repository import Repository
 from hpc.serving.router.core import Route, Router
 from hpc.serving.router.pool import Pool, Replica
 from hpc.serving.router.run import RouterEndpoint
-from hpc.serving.router.window import TrafficWindow
 from hpc.serving.secret import NodeSecret
 from hpc.serving.state import Split, Variant
 
@@ -57,6 +56,8 @@ def test_the_router_counts_each_variant_s_requests_errors_and_latency_over_its_w
 
 
 def test_the_window_forgets_what_finished_before_it_and_its_rate_is_over_the_seconds_it_saw() -> None:
+    from hpc.serving.router.window import TrafficWindow
+
     now = [1000.0]
     window = TrafficWindow(seconds=60, clock=lambda: now[0])
     for second in range(10):  # 10 requests a second for 10 s, one error a second
