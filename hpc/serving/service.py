@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -95,9 +96,12 @@ def router_status(repo: Repository) -> dict[str, Any]:
     from hpc.serving.router.run import read_router
 
     try:
-        return {"endpoint": read_router(repo).to_dict(), **client.state(repo)}
+        found: dict[str, Any] = {"endpoint": read_router(repo).to_dict(), **client.state(repo)}
     except HpcTfError as err:
         return {"error": err.message}
+    with contextlib.suppress(HpcTfError):  # the replicas it keeps (job, node, state), if it has a controller
+        found["service"] = client.call(repo, "GET", "/service")
+    return found
 
 
 def recorded(state: ServingState, versions: dict[str, list[int]],

@@ -99,7 +99,16 @@ def test_serve_status_shows_the_split_each_variant_s_traffic_and_the_replicas(
         asked.append(repo.root)
         return router.state()
 
-    monkeypatch.setattr(client, "state", state)  # one control call to the router; no replica is asked
+    def call(repo: Repository, method: str, path: str) -> dict[str, object]:
+        assert (method, path) == ("GET", "/service")  # the replica controller's view, when the router has one
+        return {"replicas": 2, "refused": None, "managed": [
+            {"name": "r-1", "job_id": "81", "state": "serving", "scheduler_state": "RUNNING", "node": "cpu1",
+             "time_left_s": 1190, "in_flight": 3},
+            {"name": "r-2", "job_id": "82", "state": "coming", "scheduler_state": "PENDING", "node": "",
+             "time_left_s": None, "in_flight": 0}]}
+
+    monkeypatch.setattr(client, "state", state)  # control calls to the router; no replica is asked
+    monkeypatch.setattr(client, "call", call)
     repo = tmp_path / "repo"
     _register_router(repo, os.getpid(), "77")
     result = CliRunner().invoke(app, ["serve", "status", "--repository", str(repo), "--site", "local"])
@@ -112,6 +121,9 @@ def test_serve_status_shows_the_split_each_variant_s_traffic_and_the_replicas(
     assert traffic[0].startswith("  traffic mlp -> mlp:1: 18 requests in the last ") and "errors 0.0%" in traffic[0]
     assert traffic[1].startswith("  traffic mlp -> mlp:2: 2 requests in the last ") and "p99 <= " in traffic[1]
     assert "  replica r1 on 10.0.0.5: healthy, 0 in flight" in lines
+    assert "  service: 2 replica(s) wanted" in lines
+    assert "  replica r-1 (job 81 on cpu1): serving (RUNNING, 1190 s left), 3 in flight" in lines
+    assert "  replica r-2 (job 82 on ?): coming (PENDING), 0 in flight" in lines
 
 
 def test_serve_down_stops_a_router_whose_node_is_gone_and_says_so(tmp_path: Path) -> None:

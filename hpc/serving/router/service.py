@@ -208,6 +208,18 @@ def router_lines(info: dict[str, Any]) -> list[str]:
         problem = f": {replica['problem']}" if replica.get("problem") else ""
         lines.append(f"  replica {replica['name']}{job} on {replica['host']}: {state}{problem}, "
                      f"{replica['in_flight']} in flight")
+    service = info.get("service")
+    if isinstance(service, dict):
+        lines.append(f"  service: {service.get('replicas')} replica(s) wanted"
+                     + (f"; refused: {service['refused']}" if service.get("refused") else ""))
+        for managed in service.get("managed", []):
+            job = f"job {managed['job_id']}" if managed.get("job_id") else "local process"
+            scheduler = [str(managed["scheduler_state"])] if managed.get("scheduler_state") else []
+            if managed.get("time_left_s") is not None:
+                scheduler.append(f"{managed['time_left_s']} s left")
+            shown = f" ({', '.join(scheduler)})" if scheduler else ""
+            lines.append(f"  replica {managed['name']} ({job} on {managed.get('node') or '?'}): "
+                         f"{managed['state']}{shown}, {managed.get('in_flight', 0)} in flight")
     return lines
 
 
