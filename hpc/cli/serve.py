@@ -41,21 +41,26 @@ def up(
         None, "--inference-token/--open-inference", show_default=False,
         help="Answer inference only with the owner's inference token, or to anyone who reaches the node "
              "(default: the site's serving.inference_token). Model control always needs the owner's key."),
+    router: bool = typer.Option(
+        False, "--router",
+        help="Start the service: the router in front of the node (the node kept if it already runs), both as "
+             "Slurm jobs or both local. It routes by the splits recorded in serving.json."),
     as_json: JsonOpt = False,
     site: SiteOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Start a Triton serving node (the tritonserver bundled in nvidia-pytriton); it loads the versions
     recorded as serving before it registers. Print its endpoint (with --json: the endpoint record, host,
-    ports, pid, job id, what was restored)."""
+    ports, pid, job id, what was restored; with --router also the router's, under "router")."""
     from hpc.serving.service import serve_up
 
     def submitted(job_id: str, script: Path) -> None:
-        err().print(Text.assemble("submitted serving-node job ", (job_id, "bold"),
+        what = "router" if script.name == "router.sbatch" else "serving-node"
+        err().print(Text.assemble(f"submitted {what} job ", (job_id, "bold"),
                                   f" ({script}); waiting until it is ready"))
 
     up = serve_up(site, set_ or (), repository, slurm=slurm, host=host, time_limit=time_limit,
-                  inference_token=inference_token, on_submitted=submitted)
+                  inference_token=inference_token, on_submitted=submitted, router=router)
     endpoint = up.endpoint
     if up.readers:
         typer.echo(f"hpc-tf: warning: {up.readers} other user(s) have processes on this host and can read "
@@ -64,9 +69,13 @@ def up(
     for line in endpoint.restored_lines():
         typer.echo(f"hpc-tf: {line}", err=True)
     if as_json:
-        print_json(endpoint.to_dict())
+        print_json({**endpoint.to_dict(), **({"router": up.router.to_dict()} if up.router is not None else {})})
     else:
-        typer.echo(f"serving node up: grpc {endpoint.grpc_url}, http {endpoint.http_url}, {up.where}")
+        typer.echo(f"serving node {'already ' if up.reused else ''}up: grpc {endpoint.grpc_url}, "
+                   f"http {endpoint.http_url}, {up.where}")
+        if up.router is not None:
+            where = f"job {up.router.job_id} on {up.router.hostname}" if up.router.job_id else f"pid {up.router.pid}"
+            typer.echo(f"router up: grpc {up.router.grpc_url}, http {up.router.http_url}, {where}")
     from hpc.serving import secret
 
     if secret.load(Path(endpoint.repository)).inference is not None:
@@ -88,14 +97,30 @@ def node(
     raise typer.Exit(run_node(repository, host, replica))
 
 
-@serve_app.command("down", short_help="Stop the serving node.")
+@serve_app.command("router-node", hidden=True)
+def router_node(
+    repository: Annotated[Path, typer.Option("--repository", "-r", metavar="DIR", help="Model repository.")],
+    host: str | None = typer.Option(None, "--host", help="Listen address (default: in a job, this node's address)."),
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Inside the router's job (or its local process from serve up --router): route until signalled."""
+    from hpc.serving.router.service import run_router_service
+
+    raise typer.Exit(run_router_service(repository, host, site, set_ or ()))
+
+
+@serve_app.command("down", short_help="Stop the serving node (and the router).")
 def down(repository: RepoOpt = None, site: SiteOpt = None, set_: SetOpt = None) -> None:
-    """Stop the serving node of the repository: cancel its Slurm job, or stop the local process by its pid."""
+    """Stop the repository's router, if it has one, then its serving node: cancel their Slurm jobs, or stop
+    the local processes by their pids. What was serving stays recorded: serve up loads it again."""
     from hpc.serving.service import serve_down
 
-    endpoint = serve_down(site, set_ or (), repository)
-    err().print(f"serving node stopped (Slurm job {endpoint.job_id} cancelled)" if endpoint.job_id is not None
-                else f"serving node stopped (pid {endpoint.pid})")
+    stopped = serve_down(site, set_ or (), repository)
+    for what, endpoint in (("router", stopped.router), ("serving node", stopped.node)):
+        if endpoint is not None:
+            err().print(f"{what} stopped (Slurm job {endpoint.job_id} cancelled)" if endpoint.job_id is not None
+                        else f"{what} stopped (pid {endpoint.pid})")
 
 
 @serve_app.command("status", short_help="Node health and every model version's state.")
@@ -127,6 +152,19 @@ def status(repository: RepoOpt = None, as_json: JsonOpt = False, site: SiteOpt =
     for gone in info["rolled_back"]:
         typer.echo(f"  {gone['model']}  v{gone['version']} was rolled back, not served: its hand-off failed at "
                    f"stage '{gone['failed_stage']}' (record {gone['record']})")
+    if "router" in info:
+        from hpc.serving.router.service import router_lines
+
+        router = info["router"]
+        if "error" in router:
+            typer.echo(router["error"], err=True)
+        else:
+            where = (f"job {router['endpoint']['job_id']}" if router["endpoint"]["job_id"]
+                     else f"pid {router['endpoint']['pid']}")
+            typer.echo(f"router {router['endpoint']['http_url']} grpc {router['endpoint']['grpc_url']} ({where} on "
+                       f"{router['endpoint']['hostname']}):")
+            for line in router_lines(router):
+                typer.echo(line)
 
 
 @serve_app.command("predict", short_help="A served prediction beside the trained model's.")

@@ -95,3 +95,14 @@ def render_serve_script(job: ServeJob) -> str:
         site=job.site, repository=job.repository, version=__version__, directives=_directive_lines(opts),
         command=job.command, module_init=job.module_init, modules=job.modules, conda=None, venv=None,
     )
+
+
+def render_router_script(job: ServeJob) -> str:
+    """The router's job: like the node's, but it may share its node (the secret never is on its command
+    line: the router reads it from the owner's config directory)."""
+    opts = _cpu_job_options(name=job.name, output=f"{slurm_filename(job.log)}-%j.out", cpus=job.cpus, mem=job.mem,
+                            time_seconds=job.time_seconds, partition=job.partition, account=job.account, qos=job.qos)
+    return template_environment().get_template("router.sbatch.j2").render(
+        site=job.site, repository=job.repository, version=__version__, directives=_directive_lines(opts),
+        command=job.command, module_init=job.module_init, modules=job.modules, conda=None, venv=None,
+    )

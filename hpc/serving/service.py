@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpc.errors import ConfigError, HpcTfError
 from hpc.paths import expand_path
@@ -17,6 +19,10 @@ from hpc.serving.repository import Repository
 from hpc.serving.server import Endpoint, read_endpoint
 from hpc.serving.state import ServingState
 from hpc.site.load import load_site
+
+if TYPE_CHECKING:  # the router's modules import aiohttp and grpc: only when a router is asked for
+    from hpc.backends import Backend
+    from hpc.serving.router.run import RouterEndpoint
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,24 @@ def node_status(repo: Repository) -> dict[str, Any]:
             control.close()
     answered = status["ready"] and "error" not in status
     status["recorded"] = recorded(state, versions, status["models"] if answered else None)
+    if repo.router_file.is_file():
+        status["router"] = router_status(repo)
     return status
+
+
+def router_status(repo: Repository) -> dict[str, Any]:
+    """The router's endpoint and its own view (splits, traffic per variant over its window, replicas), from
+    one control call to the router: no replica is asked."""
+    from hpc.serving.router import client
+    from hpc.serving.router.run import read_router
+
+    try:
+        found: dict[str, Any] = {"endpoint": read_router(repo).to_dict(), **client.state(repo)}
+    except HpcTfError as err:
+        return {"error": err.message}
+    with contextlib.suppress(HpcTfError):  # the replicas it keeps (job, node, state), if it has a controller
+        found["service"] = client.call(repo, "GET", "/service")
+    return found
 
 
 def recorded(state: ServingState, versions: dict[str, list[int]],
@@ -124,6 +147,8 @@ class NodeUp:
     endpoint: Endpoint
     where: str  # "job 12 on node1", or "pid 345"
     readers: int = 0  # other users who can read a local node's command line (its control secret)
+    router: RouterEndpoint | None = None  # with --router
+    reused: bool = False  # --router: the node already ran
 
 
 def serve_up(
@@ -136,40 +161,92 @@ def serve_up(
     time_limit: str | None = None,
     inference_token: bool | None = None,
     on_submitted: Callable[[str, Path], None] | None = None,
+    router: bool = False,
 ) -> NodeUp:
     """``hpc-tf serve up``: a Slurm job through Slurm's backend (``slurm`` None: on a Slurm site that
-    names a serving partition), else a local process."""
+    names a serving partition), else a local process. ``router``: the service, i.e. the node (kept when
+    it already runs) and the router in front of it, where the node runs (a job, or a local process)."""
     from hpc.serving import slurm_node  # imports this module
 
-    ServingState.read(serving_target(site, overrides, repository).repository)  # damaged: refused before a start
+    repo = serving_target(site, overrides, repository).repository
+    ServingState.read(repo)  # damaged: refused before a start
+    backend = None
     if slurm if slurm is not None else slurm_node.uses_slurm(site, overrides):
         from hpc.backends import SlurmBackend, slurm_scheduler
-        from hpc.site.load import load_site
 
         backend = SlurmBackend(slurm_scheduler(load_site(site, overrides).config.scheduler))
+    running = _running_node(repo, backend) if router else None
+    if running is not None:
+        up = NodeUp(running, f"job {running.job_id} on {running.hostname}" if running.job_id else f"pid {running.pid}",
+                    reused=True)
+    elif backend is not None:
         endpoint = slurm_node.start_slurm_node(site, overrides, backend, repository,
                                                time_limit, on_submitted, inference_token)
-        return NodeUp(endpoint, f"job {endpoint.job_id} on {endpoint.hostname}")
-    from hpc.serving.secret import users_who_can_read_command_lines
-    from hpc.serving.server import start_local
+        up = NodeUp(endpoint, f"job {endpoint.job_id} on {endpoint.hostname}")
+    else:
+        from hpc.serving.secret import users_who_can_read_command_lines
+        from hpc.serving.server import start_local
 
-    target = serving_target(site, overrides, repository)
-    token = target.inference_token if inference_token is None else inference_token
-    endpoint = start_local(target.repository, host=host, inference_token=token)
-    return NodeUp(endpoint, f"pid {endpoint.pid}", len(users_who_can_read_command_lines()))
+        target = serving_target(site, overrides, repository)
+        token = target.inference_token if inference_token is None else inference_token
+        endpoint = start_local(target.repository, host=host, inference_token=token)
+        up = NodeUp(endpoint, f"pid {endpoint.pid}", len(users_who_can_read_command_lines()))
+    if not router:
+        return up
+    from hpc.serving.router import service as router_service
+
+    if backend is not None:
+        plan = router_service.plan_router_job(site, overrides, repo, time_limit)
+        started = router_service.start_router_job(plan, backend, on_submitted)
+    else:
+        started = router_service.start_local_router(repo, host, router_service.site_argv(site, overrides))
+    return replace(up, router=started)
 
 
-def serve_down(site: str | None, overrides: Sequence[str], repository: Path | None = None) -> Endpoint:
-    """``hpc-tf serve down``: cancel the node's Slurm job through Slurm's backend, or stop the local process."""
+def _running_node(repo: Repository, backend: Backend | None) -> Endpoint | None:
+    """The repository's registered node if it still runs (its job not over; its local process alive)."""
+    from hpc.runtime.node.processes import alive
+    from hpc.serving.server import registered_node
+
+    node = registered_node(repo)
+    if node is None:
+        return None
+    if node.job_id is None:
+        return node if node.hostname == socket.gethostname() and alive(node.pid) else None
+    if backend is None:
+        return None
+    status = backend.query([node.job_id]).get(node.job_id)
+    return node if status is not None and not status.state.is_terminal else None
+
+
+@dataclass(frozen=True)
+class ServiceDown:
+    node: Endpoint | None
+    router: RouterEndpoint | None
+
+
+def serve_down(site: str | None, overrides: Sequence[str], repository: Path | None = None) -> ServiceDown:
+    """``hpc-tf serve down``: the router first (when one is registered), then the node: a Slurm job is
+    cancelled through Slurm's backend, a local process stopped."""
+    from hpc.backends import SlurmBackend, slurm_scheduler
+    from hpc.serving.router import service as router_service
     from hpc.serving.server import stop_server
+    from hpc.serving.slurm_node import stop_slurm_node
 
     repo = serving_target(site, overrides, repository).repository
+
+    def backend() -> SlurmBackend:
+        return SlurmBackend(slurm_scheduler(load_site(site, overrides).config.scheduler))
+
+    router = None
+    if repo.router_file.is_file():
+        from hpc.serving.router.run import read_router
+
+        router = router_service.stop_router(repo, backend() if read_router(repo).job_id else None)
+        if not repo.endpoint_file.is_file():
+            return ServiceDown(None, router)
     endpoint = read_endpoint(repo)
     if endpoint.job_id is None:
-        return stop_server(repo)
-    from hpc.backends import SlurmBackend, slurm_scheduler
-    from hpc.serving.slurm_node import stop_slurm_node
-    from hpc.site.load import load_site
-
-    stop_slurm_node(repo, endpoint, SlurmBackend(slurm_scheduler(load_site(site, overrides).config.scheduler)))
-    return endpoint
+        return ServiceDown(stop_server(repo), router)
+    stop_slurm_node(repo, endpoint, backend())
+    return ServiceDown(endpoint, router)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from hpc.atomic import write_text_atomic
 from hpc.backends import Backend
@@ -41,6 +42,7 @@ SERVE_MEM = "3000M"  # tritonserver + one python stub with TensorFlow per loaded
 UP_TIMEOUT_S = 300.0
 SERVE_JOB_NAME = "hpc-tf-serve"
 REPLICA_JOB_NAME = "hpc-tf-replica"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,32 +85,35 @@ def plan_slurm_node(
         time_seconds = parse_duration(time_limit or config.default_time)
     except ValueError as err:  # --time as typed (the site's default_time was checked when the site loaded)
         raise ConfigError(f"--time: {err}") from None
-    job = _resolved(loaded, repo, time_seconds, replica)
+    name = SERVE_JOB_NAME if replica is None else REPLICA_JOB_NAME
+    job = resolve_serving_job(loaded, repo, time_seconds, name, args=() if replica is None else ("--replica", replica))
     log = repo.server_dir / "slurm" if replica is None else repo.replicas_dir / replica / "slurm"
     serve = ServeJob(site=config.name, repository=str(repo.root), command=job.command,
                      log=str(log), partition=job.partition, account=job.account, qos=job.qos,
                      time_seconds=job.time_seconds, cpus=SERVE_CPUS, mem=job.mem, module_init=job.module_init,
-                     modules=job.modules, name=SERVE_JOB_NAME if replica is None else REPLICA_JOB_NAME)
+                     modules=job.modules, name=name)
     token = target.inference_token if inference_token is None else inference_token
     return SlurmNodePlan(repo, serve, render_serve_script(serve), job, token, replica)
 
 
-def _resolved(site: LoadedSite, repo: Repository, time_seconds: int, replica: str | None = None) -> ResolvedJob:
-    """The serving node as a one-task CPU job, resolved as every job is: the site's partitions and their
-    limits apply to it (its partition: serving.partition, else cpu_partition)."""
+def resolve_serving_job(site: LoadedSite, repo: Repository, time_seconds: int, name: str = SERVE_JOB_NAME,
+                        subcommand: str = "node", mem: str = SERVE_MEM, args: Sequence[str] = ()) -> ResolvedJob:
+    """A serving job (the node; the router: ``name``, ``hpc-tf serve <subcommand> --repository R [args]``)
+    as a one-task CPU job, resolved as every job is: the site's partitions and their limits apply to it
+    (its partition: serving.partition, else cpu_partition)."""
     config = site.config
     partition = config.serving.partition or config.cpu_partition
     resources: dict[str, object] = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0, "cpus_per_task": SERVE_CPUS,
-                                    "mem": SERVE_MEM, "time": format_duration(time_seconds)}
+                                    "mem": mem, "time": format_duration(time_seconds)}
     if partition is not None:
         resources["partition"] = partition
-    data = {"name": SERVE_JOB_NAME if replica is None else REPLICA_JOB_NAME, "resources": resources,
-            "command": [config.python, "-m", "hpc.cli", "serve", "node", "--repository",
-                        run_time_literal(str(repo.root)), *(() if replica is None else ("--replica", replica))]}
-    document = YamlDocument(data=data, source=f"the serving-node job of site '{config.name}'")
-    spec = LoadedSpec(spec=validate_document(JobSpec, document, what="serving-node job"), document=document,
+    data = {"name": name, "resources": resources,
+            "command": [config.python, "-m", "hpc.cli", "serve", subcommand, "--repository",
+                        run_time_literal(str(repo.root)), *args]}
+    document = YamlDocument(data=data, source=f"the {name} job of site '{config.name}'")
+    spec = LoadedSpec(spec=validate_document(JobSpec, document, what=f"{name} job"), document=document,
                       base_dir=repo.root)
-    return resolve(spec, site, new_run_id(SERVE_JOB_NAME))
+    return resolve(spec, site, new_run_id(name))
 
 
 def _registered(repo: Repository) -> Endpoint | None:
@@ -160,19 +165,30 @@ def start_slurm_node(
 
 def wait_for_endpoint(repo: Repository, job_id: str, scheduler: Scheduler, timeout: float = UP_TIMEOUT_S) -> Endpoint:
     """Wait until job ``job_id`` registered its (ready) endpoint; fail early when the job ends first."""
+    def registered() -> Endpoint | None:
+        endpoint = _registered(repo)
+        return endpoint if endpoint is not None and endpoint.job_id == job_id else None
+
+    return wait_for_job(registered, job_id, scheduler, "serving-node", repo.server_dir / f"slurm-{job_id}.out",
+                        timeout)
+
+
+def wait_for_job(registered: Callable[[], T | None], job_id: str, scheduler: Scheduler, what: str, log: Path,
+                 timeout: float = UP_TIMEOUT_S) -> T:
+    """Wait until ``registered()`` finds what job ``job_id`` registers; fail early when the job ends first."""
     deadline = time.monotonic() + timeout
     delay = 0.5
     while True:
-        endpoint = _registered(repo)
-        if endpoint is not None and endpoint.job_id == job_id:
-            return endpoint
+        found = registered()
+        if found is not None:
+            return found
         status = scheduler.query([job_id]).get(job_id)
         if status is not None and status.state.is_terminal:
-            raise ServingError(f"serving-node job {job_id} ended ({status.state.value}) before it was ready",
-                               hint=f"its log: {repo.server_dir / f'slurm-{job_id}.out'}")
+            raise ServingError(f"{what} job {job_id} ended ({status.state.value}) before it was ready",
+                               hint=f"its log: {log}")
         if time.monotonic() > deadline:
             where = f"still {status.state.value}" if status is not None else "not known to Slurm yet"
-            raise ServingError(f"serving-node job {job_id} is not ready after {timeout:.0f} s ({where})",
+            raise ServingError(f"{what} job {job_id} is not ready after {timeout:.0f} s ({where})",
                                hint=f"hpc-tf status {job_id}; cancel it with hpc-tf cancel {job_id}")
         time.sleep(delay)
         delay = min(delay * 1.5, 3.0)

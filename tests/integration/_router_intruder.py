@@ -27,6 +27,7 @@ def main(host: str, http_port: str, grpc_port: str, model: str) -> dict[str, Any
         "set split": http(base, "PUT", f"/hpc-tf/router/splits/{model}", SPLIT),
         "set split, guessed key": http(base, "PUT", f"/hpc-tf/router/splits/{model}", SPLIT, guessed),
         "add replica": http(base, "POST", "/hpc-tf/router/replicas", REPLICA),
+        "scale": http(base, "PUT", "/hpc-tf/router/service", {"replicas": 3}),
         "http load": http(base, "POST", f"/v2/repository/models/{model}/load", {}),
         "http unload": http(base, "POST", f"/v2/repository/models/{model}/unload", {}),
         "http config": http(base, "GET", f"/v2/models/{model}/config"),

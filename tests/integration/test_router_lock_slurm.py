@@ -95,6 +95,64 @@ def test_another_user_cannot_control_the_router_and_inference_through_it_stays_o
         assert not (repo / ".hpc-tf" / "router.json").exists()  # a router that stops unregisters
 
 
+def test_another_user_cannot_control_the_router_job_of_the_service(
+    researcher_run: Run, intruder_run: Run, project: Path, slurm_cluster: SlurmCluster, scratch_dir: Path,
+) -> None:
+    """The router as a Slurm job (``serve up --router``): another user, from another node, can neither set
+    the split, scale, add a replica, nor load or unload models through it, with or without a guessed key;
+    nor read its endpoint file or use ``hpc-tf serve split`` on it. Inference stays open."""
+    from tests.unit._serving_models import export_mlp
+
+    tools = scratch_dir / "tools" / "tests" / "integration"
+    tools.mkdir(parents=True)
+    for name in ("__init__.py", "_intruder.py", "_router_intruder.py"):
+        (tools / name).write_text((HERE / name).read_text() if name != "__init__.py" else "")
+    (tools.parent / "__init__.py").write_text("")
+    exported = export_mlp(project.parent / "exported" / "v1", seed=1)
+    subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
+    repo = project.parent / "models"
+    up = hpc_tf(researcher_run, project, "serve", "up", "--router", "--json", "--time", "15:00", check=False,
+                timeout=600)
+    started = json.loads(up.stdout) if up.returncode == 0 else {}
+    try:
+        assert up.returncode == 0, up.stderr
+        router = started["router"]
+        done = hpc_tf(researcher_run, project, "handoff", str(exported), "--model", "mlp", "--format", "python",
+                      check=False, timeout=300)
+        assert done.returncode == 0, done.stderr
+        site = ["--site", "sandbox", "--set", f"serving.model_repository={repo}"]
+        owner = researcher_run(["hpc-tf", "serve", "split", "mlp", "mlp:1=100", *site], cwd=project, check=False)
+        assert owner.returncode == 0 and owner.stdout.strip() == "mlp: mlp:1 100", owner.stderr
+        assert intruder_run(["cat", str(repo / ".hpc-tf" / "router.json")], cwd=scratch_dir,
+                            check=False).returncode
+        theirs = intruder_run(["hpc-tf", "serve", "split", "mlp", "evil=1", *site], cwd=scratch_dir, check=False)
+        assert theirs.returncode != 0 and len(theirs.stderr.strip().splitlines()) <= 2, theirs.stderr
+
+        other = next(n for n in slurm_cluster.nodes if n != router["hostname"])
+        partition = slurm_cluster.gpu_partition if other in slurm_cluster.gpu_nodes else slurm_cluster.cpu_partition
+        tried = intruder_run(["srun", "-p", partition, "-w", other, "-N1", "-n1", "-t", "5", "--chdir",
+                              str(tools.parents[1]), PYTHON, "-m", "tests.integration._router_intruder",
+                              router["host"], str(router["http_port"]), str(router["grpc_port"]), "mlp"],
+                             cwd=scratch_dir, timeout=300)
+        calls = json.loads(tried.stdout.splitlines()[-1])
+        assert calls.pop("http ready")["ok"] and calls.pop("grpc infer")["ok"], calls  # it reached the router
+        assert not any(outcome["ok"] for outcome in calls.values()), calls
+        for name in ("state", "state, guessed key", "set split", "set split, guessed key", "add replica", "scale",
+                     "http config"):
+            assert calls[name]["detail"].startswith("403 "), (name, calls[name])
+        for name in ("grpc load", "grpc unload"):
+            assert "UNIMPLEMENTED" in calls[name]["detail"], (name, calls[name])
+
+        status = hpc_tf(researcher_run, project, "serve", "status", check=False)
+        assert "  split mlp: mlp:1 100%" in status.stdout.splitlines(), status.stdout  # unchanged
+        assert len([line for line in status.stdout.splitlines() if line.startswith("  replica ")]) == 1
+    finally:
+        hpc_tf(researcher_run, project, "serve", "down", check=False, timeout=180)
+        for job in (started.get("job_id"), started.get("router", {}).get("job_id")):
+            if job:
+                subprocess.run(["scancel", job], check=False, timeout=30)
+
+
 def _stop(proc: subprocess.Popen[str]) -> None:
     """Stop the router started above (runuser passes SIGTERM on to it)."""
     proc.terminate()

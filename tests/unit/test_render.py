@@ -15,7 +15,7 @@ import pytest
 from _batch_fixtures import install_run_dir
 
 from hpc.errors import SpecError
-from hpc.render.cpu_jobs import ServeJob, render_handoff_script, render_serve_script
+from hpc.render.cpu_jobs import ServeJob, render_handoff_script, render_router_script, render_serve_script
 from hpc.render.directives import read_directives
 from hpc.render.quoting import UnsafeValue, sbatch_value, sh
 from hpc.render.script import render_script
@@ -223,6 +223,20 @@ def test_golden_serve_script() -> None:
     found = directives(script)
     assert found["--output"] == "/srv/models/it's 100%%/.hpc-tf/server/slurm-%j.out"
     assert found["--partition"] == "cpu" and found["--nodes"] == "1" and "--gres" not in found
+
+
+def test_golden_router_script() -> None:
+    job = ServeJob(site="sandbox", repository="/srv/models/it's 100%",
+                   log="/srv/models/it's 100%/.hpc-tf/server/router-slurm",
+                   command=("/venv/bin/python", "-m", "hpc.cli", "serve", "router-node", "--repository",
+                            "/srv/models/it's 100%"),
+                   partition="cpu", account="lab", qos=None, time_seconds=3600, cpus=2, mem="3000M",
+                   module_init=None, modules=("tf/2.21",), name="hpc-tf-router")
+    script = render_router_script(job)
+    check_golden(script, GOLDEN / "router.sbatch")
+    found = directives(script)
+    assert found["--output"] == "/srv/models/it's 100%%/.hpc-tf/server/router-slurm-%j.out"
+    assert found["--job-name"] == "hpc-tf-router" and "--exclusive" not in found
 
 
 def test_handoff_job_has_the_resolved_plan_and_runs_on_the_cpu_partition() -> None:

@@ -26,6 +26,7 @@ from hpc.serving.repository import Repository
 from hpc.serving.router.metrics import Metrics
 from hpc.serving.router.pool import Pool, Replica
 from hpc.serving.router.split import Split, choose
+from hpc.serving.router.window import TrafficWindow
 from hpc.serving.secret import INFERENCE_HEADER, NodeSecret
 from hpc.serving.state import ServingState, split_to_dict, update_state
 
@@ -61,6 +62,7 @@ class Router:
         self.pool = Pool()
         self.splits: dict[str, Split] = dict(ServingState.read(repository).splits) if repository else {}
         self.metrics = Metrics()
+        self.window = TrafficWindow()  # the last minute per variant, for serve status
         self.probe_interval, self.probe_timeout = probe_interval, probe_timeout
         self._session: aiohttp.ClientSession | None = None
         self.canaries = Canaries(self)
@@ -118,6 +120,7 @@ class Router:
             raise NoReplica(f"no replica could be reached for {route.model}")
         finally:
             variant.finish(time.monotonic() - started, ok)
+            self.window.record(route.public, route.model, route.version, time.monotonic() - started, ok)
 
     def _mark_down(self, replica: Replica, problem: str) -> None:
         if replica.healthy:
@@ -183,5 +186,6 @@ class Router:
 
     def state(self) -> dict[str, object]:
         return {"replicas": [r.to_dict() for r in self.pool.replicas.values()],
-                "splits": {name: split_to_dict(s) for name, s in sorted(self.splits.items())}}
+                "splits": {name: split_to_dict(s) for name, s in sorted(self.splits.items())},
+                "traffic": self.window.summary()}
 
