@@ -227,27 +227,16 @@ def router(
     """One endpoint (HTTP and gRPC) for the repository's replicas: least-outstanding requests among healthy
     ones, traffic splits (hpc-tf serve split), Prometheus /metrics. Runs until SIGTERM or Ctrl-C; its
     endpoint is in <repository>/.hpc-tf/router.json."""
-    from hpc.serving.router.pool import replica_from_spec
-    from hpc.serving.router.replicas import REPLACE_MARGIN_S, ReplicaController, launcher_for
     from hpc.serving.router.run import run_router
-    from hpc.serving.server import read_endpoint
+    from hpc.serving.router.service import router_targets
     from hpc.serving.service import serving_target
-    from hpc.serving.state import ServingState, update_state
+    from hpc.serving.state import update_state
 
     repo = serving_target(site, set_ or (), repository).repository
     if count is not None:
         update_state(repo, lambda state: state.with_service(count))
-    if replicas:
-        pool = [replica_from_spec(spec) for spec in replicas]
-    elif ServingState.read(repo).service is not None:
-        pool = []  # the router's own replicas only
-    else:
-        node = read_endpoint(repo)
-        pool = [replica_from_spec(f"{node.host}:{node.http_port}:{node.grpc_port}")]
-    launcher = launcher_for(repo, site, set_ or (), replica_time)
-    raise typer.Exit(run_router(repo, pool, host=host, ports=(http_port, grpc_port),
-                                replicas_by=lambda router: ReplicaController(
-                                    router, repo, launcher, margin=REPLACE_MARGIN_S if margin is None else margin)))
+    pool, replicas_by = router_targets(repo, replicas or (), site, set_ or (), replica_time, margin)
+    raise typer.Exit(run_router(repo, pool, host=host, ports=(http_port, grpc_port), replicas_by=replicas_by))
 
 
 @serve_app.command("scale", short_help="Set how many Triton replicas the router keeps.")

@@ -242,6 +242,7 @@ def serve_down(site: str | None, overrides: Sequence[str], repository: Path | No
     if repo.router_file.is_file():
         from hpc.serving.router.run import read_router
 
+        router_service.stop_replicas(repo)
         router = router_service.stop_router(repo, backend() if read_router(repo).job_id else None)
         if not repo.endpoint_file.is_file():
             return ServiceDown(None, router)

@@ -174,3 +174,20 @@ def test_the_router_job_runs_the_router_on_the_serving_partition_within_its_limi
     assert not repo.root.exists()  # planned, nothing written
 
 
+
+
+def test_serve_down_stops_the_replicas_but_keeps_their_recorded_count(tmp_path: Path) -> None:
+    """``serve down`` asks the router for 0 replicas without recording it, so ``serve up --router`` starts
+    the count the owner set with ``serve scale`` again; ``serve scale`` itself records."""
+    from hpc.serving.router.replicas import LocalLauncher, ReplicaController
+    from hpc.serving.state import ServingState, update_state
+
+    repo = Repository.at(tmp_path / "repo")
+    update_state(repo, lambda state: state.with_service(2))
+    controller = ReplicaController(Router(NodeSecret("k"), repo), repo, LocalLauncher(repo))
+    assert controller.wanted == 2
+    controller.scale(0, record=False)
+    assert controller.wanted == 0
+    assert ServingState.read(repo).service is not None and ServingState.read(repo).service.replicas == 2
+    controller.scale(3)
+    assert ServingState.read(repo).service is not None and ServingState.read(repo).service.replicas == 3

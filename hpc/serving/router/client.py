@@ -69,8 +69,8 @@ def remove_replica(repo: Repository, name: str) -> Any:
     return call(repo, "DELETE", f"/replicas/{urllib.parse.quote(name, safe='')}")
 
 
-def scale(repo: Repository, replicas: int) -> Any:
-    return call(repo, "PUT", "/service", {"replicas": replicas})
+def scale(repo: Repository, replicas: int, record: bool = True) -> Any:
+    return call(repo, "PUT", "/service", {"replicas": replicas, "record": record})
 
 
 def service(repo: Repository) -> Any:

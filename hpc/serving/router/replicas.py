@@ -213,10 +213,12 @@ class ReplicaController:
         self._changed = asyncio.Event()
 
     # ------------------------------------------------------------------ control
-    def scale(self, replicas: int) -> None:
-        """Record the count in serving.json (a restarted router keeps it), then act on it."""
-        update_state(self.repo, lambda state: state.with_service(replicas))
-        log(f"scale to {replicas} (was {self.wanted})")
+    def scale(self, replicas: int, record: bool = True) -> None:
+        """Record the count in serving.json (a restarted router keeps it), then act on it. ``record`` False
+        (``serve down``): act on it only, so the next ``serve up --router`` starts the recorded count again."""
+        if record:
+            update_state(self.repo, lambda state: state.with_service(replicas))
+        log(f"scale to {replicas} (was {self.wanted}){'' if record else ', not recorded: the service stops'}")
         self.wanted = replicas
         self._changed.set()
 
@@ -234,9 +236,10 @@ class ReplicaController:
         async def put(request: web.Request) -> web.Response:
             body = await _json(request)
             count = body.get("replicas") if isinstance(body, dict) else None
-            if not isinstance(count, int) or isinstance(count, bool):
-                raise InputError(f"the body is {{\"replicas\": N}}, got {body!r}")
-            await asyncio.to_thread(self.scale, count)
+            record = body.get("record", True) if isinstance(body, dict) else True
+            if not isinstance(count, int) or isinstance(count, bool) or not isinstance(record, bool):
+                raise InputError(f"the body is {{\"replicas\": N, \"record\": true|false}}, got {body!r}")
+            await asyncio.to_thread(self.scale, count, record)
             return web.json_response(self.state())
 
         app.add_routes([web.get(f"{CONTROL_PREFIX}/service", get), web.put(f"{CONTROL_PREFIX}/service", put)])

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpc.atomic import write_text_atomic
 from hpc.backends import Backend
@@ -31,13 +31,19 @@ from hpc.runtime.node.processes import alive
 from hpc.scheduler import JobState
 from hpc.serving.repository import Repository
 from hpc.serving.router.pool import Replica, replica_from_spec
+from hpc.serving.router.replicas import REPLACE_MARGIN_S, ReplicaController, launcher_for
 from hpc.serving.router.run import RouterEndpoint, read_router, run_router
-from hpc.serving.server import registered_node
+from hpc.serving.server import read_endpoint
 from hpc.serving.slurm_node import SERVE_CPUS, UP_TIMEOUT_S, node_address, resolve_serving_job, wait_for_job
+from hpc.serving.state import ServingState
 from hpc.site.load import load_site
 from hpc.units import parse_duration
 
+if TYPE_CHECKING:
+    from hpc.serving.router.core import Router
+
 ROUTER_JOB_NAME = "hpc-tf-router"
+STOP_REPLICAS_S = 120.0  # drain (in-flight requests finish) and scancel each replica
 ROUTER_MEM = "1000M"  # one asyncio process (aiohttp, grpcio): ~200 MB under load, no model in it
 STOP_TIMEOUT_S = 60.0
 
@@ -181,11 +187,49 @@ def run_router_service(repository: Path, host: str | None = None, site: str | No
     starts are planned on it)."""
     load_site(site, overrides)
     repo = Repository.at(repository)
-    node = registered_node(repo)
-    replicas: list[Replica] = [] if node is None else [
-        replica_from_spec(f"{node.host}:{node.http_port}:{node.grpc_port}")]
+    pool, replicas_by = router_targets(repo, (), site, overrides)
     job_id = os.environ.get("SLURM_JOB_ID")
-    return run_router(repo, replicas, host=host or (node_address() if job_id else "127.0.0.1"), job_id=job_id)
+    return run_router(repo, pool, host=host or (node_address() if job_id else "127.0.0.1"), job_id=job_id,
+                      replicas_by=replicas_by)
+
+
+def router_targets(repo: Repository, named: Sequence[str], site: str | None, overrides: Sequence[str],
+                   replica_time: str | None = None, margin: float | None = None,
+                   ) -> tuple[list[Replica], Callable[[Router], ReplicaController]]:
+    """What a router sends requests to: the replicas ``named`` (HOST:HTTP:GRPC), else its own replicas when
+    a count is recorded (``serve scale``, ``--replicas``), else the repository's serving node; and the
+    controller that keeps the recorded count (Slurm jobs on a Slurm site, else local processes)."""
+    if named:
+        pool = [replica_from_spec(spec) for spec in named]
+    elif ServingState.read(repo).service is not None:
+        pool = []  # the router's own replicas only
+    else:
+        node = read_endpoint(repo)
+        pool = [replica_from_spec(f"{node.host}:{node.http_port}:{node.grpc_port}")]
+    launcher = launcher_for(repo, site, overrides, replica_time)
+    return pool, lambda router: ReplicaController(router, repo, launcher,
+                                                  margin=REPLACE_MARGIN_S if margin is None else margin)
+
+
+def stop_replicas(repo: Repository, timeout: float = STOP_REPLICAS_S) -> None:
+    """``serve down``: the router drains and stops the replicas it started, leaving their recorded count for
+    the next ``serve up --router``; returns once none is left (or says which are, after ``timeout``)."""
+    from hpc.serving.router import client
+
+    try:
+        service = client.service(repo)
+    except ServingError:  # no controller (a router in front of the node only), or no router answering
+        return
+    if service.get("replicas") is None:
+        return
+    client.scale(repo, 0, record=False)
+    deadline = time.monotonic() + timeout
+    while (left := client.service(repo)["managed"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        raise ServingError(f"the router did not stop its replicas within {timeout:.0f} s: "
+                           f"{', '.join(m['name'] for m in left)}",
+                           hint="see the router's log; their jobs are named hpc-tf-replica (scancel them)")
 
 
 def router_lines(info: dict[str, Any]) -> list[str]:
