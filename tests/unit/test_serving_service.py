@@ -179,7 +179,8 @@ def test_the_router_job_runs_the_router_on_the_serving_partition_within_its_limi
 def test_serve_down_stops_the_replicas_but_keeps_their_recorded_count(tmp_path: Path) -> None:
     """``serve down`` asks the router for 0 replicas without recording it, so ``serve up --router`` starts
     the count the owner set with ``serve scale`` again; ``serve scale`` itself records."""
-    from hpc.serving.router.replicas import LocalLauncher, ReplicaController
+    from hpc.serving.router.launchers import LocalLauncher
+    from hpc.serving.router.replicas import ReplicaController
     from hpc.serving.state import ServingState, update_state
 
     repo = Repository.at(tmp_path / "repo")

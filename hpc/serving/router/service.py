@@ -30,8 +30,9 @@ from hpc.resolve import ResolvedJob
 from hpc.runtime.node.processes import alive
 from hpc.scheduler import JobState
 from hpc.serving.repository import Repository
+from hpc.serving.router.launchers import launcher_for
 from hpc.serving.router.pool import Replica, replica_from_spec
-from hpc.serving.router.replicas import REPLACE_MARGIN_S, ReplicaController, launcher_for
+from hpc.serving.router.replicas import REPLACE_MARGIN_S, ReplicaController
 from hpc.serving.router.run import RouterEndpoint, read_router, run_router
 from hpc.serving.server import read_endpoint
 from hpc.serving.slurm_node import SERVE_CPUS, UP_TIMEOUT_S, node_address, resolve_serving_job, wait_for_job
