@@ -27,7 +27,7 @@ from hpc.serving.router import client
 from hpc.serving.state import ServingState
 from tests._prometheus import parse
 from tests.integration._traffic import Traffic
-from tests.integration.test_serving_router import BOUND_S, HPC_TF, X, _get, _wait, hpc_tf
+from tests.integration.test_router_triton import BOUND_S, HPC_TF, X, _get, _wait, hpc_tf
 from tests.unit._serving_models import export_mlp
 
 pytestmark = [pytest.mark.triton, pytest.mark.tf]

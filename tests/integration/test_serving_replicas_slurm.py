@@ -23,7 +23,7 @@ from tests.conftest import as_user_argv
 from tests.integration._traffic import Traffic
 from tests.integration.test_handoff_slurm import PYTHON, Run, hpc_tf, project, running_node
 from tests.integration.test_router_lock_slurm import BRIDGE
-from tests.integration.test_serving_router import BOUND_S
+from tests.integration.test_router_triton import BOUND_S
 
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster

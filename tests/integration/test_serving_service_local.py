@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from tests.integration._traffic import Traffic
-from tests.integration.test_serving_router import hpc_tf, owner_config  # noqa: F401 - fixture
+from tests.integration.test_router_triton import hpc_tf, owner_config  # noqa: F401 - fixture
 from tests.unit._serving_models import export_mlp
 
 pytestmark = [pytest.mark.triton, pytest.mark.tf]

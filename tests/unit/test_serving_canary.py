@@ -1,6 +1,6 @@
 """The canary without a network: its gates on a step's per-variant series, its record in serving.json, the
 CLI's words, ``serve status`` lines, and the controller in a router rolling back on errors and promoting
-on a clean run (the replicas' loads are exercised on real Triton in tests/integration/test_serving_canary.py)."""
+on a clean run (the replicas' loads are exercised on real Triton in tests/integration/test_canary_triton.py)."""
 
 from __future__ import annotations
 
