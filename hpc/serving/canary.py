@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from hpc.serving.router.core import Router
 
 TICK_S = 0.5  # how often the gates look at a step's requests
+# the hand-off that starts a canary holds the model's lock until it has recorded it: wait for it to return
+LOCK_PATIENCE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,7 @@ class Canaries:
     def _load(self, model: str, versions: tuple[int, ...]) -> None:
         """Pin ``versions`` in the model's config and load them on every healthy replica (blocking)."""
         repo = self._repo()
-        with repo.lock(model):
+        with repo.lock(model, patience=LOCK_PATIENCE_S):
             pin(repo, model, versions)
         deadline = time.monotonic() + LOAD_TIMEOUT_S
         for replica in [r for r in self.router.pool.replicas.values() if r.healthy]:
