@@ -365,6 +365,10 @@ def run_foreground(repo: Repository, host: str, job_id: str | None, replica: str
     try:
         return proc.wait()
     finally:
+        # a tritonserver that was killed outright (SIGKILL, OOM) leaves its python backend stubs running in
+        # its session: end them with it
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(ServingError):  # already gone or replaced: nothing of ours to remove
             if read_endpoint(repo, replica).pid == endpoint.pid:
                 endpoint_path(repo, replica).unlink(missing_ok=True)

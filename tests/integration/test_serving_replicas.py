@@ -86,6 +86,16 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         hpc_tf("serve", "down", "--repository", str(repo), timeout=60)
 
 
+def processes_under(directory: Path) -> list[int]:
+    """Processes whose command line names ``directory`` (a replica's work directory: its stubs)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and str(directory).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+    return found
+
+
 def serving(service: dict[str, Any]) -> list[dict[str, Any]]:
     return [m for m in client.service(Repository.at(service["repo"]))["managed"] if m["state"] == "serving"]
 
@@ -146,6 +156,8 @@ def test_a_killed_replica_fails_at_most_its_in_flight_requests_and_is_replaced(s
     assert sum(traffic.models.values()) > answered + 20
     assert doomed not in [m["name"] for m in serving(service)]
     assert f"{doomed} ended unexpectedly" in service["log"].read_text()
+    # nothing of it is left running (its tritonserver's python backend stubs included)
+    _wait(lambda: not processes_under(repo.replicas_dir / doomed), "the killed replica's processes to end", 30)
 
 
 def test_a_router_started_again_keeps_the_count_and_adopts_the_running_replicas(service: dict[str, Any]) -> None:
