@@ -18,6 +18,12 @@ def plain(shown: str) -> str:
     return ESCAPE.sub("", shown)
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as on a terminal: a run started in the background by a non-interactive shell (CI's ``... &``)
+    ignores SIGINT, the ignored disposition is inherited across exec, and Python then installs no handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_on_pty(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 600,
                interrupt_on: str | None = None) -> tuple[int, str]:
     """The exit code and everything written to the terminal (escape codes kept: :func:`plain` drops them).
@@ -27,7 +33,7 @@ def run_on_pty(argv: Sequence[str], *, cwd: Path, env: Mapping[str, str] | None 
     controller, terminal = pty.openpty()
     try:
         proc = subprocess.Popen(list(argv), cwd=cwd, env=None if env is None else dict(env), stdin=subprocess.DEVNULL,
-                                stdout=terminal, stderr=terminal, start_new_session=True)
+                                stdout=terminal, stderr=terminal, start_new_session=True, preexec_fn=_default_sigint)
     finally:
         os.close(terminal)
     chunks = []
