@@ -87,8 +87,9 @@ def test_without_gpus_a_gpu_array_runs_one_task_at_a_time_and_pending_tasks_say_
     local = scheduler(tmp_path)  # no CUDA_VISIBLE_DEVICES, and this machine's driver lists no GPU
     array = local.submit(script(tmp_path, "nogpu", gpus=1, sleep=1.0), SubmitOptions(array=ArrayRequest((0, 1, 2))))
     wait_until(lambda: any(s.state is JobState.RUNNING for s in local.query([array]).values()), "a task to start")
-    waiting = [s for s in local.query([array]).values() if s.state is JobState.PENDING]
-    assert waiting and {s.reason.code for s in waiting if s.reason} == {"Resources"}
+    def pending_reasons() -> set[str | None]:
+        return {s.reason and s.reason.code for s in local.query([array]).values() if s.state is JobState.PENDING}
+    wait_until(lambda: pending_reasons() == {"Resources"}, "the waiting tasks to say Resources")
     assert set(ended(local, array).values()) == {JobState.COMPLETED}
     seen = runs(tmp_path, "nogpu")
     assert most_at_once([(float(w[7]), float(w[8])) for w in seen.values()]) == 1
@@ -99,7 +100,8 @@ def test_cancelling_one_task_or_the_whole_array_ends_what_it_names(tmp_path: Pat
     local = scheduler(tmp_path)
     array = local.submit(script(tmp_path, "long", sleep=60), SubmitOptions(array=ArrayRequest((0, 1, 2), throttle=2)))
     wait_until(lambda: sum(s.state is JobState.RUNNING for s in local.query([array]).values()) == 2, "two tasks")
-    assert reason(local, f"{array}_2") == "JobArrayTaskLimit"
+    # its supervisor sets the reason on its next look, as Slurm's does on its next scheduling pass
+    wait_until(lambda: reason(local, f"{array}_2") == "JobArrayTaskLimit", "task 2 held by the %2 throttle")
     local.cancel([f"{array}_1"])
     wait_until(lambda: local.query([f"{array}_1"])[f"{array}_1"].state is JobState.CANCELLED, "task 1 cancelled")
     wait_until(lambda: local.query([f"{array}_2"])[f"{array}_2"].state is JobState.RUNNING, "task 2 to take its place")
