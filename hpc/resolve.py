@@ -75,7 +75,7 @@ class HandoffPlan(Frozen):
     """The dependent CPU job that hands the trained SavedModel to the serving node (job.yaml ``handoff:``)."""
 
     model: str
-    format: Literal["onnx", "savedmodel", "python"]
+    format: Literal["onnx", "savedmodel", "python", "python-onnx", "auto"]
     savedmodel: str  # the SavedModel directory, relative to output_dir
     repository: str  # the Triton model repository (site serving.model_repository, expanded)
     partition: str | None  # site serving.partition, else cpu_partition

@@ -12,9 +12,11 @@ from hpc.cli.console import err
 from hpc.cli.options import JsonOpt, SetOpt, SiteOpt, print_json
 from hpc.serving.canary import DEFAULT_STEP_TIME
 
-FormatName = Literal["onnx", "savedmodel", "python"]
+FormatName = Literal["onnx", "savedmodel", "python", "python-onnx", "auto"]
 FormatOpt = Annotated[
-    FormatName | None, typer.Option("--format", help="onnx, savedmodel or python (default: the site's).")
+    FormatName | None, typer.Option(
+        "--format", help="python, python-onnx (ONNX Runtime in the python backend), onnx, savedmodel, or auto "
+        "(the fastest python-backend format that passes parity; default: the site's).")
 ]
 RepoOpt = Annotated[Path | None, typer.Option("--repository", "-r", metavar="DIR",
                                               help="Model repository (default: the site's).")]

@@ -8,20 +8,29 @@ back with the same schema (:func:`parse_config`): what Triton parses is what was
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from hpc.errors import ServingError
 from hpc.serving.signature import Signature, TensorSpec
 
-Format = Literal["onnx", "savedmodel", "python"]
-FORMATS: tuple[Format, ...] = ("onnx", "savedmodel", "python")
+# python-onnx: the python backend running tf2onnx's conversion with ONNX Runtime (hpc.serving.triton_onnx_model)
+Format = Literal["onnx", "savedmodel", "python", "python-onnx"]
+FORMATS: tuple[Format, ...] = ("onnx", "savedmodel", "python", "python-onnx")
+# what a user may ask a hand-off for: a format, or auto (the fastest that passes parity: hpc.serving.choose)
+FormatChoice = Format | Literal["auto"]
+AUTO: Final = "auto"
+PYTHON_BACKEND_FORMATS = ("python", "python-onnx")  # a model.py, run by Triton's python backend
+ONNX_FORMATS = ("onnx", "python-onnx")  # served from tf2onnx's conversion: parity within a tolerance
 
 # what sits in <repository>/<model>/<version>/ for each format (Triton's default_model_filename)
-MODEL_FILE: dict[str, str] = {"onnx": "model.onnx", "savedmodel": "model.savedmodel", "python": "model.py"}
-# the SavedModel the python backend's model.py runs, beside it in the version directory
+MODEL_FILE: dict[str, str] = {"onnx": "model.onnx", "savedmodel": "model.savedmodel", "python": "model.py",
+                              "python-onnx": "model.py"}
+# what the python backend's model.py runs, beside it in the version directory
 PYTHON_SAVEDMODEL = "model.savedmodel"
+PYTHON_ONNX = MODEL_FILE["onnx"]
 # the Triton backend that serves each format (a directory of that name in tritonserver's backend directory)
-BACKEND: dict[str, str] = {"onnx": "onnxruntime", "savedmodel": "tensorflow", "python": "python"}
+BACKEND: dict[str, str] = {"onnx": "onnxruntime", "savedmodel": "tensorflow", "python": "python",
+                           "python-onnx": "python"}
 
 
 @dataclass(frozen=True)
@@ -33,7 +42,7 @@ class ServingOptions:
     dynamic_batching: bool = True
     queue_delay_us: int = 500
     instances: int = 1
-    # python format: threads of the TF runtime inside each stub (0 = TF's default)
+    # python formats: threads of the runtime (TF, or ONNX Runtime for python-onnx) inside each stub (0 = its default)
     tf_threads: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
 
@@ -58,7 +67,7 @@ def build_config(name: str, signature: Signature, fmt: Format, options: ServingO
     opts = options or ServingOptions()
     mc = model_config_module()
     cfg = mc.ModelConfig(name=name)
-    if fmt == "python":
+    if fmt in PYTHON_BACKEND_FORMATS:
         cfg.backend = "python"
     elif fmt == "onnx":
         cfg.platform = "onnxruntime_onnx"
@@ -66,7 +75,7 @@ def build_config(name: str, signature: Signature, fmt: Format, options: ServingO
         cfg.platform = "tensorflow_savedmodel"
     else:
         raise ServingError(f"unknown serving format '{fmt}' (use one of: {', '.join(FORMATS)})")
-    if fmt != "python":
+    if fmt not in PYTHON_BACKEND_FORMATS:
         cfg.default_model_filename = MODEL_FILE[fmt]
     batched = signature.batched and opts.max_batch_size > 0
     cfg.max_batch_size = opts.max_batch_size if batched else 0
@@ -82,6 +91,9 @@ def build_config(name: str, signature: Signature, fmt: Format, options: ServingO
         if opts.tf_threads:
             params.setdefault("TF_INTRA_OP_THREADS", str(opts.tf_threads))
             params.setdefault("TF_INTER_OP_THREADS", str(opts.tf_threads))
+    if fmt == "python-onnx" and opts.tf_threads:
+        params.setdefault("ORT_INTRA_OP_THREADS", str(opts.tf_threads))
+        params.setdefault("ORT_INTER_OP_THREADS", str(opts.tf_threads))
     for key, value in sorted(params.items()):
         cfg.parameters[key].string_value = value
     return cfg

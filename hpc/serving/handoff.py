@@ -7,10 +7,12 @@ timed in the record):
 1. ``source``     a run directory (its output_dir/export) or a SavedModel directory
 2. ``signature``  read from saved_model.pb without TensorFlow
 3. ``samples``    stored samples (assets.extra/hpc-tf-samples.npz) or computed in a TF child process
+   ``choose``     only for format ``auto``: python-onnx or python, whichever passes parity and runs a request
+                  faster (:mod:`hpc.serving.choose`); recorded with its reasons as ``choice``
 4. ``publish``    version N+1 built under a temp name, renamed into <repository>/<model>/<N+1>
 5. ``load``       gRPC load against one deadline, then version N+1 ready
-6. ``verify``     samples sent to version N+1 explicitly; exact for python/savedmodel, ONNX_TOLERANCE for onnx
-                  (onnx is also checked with onnxruntime in this process before publishing)
+6. ``verify``     samples sent to version N+1 explicitly; exact for python/savedmodel, ONNX_TOLERANCE for onnx and
+                  python-onnx (both are also checked with onnxruntime in this process before publishing)
    With a router (``<repository>/.hpc-tf/router.json``) stages 5 and 6 run on every healthy replica it
    lists (:func:`service_targets`), and a failure on any rolls back on all.
 7. ``record``     version N+1 recorded as what serves (:mod:`hpc.serving.state`): a node that starts
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -39,9 +42,10 @@ from hpc.errors import HpcTfError, ServingError
 from hpc.paths import RunPaths
 from hpc.records import read_record
 from hpc.serving import secret as node_secret
-from hpc.serving.config import FORMATS, MODEL_FILE, Format, ServingOptions, config_pbtxt
+from hpc.serving.choose import Choice, choose_format
+from hpc.serving.config import AUTO, FORMATS, ONNX_FORMATS, PYTHON_ONNX, FormatChoice, ServingOptions, config_pbtxt
 from hpc.serving.control import LOAD_TIMEOUT_S, ModelControl, not_answering
-from hpc.serving.formats import build_version
+from hpc.serving.formats import ONNX_TOLERANCE, build_version, onnx_parity
 from hpc.serving.names import check_model_name
 from hpc.serving.repository import Repository
 from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, Samples, compare, compute_samples, load_samples
@@ -50,7 +54,6 @@ from hpc.serving.signature import DEFAULT_SIGNATURE, SAVED_MODEL_PB, read_signat
 from hpc.serving.state import update_state
 from hpc.text import expand_run_time
 
-ONNX_TOLERANCE = 1e-5  # max abs difference accepted for onnx (tf2onnx+ORT was bit-identical in the lab)
 DEFAULT_EXPORT_SUBDIR = "export"  # spec.handoff.savedmodel default, relative to output_dir
 
 StageCallback = Callable[[str, str], None]
@@ -71,6 +74,7 @@ class HandoffRecord:
     failed_stage: str | None = None
     error: str | None = None
     parity: dict[str, Any] = field(default_factory=dict)
+    choice: dict[str, Any] | None = None  # --format auto: the format chosen and why (hpc.serving.choose)
     samples: str | None = None  # inputs and the trained model's outputs (.npz): what parity compared
     rolled_back: bool = False
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -123,7 +127,7 @@ def handoff(
     source: Path,
     model: str,
     repository: Repository,
-    fmt: Format = "python",
+    fmt: FormatChoice = "python",
     *,
     grpc_url: str | None = None,
     signature_key: str = DEFAULT_SIGNATURE,
@@ -139,8 +143,8 @@ def handoff(
     loaded beside the one serving, its requests held at 0 % by a split, and after the parity check the
     repository's router rolls it out in steps (:mod:`hpc.serving.canary`) instead of it serving at once."""
     check_model_name(model)
-    if fmt not in FORMATS:
-        raise ServingError(f"unknown serving format '{fmt}' (use one of: {', '.join(FORMATS)})")
+    if fmt != AUTO and fmt not in FORMATS:
+        raise ServingError(f"unknown serving format '{fmt}' (use one of: {', '.join(FORMATS)}, {AUTO})")
     node = registered_node(repository) if grpc_url is None else None
     if node is not None:
         check_servable(fmt, node)  # before any work: the load would fail and roll back
@@ -161,7 +165,8 @@ def handoff(
     previous_config: str | None = None
     held: int | None = None  # with a canary: the version serving, which holds every request meanwhile
     controls: list[ModelControl] = []
-    with repository.lock(model):
+    choice: Choice | None = None
+    with repository.lock(model), tempfile.TemporaryDirectory(prefix="hpc-tf-handoff-") as scratch:
         try:
             savedmodel = find_savedmodel(source, savedmodel_subdir)
             record.savedmodel = str(savedmodel)
@@ -175,6 +180,14 @@ def handoff(
             stage = "samples"
             samples, record.samples = _samples(savedmodel, signature.key, repository, model)
             done("samples", f"{len(samples.inputs)} input(s), {len(samples.outputs)} output(s)")
+
+            if fmt == AUTO:
+                stage = "choose"
+                choice = choose_format(savedmodel, signature, samples, Path(record.samples), Path(scratch), options)
+                served, record.format, record.choice = choice.format, choice.format, choice.record()
+                done("choose", f"{choice.format}: {choice.why}")
+            else:
+                served = fmt
 
             stage = "connect"
             if canary is not None and (grpc_url or not repository.router_file.is_file()):
@@ -193,11 +206,12 @@ def handoff(
             record.previous_versions = repository.versions(model)
             version = repository.next_version(model)
             record.version = version
-            text = config_pbtxt(model, signature, fmt, options)
+            text = config_pbtxt(model, signature, served, options)
             previous_config = repository.read_config(model)
-            repository.publish(model, version, lambda stage_dir: build_version(stage_dir, savedmodel, signature, fmt))
+            repository.publish(model, version, lambda stage_dir: build_version(stage_dir, savedmodel, signature, served,
+                                                                              onnx=choice.onnx if choice else None))
             published = True
-            if fmt == "onnx":
+            if served in ONNX_FORMATS:
                 record.parity["onnxruntime"] = _onnx_parity(repository.version_dir(model, version), samples)
             if previous_config != text:
                 repository.write_config(model, text)
@@ -213,7 +227,7 @@ def handoff(
             done("load", f"version {version} ready" + (f" on {len(controls)} replicas" if len(controls) > 1 else ""))
 
             stage = "verify"
-            tolerance = ONNX_TOLERANCE if fmt == "onnx" else 0.0
+            tolerance = ONNX_TOLERANCE if served in ONNX_FORMATS else 0.0
             for control in controls:  # every replica answers for itself: one that differs fails the hand-off
                 outputs, answered = control.infer(model, samples.inputs, version=version)
                 ok, worst, detail = compare(samples.outputs, outputs, tolerance)
@@ -267,17 +281,10 @@ def _samples(savedmodel: Path, key: str, repository: Repository, model: str) -> 
 
 def _onnx_parity(version_dir: Path, samples: Samples) -> dict[str, Any]:
     """Run the converted model with onnxruntime in this process; raise when it misses the tolerance."""
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise ServingError(f"onnxruntime is not importable ({err})", hint="install the serving extra") from None
-    session = ort.InferenceSession(str(version_dir / MODEL_FILE["onnx"]), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    got = dict(zip(names, session.run(names, samples.inputs), strict=True))
-    ok, worst, detail = compare(samples.outputs, got, ONNX_TOLERANCE)
-    if not ok:
-        raise ServingError(f"the ONNX conversion does not match the SavedModel (onnxruntime): {detail}")
-    return {"ok": ok, "max_abs_diff": worst, "tolerance": ONNX_TOLERANCE}
+    parity = onnx_parity(version_dir / PYTHON_ONNX, samples)
+    if not parity["ok"]:
+        raise ServingError(f"the ONNX conversion does not match the SavedModel (onnxruntime): {parity['detail']}")
+    return parity
 
 
 def _rollback(repository: Repository, model: str, record: HandoffRecord, previous_config: str | None,

@@ -37,7 +37,7 @@ from hpc.errors import ConfigError, HpcTfError, ServingError
 from hpc.records import read_record
 from hpc.runtime.node.processes import alive
 from hpc.serving import secret as node_secret
-from hpc.serving.config import BACKEND, FORMATS, Format
+from hpc.serving.config import AUTO, BACKEND, FORMATS, FormatChoice
 from hpc.serving.repository import Repository
 from hpc.serving.restore import Restored, restore
 from hpc.serving.secret import NodeSecret
@@ -116,15 +116,16 @@ def registered_node(repo: Repository) -> Endpoint | None:
         return None
 
 
-def check_servable(fmt: Format, node: Endpoint, other_setting: str = "pass --format {}") -> None:
+def check_servable(fmt: FormatChoice, node: Endpoint, other_setting: str = "pass --format {}") -> None:
     """Refuse a format the node's Triton has no backend for: its load would fail (and a hand-off roll back).
     The fix names serving.format and ``other_setting`` (where else the format may have come from)."""
-    if node.backends is None or BACKEND[fmt] in node.backends:
+    backend = BACKEND["python" if fmt == AUTO else fmt]  # auto chooses between python-backend formats
+    if node.backends is None or backend in node.backends:
         return  # a node that did not record its backends: its load says
     served = [f for f in FORMATS if BACKEND[f] in node.backends]
     fix = (f"set serving.format: {served[0]} in the site config, or {other_setting.format(served[0])}" if served
            else "serve it with a Triton that has that backend")
-    raise ConfigError(f"serving format '{fmt}' needs Triton's {BACKEND[fmt]} backend, which the serving node at "
+    raise ConfigError(f"serving format '{fmt}' needs Triton's {backend} backend, which the serving node at "
                       f"{node.grpc_url} does not have (its backends: {', '.join(node.backends) or 'none'}): {fix}")
 
 

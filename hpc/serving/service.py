@@ -14,7 +14,7 @@ from hpc.errors import ConfigError, HpcTfError
 from hpc.paths import expand_path
 from hpc.records import read_record
 from hpc.serving import secret as node_secret
-from hpc.serving.config import Format
+from hpc.serving.config import FormatChoice
 from hpc.serving.repository import Repository
 from hpc.serving.server import Endpoint, read_endpoint
 from hpc.serving.state import ServingState
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the router's modules import aiohttp and grpc: only when a r
 @dataclass(frozen=True)
 class ServingTarget:
     repository: Repository
-    format: Format
+    format: FormatChoice
     partition: str | None
     inference_token: bool
 

@@ -39,7 +39,7 @@ class Serving(StrictModel):
     model_repository: SubmitTimeText | None = Field(
         None, description="where hand-offs put models and the server reads them; ~, $VAR, ${VAR} expand where "
                           "hpc-tf runs (an unset one is an error), $$ is a literal $")
-    format: Literal["onnx", "savedmodel", "python"] = "python"
+    format: Literal["onnx", "savedmodel", "python", "python-onnx", "auto"] = "python"
     partition: Token | None = None
     inference_token: bool = Field(False, description="serving nodes answer inference only with the owner's token")
 

@@ -319,7 +319,7 @@ class Metrics(StrictModel):
 
 class Handoff(StrictModel):
     model: ModelName
-    format: Literal["onnx", "savedmodel", "python"] | None = None
+    format: Literal["onnx", "savedmodel", "python", "python-onnx", "auto"] | None = None
     savedmodel: OneLine = Field("export", description="SavedModel directory, relative to output_dir")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from hpc.errors import ServingError
@@ -14,6 +17,7 @@ MLP = Signature("serving_default", (TensorSpec("features", "TYPE_FP32", "float32
 
 @pytest.mark.parametrize(("fmt", "platform", "backend", "filename"), [
     ("python", "", "python", ""),
+    ("python-onnx", "", "python", ""),
     ("onnx", "onnxruntime_onnx", "", "model.onnx"),
     ("savedmodel", "tensorflow_savedmodel", "", "model.savedmodel"),
 ])
@@ -35,6 +39,12 @@ def test_python_format_names_its_signature_and_threads() -> None:
     cfg = parse_config(config_pbtxt("mlp", MLP, "python", ServingOptions(tf_threads=2)))
     assert cfg.parameters["SIGNATURE"].string_value == "serving_default"
     assert cfg.parameters["TF_INTRA_OP_THREADS"].string_value == "2"
+
+
+def test_python_onnx_format_gives_onnx_runtime_its_threads_and_no_tf_settings() -> None:
+    cfg = parse_config(config_pbtxt("mlp", MLP, "python-onnx", ServingOptions(tf_threads=2)))
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert params == {"ORT_INTRA_OP_THREADS": "2", "ORT_INTER_OP_THREADS": "2"}
 
 
 def test_unbatched_signature_keeps_full_dims_and_no_batcher() -> None:
@@ -65,3 +75,15 @@ def test_bad_text_and_unknown_fields_are_refused() -> None:
 def test_unknown_format() -> None:
     with pytest.raises(ServingError, match="unknown serving format"):
         build_config("m", MLP, "tensorrt")  # type: ignore[arg-type]
+
+
+def test_auto_keeps_tensorflow_when_the_onnx_conversion_fails(tmp_path: Path) -> None:
+    """A conversion that fails (here: a python without tf2onnx) is a reason for format python, not an error."""
+    from hpc.serving.choose import choose_format
+    from hpc.serving.samples import Samples
+
+    samples = Samples({"features": np.zeros((1, 16), "float32")}, {"output_0": np.zeros((1, 4), "float32")})
+    choice = choose_format(tmp_path, MLP, samples, tmp_path / "s.npz", tmp_path, python="/bin/false")
+    assert choice.format == "python" and choice.onnx is None
+    assert choice.why.startswith(f"python-onnx is not possible: converting {tmp_path} to ONNX failed (exit 1)")
+    assert choice.record()["format"] == "python"
