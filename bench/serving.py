@@ -1,14 +1,18 @@
-"""Figure 6, serving: throughput and p50/p99 latency of the handed-off quickstart model, batch 1, at
-concurrency 1 and 8: the generated config (dynamic batching) vs the same config without dynamic
-batching vs the SavedModel called in-process by TensorFlow.
+"""Figure 6, serving: throughput and p50/p99 latency at batch 1, concurrency 1, 4 and 8, of two models (the
+quickstart MLP and a small CNN, bench/_cnn.py), four ways side by side:
 
-Both Triton models are put into service by the hand-off itself (``ServingOptions(dynamic_batching=False)``
-for the second), on one local serving node (bundled tritonserver, python backend). The client is a
-closed loop over tritonclient's asyncio gRPC client: each of the N concurrent clients sends its next
-request when the previous one answered (perf_analyzer is not available: the tritonclient wheel ships
-only a placeholder for it). In-process TensorFlow runs in its own process (bench/_inproc.py) with N
-threads. Windows of the variants are interleaved; the client, the server and its python-backend stub
-share the machine's two cores.
+- *generated*: the hand-off with ``--format auto`` and the generated config (it picks python-onnx or python by
+  a short measurement and records why; dynamic batching with the default queue delay);
+- *naive*: the same format without dynamic batching (``ServingOptions(dynamic_batching=False)``);
+- *python (TF)*: format python (TensorFlow in the python backend) with the generated config — the served path
+  before python-onnx;
+- *in-process TF*: the SavedModel's serving signature called by TensorFlow from N threads (bench/_inproc.py,
+  its own process).
+
+Every Triton model is put into service by the hand-off itself, on one local serving node (bundled tritonserver,
+python backend). The client is a closed loop over tritonclient's asyncio gRPC client (perf_analyzer is not
+available: the tritonclient wheel ships only a placeholder for it). Windows of the variants alternate; the
+client, the server and its python-backend stubs share the machine's two cores.
 """
 
 from __future__ import annotations
@@ -20,54 +24,83 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench._serving import REPO, closed_loop, request, serving_node
+from bench._serving import REPO, Node, closed_loop, request, serving_node
 from bench._stats import Figure, Result
 
 NAME = "serving"
-CONCURRENCY = (1, 8)
-VARIANTS = ("generated", "no dynamic batching", "in-process TF")
+CONCURRENCY = (1, 4, 8)
+SERVED = ("generated", "naive", "python (TF)")
+INPROC = "in-process TF"
+# the issue's targets, generated against each baseline: (metric, concurrency or None for all, bound)
+TARGETS = {("throughput", 8, INPROC): ("≥ 1.5×", lambda r: r >= 1.5),
+           ("p50_ms", 1, INPROC): ("≤ 2×", lambda r: r <= 2.0),
+           ("throughput", None, "naive"): ("≥ 1×", lambda r: r >= 1.0)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--serving-reps", type=int, help="windows per variant and concurrency (default 3, quick 1)")
-    parser.add_argument("--serving-seconds", type=float, help="seconds per window (default 5, quick 1)")
+    parser.add_argument("--serving-seconds", type=float, help="seconds per window (default 3, quick 1)")
 
 
 def run(args: argparse.Namespace, quick: bool) -> Result:
-    from hpc.serving.config import ServingOptions
-    from hpc.serving.handoff import handoff
-
     reps = args.serving_reps or (1 if quick else 3)
-    seconds = args.serving_seconds or (1.0 if quick else 5.0)
+    seconds = args.serving_seconds or (1.0 if quick else 3.0)
     result = Result(NAME, quick)
     result.facts["perf_analyzer"] = shutil.which("perf_analyzer") or "not available"
     with serving_node("serving") as node:
-        handoff(node.savedmodel, "generated", node.repo, "python", grpc_url=node.grpc_url)
-        handoff(node.savedmodel, "nodb", node.repo, "python", grpc_url=node.grpc_url,
-                options=ServingOptions(dynamic_batching=False))
-        result.facts["generated_config"] = " ".join(node.repo.config_file("generated").read_text().split())
-        inputs = request(node.savedmodel)
-        runs: dict[tuple[str, int], list[dict[str, float]]] = {(v, c): [] for v in VARIANTS for c in CONCURRENCY}
-        for rep in range(reps):
-            order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
-            for variant in order:
-                if variant == "in-process TF":
-                    for line in _inproc(node.savedmodel, seconds):
-                        runs[(variant, int(line["concurrency"]))].append(line)
-                    continue
-                model = "generated" if variant == "generated" else "nodb"
-                for concurrency in CONCURRENCY:
-                    runs[(variant, concurrency)].append(closed_loop(node.grpc_url, model, inputs, concurrency,
-                                                                    seconds))
-    for concurrency in CONCURRENCY:
-        for metric, unit in (("throughput", "req/s"), ("p50_ms", "ms"), ("p99_ms", "ms")):
-            subject = [r[metric] for r in runs[("generated", concurrency)]]
-            for baseline in VARIANTS[1:]:
-                result.add(Figure(f"c={concurrency} {metric.removesuffix('_ms')}", unit, "generated config", subject,
-                                  baseline, [r[metric] for r in runs[(baseline, concurrency)]]))
+        cnn = node.work / "cnn"
+        subprocess.run([sys.executable, "-m", "bench._cnn", str(cnn)], cwd=REPO, check=True, capture_output=True,
+                       timeout=600)
+        for label, savedmodel in (("quickstart", node.savedmodel), ("cnn", cnn)):
+            runs = _measure(node, label, savedmodel, reps, seconds, result)
+            _figures(result, label, runs)
     result.facts["window_s"] = seconds
-    result.notes.append("batch 1, gRPC; in-process TF = the SavedModel's serving signature called from N threads")
+    result.notes.append("batch 1, gRPC; in-process TF = the SavedModel's serving signature called from N threads; "
+                        "the machine's 2 cores are shared with the client (and whatever else runs)")
     return result
+
+
+def _measure(node: Node, label: str, savedmodel: Path, reps: int, seconds: float,
+             result: Result) -> dict[tuple[str, int], list[dict[str, float]]]:
+    from hpc.serving.config import ServingOptions
+    from hpc.serving.handoff import handoff
+
+    url, repo = node.grpc_url, node.repo
+    chosen = handoff(savedmodel, f"{label}_gen", repo, "auto", grpc_url=url)
+    assert chosen.choice is not None
+    result.facts[f"{label}_choice"] = f"{chosen.format}: {chosen.choice['why']}"
+    handoff(savedmodel, f"{label}_naive", repo, chosen.format, grpc_url=url,  # type: ignore[arg-type]
+            options=ServingOptions(dynamic_batching=False))  # record.format is a str
+    handoff(savedmodel, f"{label}_tf", repo, "python", grpc_url=url)
+    result.facts[f"{label}_generated_config"] = " ".join(repo.config_file(f"{label}_gen").read_text().split())
+    models = {"generated": f"{label}_gen", "naive": f"{label}_naive", "python (TF)": f"{label}_tf"}
+    inputs = request(savedmodel)
+    variants = (*SERVED, INPROC)
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {(v, c): [] for v in variants for c in CONCURRENCY}
+    for rep in range(reps):
+        for variant in variants if rep % 2 == 0 else variants[::-1]:
+            if variant == INPROC:
+                for line in _inproc(savedmodel, seconds):
+                    runs[(variant, int(line["concurrency"]))].append(line)
+                continue
+            for concurrency in CONCURRENCY:
+                runs[(variant, concurrency)].append(closed_loop(url, models[variant], inputs, concurrency, seconds))
+    return runs
+
+
+def _figures(result: Result, label: str, runs: dict[tuple[str, int], list[dict[str, float]]]) -> None:
+    for concurrency in CONCURRENCY:
+        for metric, unit, baselines in (("throughput", "req/s", ("naive", "python (TF)", INPROC)),
+                                        ("p50_ms", "ms", ("naive", "python (TF)", INPROC)),
+                                        ("p99_ms", "ms", ("naive", INPROC))):
+            subject = [r[metric] for r in runs[("generated", concurrency)]]
+            for baseline in baselines:
+                figure = Figure(f"{label} c={concurrency} {metric.removesuffix('_ms')}", unit, "generated", subject,
+                                baseline, [r[metric] for r in runs[(baseline, concurrency)]])
+                target = TARGETS.get((metric, concurrency, baseline)) or TARGETS.get((metric, None, baseline))
+                if target is not None and figure.ratio is not None:
+                    figure.target, figure.met = target[0], target[1](figure.ratio)
+                result.add(figure)
 
 
 def _inproc(savedmodel: Path, seconds: float) -> list[dict[str, float]]:

@@ -29,7 +29,7 @@ def test_each_format_parses_with_tritons_schema(fmt: str, platform: str, backend
     assert cfg.max_batch_size == 64
     assert [(i.name, list(i.dims)) for i in cfg.input] == [("features", [16])]  # no batch dimension
     assert [(o.name, list(o.dims)) for o in cfg.output] == [("output_0", [4])]
-    assert cfg.dynamic_batching.max_queue_delay_microseconds == 500
+    assert cfg.HasField("dynamic_batching") and cfg.dynamic_batching.max_queue_delay_microseconds == 0
     assert cfg.version_policy.latest.num_versions == 1
     assert cfg.instance_group[0].count == 1
     assert cfg.instance_group[0].kind == type(cfg.instance_group[0]).Kind.Value("KIND_CPU")
