@@ -2,7 +2,8 @@
 (p50/p99 latency) and costs in throughput, against the same requests sent straight to Triton, side by
 side in one run, gRPC and HTTP, batch 1, concurrency 1 and 8.
 
-One local serving node (bundled tritonserver, python backend) serves the handed-off quickstart model;
+One local serving node (bundled tritonserver, python backend) serves the quickstart model handed off with
+``--format auto`` and the generated config (the served path of bench/serving.py's *generated*);
 the router runs in front of it as its own process with that node as its one replica. The client is the
 closed loop of bench/serving.py (tritonclient's asyncio gRPC and HTTP clients). Windows of direct and
 routed traffic alternate; client, router, server and the python-backend stub share the machine's two
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace, quick: bool) -> Result:
     seconds = args.router_seconds or (1.0 if quick else 5.0)
     result = Result(NAME, quick)
     with serving_node("router") as node:
-        handoff(node.savedmodel, MODEL, node.repo, "python", grpc_url=node.grpc_url)
+        record = handoff(node.savedmodel, MODEL, node.repo, "auto", grpc_url=node.grpc_url)
+        result.facts["format"] = record.format
         direct = read_endpoint(node.repo)
         router, endpoint = _start_router(node.repo.root, f"{direct.host}:{direct.http_port}:{direct.grpc_port}")
         try:
