@@ -185,7 +185,7 @@ def handoff(
                 stage = "choose"
                 choice = choose_format(savedmodel, signature, samples, Path(record.samples), Path(scratch), options)
                 served, record.format, record.choice = choice.format, choice.format, choice.record()
-                done("choose", f"{choice.format}: {choice.why}")
+                done("choose", f"{choice.format} ({choice.why})")
             else:
                 served = fmt
 
