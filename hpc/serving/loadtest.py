@@ -22,11 +22,11 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from hpc.errors import HpcTfError, InputError, ServingError
 from hpc.serving import secret as node_secret
+from hpc.serving.load_inputs import request_inputs
 from hpc.serving.repository import Repository
 from hpc.text import shown
 from hpc.units import parse_short_duration
@@ -203,7 +203,7 @@ async def _bench(repo: Repository, model: str, settings: BenchSettings, target: 
         loop.add_signal_handler(signal.SIGINT, stop.set)
     client = _Client(target)
     try:
-        inputs, source = await _inputs(client, repo, model, settings.batch)
+        inputs, source = request_inputs(await client.metadata(model), repo, model, settings.batch)
         report = BenchReport(model, target, settings, source)
         await client.warm_up(model, inputs)
         report.warmup_requests = WARMUP_REQUESTS
@@ -322,8 +322,12 @@ class _Client:
         try:
             await self.infer(model)
         except Exception as err:
-            raise ServingError(f"the first request to '{model}' at {self.target.url} failed: {_first_line(err)}",
-                               hint="hpc-tf serve predict MODEL checks the model answers its samples") from None
+            text = _first_line(err)
+            hint = ("it needs the owner's inference token, which hpc-tf sends only to the router and node the "
+                    "repository registered: measure them by their registered address (hpc-tf serve status)"
+                    if "restricted" in text else "hpc-tf serve predict MODEL checks the model answers its samples")
+            raise ServingError(f"the first request to '{model}' at {self.target.url} failed: {text}",
+                               hint=hint) from None
 
     async def infer(self, model: str) -> None:
         """One request with the inputs :meth:`warm_up` prepared."""
@@ -333,74 +337,6 @@ class _Client:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-async def _inputs(client: _Client, repo: Repository, model: str, batch: int) -> tuple[dict[str, Any], str]:
-    """A batch of inputs for ``model``: the newest hand-off's samples (cycled to ``batch`` rows) when the
-    repository has them and they fit the served metadata, else random data of its dtypes and shapes."""
-    meta = await client.metadata(model)
-    declared = {t["name"]: (t["datatype"], [int(d) for d in t.get("shape", [])]) for t in meta.get("inputs", [])}
-    if not declared:
-        raise ServingError(f"the metadata of '{model}' at {client.target.url} declares no inputs")
-    samples = _hand_off_samples(repo, model)
-    if samples is not None and _fits(samples[0], declared):
-        import numpy as np
-
-        rows = np.arange(batch)
-        return ({name: np.take(array, rows % array.shape[0], axis=0) for name, array in samples[0].items()},
-                f"hand-off samples ({samples[1]})")
-    return _random_inputs(model, declared, batch), "random, from the model's metadata"
-
-
-def _hand_off_samples(repo: Repository, model: str) -> tuple[dict[str, Any], Path] | None:
-    from hpc.serving.predict import latest_handoff
-    from hpc.serving.samples import load_samples
-
-    try:
-        record = latest_handoff(repo, model)
-        path = Path(record["samples"]) if record.get("samples") else None
-        return None if path is None else (load_samples(path).inputs, path)
-    except (HpcTfError, OSError, KeyError, TypeError):
-        return None  # no hand-off of this name here (a split's public name, another repository): random inputs
-
-
-def _fits(arrays: dict[str, Any], declared: dict[str, tuple[str, list[int]]]) -> bool:
-    from tritonclient.utils import np_to_triton_dtype
-
-    if set(arrays) != set(declared):
-        return False
-    for name, array in arrays.items():
-        dtype, shape = declared[name]
-        if np_to_triton_dtype(array.dtype) != dtype or array.ndim != len(shape) or array.shape[0] == 0:
-            return False
-        if shape[0] != -1 or any(d not in (-1, n) for d, n in zip(shape[1:], array.shape[1:], strict=True)):
-            return False
-    return True
-
-
-def _random_inputs(model: str, declared: dict[str, tuple[str, list[int]]], batch: int) -> dict[str, Any]:
-    """Seeded random inputs: the first variable dimension is the batch, any other variable one is 1."""
-    import numpy as np
-    from tritonclient.utils import triton_to_np_dtype
-
-    rng = np.random.default_rng(0)
-    inputs: dict[str, Any] = {}
-    for name, (datatype, dims) in declared.items():
-        if dims and dims[0] != -1 and batch != 1:
-            raise InputError(f"--batch: '{model}' input '{name}' has the fixed shape {dims}; it takes no batch size")
-        shape = [batch if i == 0 and d == -1 else (1 if d == -1 else d) for i, d in enumerate(dims)]
-        dtype = triton_to_np_dtype(datatype)
-        if dtype is None:
-            raise ServingError(f"'{model}' input '{name}' has datatype {datatype}, which the load test cannot fill")
-        if datatype == "BYTES":
-            inputs[name] = np.full(shape, b"x", dtype=np.object_)
-        elif datatype == "BOOL":
-            inputs[name] = rng.integers(0, 2, size=shape).astype(bool)
-        elif np.issubdtype(dtype, np.integer):
-            inputs[name] = rng.integers(0, 10, size=shape).astype(dtype)
-        else:
-            inputs[name] = rng.normal(size=shape).astype(dtype)
-    return inputs
 
 
 def report_lines(report: BenchReport) -> list[str]:

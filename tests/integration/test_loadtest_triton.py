@@ -26,10 +26,11 @@ pytestmark = [pytest.mark.triton, pytest.mark.tf]
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, owner_config: Path) -> Iterator[dict[str, Any]]:  # noqa: F811
-    """The service (node and router, local processes) serving the MLP as 'mlp'."""
+    """The service (node and router, local processes) serving the MLP as 'mlp', inference only with the
+    owner's token."""
     base = tmp_path_factory.mktemp("bench")
     repo = base / "repo"
-    up = hpc_tf("serve", "up", "--router", "--json", "--repository", str(repo), timeout=300)
+    up = hpc_tf("serve", "up", "--router", "--inference-token", "--json", "--repository", str(repo), timeout=300)
     assert up.returncode == 0, up.stderr
     try:
         done = hpc_tf("handoff", str(export_mlp(base / "export", seed=3)), "--model", "mlp", "--format", "python",
@@ -121,7 +122,10 @@ def test_a_bad_model_or_an_endpoint_that_does_not_answer_is_one_line(service: di
              ("mlp", "--url", "127.0.0.1:1"): "hpc-tf: error: nothing answers at 127.0.0.1:1 (grpc, --url)",
              ("mlp", "--url", "127.0.0.1:1", "--protocol", "http"):
                  "hpc-tf: error: nothing answers at http://127.0.0.1:1 (http, --url)",
-             ("mlp", "--url", "no-port"): "hpc-tf: error: --url: 'no-port' is not HOST:PORT"}
+             ("mlp", "--url", "no-port"): "hpc-tf: error: --url: 'no-port' is not HOST:PORT",
+             # the node under a name it was not registered with: no token goes there, and the node refuses
+             ("mlp", "--url", f"localhost:{service['grpc_port']}"):
+                 f"hpc-tf: error: the first request to 'mlp' at localhost:{service['grpc_port']} failed: "}
     for args, start in cases.items():
         done = bench(service, *args, "--duration", "1s")
         assert done.returncode != 0 and done.stdout == "", (args, done.stdout)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hpc.errors import InputError
-from hpc.serving import loadtest, secret
+from hpc.serving import load_inputs, loadtest, secret
 from hpc.serving.repository import Repository
 from hpc.serving.router.run import RouterEndpoint
 from hpc.serving.server import Endpoint
@@ -111,22 +111,22 @@ def test_failures_are_counted_by_message_with_a_bounded_number_of_kinds() -> Non
 def test_random_inputs_follow_the_metadata() -> None:
     declared = {"image": ("FP32", [-1, 8, 8, 3]), "ids": ("INT64", [-1, -1]), "flag": ("BOOL", [-1]),
                 "text": ("BYTES", [-1, 2])}
-    inputs = loadtest._random_inputs("m", declared, 4)
+    inputs = load_inputs.random_inputs("m", declared, 4)
     assert {k: (v.dtype.name, v.shape) for k, v in inputs.items()} == {
         "image": ("float32", (4, 8, 8, 3)), "ids": ("int64", (4, 1)), "flag": ("bool", (4,)),
         "text": ("object", (4, 2))}
-    assert loadtest._random_inputs("m", {"x": ("FP16", [3])}, 1)["x"].shape == (3,)  # not batched
+    assert load_inputs.random_inputs("m", {"x": ("FP16", [3])}, 1)["x"].shape == (3,)  # not batched
     with pytest.raises(InputError, match="'m' input 'x' has the fixed shape \\[3\\]; it takes no batch size"):
-        loadtest._random_inputs("m", {"x": ("FP16", [3])}, 2)
+        load_inputs.random_inputs("m", {"x": ("FP16", [3])}, 2)
 
 
 def test_hand_off_samples_are_used_only_when_they_fit_the_served_model() -> None:
     samples = {"features": np.zeros((8, 16), dtype=np.float32)}
-    assert loadtest._fits(samples, {"features": ("FP32", [-1, 16])})
-    assert not loadtest._fits(samples, {"features": ("FP32", [-1, 15])})
-    assert not loadtest._fits(samples, {"features": ("FP64", [-1, 16])})
-    assert not loadtest._fits(samples, {"other": ("FP32", [-1, 16])})
-    assert not loadtest._fits(samples, {"features": ("FP32", [8, 16])})  # not batched: random of its shape
+    assert load_inputs.fits(samples, {"features": ("FP32", [-1, 16])})
+    assert not load_inputs.fits(samples, {"features": ("FP32", [-1, 15])})
+    assert not load_inputs.fits(samples, {"features": ("FP64", [-1, 16])})
+    assert not load_inputs.fits(samples, {"other": ("FP32", [-1, 16])})
+    assert not load_inputs.fits(samples, {"features": ("FP32", [8, 16])})  # not batched: random of its shape
 
 
 def test_the_load_test_imports_no_tensorflow() -> None:
