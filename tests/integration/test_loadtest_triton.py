@@ -77,6 +77,20 @@ def test_bench_through_the_router_reports_what_triton_counted(service: dict[str,
     assert served(service) - before == report["warmup_requests"] + sum(lv["succeeded"] for lv in report["levels"])
 
 
+def test_a_split_name_is_measured_with_random_inputs_of_the_served_shapes(service: dict[str, Any]) -> None:
+    split = hpc_tf("serve", "split", "public", "mlp=100", "--repository", str(service["repo"]))
+    assert split.returncode == 0, split.stderr
+    before = served(service)
+    done = bench(service, "public", "--concurrency", "2", "--duration", "1s", "--batch", "3", "--protocol", "http",
+                 "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["inputs"] == "random, from the model's metadata" and report["endpoint"]["what"] == "router"
+    (level,) = report["levels"]
+    assert level["failed"] == 0 and level["succeeded"] > 10
+    assert served(service) - before == 1 + level["succeeded"]
+
+
 def test_bench_on_the_node_over_http_stops_at_the_request_cap(service: dict[str, Any]) -> None:
     before = served(service)
     t0 = time.monotonic()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpc.errors import InputError
+from hpc.errors import InputError, ServingError
 from hpc.serving import load_inputs, loadtest, secret
 from hpc.serving.repository import Repository
 from hpc.serving.router.run import RouterEndpoint
@@ -76,6 +76,17 @@ def test_the_router_is_measured_when_registered_and_only_the_inference_token_is_
     # an endpoint the repository did not register gets no secret
     target = loadtest.resolve_target(repo, "grpc", "10.9.9.9:8001")
     assert (target.what, target.headers) == ("--url", {})
+
+
+def test_without_a_router_the_serving_node_is_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    repo = _registered(tmp_path / "repo", token=False)
+    repo.router_file.unlink()
+    target = loadtest.resolve_target(repo, "http")
+    assert (target.what, target.url) == ("serving node", "http://10.0.0.5:8000")
+    repo.endpoint_file.unlink()
+    with pytest.raises(ServingError, match="no serving node is registered"):
+        loadtest.resolve_target(repo, "grpc")
 
 
 def test_open_inference_sends_no_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
