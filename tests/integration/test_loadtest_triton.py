@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from hpc.serving.repository import Repository
+from hpc.serving.state import update_state
+from tests.integration._flaky_model import write_flaky
 from tests.integration.test_router_triton import HPC_TF, hpc_tf, owner_config  # noqa: F401 - fixture
 from tests.unit._serving_models import export_mlp
 
@@ -30,6 +33,8 @@ def service(tmp_path_factory: pytest.TempPathFactory, owner_config: Path) -> Ite
     owner's token."""
     base = tmp_path_factory.mktemp("bench")
     repo = base / "repo"
+    write_flaky(repo, "flaky", {1: 4})  # every 4th request fails
+    update_state(Repository.at(repo), lambda state: state.with_model("flaky", [1], "handoff"))
     up = hpc_tf("serve", "up", "--router", "--inference-token", "--json", "--repository", str(repo), timeout=300)
     assert up.returncode == 0, up.stderr
     try:
@@ -41,13 +46,27 @@ def service(tmp_path_factory: pytest.TempPathFactory, owner_config: Path) -> Ite
         hpc_tf("serve", "down", "--repository", str(repo), timeout=120)
 
 
-def served(node: dict[str, Any]) -> int:
-    """Triton's own count of the node's successful inferences of mlp v1."""
-    with urllib.request.urlopen(f"http://{node['host']}:{node['metrics_port']}/metrics", timeout=10) as resp:
+def _counter(url: str, metric: str, labels: tuple[str, ...]) -> int:
+    """The sum of a Prometheus counter over the series with all of ``labels`` (e.g. ``model="mlp"``); 0 while
+    there is none (the router makes a series at a variant's first request)."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
         text = resp.read().decode()
-    found = re.search(r'^nv_inference_request_success\{model="mlp",version="1"\} (\d+)', text, re.MULTILINE)
-    assert found is not None, text[:2000]
-    return int(found[1])
+    assert f"# TYPE {metric} counter" in text, (metric, text[:2000])
+    return sum(int(m[2]) for m in re.finditer(rf"^{metric}\{{([^}}]*)\}} (\d+)$", text, re.MULTILINE)
+               if all(label in m[1] for label in labels))
+
+
+def served(node: dict[str, Any], model: str = "mlp") -> int:
+    """Triton's own count of the node's inferences of ``model`` v1 (a python-backend model's error response
+    counts as a success there: Triton counts requests the backend answered)."""
+    return _counter(f"http://{node['host']}:{node['metrics_port']}/metrics", "nv_inference_request_success",
+                    (f'model="{model}"', 'version="1"'))
+
+
+def routed(service: dict[str, Any], model: str, metric: str) -> int:
+    """The router's count of requests (or errors) it answered for ``model``."""
+    return _counter(f"{service['router']['http_url']}/metrics", f"hpctf_router_variant_{metric}_total",
+                    (f'model="{model}"',))
 
 
 def bench(service: dict[str, Any], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -105,6 +124,21 @@ def test_bench_on_the_node_over_http_stops_at_the_request_cap(service: dict[str,
     row = lines[2].split()
     assert row[:3] == ["3", "150", "0"], lines
     assert served(service) - before == 1 + 150  # the warm-up request and the capped ones, each of 5 rows
+
+
+def test_failed_requests_are_counted_as_the_router_counted_them(service: dict[str, Any]) -> None:
+    before = (served(service, "flaky"), routed(service, "flaky", "requests"), routed(service, "flaky", "errors"))
+    done = bench(service, "flaky", "--concurrency", "4", "--duration", "60s", "--max-requests", "99", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    (level,) = report["levels"]
+    # requests 4, 8, ..., 100 of the model's one instance fail by design: the warm-up was the 1st
+    assert (level["requests"], level["succeeded"], level["failed"]) == (99, 74, 25), level
+    after = (served(service, "flaky"), routed(service, "flaky", "requests"), routed(service, "flaky", "errors"))
+    # Triton: the warm-up and the 99; the router also counts the metadata call it routed
+    assert [a - b for a, b in zip(after, before, strict=True)] == [100, 101, 25]
+    assert len(level["errors"]) == 6 and level["errors"]["(other errors)"] == 20, level["errors"]
+    assert all("fails by design" in message for message in level["errors"] if message != "(other errors)")
 
 
 def test_ctrl_c_prints_what_was_measured(service: dict[str, Any]) -> None:
