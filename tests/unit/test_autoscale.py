@@ -121,6 +121,15 @@ def test_each_step_logs_its_inputs_scales_the_controller_and_records_the_count(
     assert "1 wanted before -> 3: up:" in line, line
 
 
+def test_serve_down_s_count_of_zero_stands(tmp_path: Path) -> None:
+    router, scaler = _scaler(tmp_path, QuotaLauncher(room=5))
+    scaler.controller.scale(0, record=False)
+    router.metrics.variant("a", "a", "-").start()  # a request arriving while the service stops
+    for tick in range(6):
+        assert scaler.step(scaler.since + tick).why == "the service stops"
+    assert scaler.controller.wanted == 0
+
+
 def test_a_scale_up_the_quota_refuses_is_not_retried_and_serve_status_names_the_limit(tmp_path: Path) -> None:
     router, scaler = _scaler(tmp_path, QuotaLauncher(room=2))
     scaler.controller.scale(3)

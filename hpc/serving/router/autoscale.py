@@ -14,7 +14,8 @@ starts, for at most ``hold`` seconds (then HTTP 503 / gRPC UNAVAILABLE, saying s
 The count is the controller's (``serve scale``'s): replicas pending in the queue or starting count as
 coming, so a slow start is not answered by more starts. A scale-up the quota preflight refuses is recorded
 by the controller, which does not retry it until the count changes; the autoscaler does not ask for that
-count again while the need stays there, and ``serve status`` names the limit.
+count again while the need stays there, and ``serve status`` names the limit. ``serve scale N`` sets the
+count until the autoscaler's next decision; ``serve down`` (a count not recorded) stops it.
 
 Defaults (../RESEARCH.md): target 2 in flight per replica (Ray Serve's ``target_ongoing_requests``);
 window 30 s (Ray's look-back); up delay 30 s (Ray; SuperSONIC 60 s): a replica job's queue wait and start
@@ -144,6 +145,8 @@ class Autoscaler:
 
     def step(self, now: float) -> Decision:
         average, arrived = self._sample(now)
+        if self.controller.stopping:  # serve down: its count of 0 stands
+            return Decision(self.controller.wanted or 0, "the service stops")
         self.needs.append((now, need(self.options, average, arrived)))
         keep = max(self.options.up_delay, self.options.down_delay) + self.tick
         while self.needs and self.needs[0][0] < now - keep:

@@ -67,6 +67,7 @@ class ReplicaController:
         self.refused: tuple[int, str] | None = None  # (count it was refused at, why)
         self._changed = asyncio.Event()
         self.autoscaler: Autoscaler | None = None  # serving.autoscale: sets the count on load
+        self.stopping = False  # serve down: the count it set stays (the autoscaler no longer changes it)
 
     # ------------------------------------------------------------------ control
     def scale(self, replicas: int, record: bool = True) -> None:
@@ -75,6 +76,7 @@ class ReplicaController:
         if record:
             update_state(self.repo, lambda state: state.with_service(replicas))
         log(f"scale to {replicas} (was {self.wanted}){'' if record else ', not recorded: the service stops'}")
+        self.stopping = not record
         self.wanted = replicas
         self._changed.set()
 
