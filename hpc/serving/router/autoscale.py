@@ -134,8 +134,8 @@ class Autoscaler:
         lowest = 0 if self.options.scale_to_zero else self.options.min_replicas
         start = max(lowest, min(self.options.max_replicas, self.options.min_replicas if current is None else current))
         if current != start:
-            log(f"{_now()} start: {current} recorded, {start} wanted (min {self.options.min_replicas}, max "
-                f"{self.options.max_replicas})")
+            log(f"{_now()} start: {'nothing' if current is None else current} recorded, {start} wanted (min "
+                f"{self.options.min_replicas}, max {self.options.max_replicas})")
             await asyncio.to_thread(self.controller.scale, start)
         while True:
             self.step(time.monotonic())
