@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from hpc.errors import HpcTfError
 from hpc.serving.router.core import NoReplica, Router
 from hpc.serving.router.replicas import ReplicaController
 from hpc.site.model import Autoscale
@@ -138,12 +139,19 @@ class Autoscaler:
                 f"{self.options.min_replicas}, max {self.options.max_replicas})")
             await asyncio.to_thread(self.controller.scale, start)
         while True:
-            self.step(time.monotonic())
+            current = self.controller.wanted
+            decision = self.step(time.monotonic())
+            if decision.wanted != current:
+                try:  # recorded in serving.json under the state lock: not on the event loop
+                    await asyncio.to_thread(self.controller.scale, decision.wanted)
+                except (HpcTfError, OSError) as err:  # next tick decides again
+                    log(f"scale to {decision.wanted} failed: {getattr(err, 'message', err)}")
             self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.tick)
 
     def step(self, now: float) -> Decision:
+        """Sample, decide and log; the caller applies the decision (:meth:`run`)."""
         average, arrived = self._sample(now)
         if self.controller.stopping:  # serve down: its count of 0 stands
             return Decision(self.controller.wanted or 0, "the service stops")
@@ -167,8 +175,6 @@ class Autoscaler:
                 f"replicas {serving} serving + {coming} coming, {current} wanted before -> {decision.wanted}: "
                 f"{decision.why}")
         self._logged = decision.why
-        if decision.wanted != current:
-            self.controller.scale(decision.wanted)
         return decision
 
     # ---------------------------------------------------------------- the router's hooks
