@@ -2,7 +2,8 @@
 ``local``), short delays set with ``--set serving.autoscale.*``: a bounded load ramp (2 -> 16 -> 2 clients
 in flight, gRPC and HTTP) takes the service from 1 to 2 replicas and back to 1 with no failed request and
 each decision in the router's log; with scale to zero, an idle service drops to 0 replicas and the next
-request (HTTP and gRPC) is held until a replica is admitted, then answered.
+request (HTTP and gRPC) is held until a replica is admitted, then answered; past the hold, it is refused
+(HTTP 503, gRPC UNAVAILABLE) saying so.
 
 The repository's node (``hpc-tf serve up``) holds the owner's secret and takes the hand-off of model
 ``a``; the routers start their own replicas, which restore ``a`` from serving.json.
@@ -78,8 +79,9 @@ def use_router(service: dict[str, Any], keys: list[str]) -> None:
     """(Re)start the router with the autoscale keys ``keys``."""
     if service.get("router") is not None:
         stop_router(service["router"])
+    log_from = service["log"].stat().st_size if service["log"].exists() else 0
     router, endpoint = start_router(service["repo"], service["log"], *_sets(keys))
-    service.update(router=router, host=endpoint["host"], http_port=endpoint["http_port"],
+    service.update(router=router, log_from=log_from, host=endpoint["host"], http_port=endpoint["http_port"],
                    grpc_port=endpoint["grpc_port"])
 
 
@@ -90,7 +92,15 @@ def counts(service: dict[str, Any]) -> tuple[int, int]:
 
 
 def decisions(service: dict[str, Any]) -> list[str]:
-    return [line for line in service["log"].read_text().splitlines() if "hpc-tf router: autoscale:" in line]
+    """The autoscale lines of the router started last."""
+    with service["log"].open() as log:
+        log.seek(service["log_from"])
+        return [line for line in log.read().splitlines() if "hpc-tf router: autoscale:" in line]
+
+
+def idle_at_zero(service: dict[str, Any]) -> bool:
+    """The router scaled to 0 (not one that has not adopted the replicas yet) and none is left."""
+    return any("-> 0: down:" in line for line in decisions(service)) and counts(service) == (0, 0)
 
 
 def test_a_load_ramp_scales_1_to_2_and_back_to_1_with_no_failed_request(service: dict[str, Any]) -> None:
@@ -133,7 +143,7 @@ def _held_requests(service: dict[str, Any]) -> dict[str, Any]:
         try:
             results["http"] = conn.infer("a", [inp]).get_response()["model_version"]
         except Exception as err:
-            results["http"] = repr(err)
+            results["http"] = f"{getattr(err, 'status', lambda: '')()} {err}"  # the status and its message
         results["http_at"] = time.monotonic()
 
     def grpc() -> None:
@@ -143,7 +153,7 @@ def _held_requests(service: dict[str, Any]) -> dict[str, Any]:
         try:
             results["grpc"] = conn.infer("a", [inp], client_timeout=START_S * 2).get_response().model_version
         except Exception as err:
-            results["grpc"] = repr(err)
+            results["grpc"] = f"{getattr(err, 'status', lambda: '')()} {err}"  # the status and its message
         results["grpc_at"] = time.monotonic()
 
     threads = [threading.Thread(target=http), threading.Thread(target=grpc)]
@@ -156,9 +166,7 @@ def _held_requests(service: dict[str, Any]) -> dict[str, Any]:
 
 def test_scale_to_zero_and_back_answers_the_held_request(service: dict[str, Any]) -> None:
     use_router(service, TO_ZERO)
-    _wait(lambda: counts(service) == (0, 0), f"no replica after the idle down delay; log {service['log']}",
-          START_S * 2)
-    assert any("-> 0: down:" in line for line in decisions(service)), decisions(service)
+    _wait(lambda: idle_at_zero(service), f"no replica after the idle down delay; log {service['log']}", START_S * 2)
     sent = time.monotonic()
     results = _held_requests(service)
     assert results["http"] == "1" and results["grpc"] == "1", results  # answered by version 1, not refused
@@ -166,3 +174,11 @@ def test_scale_to_zero_and_back_answers_the_held_request(service: dict[str, Any]
     assert any("a request is held and no replica is wanted: one starts now" in line
                for line in decisions(service)), decisions(service)
     assert counts(service)[0] == 1
+
+
+def test_past_the_hold_a_held_request_gets_503_or_unavailable_saying_so(service: dict[str, Any]) -> None:
+    use_router(service, [*TO_ZERO, "serving.autoscale.hold=1"])
+    _wait(lambda: idle_at_zero(service), f"no replica after the idle down delay; log {service['log']}", START_S * 2)
+    results = _held_requests(service)  # a replica takes longer than 1 s to start
+    assert "503" in results["http"] and "no replica was ready within the hold of 1 s" in results["http"], results
+    assert "UNAVAILABLE" in results["grpc"] and "serving.autoscale.hold" in results["grpc"], results
