@@ -140,6 +140,8 @@ def test_a_scale_up_the_quota_refuses_is_not_retried_and_serve_status_names_the_
     assert scaler.controller.launcher.started == 2  # type: ignore[attr-defined]
     assert len(scaler.controller.managed) == 2  # both coming (pending): counted, not missing
     lines = router_lines(router.state())
+    assert "  autoscale: 1-3 replica(s), target 4 in flight each; now 0 in flight on average, - wanted: starting" \
+        in lines, lines
     assert any(x.startswith("  scale-up to 3 stopped by the GPU quota: GPU quota: account lab GrpTRES gres/gpu=2")
                for x in lines), lines
 
