@@ -10,21 +10,17 @@ loop), no request fails, and ``serve status`` names the limit. The quota is rest
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.conftest import as_user_argv
 from tests.integration._traffic import Traffic
-from tests.integration.test_handoff_slurm import PYTHON, Run, hpc_tf, project, running_node
+from tests.integration.test_handoff_slurm import Run, hpc_tf, project
 from tests.integration.test_quota_slurm import account_record, assoc_mgr_text, sacctmgr
-from tests.integration.test_router_lock_slurm import BRIDGE
-from tests.integration.test_serving_replicas_slurm import PARTITION, X, _service, _wait
+from tests.integration.test_serving_replicas_slurm import Service, X, _wait, router_with_replicas
 
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
@@ -52,71 +48,49 @@ def test_slurm_autoscaler_follows_a_load_ramp_and_stops_at_the_gpu_quota(
     from tests.unit._serving_models import export_mlp
 
     exported = export_mlp(project.parent / "exported" / "v1", seed=1)
-    subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
-    repo = project.parent / "models"
-    log = scratch_dir / "router.log"
-    site = ["--site", "sandbox", "--set", f"python={PYTHON}", "--set", f"runs_dir={project / 'runs'}",
-            "--set", f"serving.model_repository={repo}", *PARTITION,
-            *(word for key in AUTOSCALE for word in ("--set", key))]
 
-    def managed() -> list[dict[str, Any]]:
-        return list(_service(researcher_run, project, repo)["managed"])
-
-    def serving() -> int:
-        return sum(1 for m in managed() if m["state"] == "serving")
-
-    def decisions() -> list[str]:
-        return [line for line in log.read_text().splitlines() if "hpc-tf router: autoscale:" in line]
-
-    with running_node(researcher_run, project, *PARTITION):
+    def hand_off(service: Service) -> None:
         done = hpc_tf(researcher_run, project, "handoff", str(exported), "--model", "mlp", "--format", "python",
                       check=False, timeout=300)
         assert done.returncode == 0, done.stderr
-        router = subprocess.Popen(
-            as_user_argv(slurm_cluster.user, ["hpc-tf", "serve", "router", "--host", BRIDGE, *site]),
-            cwd=project, stdout=subprocess.PIPE, stderr=log.open("w"), text=True)
+
+    # replicas far from their time limit: no replacement during the test
+    with router_with_replicas(researcher_run, project, slurm_cluster, scratch_dir, 1, hand_off, AUTOSCALE,
+                              replica_time="30:00") as service:
+        def serving() -> int:
+            return sum(1 for m in service.managed() if m["state"] == "serving")
+
+        def decisions() -> list[str]:
+            return [line for line in service.log.read_text().splitlines() if "hpc-tf router: autoscale:" in line]
+
+        # the ramp: 2 -> 16 -> 2 in flight
+        endpoint = service.endpoint
+        with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=60, clients=1) as low:
+            time.sleep(10)
+            assert len(service.managed()) == 1, decisions()
+        with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=600, clients=8) as high:
+            _wait(lambda: serving() == 2, "a second replica job", 400)
+        with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=300, clients=1) as after:
+            _wait(lambda: serving() == 1 and len(service.managed()) == 1, "one replica again", 180)
+        for traffic in (low, high, after):
+            assert traffic.failures == [], traffic.failures[:3]
+        lines = decisions()
+        assert any("-> 2: up:" in x for x in lines) and any("2 wanted before -> 1: down:" in x for x in lines), lines
+
+        # the quota lowered to the one GPU the replica holds: the scale-up stops there
+        set_quota(1, slurm_cluster.user)
         try:
-            assert router.stdout is not None
-            assert router.stdout.readline().startswith("router ready"), log.read_text()
-            endpoint = json.loads((repo / ".hpc-tf" / "router.json").read_text())
-            _wait(lambda: serving() == 1 and len(managed()) == 1, "the first replica", 300)
-
-            # the ramp: 2 -> 16 -> 2 in flight
-            with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=60, clients=1) as low:
-                time.sleep(10)
-                assert len(managed()) == 1, decisions()
-            with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=600, clients=8) as high:
-                _wait(lambda: serving() == 2, "a second replica job", 400)
-            with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=300, clients=1) as after:
-                _wait(lambda: serving() == 1 and len(managed()) == 1, "one replica again", 180)
-            for traffic in (low, high, after):
-                assert traffic.failures == [], traffic.failures[:3]
-            lines = decisions()
-            assert any("-> 2: up:" in x for x in lines) and any("2 wanted before -> 1: down:" in x for x in lines), \
-                lines
-
-            # the quota lowered to the one GPU the replica holds: the scale-up stops there
-            set_quota(1, slurm_cluster.user)
-            try:
-                submitted = len(re.findall(r"replicas: start r-", log.read_text()))
-                with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=300, clients=8) as capped:
-                    _wait(lambda: "start refused by the quota preflight" in log.read_text(), "the refusal", 120)
-                    time.sleep(10)  # several autoscaler and controller cycles: no second try
-                assert capped.failures == [], capped.failures[:3]
-                assert len(re.findall(r"replicas: start r-", log.read_text())) == submitted  # nothing submitted
-                assert log.read_text().count("start refused by the quota preflight") == 1
-                assert len(managed()) == 1
-                status = researcher_run(["hpc-tf", "serve", "status", *site], cwd=project, check=False)
-                assert "scale-up to 2 stopped by the GPU quota:" in status.stdout, status.stdout + status.stderr
-                assert "gres/gpu" in status.stdout or "GPU" in status.stdout, status.stdout
-            finally:
-                set_quota(QUOTA, slurm_cluster.user)
+            submitted = len(re.findall(r"replicas: start r-", service.log.read_text()))
+            with Traffic(endpoint, X, model="mlp", max_requests=10**6, max_seconds=300, clients=8) as capped:
+                _wait(lambda: "start refused by the quota preflight" in service.log.read_text(), "the refusal", 120)
+                time.sleep(10)  # several autoscaler and controller cycles: no second try
+            assert capped.failures == [], capped.failures[:3]
+            text = service.log.read_text()
+            assert len(re.findall(r"replicas: start r-", text)) == submitted  # nothing submitted
+            assert text.count("start refused by the quota preflight") == 1
+            assert len(service.managed()) == 1
+            status = service.hpc_tf("serve", "status")
+            assert "scale-up to 2 stopped by the GPU quota:" in status.stdout, status.stdout + status.stderr
+            assert "gres/gpu" in status.stdout or "GPU" in status.stdout, status.stdout
         finally:
-            # a count not recorded (as serve down asks): the autoscaler leaves it at 0
-            researcher_run([PYTHON, "-c", "import sys; from pathlib import Path; "
-                            "from hpc.serving.repository import Repository; from hpc.serving.router import client; "
-                            "client.scale(Repository.at(Path(sys.argv[1])), 0, record=False)", str(repo)],
-                           cwd=project, check=False)
-            _wait(lambda: router.poll() is not None or not managed(), "the replicas to stop", 180)
-            router.terminate()
-            router.wait(30)
+            set_quota(QUOTA, slurm_cluster.user)

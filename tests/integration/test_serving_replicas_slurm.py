@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,22 +59,32 @@ class Service:
     """A router with replica jobs as its owner sees it: the endpoint, the router's log, the owner's commands
     (``researcher``, whose config holds the repository's key) on the sandbox site."""
 
-    def __init__(self, researcher_run: Run, project: Path, repo: Path, log: Path) -> None:
+    def __init__(self, researcher_run: Run, project: Path, repo: Path, log: Path, settings: Sequence[str]) -> None:
         self.run, self.project, self.repo, self.log = researcher_run, project, repo, log
         self.site = ["--site", "sandbox", "--set", f"python={PYTHON}", "--set", f"runs_dir={project / 'runs'}",
-                     "--set", f"serving.model_repository={repo}", *PARTITION]
+                     "--set", f"serving.model_repository={repo}", *PARTITION,
+                     *(word for setting in settings for word in ("--set", setting))]
         self.endpoint: dict[str, Any] = {}
 
     def hpc_tf(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return self.run(["hpc-tf", *args, *self.site], cwd=self.project, check=False, timeout=timeout)
 
-    def managed(self) -> list[dict[str, Any]]:
-        """The router's replicas, from its owner-only control API."""
+    def _client(self, call: str, check: bool = True) -> str:
+        """``hpc.serving.router.client.<call>`` on the repository as the owner (``repo`` in ``call``): its
+        printed JSON."""
         done = self.run([PYTHON, "-c", "import json, sys; from pathlib import Path; "
                          "from hpc.serving.repository import Repository; from hpc.serving.router import client; "
-                         "print(json.dumps(client.service(Repository.at(Path(sys.argv[1])))))", str(self.repo)],
-                        cwd=self.project)
-        return list(json.loads(done.stdout)["managed"])
+                         f"repo = Repository.at(Path(sys.argv[1])); print(json.dumps(client.{call}))",
+                         str(self.repo)], cwd=self.project, check=check)
+        return done.stdout
+
+    def managed(self) -> list[dict[str, Any]]:
+        """The router's replicas, from its owner-only control API."""
+        return list(json.loads(self._client("service(repo)"))["managed"])
+
+    def stop_replicas(self) -> None:
+        """Every replica away, the count not recorded (``serve down``'s way: an autoscaler stops too)."""
+        self._client("scale(repo, 0, record=False)", check=False)
 
     def settled(self, count: int) -> bool:
         now = self.managed()
@@ -98,16 +108,18 @@ class Service:
 
 @contextmanager
 def router_with_replicas(researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, scratch_dir: Path,
-                         replicas: int, with_node: Callable[[Service], None]) -> Iterator[Service]:
+                         replicas: int, with_node: Callable[[Service], None], settings: Sequence[str] = (),
+                         replica_time: str = REPLICA_TIME) -> Iterator[Service]:
     """The node (``serve up``) and ``with_node(service)``; then ``hpc-tf serve router`` on this host with
-    ``replicas`` replica jobs, all serving. After: every replica scaled away, the router and the node stopped."""
+    ``replicas`` replica jobs (the site's ``settings`` added), all serving. After: every replica scaled away
+    as ``serve down`` does it, the router and the node stopped."""
     subprocess.run(["chown", "-R", slurm_cluster.user, str(scratch_dir)], check=True)
-    service = Service(researcher_run, project, project.parent / "models", scratch_dir / "router.log")
+    service = Service(researcher_run, project, project.parent / "models", scratch_dir / "router.log", settings)
     with running_node(researcher_run, project, *PARTITION):
         with_node(service)
         router = subprocess.Popen(
             as_user_argv(slurm_cluster.user, ["hpc-tf", "serve", "router", "--host", BRIDGE, "--replicas",
-                                              str(replicas), "--replica-time", REPLICA_TIME, "--replace-margin",
+                                              str(replicas), "--replica-time", replica_time, "--replace-margin",
                                               str(MARGIN_S), *service.site]),
             cwd=project, stdout=subprocess.PIPE, stderr=service.log.open("w"), text=True)
         try:
@@ -117,7 +129,7 @@ def router_with_replicas(researcher_run: Run, project: Path, slurm_cluster: Slur
             _wait(lambda: service.settled(replicas), f"{replicas} serving replica(s)", 400)
             yield service
         finally:
-            service.hpc_tf("serve", "scale", "--replicas", "0")
+            service.stop_replicas()
             _wait(lambda: router.poll() is not None or not service.managed(), "the replicas to stop", 120)
             router.terminate()
             router.wait(30)
