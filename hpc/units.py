@@ -47,6 +47,20 @@ def _seconds(match: re.Match[str]) -> int:
     return int(g["a"]) * 60 + int(g["b"] or 0)  # M or M:S
 
 
+_SHORT = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
+_SHORT_UNIT_S = {"s": 1, "m": 60, "h": 3600, None: 1}
+
+
+def parse_short_duration(text: str) -> float:
+    """Seconds in a short duration as command options take it: ``60s``, ``2m``, ``1.5h``, ``10`` (seconds).
+
+    Raises ValueError naming the accepted forms (the caller adds which option it was)."""
+    match = _SHORT.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{shown(text)} is not a duration (e.g. 60s, 2m, 1h)")
+    return float(match[1]) * _SHORT_UNIT_S[match[2]]
+
+
 def format_duration(seconds: int) -> str:
     """``D-HH:MM:SS`` (or ``HH:MM:SS`` under a day): the form Slurm prints and accepts."""
     days, rest = divmod(max(seconds, 0), 86400)

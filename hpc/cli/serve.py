@@ -323,3 +323,41 @@ def canary(
     typer.echo(f"canary {model} v{started['old']} -> v{started['new']} started: steps "
                f"{','.join(map(str, started['steps']))} % every {started['step_s']:g} s "
                "(hpc-tf serve status follows it)")
+
+
+@serve_app.command("bench", short_help="A short load test: throughput and latency percentiles.")
+def bench(
+    model: Annotated[str, typer.Argument(help="Model name clients use (a model, or a split's name).",
+                                         show_default=False)],
+    concurrency: str = typer.Option("1,8", "--concurrency", metavar="N,N,...",
+                                    help="Concurrent clients, measured one count after the other."),
+    duration: str = typer.Option("10s", "--duration", metavar="DURATION", help="How long each count is measured."),
+    protocol: str = typer.Option("grpc", "--protocol", metavar="grpc|http", help="The protocol to measure."),
+    batch: int = typer.Option(1, "--batch", min=1, metavar="N", help="Rows in each request."),
+    max_requests: int = typer.Option(100_000, "--max-requests", min=1, metavar="N",
+                                     help="At most this many requests per count."),
+    url: str | None = typer.Option(None, "--url", metavar="HOST:PORT",
+                                   help="Measure this endpoint (default: the router if one is registered, else "
+                                        "the serving node)."),
+    repository: RepoOpt = None,
+    as_json: JsonOpt = False,
+    site: SiteOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Closed-loop load on MODEL: N clients each send the next request when the previous one answered. Prints
+    throughput, p50/p90/p99 latency and failed requests per concurrency, and which endpoint it measured.
+    Inputs: the newest hand-off's samples, else random data of the model's input shapes. Ctrl-C stops it and
+    prints what it measured."""
+    from hpc.serving.loadtest import bench_settings, report_lines, run_bench
+    from hpc.serving.service import serving_target
+
+    settings = bench_settings(concurrency, duration, protocol, batch, max_requests)
+    repo = serving_target(site, set_ or (), repository).repository
+    report = run_bench(repo, model, settings, url)
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        for line in report_lines(report):
+            typer.echo(line)
+    if report.interrupted:
+        raise typer.Exit(130)  # the shell's code for Ctrl-C, after what was measured is printed

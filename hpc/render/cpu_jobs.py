@@ -83,6 +83,7 @@ class ServeJob:
     module_init: str | None = None
     modules: tuple[str, ...] = ()
     name: str = "hpc-tf-serve"
+    gres: str | None = None  # a replica's GPUs (serving.replica_gpus), as gpu_request renders them
 
 
 def render_serve_script(job: ServeJob) -> str:
@@ -91,6 +92,8 @@ def render_serve_script(job: ServeJob) -> str:
     # tritonserver holds the owner's secret on its command line, which /proc shows to every user of the
     # node: no other user's job may share it (hpc.serving.secret)
     opts.append(("exclusive", "user"))
+    if job.gres is not None:
+        opts.append(("gres", job.gres))
     return template_environment().get_template("serve.sbatch.j2").render(
         site=job.site, repository=job.repository, version=__version__, directives=_directive_lines(opts),
         command=job.command, module_init=job.module_init, modules=job.modules, conda=None, venv=None,

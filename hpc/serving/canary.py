@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from hpc.serving.restore import pin
 from hpc.serving.router.metrics import BUCKETS, Series
 from hpc.serving.state import Canary, ServingState, Split, Variant, canary_to_dict, update_state
 from hpc.text import shown
+from hpc.units import parse_short_duration
 
 if TYPE_CHECKING:
     from hpc.serving.router.core import Router
@@ -113,10 +113,6 @@ def canary_from_request(data: object, old: int) -> Canary:
                   max_p99_ms=data.get("max_p99_ms"), min_requests=data.get("min_requests", 20))
 
 
-_STEP_TIME = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h)?")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, None: 1}
-
-
 DEFAULT_STEPS, DEFAULT_STEP_TIME, DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS = "5,25,100", "60s", "1%", 20
 
 
@@ -129,15 +125,16 @@ def canary_settings(steps: str = DEFAULT_STEPS, step_time: str = DEFAULT_STEP_TI
         percents = [int(s) for s in steps.split(",")]
     except ValueError:
         raise InputError(f"--steps: {shown(steps)} is not a list of percentages (e.g. 5,25,100)") from None
-    match = _STEP_TIME.fullmatch(step_time.strip())
-    if match is None:
-        raise InputError(f"--step-time: {shown(step_time)} is not a duration (e.g. 60s, 2m, 1h)")
+    try:
+        step_s = parse_short_duration(step_time)
+    except ValueError as err:
+        raise InputError(f"--step-time: {err}") from None
     rate = max_error_rate.strip()
     try:
         fraction = float(rate[:-1]) / 100 if rate.endswith("%") else float(rate)
     except ValueError:
         raise InputError(f"--max-error-rate: {shown(max_error_rate)} is not a rate (e.g. 1% or 0.01)") from None
-    return {"steps": percents, "step_s": float(match[1]) * _UNIT_S[match[2]],
+    return {"steps": percents, "step_s": step_s,
             "max_error_rate": fraction, "max_p99_ms": max_p99_ms, "min_requests": min_requests}
 
 

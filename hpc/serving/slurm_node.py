@@ -23,6 +23,7 @@ from hpc.backends import Backend
 from hpc.errors import ConfigError, ServingError
 from hpc.modelbase import validate_document
 from hpc.render.cpu_jobs import ServeJob, render_serve_script
+from hpc.render.directives import gpu_request
 from hpc.resolve import ResolvedJob, resolve
 from hpc.rundir import new_run_id
 from hpc.scheduler import JobState, Scheduler
@@ -86,24 +87,28 @@ def plan_slurm_node(
     except ValueError as err:  # --time as typed (the site's default_time was checked when the site loaded)
         raise ConfigError(f"--time: {err}") from None
     name = SERVE_JOB_NAME if replica is None else REPLICA_JOB_NAME
-    job = resolve_serving_job(loaded, repo, time_seconds, name, args=() if replica is None else ("--replica", replica))
+    job = resolve_serving_job(loaded, repo, time_seconds, name, args=() if replica is None else ("--replica", replica),
+                              gpus=0 if replica is None else config.serving.replica_gpus)
     log = repo.server_dir / "slurm" if replica is None else repo.replicas_dir / replica / "slurm"
     serve = ServeJob(site=config.name, repository=str(repo.root), command=job.command,
                      log=str(log), partition=job.partition, account=job.account, qos=job.qos,
                      time_seconds=job.time_seconds, cpus=SERVE_CPUS, mem=job.mem, module_init=job.module_init,
-                     modules=job.modules, name=name)
+                     modules=job.modules, name=name,
+                     gres=gpu_request(job.gres_name, job.gpu_type, job.gpus_per_node) if job.gpus_per_node else None)
     token = target.inference_token if inference_token is None else inference_token
     return SlurmNodePlan(repo, serve, render_serve_script(serve), job, token, replica)
 
 
 def resolve_serving_job(site: LoadedSite, repo: Repository, time_seconds: int, name: str = SERVE_JOB_NAME,
-                        subcommand: str = "node", mem: str = SERVE_MEM, args: Sequence[str] = ()) -> ResolvedJob:
+                        subcommand: str = "node", mem: str = SERVE_MEM, args: Sequence[str] = (),
+                        gpus: int = 0) -> ResolvedJob:
     """A serving job (the node; the router: ``name``, ``hpc-tf serve <subcommand> --repository R [args]``)
     as a one-task CPU job, resolved as every job is: the site's partitions and their limits apply to it
-    (its partition: serving.partition, else cpu_partition)."""
+    (its partition: serving.partition, else cpu_partition; ``gpus``: a replica's serving.replica_gpus, counted by
+    the quota preflight as any job's)."""
     config = site.config
     partition = config.serving.partition or config.cpu_partition
-    resources: dict[str, object] = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0, "cpus_per_task": SERVE_CPUS,
+    resources: dict[str, object] = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": gpus, "cpus_per_task": SERVE_CPUS,
                                     "mem": mem, "time": format_duration(time_seconds)}
     if partition is not None:
         resources["partition"] = partition

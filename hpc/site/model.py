@@ -35,6 +35,27 @@ class Partition(StrictModel):
         return self.gpus_per_node > 0
 
 
+class Autoscale(StrictModel):
+    """``serving.autoscale``: the router scales its replicas on the requests in flight through it
+    (:mod:`hpc.serving.router.autoscale` has why each default is what it is)."""
+
+    min_replicas: int = Field(1, ge=1, le=64, description="replicas kept while requests come")
+    max_replicas: int = Field(4, ge=1, le=64, description="replicas at most (the GPU quota may stop it earlier)")
+    target_in_flight: float = Field(2.0, gt=0, le=10_000, description="requests in flight per replica aimed at")
+    window: float = Field(30.0, gt=0, le=3600, description="seconds the in-flight count is averaged over")
+    up_delay: float = Field(30.0, ge=0, le=86_400, description="seconds the load must stay high before scaling up")
+    down_delay: float = Field(600.0, ge=0, le=86_400,
+                              description="seconds the load must stay low before scaling down")
+    scale_to_zero: bool = Field(False, description="no replica after down_delay without a request")
+    hold: float = Field(300.0, gt=0, le=3600, description="seconds a request waits for a replica when none serves")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscale:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
 class Serving(StrictModel):
     model_repository: SubmitTimeText | None = Field(
         None, description="where hand-offs put models and the server reads them; ~, $VAR, ${VAR} expand where "
@@ -42,6 +63,9 @@ class Serving(StrictModel):
     format: Literal["onnx", "savedmodel", "python", "python-onnx", "auto"] = "python"
     partition: Token | None = None
     inference_token: bool = Field(False, description="serving nodes answer inference only with the owner's token")
+    autoscale: Autoscale | None = Field(None, description="scale the router's replicas on load (unset: the "
+                                                         "count hpc-tf serve scale sets)")
+    replica_gpus: int = Field(0, ge=0, le=64, description="GPUs of each replica job the router starts")
 
 
 class SiteConfig(StrictModel):

@@ -18,7 +18,7 @@ COMMANDS = [
     ["campaign"], ["campaign", "run"], ["campaign", "status"], ["campaign", "results"], ["campaign", "resubmit"],
     ["campaign", "cancel"], ["campaign", "plot"], ["campaign", "report"],
     ["serve"], ["serve", "up"], ["serve", "down"], ["serve", "status"], ["serve", "predict"], ["serve", "router"],
-    ["serve", "split"], ["serve", "scale"], ["serve", "canary"],
+    ["serve", "split"], ["serve", "scale"], ["serve", "canary"], ["serve", "bench"],
 ]
 
 

@@ -62,3 +62,16 @@ def test_a_replica_name_that_is_not_the_routers_is_refused_in_one_line(tmp_path:
     result = hpc_tf("serve", "node", "--repository", str(tmp_path / "repo"), "--replica", "../x")
     assert one_error_line(result) and "a replica's name is r- and 6 hex digits" in result.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_replica_jobs_ask_for_serving_replica_gpus_which_the_quota_preflight_counts(tmp_path: Path) -> None:
+    """``serving.replica_gpus``: each replica job asks for that many GPUs (the node job none), so that the
+    quota preflight and Slurm count them against the account's GPU limits."""
+    plan = plan_slurm_node(site_file(tmp_path, "gpu"), ["serving.replica_gpus=1"], repository=tmp_path / "repo",
+                           replica="r-0a1b2c")
+    assert "#SBATCH --gres=gpu:1" in plan.script and plan.resolved.total_gpus == 1
+    node = plan_slurm_node(site_file(tmp_path, "gpu"), ["serving.replica_gpus=1"], repository=tmp_path / "repo")
+    assert "--gres" not in node.script and node.resolved.total_gpus == 0
+    with pytest.raises(SpecError, match="GPU"):  # a CPU serving partition cannot hold a GPU replica
+        plan_slurm_node(site_file(tmp_path, "cpu"), ["serving.replica_gpus=1"], repository=tmp_path / "repo",
+                        replica="r-0a1b2c")

@@ -66,6 +66,9 @@ class Router:
         self.probe_interval, self.probe_timeout = probe_interval, probe_timeout
         self._session: aiohttp.ClientSession | None = None
         self.canaries = Canaries(self)
+        # set by the autoscaler (serving.autoscale): waits, bounded, for a replica when none serves
+        self.hold: Callable[[], Awaitable[None]] | None = None
+        self.autoscaler_state: Callable[[], dict[str, object]] | None = None
 
     # ------------------------------------------------------------------ access
     def is_owner(self, presented: str | None) -> bool:
@@ -101,6 +104,9 @@ class Router:
         try:
             for _ in range(2):
                 replica = self.pool.pick(route.model, route.version, tried)
+                if replica is None and not tried and self.hold is not None:
+                    await self.hold()  # NoReplica after its bound
+                    replica = self.pool.pick(route.model, route.version, tried)
                 if replica is None:
                     raise NoReplica(f"no healthy replica can answer {route.model}"
                                     + (f" version {route.version}" if route.version else ""))
@@ -187,5 +193,6 @@ class Router:
     def state(self) -> dict[str, object]:
         return {"replicas": [r.to_dict() for r in self.pool.replicas.values()],
                 "splits": {name: split_to_dict(s) for name, s in sorted(self.splits.items())},
-                "traffic": self.window.summary()}
+                "traffic": self.window.summary(),
+                **({} if self.autoscaler_state is None else {"autoscale": self.autoscaler_state()})}
 

@@ -116,18 +116,22 @@ class SlurmLauncher:
     """Replicas as Slurm jobs on the site's serving partition, through the backend's quota preflight."""
 
     def __init__(self, repo: Repository, site: str | None, overrides: Sequence[str],
-                 time_limit: str | None = None) -> None:
+                 time_limit: str | None = None, no_queue: bool = False) -> None:
         from hpc.backends import SlurmBackend, slurm_scheduler
         from hpc.site.load import load_site
 
         self.repo, self.site, self.overrides, self.time_limit = repo, site, tuple(overrides), time_limit
+        # autoscaling: a replica that would wait for the quota is refused, not queued (it would pend, not serve)
+        self.no_queue = no_queue
         self.backend = SlurmBackend(slurm_scheduler(load_site(site, overrides).config.scheduler))
 
     def start(self, name: str) -> tuple[str | None, int | None]:
         from hpc.serving.slurm_node import plan_slurm_node
 
         plan = plan_slurm_node(self.site, self.overrides, self.repo.root, self.time_limit, replica=name)
-        self.backend.check_quota(plan.resolved)
+        from hpc.backends import QuotaPolicy
+
+        self.backend.check_quota(plan.resolved, QuotaPolicy(no_queue=self.no_queue))
         self.repo.make_server_dir(name)
         write_text_atomic(plan.script_path, plan.script, mode=0o755)
         with self.backend.submitting(plan.script_path):
@@ -154,11 +158,11 @@ class SlurmLauncher:
 
 
 def launcher_for(repo: Repository, site: str | None, overrides: Sequence[str],
-                 time_limit: str | None = None) -> Launcher:
-    """Slurm jobs (time limit ``time_limit``, default the site's) on a Slurm site that names a serving
-    partition (as ``serve up``), else local processes."""
+                 time_limit: str | None = None, no_queue: bool = False) -> Launcher:
+    """Slurm jobs (time limit ``time_limit``, default the site's; ``no_queue``: refused when the quota makes
+    them wait) on a Slurm site that names a serving partition (as ``serve up``), else local processes."""
     from hpc.serving.slurm_node import uses_slurm
 
     if uses_slurm(site, overrides):
-        return SlurmLauncher(repo, site, overrides, time_limit)
+        return SlurmLauncher(repo, site, overrides, time_limit, no_queue)
     return LocalLauncher(repo)

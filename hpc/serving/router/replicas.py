@@ -29,7 +29,7 @@ import secrets
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -41,6 +41,9 @@ from hpc.serving.router.core import Router
 from hpc.serving.router.launchers import Launcher, Managed
 from hpc.serving.router.pool import Replica
 from hpc.serving.state import ServingState, update_state
+
+if TYPE_CHECKING:
+    from hpc.serving.router.autoscale import Autoscaler
 
 CYCLE_S = 1.0
 # time left under which a replica gets a replacement: one replica's start (queue wait, tritonserver,
@@ -63,6 +66,8 @@ class ReplicaController:
         self.managed: dict[str, Managed] = {}
         self.refused: tuple[int, str] | None = None  # (count it was refused at, why)
         self._changed = asyncio.Event()
+        self.autoscaler: Autoscaler | None = None  # serving.autoscale: sets the count on load
+        self.stopping = False  # serve down: the count it set stays (the autoscaler no longer changes it)
 
     # ------------------------------------------------------------------ control
     def scale(self, replicas: int, record: bool = True) -> None:
@@ -71,6 +76,7 @@ class ReplicaController:
         if record:
             update_state(self.repo, lambda state: state.with_service(replicas))
         log(f"scale to {replicas} (was {self.wanted}){'' if record else ', not recorded: the service stops'}")
+        self.stopping = not record
         self.wanted = replicas
         self._changed.set()
 

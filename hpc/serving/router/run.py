@@ -103,12 +103,15 @@ async def serve(repo: Repository, replicas: Sequence[Replica], host: str, ports:
         probes = asyncio.create_task(router.probe_forever())
         router.canaries.resume()
         replica_loop = None if controller is None else asyncio.create_task(controller.run())
+        autoscaler = None if controller is None or controller.autoscaler is None else \
+            asyncio.create_task(controller.autoscaler.run())
         try:
             await stop.wait()
         finally:
             probes.cancel()
-            if replica_loop is not None:
-                replica_loop.cancel()
+            for loop in (replica_loop, autoscaler):
+                if loop is not None:
+                    loop.cancel()
             with contextlib.suppress(HpcTfError, FileNotFoundError):
                 if read_router(repo).pid == endpoint.pid:
                     repo.router_file.unlink(missing_ok=True)

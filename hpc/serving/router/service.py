@@ -200,16 +200,24 @@ def router_targets(repo: Repository, named: Sequence[str], site: str | None, ove
     """What a router sends requests to: the replicas ``named`` (HOST:HTTP:GRPC), else its own replicas when
     a count is recorded (``serve scale``, ``--replicas``), else the repository's serving node; and the
     controller that keeps the recorded count (Slurm jobs on a Slurm site, else local processes)."""
+    autoscale = load_site(site, overrides).config.serving.autoscale
     if named:
         pool = [replica_from_spec(spec) for spec in named]
-    elif ServingState.read(repo).service is not None:
+    elif ServingState.read(repo).service is not None or autoscale is not None:
         pool = []  # the router's own replicas only
     else:
         node = read_endpoint(repo)
         pool = [replica_from_spec(f"{node.host}:{node.http_port}:{node.grpc_port}")]
-    launcher = launcher_for(repo, site, overrides, replica_time)
-    return pool, lambda router: ReplicaController(router, repo, launcher,
-                                                  margin=REPLACE_MARGIN_S if margin is None else margin)
+    launcher = launcher_for(repo, site, overrides, replica_time, no_queue=autoscale is not None)
+
+    def controller(router: Router) -> ReplicaController:
+        made = ReplicaController(router, repo, launcher, margin=REPLACE_MARGIN_S if margin is None else margin)
+        if autoscale is not None:
+            from hpc.serving.router.autoscale import Autoscaler
+
+            made.autoscaler = Autoscaler(router, made, autoscale)
+        return made
+    return pool, controller
 
 
 def stop_replicas(repo: Repository, timeout: float = STOP_REPLICAS_S) -> None:
@@ -253,6 +261,15 @@ def router_lines(info: dict[str, Any]) -> list[str]:
         problem = f": {replica['problem']}" if replica.get("problem") else ""
         lines.append(f"  replica {replica['name']}{job} on {replica['host']}: {state}{problem}, "
                      f"{replica['in_flight']} in flight")
+    auto = info.get("autoscale")
+    if isinstance(auto, dict) and auto.get("options"):
+        options = auto["options"]
+        lines.append(f"  autoscale: {options['min_replicas']}-{options['max_replicas']} replica(s)"
+                     f"{' (to zero when idle)' if options['scale_to_zero'] else ''}, target "
+                     f"{options['target_in_flight']:g} in flight each; now {auto.get('average_in_flight', 0):g} "
+                     f"in flight on average, {auto.get('wanted', '-')} wanted: {auto.get('why', 'starting')}")
+        if auto.get("refused"):
+            lines.append(f"  {auto['refused']}")
     service = info.get("service")
     if isinstance(service, dict):
         lines.append(f"  service: {service.get('replicas')} replica(s) wanted"
