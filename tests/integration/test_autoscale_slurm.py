@@ -25,7 +25,7 @@ from tests.integration.test_serving_replicas_slurm import Service, X, _wait, rou
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
 
-pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf]
+pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf, pytest.mark.service]
 __all__ = ["project"]  # the fixture, shared with test_handoff_slurm
 
 ACCOUNT = "lab"

@@ -19,7 +19,7 @@ from tests.integration.test_handoff_slurm import PYTHON, Run, hpc_tf, project, r
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
 
-pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf]
+pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf, pytest.mark.service]
 __all__ = ["project"]  # the fixture, shared with test_handoff_slurm
 
 HERE = Path(__file__).parent

@@ -38,7 +38,7 @@ from tests.integration.test_router_triton import BOUND_S, _get
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
 
-pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf]
+pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf, pytest.mark.service]
 __all__ = ["project"]  # the fixture, shared with test_handoff_slurm
 
 X = np.random.default_rng(3).normal(size=(2, 16)).astype("float32")

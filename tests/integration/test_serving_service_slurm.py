@@ -22,7 +22,7 @@ from tests.integration.test_serving_service_local import check_split, measure
 if TYPE_CHECKING:
     from tests.conftest import JobStatus, SlurmCluster
 
-pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf]
+pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf, pytest.mark.service]
 __all__ = ["project"]  # the fixture, shared with test_handoff_slurm
 
 
