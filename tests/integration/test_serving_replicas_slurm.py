@@ -223,9 +223,14 @@ def test_on_slurm_replicas_a_10_90_split_lands_within_2_points_and_a_failing_can
         sent = sum(traffic.sent.values())
         assert sent == 20_000 and traffic.failures == [], traffic.failures[:3]
         assert abs(traffic.models["good"] / sent - 0.10) <= 0.02, traffic.models
-        samples = service.metrics()
+        samples = service.metrics()  # the router's metrics count every request, per variant and per replica
+        assert total(samples, "hpctf_router_variant_requests_total", public="ab") == sent
+        assert total(samples, "hpctf_router_variant_requests_total", public="ab", model="good") == \
+            traffic.models["good"]
+        assert total(samples, "hpctf_router_variant_errors_total", public="ab") == 0
+        assert total(samples, "hpctf_router_variant_latency_seconds_count", public="ab") == sent
         per_replica = [v for (name, _), v in samples.items() if name == "hpctf_router_replica_requests_total"]
-        assert len(per_replica) == 2 and min(per_replica) > 0, per_replica  # both replica jobs answered
+        assert len(per_replica) == 2 and sum(per_replica) >= sent and min(per_replica) > 0, per_replica
 
         with Traffic(service.endpoint, X, model="flaky", max_seconds=300) as traffic:
             started = service.hpc_tf("serve", "canary", "flaky", str(FAILS_HALF), "--steps", "10,50,100",
