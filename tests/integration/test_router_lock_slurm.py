@@ -74,7 +74,7 @@ def test_another_user_cannot_control_the_router_and_inference_through_it_stays_o
             assert calls.pop("http ready")["ok"] and calls.pop("grpc infer")["ok"], calls  # it reached the router
             assert not any(outcome["ok"] for outcome in calls.values()), calls
             for name in ("state", "state, guessed key", "set split", "set split, guessed key", "add replica",
-                         "http config"):
+                         "start canary", "drain replica", "delete split", "http config"):
                 assert calls[name]["detail"].startswith("403 "), (name, calls[name])
             for name in ("grpc load", "grpc unload"):
                 assert "UNIMPLEMENTED" in calls[name]["detail"], (name, calls[name])
