@@ -70,8 +70,10 @@ class LocalRun:
     def start(self, *extra: str) -> dict[int, subprocess.Popen[bytes]]:
         processes = {}
         for rank in self.ranks:
+            # the run dir as the batch script exports it; a crash in TF's C++ (seen once: SIGSEGV) shows
+            # the Python stack it happened under in the task's log
             env = local_task_env(rank, self.root, TF_CPP_MIN_LOG_LEVEL="2", SLURM_RESTART_COUNT=str(self.runs),
-                                 HPC_TF_RUN_DIR=str(self.root))  # as the batch script exports it
+                                 HPC_TF_RUN_DIR=str(self.root), PYTHONFAULTHANDLER="1")
             argv = [sys.executable, str(self.root / "runtime" / "bootstrap.py"), "--resolved",
                     str(self.resolved[rank]), "--", sys.executable, str(self.script), str(self.out),
                     *self.args, *extra]
