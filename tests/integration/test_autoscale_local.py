@@ -11,24 +11,19 @@ The repository's node (``hpc-tf serve up``) holds the owner's secret and takes t
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hpc.serving.repository import Repository
 from hpc.serving.router import client
+from tests.integration._owner_config import owner_config as owner_config  # the module's keys
 from tests.integration._traffic import Traffic
-from tests.integration.test_router_triton import X, _wait, hpc_tf
-from tests.integration.test_serving_replicas import START_S, start_router, stop_router
-from tests.unit._serving_models import export_mlp
+from tests.integration.test_router_triton import X, _wait
+from tests.integration.test_serving_replicas import START_S, served_a, start_router, stop_router
 
 pytestmark = [pytest.mark.triton, pytest.mark.tf]
 RAMP = ["serving.autoscale.min_replicas=1", "serving.autoscale.max_replicas=2",
@@ -38,13 +33,6 @@ TO_ZERO = [*RAMP, "serving.autoscale.scale_to_zero=true", "serving.autoscale.dow
            f"serving.autoscale.hold={2 * START_S}"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def owner_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as patch:
-        path = tmp_path_factory.mktemp("config")
-        patch.setenv("XDG_CONFIG_HOME", str(path))
-        yield path
-
 
 def _sets(keys: list[str]) -> list[str]:
     return [word for key in keys for word in ("--set", key)]
@@ -52,27 +40,8 @@ def _sets(keys: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    base = tmp_path_factory.mktemp("autoscale")
-    repo = base / "repo"
-    up = hpc_tf("serve", "up", "--json", "--repository", str(repo), timeout=120)
-    assert up.returncode == 0, up.stderr
-    info: dict[str, Any] = {"repo": repo, "log": base / "router.log"}
-    try:
-        done = hpc_tf("handoff", str(export_mlp(base / "export_a", seed=1)), "--model", "a", "--format", "python",
-                      "--repository", str(repo))
-        assert done.returncode == 0, done.stderr
+    with served_a(tmp_path_factory.mktemp("autoscale")) as info:
         yield info
-    finally:
-        router = info.get("router")
-        if router is not None and router.poll() is None:
-            with contextlib.suppress(Exception):  # not recorded: the autoscaler leaves it at 0
-                client.scale(Repository.at(repo), 0, record=False)
-                _wait(lambda: not client.service(Repository.at(repo))["managed"], "the replicas to stop", 120)
-            stop_router(router)
-        for path in (repo / ".hpc-tf" / "replicas").glob("r-*.json"):  # a test that failed half-way
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(json.loads(path.read_text())["pid"], signal.SIGKILL)
-        hpc_tf("serve", "down", "--repository", str(repo), timeout=60)
 
 
 def use_router(service: dict[str, Any], keys: list[str]) -> None:
@@ -128,8 +97,9 @@ def test_a_load_ramp_scales_1_to_2_and_back_to_1_with_no_failed_request(service:
     assert client.state(Repository.at(service["repo"]))["autoscale"]["wanted"] == 1
 
 
-def _held_requests(service: dict[str, Any]) -> dict[str, Any]:
-    """One HTTP and one gRPC request sent together; their answers (or errors) and when they came."""
+def held_requests(service: dict[str, Any], model: str = "a") -> dict[str, Any]:
+    """One HTTP and one gRPC request for ``model`` sent together to the router at ``service``'s host and
+    ports; their answers (the version, or the error) and when they came."""
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
@@ -141,7 +111,7 @@ def _held_requests(service: dict[str, Any]) -> dict[str, Any]:
         inp = httpclient.InferInput("features", list(X.shape), "FP32")
         inp.set_data_from_numpy(X)
         try:
-            results["http"] = conn.infer("a", [inp]).get_response()["model_version"]
+            results["http"] = conn.infer(model, [inp]).get_response()["model_version"]
         except Exception as err:
             results["http"] = f"{getattr(err, 'status', lambda: '')()} {err}"  # the status and its message
         results["http_at"] = time.monotonic()
@@ -151,7 +121,7 @@ def _held_requests(service: dict[str, Any]) -> dict[str, Any]:
         inp = grpcclient.InferInput("features", list(X.shape), "FP32")
         inp.set_data_from_numpy(X)
         try:
-            results["grpc"] = conn.infer("a", [inp], client_timeout=START_S * 2).get_response().model_version
+            results["grpc"] = conn.infer(model, [inp], client_timeout=START_S * 2).get_response().model_version
         except Exception as err:
             results["grpc"] = f"{getattr(err, 'status', lambda: '')()} {err}"  # the status and its message
         results["grpc_at"] = time.monotonic()
@@ -168,7 +138,7 @@ def test_scale_to_zero_and_back_answers_the_held_request(service: dict[str, Any]
     use_router(service, TO_ZERO)
     _wait(lambda: idle_at_zero(service), f"no replica after the idle down delay; log {service['log']}", START_S * 2)
     sent = time.monotonic()
-    results = _held_requests(service)
+    results = held_requests(service)
     assert results["http"] == "1" and results["grpc"] == "1", results  # answered by version 1, not refused
     assert min(results["http_at"], results["grpc_at"]) - sent > 1.0  # held while a replica started
     assert any("a request is held and no replica is wanted: one starts now" in line
@@ -179,6 +149,6 @@ def test_scale_to_zero_and_back_answers_the_held_request(service: dict[str, Any]
 def test_past_the_hold_a_held_request_gets_503_or_unavailable_saying_so(service: dict[str, Any]) -> None:
     use_router(service, [*TO_ZERO, "serving.autoscale.hold=1"])
     _wait(lambda: idle_at_zero(service), f"no replica after the idle down delay; log {service['log']}", START_S * 2)
-    results = _held_requests(service)  # a replica takes longer than 1 s to start
+    results = held_requests(service)  # a replica takes longer than 1 s to start
     assert "503" in results["http"] and "no replica was ready within the hold of 1 s" in results["http"], results
     assert "UNAVAILABLE" in results["grpc"] and "serving.autoscale.hold" in results["grpc"], results

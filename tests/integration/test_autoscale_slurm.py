@@ -6,11 +6,14 @@ takes the service from 1 to 2 replica jobs and back to 1 with no failed request 
 router's log. Then account ``lab``'s GPU quota is lowered with sacctmgr to the one GPU the replica holds:
 under the same high load the scale-up is refused by the quota preflight (not submitted, not retried in a
 loop), no request fails, and ``serve status`` names the limit. The quota is restored whatever happens.
+With scale to zero and no replica, a request is held until the replica job it brings serves it; idle
+again, the service gives that job back.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.integration._traffic import Traffic
+from tests.integration.test_autoscale_local import held_requests
 from tests.integration.test_handoff_slurm import Run, hpc_tf, project
 from tests.integration.test_quota_slurm import account_record, assoc_mgr_text, sacctmgr
 from tests.integration.test_serving_replicas_slurm import Service, X, _wait, router_with_replicas
@@ -29,10 +33,15 @@ pytestmark = [pytest.mark.slurm, pytest.mark.triton, pytest.mark.tf, pytest.mark
 __all__ = ["project"]  # the fixture, shared with test_handoff_slurm
 
 ACCOUNT = "lab"
+HOLD_S = 300  # a replica job: queued, started, model restored and checked
 QUOTA = 4  # GrpTRES=gres/gpu of account lab (tests/cluster/common.sh)
 AUTOSCALE = ["serving.autoscale.min_replicas=1", "serving.autoscale.max_replicas=2",
              "serving.autoscale.target_in_flight=3", "serving.autoscale.window=2", "serving.autoscale.up_delay=2",
              "serving.autoscale.down_delay=20", "serving.replica_gpus=1"]
+
+
+TO_ZERO = ["serving.autoscale.max_replicas=1", "serving.autoscale.scale_to_zero=true", "serving.autoscale.window=2",
+           "serving.autoscale.up_delay=2", "serving.autoscale.down_delay=6", f"serving.autoscale.hold={HOLD_S}"]
 
 
 def set_quota(gpus: int, user: str) -> None:
@@ -94,3 +103,33 @@ def test_slurm_autoscaler_follows_a_load_ramp_and_stops_at_the_gpu_quota(
             assert "gres/gpu" in status.stdout or "GPU" in status.stdout, status.stdout
         finally:
             set_quota(QUOTA, slurm_cluster.user)
+
+
+def test_slurm_autoscaler_at_zero_holds_a_request_until_the_replica_job_it_brings_serves_it(
+    researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, scratch_dir: Path,
+) -> None:
+    from tests.unit._serving_models import export_mlp
+
+    exported = export_mlp(project.parent / "exported" / "v1", seed=1)
+
+    def hand_off(service: Service) -> None:
+        done = hpc_tf(researcher_run, project, "handoff", str(exported), "--model", "mlp", "--format", "python",
+                      check=False, timeout=300)
+        assert done.returncode == 0, done.stderr
+
+    with router_with_replicas(researcher_run, project, slurm_cluster, scratch_dir, 0, hand_off, TO_ZERO,
+                              replica_time="30:00") as service:
+        time.sleep(8)  # past the down delay: still no replica while nothing is asked
+        assert service.managed() == [], service.managed()
+        sent = time.monotonic()
+        results = held_requests(service.endpoint, "mlp")
+        assert results["http"] == "1" and results["grpc"] == "1", results  # answered, not refused
+        assert min(results["http_at"], results["grpc_at"]) - sent > 2.0  # held while a replica job started
+        assert "a request is held and no replica is wanted: one starts now" in service.log.read_text()
+        [replica] = service.managed()
+        assert replica["job_id"] and replica["state"] == "serving", replica
+        # idle again: the replica job is given back (drained, then cancelled by the router)
+        _wait(lambda: not service.managed(), "the idle replica job given back", 180)
+        ended = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", replica["job_id"]],
+                               capture_output=True, text=True, check=False).stdout
+        assert ended.startswith("CANCELLED"), ended

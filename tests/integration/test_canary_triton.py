@@ -21,9 +21,9 @@ from hpc.serving.repository import Repository
 from hpc.serving.state import ServingState, update_state
 from tests._prometheus import total
 from tests.integration._flaky_model import write_flaky
+from tests.integration._owner_config import owner_config as owner_config  # the module's keys
 from tests.integration._traffic import Traffic
 from tests.integration.test_router_triton import HPC_TF, TritonReplica, _wait, hpc_tf, metrics
-from tests.integration.test_router_triton import owner_config as owner_config  # the owner's key, per module
 
 pytestmark = [pytest.mark.triton]
 X = np.random.default_rng(5).normal(size=(2, 16)).astype("float32")

@@ -23,9 +23,9 @@ from hpc.serving.handoff import HandoffFailed, handoff
 from hpc.serving.repository import Repository
 from hpc.serving.router import client
 from hpc.serving.state import ServingState
+from tests.integration._owner_config import owner_config as owner_config  # the module's keys
 from tests.integration._traffic import Traffic
 from tests.integration.test_router_triton import HPC_TF, TritonReplica, _wait, hpc_tf
-from tests.integration.test_router_triton import owner_config as owner_config  # the owner's key, per module
 from tests.unit._serving_models import export_mlp
 
 pytestmark = [pytest.mark.triton, pytest.mark.tf]

@@ -33,6 +33,7 @@ from hpc.serving.router import client
 from hpc.serving.router.core import PROBE_INTERVAL_S, PROBE_TIMEOUT_S
 from hpc.serving.server import Bundle, backend_dir, free_port, server_argv, server_env
 from tests._prometheus import parse, total
+from tests.integration._owner_config import owner_config as owner_config  # the module's keys
 from tests.integration._traffic import Traffic
 from tests.unit._serving_models import export_mlp
 
@@ -99,14 +100,6 @@ class TritonReplica:
                 self.proc.wait(30)
         self.kill()
 
-
-@pytest.fixture(scope="module", autouse=True)
-def owner_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The owner's config directory (the repository's key) for this module, not the runner's."""
-    with pytest.MonkeyPatch.context() as patch:
-        path = tmp_path_factory.mktemp("config")
-        patch.setenv("XDG_CONFIG_HOME", str(path))
-        yield path
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from hpc.serving.repository import Repository
 from hpc.serving.router import client
 from hpc.serving.state import ServingState
 from tests._prometheus import parse
+from tests.integration._owner_config import owner_config as owner_config  # the module's keys
 from tests.integration._traffic import Traffic
 from tests.integration.test_router_triton import BOUND_S, HPC_TF, X, _get, _wait, hpc_tf
 from tests.unit._serving_models import export_mlp
@@ -33,13 +35,6 @@ from tests.unit._serving_models import export_mlp
 pytestmark = [pytest.mark.triton, pytest.mark.tf]
 START_S = 180  # one local replica: tritonserver, its python stub, model a restored
 
-
-@pytest.fixture(scope="module", autouse=True)
-def owner_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    with pytest.MonkeyPatch.context() as patch:
-        path = tmp_path_factory.mktemp("config")
-        patch.setenv("XDG_CONFIG_HOME", str(path))
-        yield path
 
 
 def start_router(repo: Path, log: Path, *options: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
@@ -57,33 +52,41 @@ def stop_router(router: subprocess.Popen[str]) -> None:
     router.wait(30)
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    base = tmp_path_factory.mktemp("replicas")
+@contextmanager
+def served_a(base: Path) -> Iterator[dict[str, Any]]:
+    """A node serving model ``a`` (handed off) on a repository under ``base``: ``{"repo", "log"}``, where
+    the test puts its router (``router``: stopped after, and its replicas first, as ``serve down`` stops
+    them; any replica a failed test left is killed)."""
     repo = base / "repo"
     up = hpc_tf("serve", "up", "--json", "--repository", str(repo), timeout=120)
     assert up.returncode == 0, up.stderr
-    info: dict[str, Any] = {}
+    info: dict[str, Any] = {"repo": repo, "log": base / "router.log"}
     try:
         done = hpc_tf("handoff", str(export_mlp(base / "export_a", seed=1)), "--model", "a", "--format", "python",
                       "--repository", str(repo))
         assert done.returncode == 0, done.stderr
-        router, endpoint = start_router(repo, base / "router.log", "--replicas", "1")
-        info.update(repo=repo, log=base / "router.log", host=endpoint["host"], router=router,
-                    http_port=endpoint["http_port"], grpc_port=endpoint["grpc_port"])
-        wait_serving(info, 1)
         yield info
     finally:
         router = info.get("router")  # the router a test started again, if one did
         if router is not None and router.poll() is None:
-            with contextlib.suppress(Exception):  # the replicas stop with a count of 0
-                client.scale(Repository.at(repo), 0)
+            with contextlib.suppress(Exception):  # not recorded: an autoscaler leaves it at 0 too
+                client.scale(Repository.at(repo), 0, record=False)
                 _wait(lambda: not client.service(Repository.at(repo))["managed"], "the replicas to stop", 120)
             stop_router(router)
         for path in (repo / ".hpc-tf" / "replicas").glob("r-*.json"):  # a test that failed half-way
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(json.loads(path.read_text())["pid"], signal.SIGKILL)
         hpc_tf("serve", "down", "--repository", str(repo), timeout=60)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with served_a(tmp_path_factory.mktemp("replicas")) as info:
+        router, endpoint = start_router(info["repo"], info["log"], "--replicas", "1")
+        info.update(host=endpoint["host"], router=router, http_port=endpoint["http_port"],
+                    grpc_port=endpoint["grpc_port"])
+        wait_serving(info, 1)
+        yield info
 
 
 def processes_under(directory: Path) -> list[int]:

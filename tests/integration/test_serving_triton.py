@@ -23,6 +23,7 @@ from hpc.serving.config import parse_config
 from hpc.serving.handoff import ONNX_TOLERANCE, _onnx_parity
 from hpc.serving.samples import SAMPLES_IN_SAVEDMODEL, compute_samples, load_samples, save_samples
 from hpc.serving.signature import read_signature
+from tests.integration._owner_config import owner_config as owner_config  # the module's keys
 from tests.integration._traffic import Traffic
 from tests.unit._serving_models import export_mlp, predict
 
@@ -34,14 +35,6 @@ def hpc_tf(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
     return subprocess.run([HPC_TF, *args, "--site", "local"], capture_output=True, text=True, timeout=timeout,
                           check=False)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def owner_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The owner's config directory (serving-node keys) for this module's hpc-tf commands, not the runner's."""
-    with pytest.MonkeyPatch.context() as patch:
-        path = tmp_path_factory.mktemp("config")
-        patch.setenv("XDG_CONFIG_HOME", str(path))
-        yield path
 
 
 @pytest.fixture(scope="module")
