@@ -213,6 +213,25 @@ def test_a_replica_that_is_down_is_marked_at_once_and_the_request_answered_by_an
     assert total(samples, "hpctf_router_replica_in_flight") == 0
 
 
+def test_only_inferences_count_in_the_variant_s_series_and_every_call_on_its_replica() -> None:
+    """Canary gates, the autoscaler and serve status read the variant's series: a client that asks for
+    metadata or readiness before each inference must not dilute its error rate."""
+    router = _router("r1")
+
+    async def send(replica: Replica) -> tuple[str, bool]:
+        return "answer", True
+
+    async def calls() -> None:
+        await router.forward(Route("m", "m", "1"), send, inference=False)  # metadata, readiness
+        await router.forward(Route("m", "m", "1"), send)
+
+    asyncio.run(calls())
+    samples = parse(router.metrics.render())
+    assert total(samples, "hpctf_router_variant_requests_total", public="m") == 1
+    assert total(samples, "hpctf_router_replica_requests_total", replica="r1") == 2
+    assert [entry["requests"] for entry in router.window.summary()] == [1]
+
+
 def test_metrics_count_requests_errors_and_latency_per_variant() -> None:
     metrics = Metrics()
     for seconds, ok in ((0.0007, True), (0.003, True), (0.2, False)):

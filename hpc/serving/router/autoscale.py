@@ -105,6 +105,7 @@ class Autoscaler:
         self.since = time.monotonic()
         self.last: dict[str, object] = {}
         self._logged = ""
+        self.holding = 0  # requests of any kind waiting in :meth:`hold` for a replica
         self._wake = asyncio.Event()
         router.hold = self.hold
         router.autoscaler_state = self.state
@@ -165,7 +166,7 @@ class Autoscaler:
         if refused is not None and current < refused[0]:
             # the count dropped below the refused one (less load): a later rise may ask once more
             self.controller.refused = refused = None
-        held = not self.router.pool.any_ready() and self._traffic()[0] > 0
+        held = self.holding > 0 and not self.router.pool.any_ready()
         decision = decide(self.options, self.needs, self.since, now, current, held,
                           None if refused is None else refused[0])
         self.last = {"average_in_flight": round(average, 3), "arrived": arrived, "need": self.needs[-1][1],
@@ -181,14 +182,18 @@ class Autoscaler:
     async def hold(self) -> None:
         """Wait (at most ``hold`` seconds) until a replica serves; NoReplica, one line, after that."""
         deadline = time.monotonic() + self.options.hold
+        self.holding += 1
         self._wake.set()  # decide now: a held request with no replica starts one at once
-        while not self.router.pool.any_ready():
-            if time.monotonic() > deadline:
-                refused = self.controller.refused
-                raise NoReplica(f"no replica was ready within the hold of {self.options.hold:g} s "
-                                f"(serving.autoscale.hold)" + (f": {refusal(refused)}" if refused else
-                                                               ": one is starting; try again"))
-            await asyncio.sleep(0.05)
+        try:
+            while not self.router.pool.any_ready():
+                if time.monotonic() > deadline:
+                    refused = self.controller.refused
+                    raise NoReplica(f"no replica was ready within the hold of {self.options.hold:g} s "
+                                    f"(serving.autoscale.hold)" + (f": {refusal(refused)}" if refused else
+                                                                   ": one is starting; try again"))
+                await asyncio.sleep(0.05)
+        finally:
+            self.holding -= 1
 
     def state(self) -> dict[str, object]:
         refused = self.controller.refused

@@ -23,7 +23,7 @@ import aiohttp
 from hpc.errors import ServingError
 from hpc.serving.canary import Canaries
 from hpc.serving.repository import Repository
-from hpc.serving.router.metrics import Metrics
+from hpc.serving.router.metrics import Metrics, Series
 from hpc.serving.router.pool import Pool, Replica
 from hpc.serving.router.split import Split, choose
 from hpc.serving.router.window import TrafficWindow
@@ -95,10 +95,13 @@ class Router:
         variant = choose(split, header(split.sticky_header) if split.sticky_header else None)
         return Route(name, variant.model, "" if variant.version is None else str(variant.version))
 
-    async def forward(self, route: Route, send: Callable[[Replica], Awaitable[tuple[T, bool]]]) -> T:
+    async def forward(self, route: Route, send: Callable[[Replica], Awaitable[tuple[T, bool]]],
+                      inference: bool = True) -> T:
         """Send one request (``send`` returns its answer and whether it succeeded, or raises
-        :class:`ReplicaDown`); a replica that is down is marked at once and the request retried once elsewhere."""
-        variant = self.metrics.variant(route.public, route.model, route.version or "-")
+        :class:`ReplicaDown`); a replica that is down is marked at once and the request retried once elsewhere.
+        Only inferences count in the variant's series (what canary gates, the autoscaler and ``serve status``
+        read); a metadata or readiness call counts on its replica only."""
+        variant = self.metrics.variant(route.public, route.model, route.version or "-") if inference else Series()
         variant.start()
         started, ok, tried = time.monotonic(), False, frozenset[str]()
         try:
@@ -126,7 +129,8 @@ class Router:
             raise NoReplica(f"no replica could be reached for {route.model}")
         finally:
             variant.finish(time.monotonic() - started, ok)
-            self.window.record(route.public, route.model, route.version, time.monotonic() - started, ok)
+            if inference:
+                self.window.record(route.public, route.model, route.version, time.monotonic() - started, ok)
 
     def _mark_down(self, replica: Replica, problem: str) -> None:
         if replica.healthy:

@@ -99,7 +99,7 @@ class GrpcFront:
                     return b"", False
 
             try:
-                answer = await router.forward(route, send)
+                answer = await router.forward(route, send, inference=method == "ModelInfer")
             except NoReplica as err:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(err))
             if failure:

@@ -76,7 +76,7 @@ def build_app(router: Router, request_timeout: float = 60.0) -> web.Application:
                 raise ReplicaDown(str(err) or type(err).__name__) from None
 
         try:
-            return await router.forward(route, send)
+            return await router.forward(route, send, inference=action == "infer")
         except NoReplica as err:
             return _error(503, str(err))
         except asyncio.TimeoutError:
