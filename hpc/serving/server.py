@@ -45,6 +45,8 @@ from hpc.serving.state import ServingState
 from hpc.text import shown
 
 READY_TIMEOUT_S = 60.0
+# what stops a node: SIGTERM (scancel, a router scaling down), SIGINT (Ctrl-C), SIGUSR1 (the walltime warning)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 STOP_TIMEOUT_S = 30.0
 
 
@@ -264,6 +266,8 @@ def start_server(
     except BaseException:
         if proc.poll() is None:
             _stop_pid(proc.pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # its stubs, if it had to be killed
+            os.killpg(proc.pid, signal.SIGKILL)
         raise
     endpoint = replace(endpoint, restored=[r.to_dict() for r in restored])
     write_text_atomic(endpoint_path(repo, replica), endpoint.to_json(), mode=0o600)
@@ -353,6 +357,15 @@ def stop_server(repo: Repository) -> Endpoint:
 def run_foreground(repo: Repository, host: str, job_id: str | None, replica: str | None = None) -> int:
     """Serving node inside a Slurm job (or the router's replica ``replica``, a job or a local process): start
     with the secret ``serve up`` stored, register, wait for the server; unregister at the end."""
+    def stop_starting(signum: int, _frame: object) -> None:
+        for sig in STOP_SIGNALS:  # one stop: the clean-up below must not be cut short by a second signal
+            signal.signal(sig, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    # stopped while it starts (a router scaling down, scancel): start_server stops the tritonserver it
+    # started (it runs in a session of its own, which a signal to this process does not reach)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop_starting)
     endpoint, proc = start_server(repo, node_secret.load(repo.root), host=host, job_id=job_id, replica=replica)
     for line in endpoint.restored_lines():
         print(line, flush=True)
@@ -361,7 +374,7 @@ def run_foreground(repo: Repository, host: str, job_id: str | None, replica: str
     def forward(signum: int, _frame: object) -> None:
         proc.send_signal(signal.SIGINT)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, forward)
     try:
         return proc.wait()

@@ -176,3 +176,47 @@ def test_a_router_started_again_keeps_the_count_and_adopts_the_running_replicas(
             thread.join(60)
     assert traffic.failures == [] and traffic.versions == {"1": 400}, (traffic.failures[:3], traffic.versions)
     assert client.service(repo)["replicas"] == len(before)
+
+
+def _tritonservers(repo: Path) -> list[int]:
+    """The tritonserver processes serving ``repo``, found by their command lines."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"tritonserver") and f"--model-repository={repo}".encode() in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_replica_stopped_while_it_starts_leaves_no_tritonserver(tmp_path: Path) -> None:
+    """A router that scales down a replica still starting (or a scancel) SIGTERMs its node process while the
+    node waits for tritonserver or restores the recorded models: the tritonserver it started (a session
+    of its own, which the signal does not reach) must stop too, not outlive it."""
+    from hpc.runtime.node.processes import alive
+    from hpc.serving import secret as node_secret
+    from hpc.serving.state import update_state
+    from tests.integration._flaky_model import write_flaky
+
+    repo = tmp_path / "repo"
+    write_flaky(repo, "slow", {1: 0})  # a python-backend model: its restore takes seconds
+    update_state(Repository.at(repo), lambda s: s.with_model("slow", [1], "handoff"))
+    node_secret.create(repo)
+    log = tmp_path / "node.log"
+    node = subprocess.Popen([HPC_TF, "serve", "node", "--repository", str(repo), "--replica", "r-0000aa", "--host",
+                             "127.0.0.1"], stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait(lambda: bool(_tritonservers(repo)) or node.poll() is not None, "its tritonserver to start", 60)
+        started = _tritonservers(repo)
+        node.send_signal(signal.SIGTERM)
+        node.wait(60)
+        assert started and "serving node ready" not in log.read_text(), log.read_text()  # stopped as it started
+        _wait(lambda: not any(alive(pid) for pid in started), "its tritonserver to stop", 60)
+        assert not (repo / ".hpc-tf" / "replicas" / "r-0000aa.json").exists()
+    finally:
+        if node.poll() is None:
+            node.kill()
+        for pid in _tritonservers(repo):
+            os.kill(pid, signal.SIGKILL)
