@@ -22,9 +22,9 @@ import pytest
 
 from tests.integration._traffic import Traffic
 from tests.integration.test_autoscale_local import held_requests
-from tests.integration.test_handoff_slurm import Run, hpc_tf, project
+from tests.integration.test_handoff_slurm import Run, project
 from tests.integration.test_quota_slurm import account_record, assoc_mgr_text, sacctmgr
-from tests.integration.test_serving_replicas_slurm import Service, X, _wait, router_with_replicas
+from tests.integration.test_serving_replicas_slurm import X, _wait, mlp_handed_off, router_with_replicas
 
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
@@ -54,15 +54,7 @@ def set_quota(gpus: int, user: str) -> None:
 def test_slurm_autoscaler_follows_a_load_ramp_and_stops_at_the_gpu_quota(
     researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, scratch_dir: Path,
 ) -> None:
-    from tests.unit._serving_models import export_mlp
-
-    exported = export_mlp(project.parent / "exported" / "v1", seed=1)
-
-    def hand_off(service: Service) -> None:
-        done = hpc_tf(researcher_run, project, "handoff", str(exported), "--model", "mlp", "--format", "python",
-                      check=False, timeout=300)
-        assert done.returncode == 0, done.stderr
-
+    hand_off = mlp_handed_off(researcher_run, project)
     # replicas far from their time limit: no replacement during the test
     with router_with_replicas(researcher_run, project, slurm_cluster, scratch_dir, 1, hand_off, AUTOSCALE,
                               replica_time="30:00") as service:
@@ -108,15 +100,7 @@ def test_slurm_autoscaler_follows_a_load_ramp_and_stops_at_the_gpu_quota(
 def test_slurm_autoscaler_at_zero_holds_a_request_until_the_replica_job_it_brings_serves_it(
     researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, scratch_dir: Path,
 ) -> None:
-    from tests.unit._serving_models import export_mlp
-
-    exported = export_mlp(project.parent / "exported" / "v1", seed=1)
-
-    def hand_off(service: Service) -> None:
-        done = hpc_tf(researcher_run, project, "handoff", str(exported), "--model", "mlp", "--format", "python",
-                      check=False, timeout=300)
-        assert done.returncode == 0, done.stderr
-
+    hand_off = mlp_handed_off(researcher_run, project)
     with router_with_replicas(researcher_run, project, slurm_cluster, scratch_dir, 0, hand_off, TO_ZERO,
                               replica_time="30:00") as service:
         time.sleep(8)  # past the down delay: still no replica while nothing is asked

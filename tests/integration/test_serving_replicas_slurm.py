@@ -106,6 +106,21 @@ class Service:
         return parse(body.decode())
 
 
+def mlp_handed_off(researcher_run: Run, project: Path) -> Callable[[Service], None]:
+    """A ``with_node`` step for :func:`router_with_replicas`: ``mlp`` v1 handed off to the node (the
+    recorded version every replica restores, and the parity samples it is admitted by)."""
+    from tests.unit._serving_models import export_mlp
+
+    exported = export_mlp(project.parent / "exported" / "v1", seed=1)
+
+    def hand_off(service: Service) -> None:
+        done = hpc_tf(researcher_run, project, "handoff", str(exported), "--model", "mlp", "--format", "python",
+                      check=False, timeout=300)
+        assert done.returncode == 0, done.stderr
+
+    return hand_off
+
+
 @contextmanager
 def router_with_replicas(researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, scratch_dir: Path,
                          replicas: int, with_node: Callable[[Service], None], settings: Sequence[str] = (),
@@ -138,15 +153,7 @@ def router_with_replicas(researcher_run: Run, project: Path, slurm_cluster: Slur
 def test_slurm_replicas_scale_get_replaced_near_their_limit_and_after_a_kill(
     researcher_run: Run, project: Path, slurm_cluster: SlurmCluster, scratch_dir: Path,
 ) -> None:
-    from tests.unit._serving_models import export_mlp
-
-    exported = export_mlp(project.parent / "exported" / "v1", seed=1)
-
-    def hand_off(service: Service) -> None:  # the parity samples every replica is admitted by
-        done = hpc_tf(researcher_run, project, "handoff", str(exported), "--model", "mlp", "--format", "python",
-                      check=False, timeout=300)
-        assert done.returncode == 0, done.stderr
-
+    hand_off = mlp_handed_off(researcher_run, project)
     with router_with_replicas(researcher_run, project, slurm_cluster, scratch_dir, 1, hand_off) as service:
         [first] = service.managed()
         assert first["job_id"] and first["node"], first
