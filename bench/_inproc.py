@@ -37,8 +37,10 @@ def main() -> None:
 
 
 def measure(call: Callable[[], object], concurrency: int, seconds: float) -> dict[str, float]:
-    """``concurrency`` threads calling ``call`` in a closed loop for ``seconds`` (after 0.5 s of warm-up)."""
-    from bench._serving import latency_summary
+    """``concurrency`` threads calling ``call`` in a closed loop for ``seconds`` (after 0.5 s of warm-up);
+    summed up as ``hpc-tf serve bench`` sums up a served one (the same percentiles)."""
+    from bench._serving import METRICS
+    from hpc.serving.loadtest import Level
 
     latencies: list[float] = []
     lock = threading.Lock()
@@ -57,7 +59,9 @@ def measure(call: Callable[[], object], concurrency: int, seconds: float) -> dic
         thread.start()
     for thread in threads:
         thread.join()
-    return latency_summary(latencies, time.perf_counter() - measure_from)
+    level = Level(concurrency, time.perf_counter() - measure_from, latencies).to_dict()
+    return {key: level[key] for key in METRICS}
+
 
 if __name__ == "__main__":
     main()

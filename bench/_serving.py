@@ -1,10 +1,10 @@
 """What the serving benchmarks share: the quickstart model trained once on this machine, a local Triton
-serving node (the tritonserver bundled in nvidia-pytriton, python backend) and a closed-loop gRPC client.
+serving node (the tritonserver bundled in nvidia-pytriton, python backend) and ``hpc-tf serve bench``'s
+closed-loop client (hpc.serving.loadtest).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -20,6 +20,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "examples" / "quickstart" / "train.py"
+METRICS = ("throughput", "p50_ms", "p90_ms", "p99_ms")  # what a closed loop's window reports
 
 
 @dataclass
@@ -62,51 +63,28 @@ def request(savedmodel: Path, batch: int = 1, seed: int = 0) -> dict[str, np.nda
             for t in read_signature(savedmodel).inputs}
 
 
-def closed_loop(url: str, model: str, inputs: dict[str, np.ndarray], concurrency: int, seconds: float,
-                warmup_s: float = 0.5, protocol: str = "grpc") -> dict[str, float]:
-    """``concurrency`` clients, each sending its next request when the previous one answered (tritonclient's
-    asyncio client of ``protocol``, grpc or http; binary tensors)."""
-    return asyncio.run(_closed_loop(url, model, inputs, concurrency, seconds, warmup_s, protocol))
+def served_request(repo: Any, url: str, model: str) -> dict[str, Any]:
+    """The batch-1 request ``hpc-tf serve bench`` sends ``model`` (hpc.serving.load_inputs: the hand-off's parity
+    samples), for a client that needs it spelled out (perf_analyzer's input data)."""
+    import tritonclient.grpc as grpcclient
 
+    from hpc.serving.load_inputs import request_inputs
 
-async def _closed_loop(url: str, model: str, inputs: dict[str, np.ndarray], concurrency: int, seconds: float,
-                       warmup_s: float, protocol: str) -> dict[str, float]:
-    import tritonclient.grpc.aio as grpcaio
-    import tritonclient.http.aio as httpaio
-    from tritonclient.utils import np_to_triton_dtype
-
-    triton: Any = grpcaio if protocol == "grpc" else httpaio
-    client = triton.InferenceServerClient(url) if protocol == "grpc" else \
-        triton.InferenceServerClient(url, conn_limit=concurrency)
-    tensors = []
-    for name, array in inputs.items():
-        tensor = triton.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    latencies: list[float] = []
-    start = time.perf_counter()
-    measure_from = start + warmup_s
-    stop = measure_from + seconds
-
-    async def worker() -> None:
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop:
-                return
-            await client.infer(model, tensors)
-            if t0 >= measure_from:
-                latencies.append((time.perf_counter() - t0) * 1000)
-
+    client = grpcclient.InferenceServerClient(url)
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return request_inputs(client.get_model_metadata(model, as_json=True), repo, model, 1)[0]
     finally:
-        await client.close()
-    return latency_summary(latencies, time.perf_counter() - measure_from)
+        client.close()
 
 
-def latency_summary(latencies: list[float], seconds: float) -> dict[str, float]:
-    ordered = sorted(latencies)
-    if not ordered:
-        return {"n": 0, "throughput": 0.0, "p50_ms": float("nan"), "p99_ms": float("nan")}
-    return {"n": len(ordered), "throughput": len(ordered) / seconds,
-            "p50_ms": ordered[len(ordered) // 2], "p99_ms": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+def closed_loop(repo: Any, url: str, model: str, concurrency: int, seconds: float,
+                protocol: str = "grpc") -> dict[str, float]:
+    """``hpc-tf serve bench``'s load test (hpc.serving.loadtest: tritonclient's asyncio client of ``protocol``,
+    binary tensors, one warm-up request) at one concurrency for ``seconds``; a failed request stops the run."""
+    from hpc.serving.loadtest import DEFAULT_MAX_REQUESTS, BenchSettings, run_bench
+
+    settings = BenchSettings((concurrency,), seconds, protocol, 1, DEFAULT_MAX_REQUESTS)
+    level = run_bench(repo, model, settings, url=url).levels[0].to_dict()
+    if level["failed"]:
+        raise RuntimeError(f"{level['failed']} request(s) to {model} at c={concurrency} failed: {level['errors']}")
+    return {key: level[key] for key in METRICS}

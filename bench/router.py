@@ -5,7 +5,7 @@ side in one run, gRPC and HTTP, batch 1, concurrency 1 and 8.
 One local serving node (bundled tritonserver, python backend) serves the quickstart model handed off with
 ``--format auto`` and the generated config (the served path of bench/serving.py's *generated*);
 the router runs in front of it as its own process with that node as its one replica. The client is the
-closed loop of bench/serving.py (tritonclient's asyncio gRPC and HTTP clients). Windows of direct and
+closed loop of ``hpc-tf serve bench`` (tritonclient's asyncio gRPC and HTTP clients). Windows of direct and
 routed traffic alternate; client, router, server and the python-backend stub share the machine's two
 cores, so the router's CPU is taken from Triton's: the throughput ratio is what a router on the
 serving node's own host costs.
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench._serving import closed_loop, request, serving_node
+from bench._serving import closed_loop, serving_node
 from bench._stats import Figure, Result
 
 NAME = "router"
@@ -47,7 +47,6 @@ def run(args: argparse.Namespace, quick: bool) -> Result:
         direct = read_endpoint(node.repo)
         router, endpoint = _start_router(node.repo.root, f"{direct.host}:{direct.http_port}:{direct.grpc_port}")
         try:
-            inputs = request(node.savedmodel)
             urls = {("direct", "grpc"): direct.grpc_url, ("direct", "http"): f"{direct.host}:{direct.http_port}",
                     ("router", "grpc"): f"{endpoint['host']}:{endpoint['grpc_port']}",
                     ("router", "http"): f"{endpoint['host']}:{endpoint['http_port']}"}
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace, quick: bool) -> Result:
                     for protocol in PROTOCOLS:
                         for concurrency in CONCURRENCY:
                             runs[(path, protocol, concurrency)].append(closed_loop(
-                                urls[(path, protocol)], MODEL, inputs, concurrency, seconds, protocol=protocol))
+                                node.repo, urls[(path, protocol)], MODEL, concurrency, seconds, protocol))
         finally:
             router.terminate()
             router.wait(30)

@@ -10,26 +10,30 @@ quickstart MLP and a small CNN, bench/_cnn.py), four ways side by side:
   its own process).
 
 Every Triton model is put into service by the hand-off itself, on one local serving node (bundled tritonserver,
-python backend). The client is a closed loop over tritonclient's asyncio gRPC client (perf_analyzer is not
-available: the tritonclient wheel ships only a placeholder for it). Windows of the variants alternate; the
-client, the server and its python-backend stubs share the machine's two cores.
+python backend). The served variants are measured with perf_analyzer, the C++ load generator Triton ships for this
+(bench/_perf_analyzer.py: gRPC, batch 1, one synchronous client thread per concurrency): a Python client spends
+about as much CPU per request as the server, on the same two cores. One more variant shows what a Python client
+pays: *generated* again through ``hpc-tf serve bench``'s client (hpc.serving.loadtest, tritonclient's asyncio gRPC
+client), as a baseline row, not a target. Windows of the variants alternate; the client, the server and its
+python-backend stubs share the machine's two cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from bench._serving import REPO, Node, closed_loop, request, serving_node
+from bench import _perf_analyzer
+from bench._serving import REPO, Node, closed_loop, served_request, serving_node
 from bench._stats import Figure, Result
 
 NAME = "serving"
 CONCURRENCY = (1, 4, 8)
-SERVED = ("generated", "naive", "python (TF)")
+SERVED = ("generated", "naive", "python (TF)")  # through perf_analyzer
+PYCLIENT = "generated, Python client"
 INPROC = "in-process TF"
 # the issue's targets, generated against each baseline: (metric, concurrency or None for all, bound)
 TARGETS = {("throughput", 8, INPROC): ("≥ 1.5×", lambda r: r >= 1.5),
@@ -46,23 +50,27 @@ def run(args: argparse.Namespace, quick: bool) -> Result:
     reps = args.serving_reps or (1 if quick else 3)
     seconds = args.serving_seconds or (1.0 if quick else 3.0)
     result = Result(NAME, quick)
-    result.facts["perf_analyzer"] = shutil.which("perf_analyzer") or "not available"
     with serving_node("serving") as node:
+        pa = _perf_analyzer.perf_analyzer(node.work)
+        result.facts["client"] = (f"perf_analyzer {_perf_analyzer.VERSION} (C++, Triton's; tritonclient wheel from "
+                                  f"PyPI) for {', '.join(SERVED)}; '{PYCLIENT}': hpc-tf serve bench's tritonclient "
+                                  "asyncio gRPC client")
         cnn = node.work / "cnn"
         subprocess.run([sys.executable, "-m", "bench._cnn", str(cnn)], cwd=REPO, check=True, capture_output=True,
                        timeout=600)
         for label, savedmodel in (("quickstart", node.savedmodel), ("cnn", cnn)):
-            runs = _measure(node, label, savedmodel, reps, seconds, result)
+            runs = _measure(node, pa, label, savedmodel, reps, seconds, result)
             _figures(result, label, runs)
     result.facts["window_s"] = seconds
     result.notes.append("batch 1, gRPC; in-process TF = the SavedModel's serving signature called from N threads; "
-                        "the machine's 2 cores are shared with the client (and whatever else runs)")
+                        "the machine's 2 cores are shared by client and server (and whatever else runs)")
     return result
 
 
-def _measure(node: Node, label: str, savedmodel: Path, reps: int, seconds: float,
-             result: Result) -> dict[tuple[str, int], list[dict[str, float]]]:
-    from hpc.serving.config import ServingOptions
+def _measure(node: Node, pa: _perf_analyzer.PerfAnalyzer, label: str, savedmodel: Path, reps: int,
+             seconds: float, result: Result) -> dict[tuple[str, int], list[dict[str, float]]]:
+    from hpc.serving import secret as node_secret
+    from hpc.serving.config import ServingOptions, parse_config
     from hpc.serving.handoff import handoff
 
     url, repo = node.grpc_url, node.repo
@@ -74,8 +82,12 @@ def _measure(node: Node, label: str, savedmodel: Path, reps: int, seconds: float
     handoff(savedmodel, f"{label}_tf", repo, "python", grpc_url=url)
     result.facts[f"{label}_generated_config"] = " ".join(repo.config_file(f"{label}_gen").read_text().split())
     models = {"generated": f"{label}_gen", "naive": f"{label}_naive", "python (TF)": f"{label}_tf"}
-    inputs = request(savedmodel)
-    variants = (*SERVED, INPROC)
+    # perf_analyzer reads each model's config and statistics, which the node restricts to its owner's key
+    headers = node_secret.load(repo.root).grpc_headers()
+    data = {model: _perf_analyzer.input_data(node.work / f"{model}.json", served_request(repo, url, model),
+                                             parse_config(repo.config_file(model).read_text()).max_batch_size > 0)
+            for model in models.values()}
+    variants = (*SERVED, PYCLIENT, INPROC)
     runs: dict[tuple[str, int], list[dict[str, float]]] = {(v, c): [] for v in variants for c in CONCURRENCY}
     for rep in range(reps):
         for variant in variants if rep % 2 == 0 else variants[::-1]:
@@ -84,14 +96,22 @@ def _measure(node: Node, label: str, savedmodel: Path, reps: int, seconds: float
                     runs[(variant, int(line["concurrency"]))].append(line)
                 continue
             for concurrency in CONCURRENCY:
-                runs[(variant, concurrency)].append(closed_loop(url, models[variant], inputs, concurrency, seconds))
+                runs[(variant, concurrency)].append(
+                    closed_loop(repo, url, models["generated"], concurrency, seconds) if variant == PYCLIENT else
+                    _perf_analyzer.measure(pa, url, models[variant], data[models[variant]], concurrency, seconds,
+                                           headers, node.work))
+    for concurrency in CONCURRENCY:  # where a request's time goes, as Triton counts it
+        last = runs[("generated", concurrency)][-1]
+        result.facts[f"{label}_generated_c{concurrency}_server_us"] = (
+            f"network+server send/recv {last['network_us']:.0f}, queue {last['queue_us']:.0f}, "
+            f"compute {last['compute_us']:.0f} (last window's averages)")
     return runs
 
 
 def _figures(result: Result, label: str, runs: dict[tuple[str, int], list[dict[str, float]]]) -> None:
     for concurrency in CONCURRENCY:
-        for metric, unit, baselines in (("throughput", "req/s", ("naive", "python (TF)", INPROC)),
-                                        ("p50_ms", "ms", ("naive", "python (TF)", INPROC)),
+        for metric, unit, baselines in (("throughput", "req/s", ("naive", "python (TF)", PYCLIENT, INPROC)),
+                                        ("p50_ms", "ms", ("naive", "python (TF)", PYCLIENT, INPROC)),
                                         ("p99_ms", "ms", ("naive", INPROC))):
             subject = [r[metric] for r in runs[("generated", concurrency)]]
             for baseline in baselines:
