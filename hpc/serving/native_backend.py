@@ -93,16 +93,21 @@ def onnxruntime_backend() -> Path:
         raise ServingError("format onnx compiles hpc-tf's Triton backend once, and no C++ compiler is on PATH",
                            hint="install g++ (or load your cluster's compiler module), or serve with --format "
                                 "python-onnx")
-    target.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY_NAME}.", dir=target)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY_NAME}.", dir=target)
+    except OSError as err:
+        raise ServingError(f"cannot write hpc-tf's backend cache {target}: {err.strerror or err}",
+                           hint="set XDG_CACHE_HOME to a directory you can write") from None
     os.close(fd)
-    argv = [compiler, "-std=c++17", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", f"-I{header_dir}",
+    argv = [compiler, "-std=c++17", "-O2", "-fmax-errors=3", "-fPIC", "-shared", "-fvisibility=hidden", f"-I{header_dir}",
             f"-I{SOURCE_DIR}", f'-DHPCTF_ORT_LIBRARY="{library}"', str(SOURCE_DIR / SOURCES[0]), "-o", tmp, "-ldl"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
         if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-10:])
-            raise ServingError(f"building hpc-tf's onnxruntime backend failed (exit {done.returncode}):\n{tail}",
+            errors = [line for line in done.stderr.splitlines() if "error" in line][:3]  # the first say why
+            detail = "\n".join(errors or done.stderr.strip().splitlines()[-10:])
+            raise ServingError(f"building hpc-tf's onnxruntime backend failed (exit {done.returncode}):\n{detail}",
                                hint=f"is {header_dir / HEADER} ONNX Runtime's (no newer than the venv's "
                                     f"{library.name})? else serve with --format python-onnx")
         os.chmod(tmp, 0o755)
