@@ -100,8 +100,9 @@ def onnxruntime_backend() -> Path:
         raise ServingError(f"cannot write hpc-tf's backend cache {target}: {err.strerror or err}",
                            hint="set XDG_CACHE_HOME to a directory you can write") from None
     os.close(fd)
-    argv = [compiler, "-std=c++17", "-O2", "-fmax-errors=3", "-fPIC", "-shared", "-fvisibility=hidden", f"-I{header_dir}",
-            f"-I{SOURCE_DIR}", f'-DHPCTF_ORT_LIBRARY="{library}"', str(SOURCE_DIR / SOURCES[0]), "-o", tmp, "-ldl"]
+    argv = [compiler, "-std=c++17", "-O2", "-fmax-errors=3", "-fPIC", "-shared", "-fvisibility=hidden",
+            f"-I{header_dir}", f"-I{SOURCE_DIR}", f'-DHPCTF_ORT_LIBRARY="{library}"', str(SOURCE_DIR / SOURCES[0]),
+            "-o", tmp, "-ldl"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
         if done.returncode != 0:

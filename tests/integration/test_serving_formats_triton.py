@@ -32,19 +32,22 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export_mlp(tmp_path_factory.mktemp("models") / "mlp", seed=3)
 
 
-def test_python_onnx_serves_the_trained_models_answers(server: dict[str, Any], mlp: Path) -> None:
-    done = hpc_tf("handoff", str(mlp), "--model", "mlp_ort", "--format", "python-onnx",
+@pytest.mark.parametrize(("fmt", "files"), [("python-onnx", ["model.onnx", "model.py"]), ("onnx", ["model.onnx"])])
+def test_onnx_formats_serve_the_trained_models_answers(server: dict[str, Any], mlp: Path, fmt: str,
+                                                      files: list[str]) -> None:
+    """No SavedModel in either: TensorFlow never enters the python stub (python-onnx), and onnx is model.onnx
+    alone, run by hpc-tf's backend inside tritonserver."""
+    done = hpc_tf("handoff", str(mlp), "--model", f"mlp_{fmt}", "--format", fmt,
                   "--repository", str(server["repo"]), "--json")
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
-    assert record["ok"] and record["format"] == "python-onnx"
+    assert record["ok"] and record["format"] == fmt
     assert record["parity"]["onnxruntime"]["ok"] and record["parity"]["triton"]["ok"]
     assert record["parity"]["triton"]["max_abs_diff"] <= ONNX_TOLERANCE
-    version_dir = server["repo"] / "mlp_ort" / str(record["version"])
-    served = sorted(p.name for p in version_dir.iterdir() if p.name != "__pycache__")  # the stub compiles model.py
-    assert served == ["model.onnx", "model.py"]  # no SavedModel: TensorFlow never enters the stub
+    version_dir = server["repo"] / f"mlp_{fmt}" / str(record["version"])
+    assert sorted(p.name for p in version_dir.iterdir() if p.name != "__pycache__") == files  # stubs compile model.py
     x = np.random.default_rng(5).normal(size=(5, 16)).astype("float32")
-    out, version = infer(server, x, model="mlp_ort")
+    out, version = infer(server, x, model=f"mlp_{fmt}")
     assert version == str(record["version"])
     np.testing.assert_allclose(out, predict(mlp, x), rtol=0, atol=ONNX_TOLERANCE)
 
@@ -66,21 +69,6 @@ def test_auto_hands_off_the_faster_format_that_passes_parity_and_records_why(ser
     assert ("intra_op_thread_count" in config) == (faster == "onnx")
     x = np.random.default_rng(6).normal(size=(3, 16)).astype("float32")
     out, _ = infer(server, x, model="mlp_auto")
-    np.testing.assert_allclose(out, predict(mlp, x), rtol=0, atol=ONNX_TOLERANCE)
-
-
-def test_onnx_is_served_by_hpc_tfs_own_backend_inside_tritonserver(server: dict[str, Any], mlp: Path) -> None:
-    done = hpc_tf("handoff", str(mlp), "--model", "mlp_native", "--format", "onnx",
-                  "--repository", str(server["repo"]), "--json")
-    assert done.returncode == 0, done.stderr
-    record = json.loads(done.stdout)
-    assert record["ok"] and record["format"] == "onnx"
-    assert record["parity"]["triton"]["max_abs_diff"] <= ONNX_TOLERANCE
-    version_dir = server["repo"] / "mlp_native" / str(record["version"])
-    assert sorted(p.name for p in version_dir.iterdir()) == ["model.onnx"]
-    x = np.random.default_rng(7).normal(size=(4, 16)).astype("float32")
-    out, version = infer(server, x, model="mlp_native")
-    assert version == str(record["version"])
     np.testing.assert_allclose(out, predict(mlp, x), rtol=0, atol=ONNX_TOLERANCE)
 
 
