@@ -15,8 +15,9 @@ from hpc.serving.canary import DEFAULT_STEP_TIME
 FormatName = Literal["onnx", "savedmodel", "python", "python-onnx", "auto"]
 FormatOpt = Annotated[
     FormatName | None, typer.Option(
-        "--format", help="python, python-onnx (ONNX Runtime in the python backend), onnx, savedmodel, or auto "
-        "(the fastest python-backend format that passes parity; default: the site's).")
+        "--format", help="python (TensorFlow in the python backend), python-onnx (ONNX Runtime in the python "
+        "backend), onnx (ONNX Runtime in tritonserver), savedmodel, or auto (the fastest that passes parity; "
+        "default: the site's).")
 ]
 RepoOpt = Annotated[Path | None, typer.Option("--repository", "-r", metavar="DIR",
                                               help="Model repository (default: the site's).")]

@@ -44,7 +44,7 @@ class ServingOptions:
     dynamic_batching: bool = True
     queue_delay_us: int = 0
     instances: int = 1
-    # python formats: threads of the runtime (TF, or ONNX Runtime for python-onnx) inside each stub (0 = its default)
+    # threads of the runtime in each instance: TF (python), ONNX Runtime (python-onnx, onnx); 0 = its default
     tf_threads: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
 
@@ -97,6 +97,9 @@ def build_config(name: str, signature: Signature, fmt: Format, options: ServingO
     if fmt == "python-onnx" and opts.tf_threads:
         params.setdefault("ORT_INTRA_OP_THREADS", str(opts.tf_threads))
         params.setdefault("ORT_INTER_OP_THREADS", str(opts.tf_threads))
+    if fmt == "onnx" and opts.tf_threads:  # the names of Triton's onnxruntime backends (NVIDIA's and hpc-tf's)
+        params.setdefault("intra_op_thread_count", str(opts.tf_threads))
+        params.setdefault("inter_op_thread_count", str(opts.tf_threads))
     for key, value in sorted(params.items()):
         cfg.parameters[key].string_value = value
     return cfg

@@ -7,8 +7,9 @@ timed in the record):
 1. ``source``     a run directory (its output_dir/export) or a SavedModel directory
 2. ``signature``  read from saved_model.pb without TensorFlow
 3. ``samples``    stored samples (assets.extra/hpc-tf-samples.npz) or computed in a TF child process
-   ``choose``     only for format ``auto``: python-onnx or python, whichever passes parity and runs a request
-                  faster (:mod:`hpc.serving.choose`); recorded with its reasons as ``choice``
+   ``choose``     only for format ``auto``: ONNX Runtime (onnx where the service has the backend, else
+                  python-onnx) or python, whichever passes parity and runs a request faster
+                  (:mod:`hpc.serving.choose`); recorded with its reasons as ``choice``
 4. ``publish``    version N+1 built under a temp name, renamed into <repository>/<model>/<N+1>
 5. ``load``       gRPC load against one deadline, then version N+1 ready
 6. ``verify``     samples sent to version N+1 explicitly; exact for python/savedmodel, ONNX_TOLERANCE for onnx and
@@ -42,7 +43,7 @@ from hpc.errors import HpcTfError, ServingError
 from hpc.paths import RunPaths
 from hpc.records import read_record
 from hpc.serving import secret as node_secret
-from hpc.serving.choose import Choice, choose_format
+from hpc.serving.choose import Choice, choose_format, onnx_serving_format
 from hpc.serving.config import AUTO, FORMATS, ONNX_FORMATS, PYTHON_ONNX, FormatChoice, ServingOptions, config_pbtxt
 from hpc.serving.control import LOAD_TIMEOUT_S, ModelControl, not_answering
 from hpc.serving.formats import ONNX_TOLERANCE, build_version, onnx_parity
@@ -183,7 +184,8 @@ def handoff(
 
             if fmt == AUTO:
                 stage = "choose"
-                choice = choose_format(savedmodel, signature, samples, Path(record.samples), Path(scratch), options)
+                choice = choose_format(savedmodel, signature, samples, Path(record.samples), Path(scratch), options,
+                                       onnx_format=onnx_serving_format(node))
                 served, record.format, record.choice = choice.format, choice.format, choice.record()
                 done("choose", f"{choice.format} ({choice.why})")
             else:

@@ -36,6 +36,7 @@ from hpc.atomic import write_text_atomic
 from hpc.errors import ConfigError, HpcTfError, ServingError
 from hpc.records import read_record
 from hpc.runtime.node.processes import alive
+from hpc.serving import native_backend
 from hpc.serving import secret as node_secret
 from hpc.serving.config import AUTO, BACKEND, FORMATS, FormatChoice
 from hpc.serving.repository import Repository
@@ -64,6 +65,8 @@ class Endpoint:
     job_id: str | None = None
     # the Triton backends the server was started with (which formats it can load); None: not recorded
     backends: list[str] | None = None
+    # backends hpc-tf could not add (its own onnxruntime: hpc.serving.native_backend), with why
+    missing_backends: dict[str, str] = field(default_factory=dict)
     # what the node loaded of the recorded serving state when it started (Restored, as dicts)
     restored: list[dict[str, Any]] = field(default_factory=list)
 
@@ -127,8 +130,10 @@ def check_servable(fmt: FormatChoice, node: Endpoint, other_setting: str = "pass
     served = [f for f in FORMATS if BACKEND[f] in node.backends]
     fix = (f"set serving.format: {served[0]} in the site config, or {other_setting.format(served[0])}" if served
            else "serve it with a Triton that has that backend")
+    why = f"; {node.missing_backends[backend]}" if backend in node.missing_backends else ""
     raise ConfigError(f"serving format '{fmt}' needs Triton's {backend} backend, which the serving node at "
-                      f"{node.grpc_url} does not have (its backends: {', '.join(node.backends) or 'none'}): {fix}")
+                      f"{node.grpc_url} does not have (its backends: {', '.join(node.backends) or 'none'}{why}): "
+                      f"{fix}")
 
 
 @dataclass(frozen=True)
@@ -191,6 +196,20 @@ def backend_dir(bundle: Bundle, workdir: Path) -> Path:
     return dst
 
 
+def add_own_backends(backends: Path) -> dict[str, str]:
+    """Add hpc-tf's onnxruntime backend where this Triton has none; returns {backend: why it is missing}."""
+    if (backends / native_backend.BACKEND_NAME).exists():
+        return {}
+    try:
+        built = native_backend.onnxruntime_backend()
+    except ServingError as err:
+        return {native_backend.BACKEND_NAME: err.reason + (f" ({err.hint})" if err.hint else "")}
+    (backends / native_backend.BACKEND_NAME).mkdir()
+    (backends / native_backend.BACKEND_NAME / native_backend.LIBRARY_NAME).symlink_to(
+        built / native_backend.LIBRARY_NAME)
+    return {}
+
+
 def preflight_stub(stub: Path, env: dict[str, str]) -> None:
     """Run the stub bare: it must get as far as complaining about its arguments (rc 1)."""
     try:
@@ -251,15 +270,19 @@ def start_server(
     work = repo.make_server_dir(replica)
     env = server_env(bundle)
     backends = backend_dir(bundle, work)
+    missing_backends = add_own_backends(backends)
     preflight_stub(backends / "python" / "triton_python_backend_stub", env)
     ports = ports or (free_port(host), free_port(host), free_port(host))
     log = work / "tritonserver.log"
     with log.open("ab") as out:
+        out.writelines(f"hpc-tf: no {name} backend: {why}\n".encode() for name, why in missing_backends.items())
+        out.flush()
         proc = subprocess.Popen(server_argv(bundle, repo, backends, host, ports, secret), env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     endpoint = Endpoint(host=host, http_port=ports[0], grpc_port=ports[1], metrics_port=ports[2], pid=proc.pid,
                         hostname=socket.gethostname(), repository=str(repo.root), log=str(log),
-                        started=time.time(), job_id=job_id, backends=bundle.backends())
+                        started=time.time(), job_id=job_id, backends=sorted(p.name for p in backends.iterdir()),
+                        missing_backends=missing_backends)
     try:
         _wait_ready(endpoint, proc, log, time.monotonic() + ready_timeout)
         restored = _restore(repo, state, endpoint, secret, log)

@@ -164,20 +164,20 @@ def test_serve_status_shows_only_the_repository_s_models_and_versions(server: di
     assert "rolled back, not served" in mentioned and "'load'" in mentioned and "UNAVAILABLE" not in mentioned
 
 
-@pytest.mark.parametrize(("fmt", "backend"), [("onnx", "onnxruntime"), ("savedmodel", "tensorflow")])
 def test_a_format_the_node_cannot_load_is_refused_before_any_work(server: dict[str, Any], models: dict[str, Path],
-                                                                  tmp_path: Path, fmt: str, backend: str) -> None:
-    """The tritonserver hpc-tf starts has the python backend only: a hand-off in another format (the site's
-    serving.format) is one line naming the setting and the fix, and nothing is published or recorded; a
-    launch whose job hands off in that format is refused before the training."""
-    repo = str(server["repo"])
-    refusal = (f"hpc-tf: error: serving format '{fmt}' needs Triton's {backend} backend, which the serving node at "
-               f"{server['host']}:{server['grpc_port']} does not have (its backends: python): set serving.format: "
-               "python in the site config, or ")
+                                                                  tmp_path: Path) -> None:
+    """The tritonserver hpc-tf starts has the python backend and hpc-tf's onnxruntime, no tensorflow: a
+    hand-off in format savedmodel (the site's serving.format) is one line naming the setting and the fix, and
+    nothing is published or recorded; a launch whose job hands off in that format is refused before the
+    training."""
+    repo, fmt = str(server["repo"]), "savedmodel"
+    refusal = (f"hpc-tf: error: serving format '{fmt}' needs Triton's tensorflow backend, which the serving node "
+               f"at {server['host']}:{server['grpc_port']} does not have (its backends: onnxruntime, python): set "
+               "serving.format: onnx in the site config, or ")
     refused = hpc_tf("handoff", str(models["v1"]), "--model", f"m_{fmt}", "--repository", repo,
                      "--set", f"serving.format={fmt}")
     assert refused.returncode == 2
-    assert refused.stderr.splitlines() == [refusal + "pass --format python"]
+    assert refused.stderr.splitlines() == [refusal + "pass --format onnx"]
     assert not (server["repo"] / f"m_{fmt}").exists()
     assert not (server["repo"] / ".hpc-tf" / "handoffs" / f"m_{fmt}").exists()
 
@@ -185,7 +185,7 @@ def test_a_format_the_node_cannot_load_is_refused_before_any_work(server: dict[s
     spec.write_text(f"name: fmt\ncommand: python train.py\nhandoff: {{model: m_{fmt}, format: {fmt}}}\n")
     launch = hpc_tf("launch", str(spec), "--dry-run", "--set", f"serving.model_repository={repo}")
     assert launch.returncode == 2
-    assert launch.stderr.splitlines() == [refusal + "handoff.format: python in job.yaml"]
+    assert launch.stderr.splitlines() == [refusal + "handoff.format: onnx in job.yaml"]
 
 
 def test_clear_errors(server: dict[str, Any], models: dict[str, Path], tmp_path: Path) -> None:
@@ -200,8 +200,8 @@ def test_clear_errors(server: dict[str, Any], models: dict[str, Path], tmp_path:
 
 
 def test_onnx_and_savedmodel_formats_without_their_backends(models: dict[str, Path], tmp_path: Path) -> None:
-    """The bundled Triton has only the python backend: onnx is checked with onnxruntime in process and
-    both configs with Triton's schema; the version directories hold what those backends expect."""
+    """Without a serving node: onnx is checked with onnxruntime in process and both configs with Triton's
+    schema; the version directories hold what those backends expect."""
     from hpc.serving.config import config_pbtxt
     from hpc.serving.formats import build_version
     from hpc.serving.repository import Repository

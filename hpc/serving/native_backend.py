@@ -1,0 +1,120 @@
+"""hpc-tf's own Triton backend for format ``onnx`` (``native/onnxruntime_backend.cc``), compiled on first use.
+
+Why: the tritonserver bundled in nvidia-pytriton has the python backend only, and its stub's round trip per
+request costs far more than ONNX Runtime's run of a model (BENCHMARKS.md figure 6). This backend runs
+ONNX Runtime inside tritonserver. It is built with the system's C++ compiler against ONNX Runtime's C API
+header (``onnxruntime_c_api.h``: Debian's and Ubuntu's ``libonnxruntime-dev``, or the ``include/`` directory
+of any ONNX Runtime release no newer than the venv's onnxruntime) and loads the onnxruntime library of this
+venv, the one the hand-off's parity check ran, so the served outputs are the ones the check saw.
+
+Cached per user in ``$XDG_CACHE_HOME/hpc-tf/triton-backends/`` under a key of the source, the header and the
+library: written under a temporary name and renamed, so replica jobs starting together on a shared home
+never load a half-written file; a changed source or a new onnxruntime builds anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from hpc.errors import ServingError
+
+BACKEND_NAME = "onnxruntime"  # the backend Triton's platform onnxruntime_onnx maps to
+LIBRARY_NAME = f"libtriton_{BACKEND_NAME}.so"
+SOURCE_DIR = Path(__file__).with_name("native")
+SOURCES = ("onnxruntime_backend.cc", "triton_backend_api.h")
+HEADER = "onnxruntime_c_api.h"
+BUILD_TIMEOUT_S = 300
+HEADER_HINT = ("install ONNX Runtime's C headers: apt install libonnxruntime-dev (Debian 13, Ubuntu 24.04), or "
+               "put an ONNX Runtime release's include/ directory at {}; or serve with --format python-onnx")
+
+
+def header_dirs() -> list[Path]:
+    """Where ``onnxruntime_c_api.h`` is looked for: the venv's own include directory first."""
+    return [Path(sys.prefix) / "include" / "onnxruntime", Path("/usr/local/include/onnxruntime"),
+            Path("/usr/include/onnxruntime")]
+
+
+def find_header() -> Path:
+    for directory in header_dirs():
+        if (directory / HEADER).is_file():
+            return directory
+    raise ServingError(f"format onnx needs ONNX Runtime's C API header {HEADER}, found in none of: "
+                       f"{', '.join(map(str, header_dirs()))}", hint=HEADER_HINT.format(header_dirs()[0]))
+
+
+def onnxruntime_library() -> Path:
+    """The venv's onnxruntime shared library (found without importing onnxruntime)."""
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServingError("onnxruntime is not installed",
+                           hint="install the serving extra: pip install 'hpc-tf[serving]'")
+    capi = Path(next(iter(spec.submodule_search_locations))) / "capi"
+    found = sorted(capi.glob("libonnxruntime.so*"), key=lambda p: len(p.name))
+    if not found:
+        raise ServingError(f"no libonnxruntime.so in {capi}", hint="reinstall onnxruntime")
+    return found[-1].resolve()  # the fully versioned name: the file itself
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "hpc-tf" / "triton-backends"
+
+
+def build_key(library: Path) -> str:
+    """Of the source and the library, not the header: a compute node without the header uses the build its login
+    node made in the shared home (a header newer than the library is refused when the backend loads)."""
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        digest.update((SOURCE_DIR / name).read_bytes())
+    digest.update(f"{library}\0{library.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+def onnxruntime_backend() -> Path:
+    """The directory Triton loads backend ``onnxruntime`` from (it holds ``libtriton_onnxruntime.so``), built
+    now if this user's cache lacks it; a ServingError says what is missing and how to get it."""
+    library = onnxruntime_library()
+    if any(c in str(library) for c in '"\\\n'):
+        raise ServingError(f"the onnxruntime library's path cannot be compiled into the backend: {library!r}",
+                           hint="install the venv under a path without quotes or backslashes")
+    target = cache_dir() / f"{BACKEND_NAME}-{build_key(library)}"
+    if (target / LIBRARY_NAME).is_file():
+        return target
+    header_dir = find_header()
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        raise ServingError("format onnx compiles hpc-tf's Triton backend once, and no C++ compiler is on PATH",
+                           hint="install g++ (or load your cluster's compiler module), or serve with --format "
+                                "python-onnx")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY_NAME}.", dir=target)
+    except OSError as err:
+        raise ServingError(f"cannot write hpc-tf's backend cache {target}: {err.strerror or err}",
+                           hint="set XDG_CACHE_HOME to a directory you can write") from None
+    os.close(fd)
+    argv = [compiler, "-std=c++17", "-O2", "-fmax-errors=3", "-fPIC", "-shared", "-fvisibility=hidden",
+            f"-I{header_dir}", f"-I{SOURCE_DIR}", f'-DHPCTF_ORT_LIBRARY="{library}"', str(SOURCE_DIR / SOURCES[0]),
+            "-o", tmp, "-ldl"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
+        if done.returncode != 0:
+            errors = [line for line in done.stderr.splitlines() if "error" in line][:3]  # the first say why
+            detail = "\n".join(errors or done.stderr.strip().splitlines()[-10:])
+            raise ServingError(f"building hpc-tf's onnxruntime backend failed (exit {done.returncode}):\n{detail}",
+                               hint=f"is {header_dir / HEADER} ONNX Runtime's (no newer than the venv's "
+                                    f"{library.name})? else serve with --format python-onnx")
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target / LIBRARY_NAME)
+    except subprocess.TimeoutExpired:
+        raise ServingError(f"building hpc-tf's onnxruntime backend took over {BUILD_TIMEOUT_S} s") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target

@@ -1,0 +1,52 @@
+"""hpc-tf's onnxruntime backend build (hpc.serving.native_backend): what is missing is one line with the fix,
+and a build is cached (its serving and the joined batches are tests/integration/test_serving_formats_triton.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hpc.errors import ServingError
+from hpc.serving import native_backend
+
+
+@pytest.fixture
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_no_header_names_where_it_looked_and_how_to_get_it(empty_cache: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native_backend, "header_dirs", lambda: [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ServingError) as err:
+        native_backend.onnxruntime_backend()
+    assert err.value.message == (f"format onnx needs ONNX Runtime's C API header onnxruntime_c_api.h, found in none "
+                                 f"of: {tmp_path / 'a'}, {tmp_path / 'b'}")
+    assert err.value.hint is not None and "libonnxruntime-dev" in err.value.hint and "python-onnx" in err.value.hint
+    assert not list(empty_cache.rglob("*.so*"))
+
+
+def test_a_header_that_does_not_compile_is_one_error_and_leaves_no_file(empty_cache: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.fail("no C++ compiler on this machine (tests/install expects g++)")
+    bad = tmp_path / "include"
+    bad.mkdir()
+    (bad / native_backend.HEADER).write_text("#error not ONNX Runtime's header\n")
+    monkeypatch.setattr(native_backend, "header_dirs", lambda: [bad])
+    with pytest.raises(ServingError) as err:
+        native_backend.onnxruntime_backend()
+    assert err.value.reason.startswith("building hpc-tf's onnxruntime backend failed (exit 1)")
+    assert "not ONNX Runtime's header" in err.value.message
+    assert not [p for p in empty_cache.rglob("*") if p.is_file()]  # no half-written library for the next node
+
+
+def test_the_build_is_cached_per_source_and_library(empty_cache: Path) -> None:
+    built = native_backend.onnxruntime_backend()
+    library = built / native_backend.LIBRARY_NAME
+    assert library.is_file() and built.parent == empty_cache / "hpc-tf" / "triton-backends"
+    first = library.stat().st_mtime_ns
+    assert native_backend.onnxruntime_backend() == built and library.stat().st_mtime_ns == first  # not rebuilt
