@@ -1,21 +1,24 @@
 """Figure 6, serving: throughput and p50/p99 latency at batch 1, concurrency 1, 4 and 8, of two models (the
-quickstart MLP and a small CNN, bench/_cnn.py), four ways side by side:
+quickstart MLP and a small CNN, bench/_cnn.py), six ways side by side:
 
-- *generated*: the hand-off with ``--format auto`` and the generated config (it picks python-onnx or python by
-  a short measurement and records why; dynamic batching with the default queue delay);
+- *generated*: the hand-off with ``--format auto`` and the generated config (it picks onnx — ONNX Runtime in
+  hpc-tf's own Triton backend — or python-onnx where the node has no such backend, or python, by a short
+  measurement and records why; dynamic batching with the default queue delay);
 - *naive*: the same format without dynamic batching (``ServingOptions(dynamic_batching=False)``);
+- *python-onnx*: ONNX Runtime in the python backend with the generated config — the served path before the onnx
+  backend (the same as *generated* where auto chose python-onnx);
 - *python (TF)*: format python (TensorFlow in the python backend) with the generated config — the served path
   before python-onnx;
 - *in-process TF*: the SavedModel's serving signature called by TensorFlow from N threads (bench/_inproc.py,
   its own process).
 
 Every Triton model is put into service by the hand-off itself, on one local serving node (bundled tritonserver,
-python backend). The served variants are measured with perf_analyzer, the C++ load generator Triton ships for this
-(bench/_perf_analyzer.py: gRPC, batch 1, one synchronous client thread per concurrency): a Python client spends
-about as much CPU per request as the server, on the same two cores. One more variant shows what a Python client
-pays: *generated* again through ``hpc-tf serve bench``'s client (hpc.serving.loadtest, tritonclient's asyncio gRPC
-client), as a baseline row, not a target. Windows of the variants alternate; the client, the server and its
-python-backend stubs share the machine's two cores.
+its python backend and hpc-tf's onnxruntime backend). The served variants are measured with perf_analyzer, the
+C++ load generator Triton ships for this (bench/_perf_analyzer.py: gRPC, batch 1, one synchronous client thread
+per concurrency): a Python client spends about as much CPU per request as the server, on the same two cores.
+One more variant shows what a Python client pays: *generated* again through ``hpc-tf serve bench``'s client
+(hpc.serving.loadtest, tritonclient's asyncio gRPC client), as a baseline row, not a target. Windows of the
+variants alternate; the client, the server and its python-backend stubs share the machine's two cores.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from bench._stats import Figure, Result
 
 NAME = "serving"
 CONCURRENCY = (1, 4, 8)
-SERVED = ("generated", "naive", "python (TF)")  # through perf_analyzer
+SERVED = ("generated", "naive", "python-onnx", "python (TF)")  # through perf_analyzer
 PYCLIENT = "generated, Python client"
 INPROC = "in-process TF"
+BASELINES = ("naive", "python-onnx", "python (TF)", PYCLIENT, INPROC)  # what generated's throughput and p50 face
 # the issue's targets, generated against each baseline: (metric, concurrency or None for all, bound)
 TARGETS = {("throughput", 8, INPROC): ("≥ 1.5×", lambda r: r >= 1.5),
            ("p50_ms", 1, INPROC): ("≤ 2×", lambda r: r <= 2.0),
@@ -79,9 +83,11 @@ def _measure(node: Node, pa: _perf_analyzer.PerfAnalyzer, label: str, savedmodel
     result.facts[f"{label}_choice"] = f"{chosen.format}: {chosen.choice['why']}"
     handoff(savedmodel, f"{label}_naive", repo, chosen.format, grpc_url=url,  # type: ignore[arg-type]
             options=ServingOptions(dynamic_batching=False))  # record.format is a str
+    handoff(savedmodel, f"{label}_pyonnx", repo, "python-onnx", grpc_url=url)
     handoff(savedmodel, f"{label}_tf", repo, "python", grpc_url=url)
     result.facts[f"{label}_generated_config"] = " ".join(repo.config_file(f"{label}_gen").read_text().split())
-    models = {"generated": f"{label}_gen", "naive": f"{label}_naive", "python (TF)": f"{label}_tf"}
+    models = {"generated": f"{label}_gen", "naive": f"{label}_naive", "python-onnx": f"{label}_pyonnx",
+              "python (TF)": f"{label}_tf"}
     # perf_analyzer reads each model's config and statistics, which the node restricts to its owner's key
     headers = node_secret.load(repo.root).grpc_headers()
     data = {model: _perf_analyzer.input_data(node.work / f"{model}.json", served_request(repo, url, model),
@@ -110,8 +116,7 @@ def _measure(node: Node, pa: _perf_analyzer.PerfAnalyzer, label: str, savedmodel
 
 def _figures(result: Result, label: str, runs: dict[tuple[str, int], list[dict[str, float]]]) -> None:
     for concurrency in CONCURRENCY:
-        for metric, unit, baselines in (("throughput", "req/s", ("naive", "python (TF)", PYCLIENT, INPROC)),
-                                        ("p50_ms", "ms", ("naive", "python (TF)", PYCLIENT, INPROC)),
+        for metric, unit, baselines in (("throughput", "req/s", BASELINES), ("p50_ms", "ms", BASELINES),
                                         ("p99_ms", "ms", ("naive", INPROC))):
             subject = [r[metric] for r in runs[("generated", concurrency)]]
             for baseline in baselines:
