@@ -101,7 +101,8 @@ def measure(pa: PerfAnalyzer, url: str, model: str, data: Path, concurrency: int
     """One closed-loop measurement of ``seconds`` at ``concurrency`` (gRPC, batch 1, synchronous calls, one
     thread per client): throughput and latency percentiles, and the server's share of the average request
     (µs, from Triton's statistics). ``headers`` go with every call (the owner's key: perf_analyzer reads the
-    model's config and statistics, which the node restricts)."""
+    model's config and statistics, which the node restricts); they are on its command line, as they are on a
+    local tritonserver's, so only for the bench's own throw-away node."""
     report = work / f"pa-{model}-c{concurrency}.csv"
     argv = [str(pa.binary), "-m", model, "-u", url, "-i", "grpc", "-b", "1", "--input-data", str(data),
             "--concurrency-range", f"{concurrency}:{concurrency}",

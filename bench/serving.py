@@ -106,11 +106,12 @@ def _measure(node: Node, pa: _perf_analyzer.PerfAnalyzer, label: str, savedmodel
                     closed_loop(repo, url, models["generated"], concurrency, seconds) if variant == PYCLIENT else
                     _perf_analyzer.measure(pa, url, models[variant], data[models[variant]], concurrency, seconds,
                                            headers, node.work))
-    for concurrency in CONCURRENCY:  # where a request's time goes, as Triton counts it
-        last = runs[("generated", concurrency)][-1]
-        result.facts[f"{label}_generated_c{concurrency}_server_us"] = (
-            f"network+server send/recv {last['network_us']:.0f}, queue {last['queue_us']:.0f}, "
-            f"compute {last['compute_us']:.0f} (last window's averages)")
+    for variant in ("generated", "naive"):  # where a request's time goes, as Triton counts it
+        for concurrency in CONCURRENCY:
+            last = runs[(variant, concurrency)][-1]
+            result.facts[f"{label}_{variant}_c{concurrency}_server_us"] = (
+                f"network+server send/recv {last['network_us']:.0f}, queue {last['queue_us']:.0f}, "
+                f"compute {last['compute_us']:.0f} (last window's averages)")
     return runs
 
 
