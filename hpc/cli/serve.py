@@ -259,6 +259,11 @@ def scale(
         return
     typer.echo(f"replicas: {count} wanted, {len(state['managed'])} managed"
                + (f"; refused: {state['refused']}" if state["refused"] else ""))
+    if state.get("autoscale"):
+        bounds = state["autoscale"]
+        typer.echo(f"note: autoscaling is on: its next decision sets the count again, between "
+                   f"{bounds['min_replicas']} and {bounds['max_replicas']} (serving.autoscale.min_replicas and "
+                   "max_replicas in the site config; restart the router to change them)")
 
 
 @serve_app.command("split", short_help="Split a public model name's traffic between models or versions.")
