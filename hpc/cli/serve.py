@@ -68,6 +68,11 @@ def up(
                    "on a shared login node, run the serving node as a Slurm job (hpc-tf serve up --slurm)", err=True)
     for line in endpoint.restored_lines():
         typer.echo(f"hpc-tf: {line}", err=True)
+    from hpc.serving.config import backend_formats
+
+    for backend, why in endpoint.missing_backends.items():
+        typer.echo(f"hpc-tf: note: format {backend_formats(backend)} cannot serve on this node, it has no {backend} "
+                   f"backend: {why}", err=True)
     if as_json:
         print_json({**endpoint.to_dict(), **({"router": up.router.to_dict()} if up.router is not None else {})})
     else:
@@ -259,6 +264,11 @@ def scale(
         return
     typer.echo(f"replicas: {count} wanted, {len(state['managed'])} managed"
                + (f"; refused: {state['refused']}" if state["refused"] else ""))
+    if state.get("autoscale"):
+        bounds = state["autoscale"]
+        typer.echo(f"note: autoscaling is on: its next decision sets the count again, between "
+                   f"{bounds['min_replicas']} and {bounds['max_replicas']} (serving.autoscale.min_replicas and "
+                   "max_replicas in the site config; restart the router to change them)")
 
 
 @serve_app.command("split", short_help="Split a public model name's traffic between models or versions.")

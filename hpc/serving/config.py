@@ -33,6 +33,11 @@ BACKEND: dict[str, str] = {"onnx": "onnxruntime", "savedmodel": "tensorflow", "p
                            "python-onnx": "python"}
 
 
+def backend_formats(backend: str) -> str:
+    """The formats a Triton backend serves, as a user names them (``onnx``; ``python, python-onnx``)."""
+    return ", ".join(f for f in FORMATS if BACKEND[f] == backend)
+
+
 @dataclass(frozen=True)
 class ServingOptions:
     """The knobs of a generated config. Dynamic batching with no queue delay (bench/serving.py): requests that

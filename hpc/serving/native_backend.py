@@ -118,3 +118,17 @@ def onnxruntime_backend() -> Path:
     finally:
         Path(tmp).unlink(missing_ok=True)
     return target
+
+
+def add_to(backends: Path) -> dict[str, str]:
+    """Add this backend to a tritonserver's backend directory where it has no onnxruntime of its own;
+    returns {backend: why it is missing} when it cannot be built here."""
+    if (backends / BACKEND_NAME).exists():
+        return {}
+    try:
+        built = onnxruntime_backend()
+    except ServingError as err:
+        return {BACKEND_NAME: err.reason + (f" ({err.hint})" if err.hint else "")}
+    (backends / BACKEND_NAME).mkdir()
+    (backends / BACKEND_NAME / LIBRARY_NAME).symlink_to(built / LIBRARY_NAME)
+    return {}

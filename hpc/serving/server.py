@@ -196,20 +196,6 @@ def backend_dir(bundle: Bundle, workdir: Path) -> Path:
     return dst
 
 
-def add_own_backends(backends: Path) -> dict[str, str]:
-    """Add hpc-tf's onnxruntime backend where this Triton has none; returns {backend: why it is missing}."""
-    if (backends / native_backend.BACKEND_NAME).exists():
-        return {}
-    try:
-        built = native_backend.onnxruntime_backend()
-    except ServingError as err:
-        return {native_backend.BACKEND_NAME: err.reason + (f" ({err.hint})" if err.hint else "")}
-    (backends / native_backend.BACKEND_NAME).mkdir()
-    (backends / native_backend.BACKEND_NAME / native_backend.LIBRARY_NAME).symlink_to(
-        built / native_backend.LIBRARY_NAME)
-    return {}
-
-
 def preflight_stub(stub: Path, env: dict[str, str]) -> None:
     """Run the stub bare: it must get as far as complaining about its arguments (rc 1)."""
     try:
@@ -270,7 +256,7 @@ def start_server(
     work = repo.make_server_dir(replica)
     env = server_env(bundle)
     backends = backend_dir(bundle, work)
-    missing_backends = add_own_backends(backends)
+    missing_backends = native_backend.add_to(backends)
     preflight_stub(backends / "python" / "triton_python_backend_stub", env)
     ports = ports or (free_port(host), free_port(host), free_port(host))
     log = work / "tritonserver.log"

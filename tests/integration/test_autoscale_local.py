@@ -11,6 +11,7 @@ The repository's node (``hpc-tf serve up``) holds the owner's secret and takes t
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from hpc.serving.router import client
 from tests.integration._owner_config import owner_config as owner_config  # the module's keys
 from tests.integration._traffic import Traffic
 from tests.integration.test_router_triton import X, _wait
-from tests.integration.test_serving_replicas import START_S, served_a, start_router, stop_router
+from tests.integration.test_serving_replicas import HPC_TF, START_S, served_a, start_router, stop_router
 
 pytestmark = [pytest.mark.triton, pytest.mark.tf]
 RAMP = ["serving.autoscale.min_replicas=1", "serving.autoscale.max_replicas=2",
@@ -95,6 +96,10 @@ def test_a_load_ramp_scales_1_to_2_and_back_to_1_with_no_failed_request(service:
     for line in (up[0], down[0]):  # each with its inputs
         assert "average in flight" in line and "serving +" in line and "coming" in line, line
     assert client.state(Repository.at(service["repo"]))["autoscale"]["wanted"] == 1
+    by_hand = subprocess.run([HPC_TF, "serve", "scale", "--replicas", "1", "--repository", str(service["repo"]),
+                              "--site", "local"], capture_output=True, text=True, timeout=60, check=False)
+    assert by_hand.returncode == 0, by_hand.stderr
+    assert "note: autoscaling is on: its next decision sets the count again, between 1 and 2" in by_hand.stdout
 
 
 def held_requests(service: dict[str, Any], model: str = "a") -> dict[str, Any]:

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
+from hpc.serving.formats import ONNX_TOLERANCE
 from tests._readme import assert_shows, readme_argv
 
 if TYPE_CHECKING:
@@ -171,6 +172,14 @@ def test_training_then_dependent_handoff_to_a_serving_node_job_on_the_cpu_node(
     assert ".hpc-tf" not in listed, listed  # the repository's own bookkeeping is no model
     predicted = hpc_tf(researcher_run, project, *readme_argv("hpc-tf serve predict resnet")[1:], timeout=300)
     assert "parity: identical" in predicted.stdout, predicted.stdout + predicted.stderr
+
+    # the same run served by hpc-tf's own onnxruntime backend, which the node job built for its user
+    assert "onnxruntime" in status["endpoint"]["backends"], status["endpoint"]
+    native = hpc_tf(researcher_run, project, "handoff", str(run_dir), "--model", "quickstart_onnx", "--format", "onnx",
+                    timeout=600)
+    assert "quickstart_onnx version 1 serving" in native.stdout + native.stderr, native.stderr
+    for answer in infer_both(serving_node, "quickstart_onnx", "1", x, output):
+        np.testing.assert_allclose(answer, expected[output], rtol=0, atol=ONNX_TOLERANCE)
 
 
 def predict_signature(savedmodel: Path, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -134,6 +134,8 @@ def test_a_node_that_cannot_build_the_backend_serves_and_refuses_onnx_saying_why
         endpoint = json.loads(up.stdout)
         assert "onnxruntime" not in endpoint["backends"]
         assert "no C++ compiler" in endpoint["missing_backends"]["onnxruntime"]
+        assert ("hpc-tf: note: format onnx cannot serve on this node, it has no onnxruntime backend: format onnx "
+                "compiles hpc-tf's Triton backend once, and no C++ compiler is on PATH") in up.stderr
         done = hpc_tf("handoff", str(mlp), "--model", "m", "--format", "onnx", "--repository", str(repo))
         assert done.returncode != 0 and "Traceback" not in done.stderr
         assert "needs Triton's onnxruntime backend" in done.stderr and "no C++ compiler" in done.stderr

@@ -81,8 +81,12 @@ class ReplicaController:
         self._changed.set()
 
     def state(self) -> dict[str, object]:
+        auto = self.autoscaler.options if self.autoscaler is not None else None
         return {"replicas": self.wanted, "refused": self.refused[1] if self.refused else None,
-                "margin_s": self.margin, "managed": [m.to_dict() for m in self.managed.values()]}
+                "margin_s": self.margin, "managed": [m.to_dict() for m in self.managed.values()],
+                # the bounds the autoscaler keeps the count in: a count set by hand holds until its next decision
+                "autoscale": None if auto is None else {"min_replicas": 0 if auto.scale_to_zero else auto.min_replicas,
+                                                        "max_replicas": auto.max_replicas}}
 
     def add_routes(self, app: web.Application) -> None:
         """``GET|PUT /hpc-tf/router/service`` (the owner only, as every control route)."""
