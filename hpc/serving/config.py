@@ -40,13 +40,14 @@ def backend_formats(backend: str) -> str:
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """The knobs of a generated config. Dynamic batching with no queue delay (bench/serving.py): requests that
-    queue while the instance is busy are still batched (about 2x the bs1 throughput at concurrency 8 of no
-    batching), and a lone request is not held — a 500 µs delay cost ~0.8 ms of p50 at concurrency 1 and
-    made the generated config slower than no batching there, with no gain at concurrency 8."""
+    """The knobs of a generated config. Dynamic batching, where it pays (:mod:`hpc.serving.batching`), with no
+    queue delay (bench/serving.py): requests that queue while the instance is busy are still batched, and a
+    lone request is not held — a 500 µs delay cost ~0.8 ms of p50 at concurrency 1 and made the generated
+    config slower than no batching there, with no gain at concurrency 8."""
 
     max_batch_size: int = 64
-    dynamic_batching: bool = True
+    # None: the hand-off decides from a measurement (hpc.serving.batching); a config built without one batches
+    dynamic_batching: bool | None = None
     queue_delay_us: int = 0
     instances: int = 1
     # threads of the runtime in each instance: TF (python), ONNX Runtime (python-onnx, onnx); 0 = its default
@@ -90,7 +91,7 @@ def build_config(name: str, signature: Signature, fmt: Format, options: ServingO
     _io(cfg.output, signature.outputs, batched, mc)
     cfg.instance_group.add(kind=mc.ModelInstanceGroup.Kind.KIND_CPU, count=opts.instances)
     cfg.version_policy.latest.num_versions = 1
-    if batched and opts.dynamic_batching:
+    if batched and opts.dynamic_batching is not False:
         cfg.dynamic_batching.SetInParent()  # present even with every field at its default (no queue delay)
         cfg.dynamic_batching.max_queue_delay_microseconds = opts.queue_delay_us
     params = dict(opts.parameters)

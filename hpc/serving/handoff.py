@@ -10,7 +10,9 @@ timed in the record):
    ``choose``     only for format ``auto``: ONNX Runtime (onnx where the service has the backend, else
                   python-onnx) or python, whichever passes parity and runs a request faster
                   (:mod:`hpc.serving.choose`); recorded with its reasons as ``choice``
-4. ``publish``    version N+1 built under a temp name, renamed into <repository>/<model>/<N+1>
+4. ``publish``    version N+1 built under a temp name, renamed into <repository>/<model>/<N+1>; the generated
+                  config's dynamic batching decided where it pays (:mod:`hpc.serving.batching`), recorded as
+                  ``batching``
 5. ``load``       gRPC load against one deadline, then version N+1 ready
 6. ``verify``     samples sent to version N+1 explicitly; exact for python/savedmodel, ONNX_TOLERANCE for onnx and
                   python-onnx (both are also checked with onnxruntime in this process before publishing)
@@ -33,7 +35,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from hpc.errors import HpcTfError, ServingError
 from hpc.paths import RunPaths
 from hpc.records import read_record
 from hpc.serving import secret as node_secret
+from hpc.serving.batching import decide as decide_batching
 from hpc.serving.choose import Choice, choose_format, onnx_serving_format
 from hpc.serving.config import AUTO, FORMATS, ONNX_FORMATS, PYTHON_ONNX, FormatChoice, ServingOptions, config_pbtxt
 from hpc.serving.control import LOAD_TIMEOUT_S, ModelControl, not_answering
@@ -76,6 +79,7 @@ class HandoffRecord:
     error: str | None = None
     parity: dict[str, Any] = field(default_factory=dict)
     choice: dict[str, Any] | None = None  # --format auto: the format chosen and why (hpc.serving.choose)
+    batching: dict[str, Any] | None = None  # the generated config's dynamic batching and why (hpc.serving.batching)
     samples: str | None = None  # inputs and the trained model's outputs (.npz): what parity compared
     rolled_back: bool = False
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -208,16 +212,24 @@ def handoff(
             record.previous_versions = repository.versions(model)
             version = repository.next_version(model)
             record.version = version
-            text = config_pbtxt(model, signature, served, options)
             previous_config = repository.read_config(model)
             repository.publish(model, version, lambda stage_dir: build_version(stage_dir, savedmodel, signature, served,
                                                                               onnx=choice.onnx if choice else None))
             published = True
+            version_dir = repository.version_dir(model, version)
             if served in ONNX_FORMATS:
-                record.parity["onnxruntime"] = _onnx_parity(repository.version_dir(model, version), samples)
+                record.parity["onnxruntime"] = _onnx_parity(version_dir, samples)
+            opts = options or ServingOptions()
+            if opts.dynamic_batching is None:  # the generated config: batch where it pays
+                batching = decide_batching(served, signature.batched, version_dir / PYTHON_ONNX, samples,
+                                           opts.tf_threads)
+                record.batching = batching.record()
+                opts = replace(opts, dynamic_batching=batching.dynamic)
+            text = config_pbtxt(model, signature, served, opts)
             if previous_config != text:
                 repository.write_config(model, text)
-            done("publish", str(repository.version_dir(model, version)))
+            done("publish", str(version_dir) + (f" (dynamic batching {'on' if opts.dynamic_batching else 'off'}: "
+                                                f"{record.batching['why']})" if record.batching else ""))
 
             stage = "load"
             if canary is not None:

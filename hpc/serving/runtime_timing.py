@@ -12,23 +12,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 WARMUP_CALLS = 20
 TIMED_CALLS = 200
-
-
-def median_us(call: Callable[[], object]) -> float:
-    for _ in range(WARMUP_CALLS):
-        call()
-    times = []
-    for _ in range(TIMED_CALLS):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-    return round(sorted(times)[len(times) // 2] * 1e6, 1)
 
 
 def main(argv: list[str]) -> int:
@@ -37,6 +24,7 @@ def main(argv: list[str]) -> int:
     import onnxruntime as ort
     import tensorflow as tf
 
+    from hpc.serving.batching import median_us
     from hpc.serving.samples import load_samples
 
     if threads:
@@ -51,7 +39,8 @@ def main(argv: list[str]) -> int:
     def tf_call() -> object:  # as triton_model.py does it: tensors in, numpy out
         return {k: v.numpy() for k, v in sig(**{n: tf.constant(a) for n, a in one.items()}).items()}
 
-    times = {"python": median_us(tf_call), "python-onnx": median_us(lambda: session.run(None, one))}
+    times = {"python": round(median_us(tf_call, WARMUP_CALLS, TIMED_CALLS), 1),
+             "python-onnx": round(median_us(lambda: session.run(None, one), WARMUP_CALLS, TIMED_CALLS), 1)}
     print(json.dumps(times))
     return 0
 

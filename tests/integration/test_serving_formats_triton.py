@@ -36,7 +36,7 @@ def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_onnx_formats_serve_the_trained_models_answers(server: dict[str, Any], mlp: Path, fmt: str,
                                                       files: list[str]) -> None:
     """No SavedModel in either: TensorFlow never enters the python stub (python-onnx), and onnx is model.onnx
-    alone, run by hpc-tf's backend inside tritonserver."""
+    alone, run by hpc-tf's backend inside tritonserver. The hand-off record says why the config batches or not."""
     done = hpc_tf("handoff", str(mlp), "--model", f"mlp_{fmt}", "--format", fmt,
                   "--repository", str(server["repo"]), "--json")
     assert done.returncode == 0, done.stderr
@@ -46,6 +46,11 @@ def test_onnx_formats_serve_the_trained_models_answers(server: dict[str, Any], m
     assert record["parity"]["triton"]["max_abs_diff"] <= ONNX_TOLERANCE
     version_dir = server["repo"] / f"mlp_{fmt}" / str(record["version"])
     assert sorted(p.name for p in version_dir.iterdir() if p.name != "__pycache__") == files  # stubs compile model.py
+    # the generated config batches where it pays: the python stub's round trip is shared by a batch; an MLP of
+    # a few µs run inside tritonserver would pay the batcher's hand-off and gain nothing
+    assert record["batching"]["dynamic"] is (fmt == "python-onnx"), record["batching"]
+    config = (server["repo"] / f"mlp_{fmt}" / "config.pbtxt").read_text()
+    assert ("dynamic_batching" in config) is (fmt == "python-onnx")
     x = np.random.default_rng(5).normal(size=(5, 16)).astype("float32")
     out, version = infer(server, x, model=f"mlp_{fmt}")
     assert version == str(record["version"])
@@ -82,7 +87,7 @@ def test_concurrent_requests_joined_into_one_run_each_get_their_own_rows(server:
     from hpc.serving.repository import Repository
 
     record = handoff(mlp, "mlp_joined", Repository.at(server["repo"]), "onnx",
-                     options=ServingOptions(queue_delay_us=300_000))
+                     options=ServingOptions(dynamic_batching=True, queue_delay_us=300_000))
     rng = np.random.default_rng(8)
     batches = [rng.normal(size=(rows, 16)).astype("float32") for rows in (1, 2, 3, 1, 2, 3)]
     results: dict[int, np.ndarray] = {}
