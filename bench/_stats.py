@@ -132,6 +132,8 @@ def table(result: Result) -> str:
         target = f.target or ""
         if f.met is not None:
             target += " MET" if f.met else " MISSED"
+        elif f.note and target:
+            target += f" not decided: {f.note}"
         rows.append((
             f.name,
             f"{f.subject_label}: {cell(f.subject, f.unit)}",

@@ -35,6 +35,8 @@ def markdown(result: dict[str, Any]) -> str:
         target = f["target"] or ""
         if f["met"] is not None:
             target += " — **met**" if f["met"] else " — **missed**"
+        elif f.get("note") and target:
+            target += f" — not decided: {f['note']}"
         lines.append(f"| {f['name'].strip()} | {f['subject_label']}: {_cell(f['subject'], f['unit'])} | {base} | "
                      f"{ratio} | {diff} | {f['subject']['n']} | {target} |")
     return "\n".join(lines)
