@@ -27,6 +27,7 @@ import numpy as np
 
 from hpc.serving.config import PYTHON_BACKEND_FORMATS, Format
 from hpc.serving.samples import Samples
+from hpc.text import shown
 
 BATCHER_COST_US = 70.0
 STUB_ROUND_TRIP_US = 230.0
@@ -46,16 +47,20 @@ class Batching:
 
 
 def decide(fmt: Format, batched: bool, onnx: Path | None, samples: Samples, threads: int) -> Batching:
-    """Dynamic batching for ``fmt`` or not, and why. ``batched``: the signature has a batch dimension.
+    """Dynamic batching for ``fmt`` or not, and why. ``batched``: the config has a batch dimension.
     ``onnx``: the converted model, timed for format onnx."""
     if not batched:
-        return Batching(False, "the signature has no batch dimension")
+        return Batching(False, "the model has no batch dimension (max_batch_size 0)")
     if fmt in PYTHON_BACKEND_FORMATS:
         return Batching(True, f"the python backend's stub round trip (~{STUB_ROUND_TRIP_US:g} µs per execution) "
                               f"is shared by the requests of a batch")
     if fmt != "onnx" or onnx is None:
         return Batching(True, f"format {fmt} is not measured: Triton's usual dynamic batching")
-    t1, t8 = time_onnx(onnx, samples, threads)
+    try:
+        t1, t8 = time_onnx(onnx, samples, threads)
+    except Exception as err:  # ONNX Runtime raises its own classes: any error means it cannot tell
+        return Batching(False, f"ONNX Runtime could not run a batch of {BATCH} ({shown(str(err), 200)}): "
+                               "dynamic batching left off")
     saving = t1 - t8 / BATCH
     numbers = (f"ONNX Runtime ran a batch of 1 in {t1:.1f} µs, of {BATCH} in {t8:.1f} µs: joining saves "
                f"{saving:.1f} µs per request")

@@ -221,8 +221,8 @@ def handoff(
                 record.parity["onnxruntime"] = _onnx_parity(version_dir, samples)
             opts = options or ServingOptions()
             if opts.dynamic_batching is None:  # the generated config: batch where it pays
-                batching = decide_batching(served, signature.batched, version_dir / PYTHON_ONNX, samples,
-                                           opts.tf_threads)
+                batching = decide_batching(served, signature.batched and opts.max_batch_size > 0,
+                                           version_dir / PYTHON_ONNX, samples, opts.tf_threads)
                 record.batching = batching.record()
                 opts = replace(opts, dynamic_batching=batching.dynamic)
             text = config_pbtxt(model, signature, served, opts)

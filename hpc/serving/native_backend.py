@@ -17,7 +17,9 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -69,7 +71,7 @@ def cache_dir() -> Path:
 
 def build_key(library: Path) -> str:
     """Of the source and the library, not the header: a compute node without the header uses the build its login
-    node made in the shared home (a header newer than the library is refused when the backend loads)."""
+    node made in the shared home (the header's API version is checked against the library's when building)."""
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((SOURCE_DIR / name).read_bytes())
@@ -84,21 +86,41 @@ def onnxruntime_backend() -> Path:
     if any(c in str(library) for c in '"\\\n'):
         raise ServingError(f"the onnxruntime library's path cannot be compiled into the backend: {library!r}",
                            hint="install the venv under a path without quotes or backslashes")
-    target = cache_dir() / f"{BACKEND_NAME}-{build_key(library)}"
-    if (target / LIBRARY_NAME).is_file():
-        return target
+    try:
+        target = cache_dir() / f"{BACKEND_NAME}-{build_key(library)}"
+        if not (target / LIBRARY_NAME).is_file():
+            _build(target, library)
+        _check_own(target / LIBRARY_NAME)
+    except OSError as err:
+        raise ServingError(f"hpc-tf's backend cache {cache_dir()}: {err.strerror or err}"
+                           + (f" ({err.filename})" if err.filename else ""),
+                           hint="set XDG_CACHE_HOME to a directory of your own") from None
+    return target
+
+
+def _check_own(library: Path) -> None:
+    """tritonserver runs whatever library this is: it and the directories hpc-tf made for it must be this
+    user's alone to change (a cache on a shared or group-writable path could be given another's code)."""
+    for path in (cache_dir().parent, cache_dir(), library.parent, library):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise ServingError(f"{path} in hpc-tf's backend cache is not yours alone (a symlink, another owner, or "
+                               "writable by group or others): tritonserver would load code from it",
+                               hint=f"remove {cache_dir().parent}, or set XDG_CACHE_HOME to a directory of your own")
+
+
+def _build(target: Path, library: Path) -> None:
     header_dir = find_header()
+    _check_api_version(header_dir / HEADER, library)
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         raise ServingError("format onnx compiles hpc-tf's Triton backend once, and no C++ compiler is on PATH",
                            hint="install g++ (or load your cluster's compiler module), or serve with --format "
                                 "python-onnx")
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY_NAME}.", dir=target)
-    except OSError as err:
-        raise ServingError(f"cannot write hpc-tf's backend cache {target}: {err.strerror or err}",
-                           hint="set XDG_CACHE_HOME to a directory you can write") from None
+    cache_dir().parent.parent.mkdir(parents=True, exist_ok=True)  # ~/.cache itself: as the user has it
+    for directory in (cache_dir().parent, cache_dir(), target):  # created this user's alone (mkdir -p would not)
+        directory.mkdir(mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{LIBRARY_NAME}.", dir=target)
     os.close(fd)
     argv = [compiler, "-std=c++17", "-O2", "-fmax-errors=3", "-fPIC", "-shared", "-fvisibility=hidden",
             f"-I{header_dir}", f"-I{SOURCE_DIR}", f'-DHPCTF_ORT_LIBRARY="{library}"', str(SOURCE_DIR / SOURCES[0]),
@@ -109,15 +131,24 @@ def onnxruntime_backend() -> Path:
             errors = [line for line in done.stderr.splitlines() if "error" in line][:3]  # the first say why
             detail = "\n".join(errors or done.stderr.strip().splitlines()[-10:])
             raise ServingError(f"building hpc-tf's onnxruntime backend failed (exit {done.returncode}):\n{detail}",
-                               hint=f"is {header_dir / HEADER} ONNX Runtime's (no newer than the venv's "
-                                    f"{library.name})? else serve with --format python-onnx")
+                               hint=f"is {header_dir / HEADER} ONNX Runtime's? else serve with --format python-onnx")
         os.chmod(tmp, 0o755)
         os.replace(tmp, target / LIBRARY_NAME)
     except subprocess.TimeoutExpired:
         raise ServingError(f"building hpc-tf's onnxruntime backend took over {BUILD_TIMEOUT_S} s") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return target
+
+
+def _check_api_version(header: Path, library: Path) -> None:
+    """A header newer than the library builds, but the library then has no such API version and every load
+    fails inside tritonserver: refused here, where the fix can be named."""
+    wanted = re.search(r"^#define ORT_API_VERSION (\d+)", header.read_text(errors="replace"), re.MULTILINE)
+    have = re.search(r"\.so\.1\.(\d+)", library.name)
+    if wanted and have and int(wanted.group(1)) > int(have.group(1)):
+        raise ServingError(f"{header} is ONNX Runtime 1.{wanted.group(1)}'s, newer than the venv's "
+                           f"onnxruntime 1.{have.group(1)} ({library.name})",
+                           hint=f"use the headers of ONNX Runtime 1.{have.group(1)} or older, or upgrade onnxruntime")
 
 
 def add_to(backends: Path) -> dict[str, str]:

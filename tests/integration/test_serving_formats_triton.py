@@ -148,3 +148,32 @@ def test_a_node_that_cannot_build_the_backend_serves_and_refuses_onnx_saying_why
     finally:
         down = hpc_tf("serve", "down", "--repository", str(repo), timeout=60)
         assert down.returncode == 0, down.stderr
+
+
+def test_a_batched_config_for_an_onnx_model_without_a_batch_dimension_fails_its_load_saying_why(
+    server: dict[str, Any],
+) -> None:
+    """The backend joins requests along the first dimension: an output that is not the batch (here a sum over
+    the batch) could only be split wrongly, so such a model is refused when it loads, naming the fix."""
+    import onnx
+    import tritonclient.grpc as grpcclient
+    from onnx import TensorProto, helper
+
+    from hpc.serving import secret
+
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)], "sum_over_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [helper.make_tensor("axes", TensorProto.INT64, [1], [0])])
+    model_dir = server["repo"] / "sum_over_batch"
+    (model_dir / "1").mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model_dir / "1" / "model.onnx")
+    (model_dir / "config.pbtxt").write_text(
+        'name: "sum_over_batch" platform: "onnxruntime_onnx" max_batch_size: 8\n'
+        'input { name: "x" data_type: TYPE_FP32 dims: [3] }\noutput { name: "y" data_type: TYPE_FP32 dims: [3] }\n')
+    client = grpcclient.InferenceServerClient(f"{server['host']}:{server['grpc_port']}")
+    refusal = r"ONNX tensor 'y' has no free first \(batch\) dimension: set max_batch_size: 0"
+    with pytest.raises(Exception, match=refusal):
+        client.load_model("sum_over_batch", headers=secret.load(server["repo"]).grpc_headers())
+    client.close()

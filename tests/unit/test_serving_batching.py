@@ -49,3 +49,14 @@ def test_median_us_stays_within_its_budget_for_a_slow_call() -> None:
 
     assert batching.median_us(slow, warmup=1, budget_s=0.2) >= 50_000
     assert len(calls) <= 1 + 6  # warm-up, then what fits in 0.2 s (at least 3)
+
+
+def test_a_model_onnx_runtime_cannot_run_in_batches_of_8_is_served_without_the_batcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fails(*_: object) -> tuple[float, float]:
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: x")
+
+    monkeypatch.setattr(batching, "time_onnx", fails)
+    decided = batching.decide("onnx", True, Path("model.onnx"), SAMPLES, 1)
+    assert not decided.dynamic and "could not run a batch of 8" in decided.why and "INVALID_ARGUMENT" in decided.why

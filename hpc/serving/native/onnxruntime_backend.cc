@@ -271,76 +271,104 @@ TRITONSERVER_Error* Run(InstanceState* state, const std::vector<Input>& inputs, 
   return err;
 }
 
-// Send request's share of the outputs: rows [first, first + rows) of each (all of it when rows < 0).
-TRITONSERVER_Error* Respond(InstanceState* state, TRITONBACKEND_Request* request, const std::vector<OrtValue*>& outputs,
-                            int64_t first, int64_t rows) {
+// Log an error nothing more can be done about (a failed send, a statistic not recorded), and free it.
+void Drop(TRITONSERVER_Error* err) {
+  if (err == nullptr) return;
+  TRITONSERVER_LogMessage(TRITONSERVER_LOG_ERROR, __FILE__, __LINE__, TRITONSERVER_ErrorMessage(err));
+  TRITONSERVER_ErrorDelete(err);
+}
+
+// Send `response` as the request's final one, carrying `err` (nullptr: success); frees `err`, which
+// ResponseSend does not take. True when the client got a successful response.
+bool Send(TRITONBACKEND_Response* response, TRITONSERVER_Error* err) {
+  TRITONSERVER_Error* sent = TRITONBACKEND_ResponseSend(response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, err);
+  bool ok = err == nullptr && sent == nullptr;
+  if (err != nullptr) TRITONSERVER_ErrorDelete(err);
+  Drop(sent);
+  return ok;
+}
+
+// Answer `request` with `err` (freed here).
+void SendError(TRITONBACKEND_Request* request, TRITONSERVER_Error* err) {
   TRITONBACKEND_Response* response;
+  TRITONSERVER_Error* made = TRITONBACKEND_ResponseNew(&response, request);
+  if (made == nullptr) {
+    Send(response, err);
+  } else {  // nothing left to answer with: the client's own timeout ends its wait
+    Drop(made);
+    Drop(err);
+  }
+}
+
+// The part of one output a request gets: all of it (kWhole), or rows [first, first + rows) of a joined run of
+// `total` rows, whose first dimension must be that batch.
+constexpr int64_t kWhole = -1;
+
+TRITONSERVER_Error* AddOutput(const TensorInfo& info, OrtValue* value, TRITONBACKEND_Response* response,
+                              int64_t first, int64_t rows, int64_t total) {
+  OrtTensorTypeAndShapeInfo* shape_info;
+  size_t rank;
+  RETURN_IF_ERROR(FromOrt(ort->GetTensorTypeAndShape(value, &shape_info), "output shape"));
+  TRITONSERVER_Error* err = FromOrt(ort->GetDimensionsCount(shape_info, &rank), "output rank");
+  std::vector<int64_t> shape(err == nullptr ? rank : 0);
+  if (err == nullptr) err = FromOrt(ort->GetDimensions(shape_info, shape.data(), rank), "output dimensions");
+  ort->ReleaseTensorTypeAndShapeInfo(shape_info);
+  RETURN_IF_ERROR(err);
+  uint64_t row_bytes = info.type->bytes;
+  for (size_t d = 1; d < rank; ++d) row_bytes *= shape[d];
+  uint64_t offset = 0, bytes = row_bytes * (rank > 0 ? shape[0] : 1);
+  if (rows != kWhole) {
+    if (rank == 0 || shape[0] != total) {
+      return Fail(TRITONSERVER_ERROR_INTERNAL, "output '" + info.name + "' does not have the batch as its first "
+                  "dimension, so the joined requests cannot be told apart (set max_batch_size: 0 in config.pbtxt)");
+    }
+    shape[0] = rows;
+    offset = row_bytes * first;
+    bytes = row_bytes * rows;
+  }
+  void* data;
+  TRITONBACKEND_Output* output;
+  void* buffer;
+  TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
+  int64_t memory_id = 0;
+  RETURN_IF_ERROR(FromOrt(ort->GetTensorMutableData(value, &data), "output data"));
+  RETURN_IF_ERROR(TRITONBACKEND_ResponseOutput(response, &output, info.name.c_str(), info.type->triton, shape.data(),
+                                               static_cast<uint32_t>(shape.size())));
+  RETURN_IF_ERROR(TRITONBACKEND_OutputBuffer(output, &buffer, bytes, &memory, &memory_id));
+  if (memory == TRITONSERVER_MEMORY_GPU) {
+    return Fail(TRITONSERVER_ERROR_UNSUPPORTED, "an output buffer in GPU memory; this backend is CPU only");
+  }
+  if (bytes > 0) std::memcpy(buffer, static_cast<char*>(data) + offset, bytes);
+  return nullptr;
+}
+
+// Answer `request` with the outputs it asked for (see AddOutput for first, rows, total); true on success.
+bool Respond(const InstanceState* state, TRITONBACKEND_Request* request, const std::vector<OrtValue*>& outputs,
+             int64_t first, int64_t rows, int64_t total) {
+  TRITONBACKEND_Response* response;
+  TRITONSERVER_Error* made = TRITONBACKEND_ResponseNew(&response, request);
+  if (made != nullptr) {
+    Drop(made);
+    return false;
+  }
   uint32_t requested;
-  RETURN_IF_ERROR(TRITONBACKEND_ResponseNew(&response, request));
   TRITONSERVER_Error* err = TRITONBACKEND_RequestOutputCount(request, &requested);
   for (uint32_t r = 0; r < requested && err == nullptr; ++r) {
     const char* name;
     err = TRITONBACKEND_RequestOutputName(request, r, &name);
+    if (err != nullptr) break;
     size_t o = 0;
-    while (err == nullptr && o < state->outputs.size() && state->outputs[o].name != name) ++o;
-    if (err != nullptr) break;
-    if (o == state->outputs.size()) {
-      err = Fail(TRITONSERVER_ERROR_INVALID_ARG, std::string("the model has no output '") + name + "'");
-      break;
-    }
-    OrtTensorTypeAndShapeInfo* shape_info;
-    size_t rank;
-    err = FromOrt(ort->GetTensorTypeAndShape(outputs[o], &shape_info), "output shape");
-    if (err != nullptr) break;
-    err = FromOrt(ort->GetDimensionsCount(shape_info, &rank), "output rank");
-    std::vector<int64_t> shape(err == nullptr ? rank : 0);
-    if (err == nullptr) err = FromOrt(ort->GetDimensions(shape_info, shape.data(), rank), "output dimensions");
-    ort->ReleaseTensorTypeAndShapeInfo(shape_info);
-    if (err != nullptr) break;
-    uint64_t row_bytes = state->outputs[o].type->bytes;
-    for (size_t d = 1; d < rank; ++d) row_bytes *= shape[d];
-    uint64_t offset = 0, bytes = row_bytes * (rank > 0 ? shape[0] : 1);
-    if (rows >= 0) {
-      if (rank == 0 || first + rows > shape[0]) {
-        err = Fail(TRITONSERVER_ERROR_INTERNAL, "output '" + state->outputs[o].name + "' has fewer rows than the batch");
-        break;
-      }
-      shape[0] = rows;
-      offset = row_bytes * first;
-      bytes = row_bytes * rows;
-    }
-    void* data;
-    err = FromOrt(ort->GetTensorMutableData(outputs[o], &data), "output data");
-    TRITONBACKEND_Output* output;
-    void* buffer;
-    TRITONSERVER_MemoryType memory = TRITONSERVER_MEMORY_CPU;
-    int64_t memory_id = 0;
-    if (err == nullptr) {
-      err = TRITONBACKEND_ResponseOutput(response, &output, name, state->outputs[o].type->triton, shape.data(),
-                                         static_cast<uint32_t>(shape.size()));
-    }
-    if (err == nullptr) err = TRITONBACKEND_OutputBuffer(output, &buffer, bytes, &memory, &memory_id);
-    if (err == nullptr && memory == TRITONSERVER_MEMORY_GPU) {
-      err = Fail(TRITONSERVER_ERROR_UNSUPPORTED, "an output buffer in GPU memory; this backend is CPU only");
-    }
-    if (err == nullptr) std::memcpy(buffer, static_cast<char*>(data) + offset, bytes);
+    while (o < state->outputs.size() && state->outputs[o].name != name) ++o;
+    err = o == state->outputs.size()
+              ? Fail(TRITONSERVER_ERROR_INVALID_ARG, std::string("the model has no output '") + name + "'")
+              : AddOutput(state->outputs[o], outputs[o], response, first, rows, total);
   }
-  return TRITONBACKEND_ResponseSend(response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, err);
-}
-
-void SendError(TRITONBACKEND_Request* request, TRITONSERVER_Error* err) {
-  TRITONBACKEND_Response* response;
-  if (TRITONBACKEND_ResponseNew(&response, request) == nullptr) {
-    TRITONBACKEND_ResponseSend(response, TRITONSERVER_RESPONSE_COMPLETE_FINAL, err);
-  } else {
-    TRITONSERVER_LogMessage(TRITONSERVER_LOG_ERROR, __FILE__, __LINE__, TRITONSERVER_ErrorMessage(err));
-    TRITONSERVER_ErrorDelete(err);
-  }
+  return Send(response, err);
 }
 
 // Rows of the batch dimension a request's inputs carry (all inputs agree), or an error.
 TRITONSERVER_Error* BatchRows(const InstanceState* state, const std::vector<Input>& inputs, int64_t* rows) {
-  *rows = inputs[0].shape.empty() ? -1 : inputs[0].shape[0];
+  *rows = inputs.empty() || inputs[0].shape.empty() ? -1 : inputs[0].shape[0];
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].shape.empty() || inputs[i].shape[0] != *rows) {
       return Fail(TRITONSERVER_ERROR_INVALID_ARG, "input '" + state->inputs[i].name +
@@ -357,9 +385,29 @@ bool SameRowShape(const std::vector<Input>& a, const std::vector<Input>& b) {
   return true;
 }
 
-}  // namespace
+// ONNX Runtime's outputs of one run, released however the run's requests end.
+struct RunOutputs {
+  std::vector<OrtValue*> values;
+  ~RunOutputs() {
+    for (OrtValue* value : values) {
+      if (value != nullptr) ort->ReleaseValue(value);
+    }
+  }
+};
 
-EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInitialize(TRITONBACKEND_Model* model) {
+// With max_batch_size > 0 Triton sends batches of any size up to it: every tensor's first dimension must be free.
+TRITONSERVER_Error* CheckBatchable(const ModelState& model, const std::vector<TensorInfo>& tensors) {
+  for (const TensorInfo& info : tensors) {
+    if (info.dims.empty() || info.dims[0] != -1) {
+      return Fail(TRITONSERVER_ERROR_INVALID_ARG, "max_batch_size is " + std::to_string(model.max_batch_size) +
+                  " but ONNX tensor '" + info.name + "' has no free first (batch) dimension: set max_batch_size: 0 "
+                  "in config.pbtxt");
+    }
+  }
+  return nullptr;
+}
+
+TRITONSERVER_Error* InitializeModel(TRITONBACKEND_Model* model) {
   std::call_once(ort_once, LoadOrt);
   if (ort == nullptr) return Fail(TRITONSERVER_ERROR_UNAVAILABLE, ort_load_error);
   auto state = std::make_unique<ModelState>();
@@ -376,26 +424,22 @@ EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInitialize(TRITONBACKEND_Model* mo
   RETURN_IF_ERROR(TRITONBACKEND_ModelConfig(model, TRITONBACKEND_CONFIG_VERSION, &message));
   TRITONSERVER_Error* err = TRITONSERVER_MessageSerializeToJson(message, &json, &json_size);
   std::string config = err == nullptr ? std::string(json, json_size) : "";
-  TRITONSERVER_MessageDelete(message);
+  Drop(TRITONSERVER_MessageDelete(message));
   RETURN_IF_ERROR(err);
   std::string file = JsonValue(config, "default_model_filename");
+  size_t parameters = config.find("\"parameters\":");  // the thread counts are looked up inside it only
   state->name = name;
   state->path = std::string(location) + "/" + std::to_string(version) + "/" + (file.empty() ? "model.onnx" : file);
   state->max_batch_size = JsonInt(config, "max_batch_size", 0);
-  state->intra_threads = static_cast<int>(JsonInt(config, "intra_op_thread_count", 0));
-  state->inter_threads = static_cast<int>(JsonInt(config, "inter_op_thread_count", 0));
+  if (parameters != std::string::npos) {
+    state->intra_threads = static_cast<int>(JsonInt(config.substr(parameters), "intra_op_thread_count", 0));
+    state->inter_threads = static_cast<int>(JsonInt(config.substr(parameters), "inter_op_thread_count", 0));
+  }
   RETURN_IF_ERROR(TRITONBACKEND_ModelSetState(model, state.release()));
   return nullptr;
 }
 
-EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelFinalize(TRITONBACKEND_Model* model) {
-  void* state;
-  RETURN_IF_ERROR(TRITONBACKEND_ModelState(model, &state));
-  delete static_cast<ModelState*>(state);
-  return nullptr;
-}
-
-EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_ModelInstance* instance) {
+TRITONSERVER_Error* InitializeInstance(TRITONBACKEND_ModelInstance* instance) {
   TRITONBACKEND_Model* model;
   void* model_state;
   RETURN_IF_ERROR(TRITONBACKEND_ModelInstanceModel(instance, &model));
@@ -414,10 +458,119 @@ EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_M
   RETURN_IF_ERROR(FromOrt(ort->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &state->cpu), "memory info"));
   RETURN_IF_ERROR(ReadTensors(state->session, false, &state->inputs));
   RETURN_IF_ERROR(ReadTensors(state->session, true, &state->outputs));
+  if (state->model->max_batch_size > 0) {
+    RETURN_IF_ERROR(CheckBatchable(*state->model, state->inputs));
+    RETURN_IF_ERROR(CheckBatchable(*state->model, state->outputs));
+  }
   std::string loaded = "hpc-tf onnxruntime backend: " + state->model->name + " loaded from " + state->model->path;
-  TRITONSERVER_LogMessage(TRITONSERVER_LOG_INFO, __FILE__, __LINE__, loaded.c_str());
+  Drop(TRITONSERVER_LogMessage(TRITONSERVER_LOG_INFO, __FILE__, __LINE__, loaded.c_str()));
   RETURN_IF_ERROR(TRITONBACKEND_ModelInstanceSetState(instance, state.release()));
   return nullptr;
+}
+
+// Answer the requests Triton handed over (the dynamic batcher's gathering, or one); `answered[k]` is set for
+// each request answered, with its statistics reported. Requests whose rows have the same shape beyond the
+// batch dimension run as one batch, split back afterwards.
+TRITONSERVER_Error* ExecuteRequests(TRITONBACKEND_ModelInstance* instance, TRITONBACKEND_Request** requests,
+                                    uint32_t count, std::vector<bool>* answered) {
+  uint64_t exec_start = NowNs();
+  void* raw;
+  RETURN_IF_ERROR(TRITONBACKEND_ModelInstanceState(instance, &raw));
+  auto* state = static_cast<InstanceState*>(raw);
+  const bool batched = state->model->max_batch_size > 0;
+  std::vector<std::vector<Input>> inputs(count, std::vector<Input>(state->inputs.size()));
+  std::vector<int64_t> rows(count, kWhole);
+  for (uint32_t k = 0; k < count; ++k) {
+    TRITONSERVER_Error* err = nullptr;
+    for (size_t i = 0; i < state->inputs.size() && err == nullptr; ++i) {
+      err = ReadInput(requests[k], state->inputs[i], &inputs[k][i]);
+    }
+    if (err == nullptr && batched) err = BatchRows(state, inputs[k], &rows[k]);
+    if (err != nullptr) {
+      SendError(requests[k], err);
+      (*answered)[k] = true;
+      Drop(TRITONBACKEND_ModelInstanceReportStatistics(instance, requests[k], false, exec_start, exec_start,
+                                                       exec_start, NowNs()));
+    }
+  }
+  // the runs: a group of consecutive compatible requests joined (batched models), else one request each
+  size_t r = 0;
+  while (r < count) {
+    if ((*answered)[r]) {
+      ++r;
+      continue;
+    }
+    size_t end = r + 1;
+    while (batched && end < count && !(*answered)[end] && SameRowShape(inputs[r], inputs[end])) ++end;
+    const bool joined = end - r > 1;
+    std::vector<Input> joined_inputs;
+    int64_t total = 0;
+    for (size_t k = r; k < end; ++k) total += rows[k];
+    if (joined) {
+      joined_inputs.resize(state->inputs.size());
+      for (size_t i = 0; i < state->inputs.size(); ++i) {
+        Input& into = joined_inputs[i];
+        into.shape = inputs[r][i].shape;
+        into.shape[0] = total;
+        for (size_t k = r; k < end; ++k) {
+          into.gathered.insert(into.gathered.end(), inputs[k][i].data, inputs[k][i].data + inputs[k][i].bytes);
+        }
+        into.data = into.gathered.data();
+        into.bytes = into.gathered.size();
+      }
+    }
+    uint64_t compute_start = NowNs();
+    RunOutputs outputs;
+    TRITONSERVER_Error* run_err = Run(state, joined ? joined_inputs : inputs[r], &outputs.values);
+    uint64_t compute_end = NowNs();
+    int64_t first = 0;
+    for (size_t k = r; k < end; ++k) {
+      bool success = false;
+      if (run_err == nullptr) {
+        success = Respond(state, requests[k], outputs.values, first, joined ? rows[k] : kWhole, total);
+      } else {
+        SendError(requests[k], Fail(TRITONSERVER_ERROR_INTERNAL, TRITONSERVER_ErrorMessage(run_err)));
+      }
+      (*answered)[k] = true;
+      first += rows[k];
+      Drop(TRITONBACKEND_ModelInstanceReportStatistics(instance, requests[k], success, exec_start, compute_start,
+                                                       compute_end, NowNs()));
+    }
+    if (run_err == nullptr) {
+      Drop(TRITONBACKEND_ModelInstanceReportBatchStatistics(instance, batched ? total : 1, exec_start,
+                                                            compute_start, compute_end, NowNs()));
+    }
+    if (run_err != nullptr) TRITONSERVER_ErrorDelete(run_err);
+    r = end;
+  }
+  return nullptr;
+}
+
+// No C++ exception may reach tritonserver: it would end the server with every model it serves.
+template <typename Body>
+TRITONSERVER_Error* Guarded(Body body) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    return Fail(TRITONSERVER_ERROR_INTERNAL, std::string("hpc-tf onnxruntime backend: ") + e.what());
+  }
+}
+
+}  // namespace
+
+EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInitialize(TRITONBACKEND_Model* model) {
+  return Guarded([&] { return InitializeModel(model); });
+}
+
+EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelFinalize(TRITONBACKEND_Model* model) {
+  void* state;
+  RETURN_IF_ERROR(TRITONBACKEND_ModelState(model, &state));
+  delete static_cast<ModelState*>(state);
+  return nullptr;
+}
+
+EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInstanceInitialize(TRITONBACKEND_ModelInstance* instance) {
+  return Guarded([&] { return InitializeInstance(instance); });
 }
 
 EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInstanceFinalize(TRITONBACKEND_ModelInstance* instance) {
@@ -427,91 +580,19 @@ EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInstanceFinalize(TRITONBACKEND_Mod
   return nullptr;
 }
 
-// Triton hands over the requests the dynamic batcher gathered (one without batching). Requests whose rows
-// have the same shape beyond the batch dimension run as one batch; each gets its own response and statistics.
-// Every request is answered and released here, so this returns no error (which would hand them back to Triton).
+// Every request is answered and released here, whatever happens, so this returns no error (an error would
+// hand the requests back to Triton).
 EXPORT TRITONSERVER_Error* TRITONBACKEND_ModelInstanceExecute(TRITONBACKEND_ModelInstance* instance,
                                                               TRITONBACKEND_Request** requests, uint32_t count) {
-  uint64_t exec_start = NowNs();
-  void* raw;
-  TRITONSERVER_Error* err = TRITONBACKEND_ModelInstanceState(instance, &raw);
-  if (err != nullptr) return err;
-  auto* state = static_cast<InstanceState*>(raw);
-  const bool batched = state->model->max_batch_size > 0;
-  std::vector<std::vector<Input>> inputs(count, std::vector<Input>(state->inputs.size()));
-  std::vector<int64_t> rows(count, -1);
-  std::vector<bool> ok(count, true);
-  for (uint32_t r = 0; r < count; ++r) {
-    for (size_t i = 0; i < state->inputs.size() && err == nullptr; ++i) {
-      err = ReadInput(requests[r], state->inputs[i], &inputs[r][i]);
-    }
-    if (err == nullptr && batched) err = BatchRows(state, inputs[r], &rows[r]);
-    if (err != nullptr) {
-      SendError(requests[r], err);
-      ok[r] = false;
-      err = nullptr;
-    }
-  }
-  // the runs: a group of consecutive compatible requests joined (batched models), else one request each
-  size_t r = 0;
-  while (r < count) {
-    if (!ok[r]) { ++r; continue; }
-    size_t end = r + 1;
-    while (batched && end < count && ok[end] && SameRowShape(inputs[r], inputs[end])) ++end;
-    std::vector<Input> joined_storage;
-    const std::vector<Input>* feed = &inputs[r];
-    int64_t total = rows[r];
-    if (end - r > 1) {
-      joined_storage.resize(state->inputs.size());
-      for (size_t i = 0; i < state->inputs.size(); ++i) {
-        Input& joined = joined_storage[i];
-        joined.shape = inputs[r][i].shape;
-        for (size_t k = r; k < end; ++k) {
-          joined.gathered.insert(joined.gathered.end(), inputs[k][i].data, inputs[k][i].data + inputs[k][i].bytes);
-        }
-        joined.data = joined.gathered.data();
-        joined.bytes = joined.gathered.size();
-      }
-      total = 0;
-      for (size_t k = r; k < end; ++k) total += rows[k];
-      for (Input& joined : joined_storage) joined.shape[0] = total;
-      feed = &joined_storage;
-    }
-    uint64_t compute_start = NowNs();
-    std::vector<OrtValue*> outputs;
-    TRITONSERVER_Error* run_err = Run(state, *feed, &outputs);
-    uint64_t compute_end = NowNs();
-    int64_t first = 0;
-    for (size_t k = r; k < end; ++k) {
-      bool success = run_err == nullptr;
-      if (success) {
-        TRITONSERVER_Error* sent = Respond(state, requests[k], outputs, first, end - r > 1 ? rows[k] : -1);
-        success = sent == nullptr;
-        if (sent != nullptr) TRITONSERVER_ErrorDelete(sent);
-      } else {
-        SendError(requests[k], TRITONSERVER_ErrorNew(TRITONSERVER_ERROR_INTERNAL, TRITONSERVER_ErrorMessage(run_err)));
-      }
-      first += rows[k];
-      TRITONBACKEND_ModelInstanceReportStatistics(instance, requests[k], success, exec_start, compute_start,
-                                                  compute_end, NowNs());
-    }
-    if (run_err == nullptr) {
-      TRITONBACKEND_ModelInstanceReportBatchStatistics(instance, batched ? total : 1, exec_start, compute_start,
-                                                       compute_end, NowNs());
-    } else {
-      TRITONSERVER_ErrorDelete(run_err);
-    }
-    for (OrtValue* value : outputs) {
-      if (value != nullptr) ort->ReleaseValue(value);
-    }
-    r = end;
-  }
+  std::vector<bool> answered(count, false);
+  TRITONSERVER_Error* err = Guarded([&] { return ExecuteRequests(instance, requests, count, &answered); });
   for (uint32_t k = 0; k < count; ++k) {
-    if (!ok[k]) {
-      TRITONBACKEND_ModelInstanceReportStatistics(instance, requests[k], false, exec_start, exec_start, exec_start,
-                                                  NowNs());
+    if (!answered[k]) {
+      SendError(requests[k], Fail(TRITONSERVER_ERROR_INTERNAL, err != nullptr ? TRITONSERVER_ErrorMessage(err)
+                                                                              : "the request was not run"));
     }
-    TRITONBACKEND_RequestRelease(requests[k], TRITONSERVER_REQUEST_RELEASE_ALL);
+    Drop(TRITONBACKEND_RequestRelease(requests[k], TRITONSERVER_REQUEST_RELEASE_ALL));
   }
+  if (err != nullptr) TRITONSERVER_ErrorDelete(err);
   return nullptr;
 }
