@@ -45,6 +45,11 @@ class Batching:
     def record(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def worth_saying(self) -> bool:
+        """Measured, or off: what the hand-off's publish line mentions (the python formats' usual "on" is not)."""
+        return self.batch1_us is not None or not self.dynamic
+
 
 def decide(fmt: Format, batched: bool, onnx: Path | None, samples: Samples, threads: int) -> Batching:
     """Dynamic batching for ``fmt`` or not, and why. ``batched``: the config has a batch dimension.

@@ -219,7 +219,7 @@ def handoff(
             version_dir = repository.version_dir(model, version)
             if served in ONNX_FORMATS:
                 record.parity["onnxruntime"] = _onnx_parity(version_dir, samples)
-            opts = options or ServingOptions()
+            opts, batching = options or ServingOptions(), None
             if opts.dynamic_batching is None:  # the generated config: batch where it pays
                 batching = decide_batching(served, signature.batched and opts.max_batch_size > 0,
                                            version_dir / PYTHON_ONNX, samples, opts.tf_threads)
@@ -228,8 +228,8 @@ def handoff(
             text = config_pbtxt(model, signature, served, opts)
             if previous_config != text:
                 repository.write_config(model, text)
-            done("publish", str(version_dir) + (f" (dynamic batching {'on' if opts.dynamic_batching else 'off'}: "
-                                                f"{record.batching['why']})" if record.batching else ""))
+            done("publish", str(version_dir) + (f" (dynamic batching {'on' if batching.dynamic else 'off'}: "
+                                                f"{batching.why})" if batching and batching.worth_saying else ""))
 
             stage = "load"
             if canary is not None:

@@ -112,13 +112,22 @@ def cancel_jobs() -> None:
 
 
 def remove_objects(user: str) -> None:
-    if ACCOUNT in sacctmgr("--noheader", "--parsable2", "show", "account", ACCOUNT, "format=account").stdout:
-        cancel_jobs()
-    sacctmgr("delete", "user", user, f"account={ACCOUNT}", check=False)
-    sacctmgr("delete", "account", ACCOUNT, check=False)
-    sacctmgr("delete", "account", PARENT, check=False)
-    sacctmgr("delete", "qos", QOS_PU, check=False)
-    sacctmgr("delete", "qos", QOS_WIDE, check=False)
+    """Remove the test's accounts and QOS, and wait until the controller no longer has them: a later test
+    reads the user's associations (test_usage_slurm: no GPU-minute budget), and sacctmgr refuses to delete an
+    account while a job of it is still ending, so one attempt is not enough on a busy machine."""
+    def removed() -> bool:
+        if ACCOUNT in sacctmgr("--noheader", "--parsable2", "show", "account", ACCOUNT, "format=account").stdout:
+            cancel_jobs()
+        sacctmgr("delete", "user", user, f"account={ACCOUNT}", check=False)
+        sacctmgr("delete", "account", ACCOUNT, check=False)
+        sacctmgr("delete", "account", PARENT, check=False)
+        sacctmgr("delete", "qos", QOS_PU, check=False)
+        sacctmgr("delete", "qos", QOS_WIDE, check=False)
+        listed = sacctmgr("--noheader", "--parsable2", "show", "account", "format=account").stdout.split()
+        return PARENT not in listed and ACCOUNT not in listed and f"Account={PARENT} " not in assoc_mgr_text(user)
+
+    wait_until(removed, f"accounts {ACCOUNT} and {PARENT} to be gone from slurmdbd and the controller",
+               timeout=120, interval=2)
 
 
 def set_parent(setting: str, controller_shows: str, user: str) -> None:

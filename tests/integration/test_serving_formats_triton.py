@@ -49,6 +49,8 @@ def test_onnx_formats_serve_the_trained_models_answers(server: dict[str, Any], m
     # the generated config batches where it pays: the python stub's round trip is shared by a batch; an MLP of
     # a few µs run inside tritonserver would pay the batcher's hand-off and gain nothing
     assert record["batching"]["dynamic"] is (fmt == "python-onnx"), record["batching"]
+    [publish] = [line for line in done.stderr.splitlines() if line.startswith("publish:")]
+    assert ("(dynamic batching off: ONNX Runtime ran a batch of 1 in" in publish) is (fmt == "onnx"), publish
     config = (server["repo"] / f"mlp_{fmt}" / "config.pbtxt").read_text()
     assert ("dynamic_batching" in config) is (fmt == "python-onnx")
     x = np.random.default_rng(5).normal(size=(5, 16)).astype("float32")
